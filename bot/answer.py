@@ -1,0 +1,52 @@
+"""The engine's output: what every front end (CLI, Slack, store) receives for one message."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
+OUT_OF_SCOPE = "out_of_scope"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One knowledge-base article that supports an answer."""
+
+    doc_id: str
+    title: str
+    url: str | None
+    score: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The engine's reply to one message.
+
+    `intent` is `out_of_scope` and `handoff` is true when the engine is not sure enough to answer;
+    `text` then says so. `sentiment_scores` maps each of SENTIMENT_LABELS to a probability.
+    """
+
+    answer_id: str
+    question: str
+    text: str
+    intent: str
+    confidence: float
+    sentiment: str
+    sentiment_scores: dict[str, float]
+    sources: list[Source] = field(default_factory=list)
+    handoff: bool = False
+    model_version: str = ""
+    doc_id: str | None = None
+    used_context: bool = False
+
+    def to_json(self) -> dict:
+        """The stable `--json` shape (see README, "JSON outputs"): keys are only ever added."""
+        data = asdict(self)
+        data["answer"] = data.pop("text")
+        data["confidence"] = round(self.confidence, 4)
+        data["sentiment_scores"] = {k: round(v, 4) for k, v in self.sentiment_scores.items()}
+        data["sources"] = [
+            {"doc_id": s.doc_id, "title": s.title, "url": s.url, "score": round(s.score, 4)}
+            for s in self.sources
+        ]
+        return data

@@ -1,0 +1,60 @@
+"""`csbot ask "QUESTION"` or `csbot ask --file questions.txt`: answer from the served model."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bot.errors import UserError
+from bot.render import answer_text
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("ask", help="answer one question, or one per line of --file")
+    p.add_argument("question", nargs="?", help="the question")
+    p.add_argument("--file", help="a text file with one question per line ('-' for stdin)")
+    p.add_argument("--context", action="append", default=[], help="an earlier turn of the thread (repeatable)")
+    p.add_argument("--json", action="store_true", help="one JSON object per answer, one per line")
+    p.set_defaults(func=run)
+
+
+def read_questions(path: str) -> list[str]:
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def run(args) -> int:
+    from bot.runtime import open_engine
+
+    if bool(args.question) == bool(args.file):
+        raise UserError("give either a QUESTION or --file")
+    questions = read_questions(args.file) if args.file else [args.question]
+    if not questions:
+        raise UserError(f"{args.file} holds no questions")
+    engine = open_engine()
+    answers = engine.answer_batch(questions, [args.context] * len(questions))
+    record_answers(answers, origin="cli")
+    for answer in answers:
+        print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else answer_text(answer) + "\n")
+    return 0
+
+
+def record_answers(answers, origin: str) -> None:
+    """Log answers to the store so that feedback can refer to their ids (no-op until the store exists)."""
+    try:
+        from bot.store import Store
+    except ImportError:
+        return
+    from bot.config import Settings
+
+    store = Store.from_settings(Settings.load())
+    try:
+        for answer in answers:
+            store.record_answer(answer, origin=origin)
+    finally:
+        store.close()

@@ -1,0 +1,27 @@
+"""`csbot eval FILE [--json]`: score the served model on labelled rows (see training/evaluate.py)."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="accuracy, macro-F1, per-class report, out-of-scope recall")
+    p.add_argument("file", help="CSV or JSONL rows {text, intent?, sentiment?}; intent out_of_scope = should decline")
+    p.add_argument("--version", help="score this model version instead of the champion")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from bot.config import Settings
+    from bot.engine import Engine
+    from bot.runtime import quiet_libraries
+    from training.evaluate import evaluate, read_eval_rows, report_text
+
+    rows = read_eval_rows(args.file)
+    quiet_libraries()
+    engine = Engine(Settings.load(), version=args.version)
+    report = evaluate(engine, rows)
+    print(json.dumps(report) if args.json else report_text(report))
+    return 0

@@ -1,0 +1,61 @@
+"""`csbot ingest PATH...`: add or update knowledge-base articles and build a new model version."""
+
+from __future__ import annotations
+
+import json
+
+from bot.config import Settings
+from bot.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("ingest", help="add/update knowledge-base files (Markdown, text, CSV, JSONL)")
+    p.add_argument("paths", nargs="+", help="files or folders")
+    p.add_argument("--prune", action="store_true", help="drop articles that are not in PATHS")
+    p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
+    p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf"], help="override the index type")
+    p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    settings = Settings.load(index_type=args.index_type)
+    report = ingest(args.paths, settings, prune=args.prune, force=args.force)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"{report['documents']} articles ({report['summary']}); "
+              + (f"model version {report['version']} built in {report['seconds']:.1f}s and now served"
+                 if report["built"] else f"nothing changed, still serving {report['version']}"))
+    return 0
+
+
+def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = False) -> dict:
+    """Parse PATHS, merge them into the served KB, build and promote a new version if anything changed."""
+    from models.versions import VersionError, VersionStore
+    from retrieval.kb import load_documents, merge_documents
+    from training.build import build_version, kb_hash, load_version_documents, load_version_examples
+
+    incoming = load_documents(paths)  # raises before anything is written
+    versions = VersionStore(settings.models_dir)
+    versions.clean_partial()
+    try:
+        champion = versions.champion()
+        existing = load_version_documents(champion)
+    except VersionError:
+        champion, existing = None, []
+    documents, merge = merge_documents(existing, incoming, prune=prune)
+    if not documents:
+        raise UserError("the knowledge base would be empty")
+    up_to_date = (champion is not None and not merge.modified and not force
+                  and champion.meta.get("kb_hash") == kb_hash(documents)
+                  and champion.meta.get("encoder") == settings.encoder)
+    result = {"documents": len(documents), "added": merge.added, "changed": merge.changed,
+              "removed": merge.removed, "unchanged": len(merge.unchanged), "summary": merge.summary()}
+    if up_to_date:
+        return {**result, "built": False, "version": champion.name, "seconds": 0.0}
+    built = build_version(documents, settings, parent=champion.name if champion else None,
+                          extra_examples=load_version_examples(champion) if champion else None,
+                          meta={"reason": "ingest"})
+    versions.promote(built.version.name, reason="ingest")
+    return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2)}

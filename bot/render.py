@@ -1,0 +1,18 @@
+"""Plain-text rendering of answers for the terminal (Slack rendering lives in bot/slack/blocks.py)."""
+
+from __future__ import annotations
+
+from bot.answer import Answer
+
+
+def answer_text(answer: Answer) -> str:
+    head = "Hand-off to a human" if answer.handoff else f"Answer ({answer.intent})"
+    lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}", answer.text]
+    if answer.sources:
+        lines.append("Sources:")
+        for n, source in enumerate(answer.sources, start=1):
+            url = f" <{source.url}>" if source.url else ""
+            lines.append(f"  {n}. {source.title}{url} ({source.score:.2f})")
+    lines.append(f"answer id {answer.answer_id} · model {answer.model_version}"
+                 + (" · read with the previous turn" if answer.used_context else ""))
+    return "\n".join(lines)

@@ -1,0 +1,154 @@
+"""Build a model version from a knowledge base: encode, index, train the intent head, package.
+
+Used by `csbot ingest` (new or changed KB) and by the nightly retrain (new training data). The
+version is complete on disk before anyone can promote it (see models/versions.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bot.config import Settings
+from models.encoder import Encoder
+from models.intent import DEFAULT_OOS_THRESHOLD, train_intent_head
+from models.versions import ModelVersion, VersionStore
+from retrieval.index import Entry, VectorIndex
+from retrieval.kb import Document, chunk_document
+
+log = logging.getLogger(__name__)
+
+BUILTIN_SENTIMENT_HEAD = Path(__file__).resolve().parent.parent / "models" / "assets" / "sentiment_head.npz"
+
+
+@dataclass
+class TrainingExample:
+    """A labelled question beyond the KB's own examples (feedback, corrections)."""
+
+    text: str
+    intent: str
+    origin: str = "feedback"
+
+
+@dataclass
+class BuildResult:
+    version: ModelVersion
+    seconds: float
+    counts: dict = field(default_factory=dict)
+
+
+def kb_hash(documents: list[Document]) -> str:
+    digest = hashlib.sha256()
+    for doc in sorted(documents, key=lambda d: d.id):
+        digest.update(doc.content_hash().encode())
+    return digest.hexdigest()[:16]
+
+
+def sentiment_head_path(spec: str) -> Path:
+    path = BUILTIN_SENTIMENT_HEAD if spec == "builtin" else Path(spec)
+    if not path.is_file():
+        from bot.errors import UserError
+
+        raise UserError(f"sentiment head {path} is missing (setting sentiment_head={spec!r})")
+    return path
+
+
+def index_entries(documents: list[Document], chunk_words: int) -> list[Entry]:
+    """What the index holds for each article: its title, its example questions, its chunks."""
+    entries: list[Entry] = []
+    for doc in documents:
+        entries.append(Entry(doc.id, "title", doc.title))
+        entries.extend(Entry(doc.id, "question", q) for q in doc.questions)
+        entries.extend(Entry(doc.id, "chunk", c.text) for c in chunk_document(doc, chunk_words))
+    return entries
+
+
+def build_version(
+    documents: list[Document],
+    settings: Settings,
+    *,
+    extra_examples: list[TrainingExample] | None = None,
+    encoder: Encoder | None = None,
+    parent: str | None = None,
+    meta: dict | None = None,
+) -> BuildResult:
+    """Build (but do not promote) a new version from `documents` plus `extra_examples`."""
+    if not documents:
+        from bot.errors import UserError
+
+        raise UserError("the knowledge base is empty: nothing to build")
+    started = time.perf_counter()
+    versions = VersionStore(settings.models_dir)
+    encoder = encoder or Encoder(settings.encoder, settings.device)
+    extra_examples = extra_examples or []
+    build_dir = versions.new_build_dir()
+    try:
+        entries = index_entries(documents, settings.chunk_words)
+        log.info("encoding %d index entries", len(entries))
+        vectors = encoder.embed([e.text for e in entries])
+        encoder_version = _encoder_version(settings.encoder)
+        index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
+                                  index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
+                                  seed=settings.seed)
+        index.save(build_dir / "index")
+
+        label_of = {doc.id: doc.label for doc in documents}
+        train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "question")]
+        features = vectors[train_rows]
+        labels = [label_of[entries[i].doc_id] for i in train_rows]
+        known_labels = set(label_of.values())
+        extra = [ex for ex in extra_examples if ex.intent in known_labels]
+        if extra:
+            features = np.vstack([features, encoder.embed([ex.text for ex in extra])])
+            labels += [ex.intent for ex in extra]
+        head = train_intent_head(features, labels, seed=settings.seed)
+        head.save(build_dir / "intent_head.npz")
+        shutil.copyfile(sentiment_head_path(settings.sentiment_head), build_dir / "sentiment_head.npz")
+
+        with open(build_dir / "kb.jsonl", "w", encoding="utf-8") as fh:
+            for doc in documents:
+                fh.write(json.dumps(doc.to_dict(), ensure_ascii=False) + "\n")
+        if extra:
+            with open(build_dir / "training_examples.jsonl", "w", encoding="utf-8") as fh:
+                for ex in extra:
+                    fh.write(json.dumps(ex.__dict__, ensure_ascii=False) + "\n")
+        counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(train_rows),
+                  "extra_examples": len(extra), "intents": len(known_labels)}
+        version = versions.commit(build_dir, {
+            **(meta or {}),
+            "parent": parent,
+            "encoder": settings.encoder,
+            "encoder_version": encoder_version,
+            "kb_hash": kb_hash(documents),
+            "oos_threshold": DEFAULT_OOS_THRESHOLD,
+            "counts": counts,
+            "build_seconds": round(time.perf_counter() - started, 2),
+        })
+    except BaseException:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        raise
+    return BuildResult(version, time.perf_counter() - started, counts)
+
+
+def _encoder_version(name: str) -> str:
+    return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def load_version_documents(version: ModelVersion) -> list[Document]:
+    path = version.path / "kb.jsonl"
+    return [Document.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def load_version_examples(version: ModelVersion) -> list[TrainingExample]:
+    """Labelled examples a version was trained on beyond its KB (carried over by later builds)."""
+    path = version.path / "training_examples.jsonl"
+    if not path.is_file():
+        return []
+    return [TrainingExample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

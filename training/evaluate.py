@@ -1,0 +1,126 @@
+"""Scoring a model version on labelled rows `{text, intent?, sentiment?}` (used by `csbot eval` and the
+retrain gate). Intent `out_of_scope` marks a question the bot should decline.
+
+The report follows `rasa test nlu`: accuracy, macro-F1, a per-class report, the most-confused pairs,
+and out-of-scope recall when out-of-scope rows are present.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import Counter
+from pathlib import Path
+
+from bot.answer import OUT_OF_SCOPE, SENTIMENT_LABELS
+from bot.errors import UserError
+
+OOS_ALIASES = {"oos", "out_of_scope", "out-of-scope"}
+
+
+def read_eval_rows(path: str | Path) -> list[dict]:
+    """CSV (header with `text`) or JSONL rows; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 text") from exc
+    rows: list[dict] = []
+    if path.suffix.lower() == ".csv":
+        reader = csv.DictReader(text.splitlines())
+        if "text" not in (reader.fieldnames or []):
+            raise UserError(f"{path}:1: CSV header needs a 'text' column")
+        raw = [(reader.line_num, row) for row in reader]
+    else:
+        raw = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}:{number}: invalid JSON ({exc.msg})") from exc
+    for number, row in raw:
+        if not isinstance(row, dict) or not str(row.get("text") or "").strip():
+            raise UserError(f"{path}:{number}: a row needs a non-empty 'text'")
+        intent = (row.get("intent") or row.get("label") or "").strip() or None
+        if intent in OOS_ALIASES:
+            intent = OUT_OF_SCOPE
+        sentiment = (row.get("sentiment") or "").strip().lower() or None
+        if sentiment is not None and sentiment not in SENTIMENT_LABELS:
+            raise UserError(f"{path}:{number}: sentiment must be one of {', '.join(SENTIMENT_LABELS)}")
+        rows.append({"text": row["text"].strip(), "intent": intent, "sentiment": sentiment})
+    if not rows:
+        raise UserError(f"{path} has no rows")
+    return rows
+
+
+def classification_report(gold: list[str], predicted: list[str]) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = sorted(set(gold) | set(predicted))
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    gold_labels = set(gold)
+    per_class = {
+        label: {"precision": round(float(p), 4), "recall": round(float(r), 4), "f1": round(float(f), 4),
+                "support": int(s)}
+        for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+    }
+    macro_f1 = sum(per_class[label]["f1"] for label in gold_labels) / max(1, len(gold_labels))
+    confused = Counter((g, p) for g, p in zip(gold, predicted) if g != p)
+    return {
+        "n": len(gold),
+        "accuracy": round(sum(g == p for g, p in zip(gold, predicted)) / max(1, len(gold)), 4),
+        "macro_f1": round(macro_f1, 4),
+        "per_class": per_class,
+        "confused": [{"gold": g, "predicted": p, "count": c} for (g, p), c in confused.most_common(10)],
+    }
+
+
+def evaluate(engine, rows: list[dict], batch_size: int = 256) -> dict:
+    answers = []
+    for start in range(0, len(rows), batch_size):
+        answers.extend(engine.answer_batch([r["text"] for r in rows[start:start + batch_size]]))
+    report: dict = {"model_version": engine.model_version}
+    intent_rows = [(r, a) for r, a in zip(rows, answers) if r["intent"]]
+    if intent_rows:
+        gold = [r["intent"] for r, _ in intent_rows]
+        predicted = [a.intent for _, a in intent_rows]
+        report.update(classification_report(gold, predicted))
+        in_scope = [(g, p) for g, p in zip(gold, predicted) if g != OUT_OF_SCOPE]
+        oos = [(g, p) for g, p in zip(gold, predicted) if g == OUT_OF_SCOPE]
+        if in_scope:
+            report["in_scope_accuracy"] = round(sum(g == p for g, p in in_scope) / len(in_scope), 4)
+        if oos:
+            report["oos_recall"] = round(sum(p == OUT_OF_SCOPE for _, p in oos) / len(oos), 4)
+    else:
+        report.update({"n": 0, "accuracy": None, "macro_f1": None, "per_class": {}, "confused": []})
+    sentiment_rows = [(r["sentiment"], a.sentiment) for r, a in zip(rows, answers) if r["sentiment"]]
+    if sentiment_rows:
+        gold, predicted = zip(*sentiment_rows)
+        sent = classification_report(list(gold), list(predicted))
+        recalls = [sent["per_class"][label]["recall"] for label in set(gold)]
+        report["sentiment"] = {"n": sent["n"], "accuracy": sent["accuracy"], "macro_f1": sent["macro_f1"],
+                               "macro_recall": round(sum(recalls) / len(recalls), 4), "per_class": sent["per_class"]}
+    report["rows"] = len(rows)
+    return report
+
+
+def report_text(report: dict) -> str:
+    lines = [f"model {report['model_version']} · {report['rows']} rows"]
+    if report.get("n"):
+        lines.append(f"intent: accuracy {report['accuracy']:.3f} · macro-F1 {report['macro_f1']:.3f} (n={report['n']})")
+        if "in_scope_accuracy" in report:
+            lines.append(f"  in-scope accuracy {report['in_scope_accuracy']:.3f}")
+        if "oos_recall" in report:
+            lines.append(f"  out-of-scope recall {report['oos_recall']:.3f}")
+        worst = sorted(report["per_class"].items(), key=lambda kv: (kv[1]["f1"], -kv[1]["support"]))[:8]
+        lines.append("  weakest classes: " + ", ".join(f"{k} F1 {v['f1']:.2f} (n={v['support']})" for k, v in worst if v["support"]))
+        if report["confused"]:
+            lines.append("  most confused: " + ", ".join(f"{c['gold']} → {c['predicted']} ×{c['count']}" for c in report["confused"][:5]))
+    if "sentiment" in report:
+        s = report["sentiment"]
+        lines.append(f"sentiment: accuracy {s['accuracy']:.3f} · macro-recall {s['macro_recall']:.3f} (n={s['n']})")
+    return "\n".join(lines)
