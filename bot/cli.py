@@ -22,6 +22,10 @@ COMMAND_MODULES = [
     "bot.commands.eval",
     "bot.commands.models",
     "bot.commands.demo",
+    "bot.commands.feedback",
+    "bot.commands.privacy",
+    "bot.commands.export",
+    "bot.commands.serve",
 ]
 
 

@@ -51,8 +51,21 @@ class Settings:
     # Encoder fine-tuning on the KB's example questions at ingest (SetFit-style contrastive step).
     finetune_epochs: int = 1
     seed: int = 13
+    # Store (bot/store): salted user hashes, per-user daily vote cap, PII redaction, message text.
+    user_hash_salt: str | None = field(default=None, repr=False)  # None: a salt kept in $CSBOT_HOME/salt
+    vote_daily_cap: int = 200
+    redact_pii: bool = True
+    store_message_text: bool = False
     # Slack.
     slack_api_url: str = SLACK_API_URL
+    slack_support_channels: str = ""  # comma-separated channel ids answered without a mention
+    slack_allowed_channels: str = ""  # when set, the bot answers only there (and in DMs)
+    slack_admin_users: str = ""  # user ids allowed to run admin commands
+    slack_oncall_usergroup: str | None = None  # mentioned on hand-off (S0123...)
+    slack_escalation_channel: str | None = None  # hand-offs are posted there with a thread link
+    slack_up_reactions: str = "+1,thumbsup"
+    slack_down_reactions: str = "-1,thumbsdown"
+    slack_support_min_confidence: float = 0.6  # the bar for un-mentioned answers in support channels
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)

@@ -111,12 +111,13 @@ class VectorIndex:
     @classmethod
     def load(cls, folder: Path, *, expect_encoder_version: str | None = None) -> "VectorIndex":
         folder = Path(folder)
+        for name in ("meta.json", "entries.jsonl", "faiss.index"):
+            if not (folder / name).is_file():
+                raise IndexError_(f"index at {folder} is missing {name}; run `csbot ingest`")
         try:
             meta = json.loads((folder / "meta.json").read_text())
             entries = [Entry(**json.loads(line)) for line in (folder / "entries.jsonl").read_text(encoding="utf-8").splitlines()]
             index = faiss.read_index(str(folder / "faiss.index"))
-        except FileNotFoundError as exc:
-            raise IndexError_(f"index at {folder} is missing {Path(exc.filename).name}; run `csbot ingest`") from exc
         except (OSError, ValueError, TypeError, RuntimeError) as exc:
             raise IndexError_(f"index at {folder} is corrupt ({exc}); re-run `csbot ingest`") from exc
         if index.ntotal != len(entries) or index.ntotal != meta.get("count"):

@@ -45,16 +45,10 @@ def run(args) -> int:
 
 
 def record_answers(answers, origin: str) -> None:
-    """Log answers to the store so that feedback can refer to their ids (no-op until the store exists)."""
-    try:
-        from bot.store import Store
-    except ImportError:
-        return
+    """Log answers to the store so that feedback (`csbot feedback ANSWER_ID up`) can refer to them."""
     from bot.config import Settings
+    from bot.store import Store
 
-    store = Store.from_settings(Settings.load())
-    try:
+    with Store.from_settings(Settings.load()) as store:
         for answer in answers:
             store.record_answer(answer, origin=origin)
-    finally:
-        store.close()

@@ -1,5 +1,5 @@
 """`csbot chat`: a terminal conversation with the served model. Type a question; `+` / `-` rates the
-last answer (👍/👎, stored like Slack votes once the store exists); `/new` starts a new thread."""
+last answer (👍/👎, stored like Slack votes); `/new` starts a new thread."""
 
 from __future__ import annotations
 
@@ -46,15 +46,12 @@ def run(args) -> int:
 
 
 def record_vote(answer_id: str, vote: str, user: str) -> str:
-    try:
-        from bot.store import Store
-    except ImportError:
-        return "(votes are not stored yet)"
+    """Store the vote through the same code path as Slack's buttons; returns a line for the user."""
     from bot.config import Settings
+    from bot.store import Store
 
-    store = Store.from_settings(Settings.load())
-    try:
-        store.record_vote(answer_id, vote, user=user, origin="cli")
-    finally:
-        store.close()
+    with Store.from_settings(Settings.load()) as store:
+        result = store.record_vote(answer_id, vote, user=user, origin="cli")
+    if not result.stored:
+        return f"(vote not stored: {result.status})"
     return f"(recorded {'👍' if vote == 'up' else '👎'} for {answer_id})"

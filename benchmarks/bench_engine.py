@@ -1,0 +1,151 @@
+"""Engine latency and throughput, and ingest speed (figures printed; nothing asserted).
+
+- Ingest of the demo KB (intent model included), wall time.
+- Single-question latency p50/p99 end to end in `Engine.answer`, printed as a ratio to the bare
+  sentence-transformers encode of the same question in the same run (the floor).
+- Batch throughput (`Engine.answer_batch`, 64 questions per call).
+- The same on a 1k-chunk KB (1,000 DSTC10 FAQ snippets) and a 100k-chunk KB (the 12k real DSTC10
+  snippets' vectors plus noisy copies of them up to 100k, HNSW index; the engine is pinned to a
+  version whose index is replaced by that one).
+
+Usage: python benchmarks/bench_engine.py [--rounds 200] [--skip-large]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import numpy as np  # noqa: E402
+
+from bot.commands.ingest import ingest  # noqa: E402
+from bot.config import Settings  # noqa: E402
+from bot.engine import Engine  # noqa: E402
+from models.versions import VersionStore  # noqa: E402
+from retrieval.index import Entry, VectorIndex  # noqa: E402
+
+DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "data"))
+QUESTIONS = [
+    "How do I reset my password?", "my parcel never arrived", "can I get a refund for a broken kettle",
+    "is there a pet policy at the guest house", "what time does check-in start", "do you ship to Canada",
+    "the app keeps crashing when I log in", "how much is Plus per year",
+]
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered) * 1000, ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] * 1000
+
+
+def time_calls(fn, questions: list[str], rounds: int) -> list[float]:
+    samples = []
+    for i in range(rounds):
+        q = questions[i % len(questions)]
+        start = time.perf_counter()
+        fn(q)
+        samples.append(time.perf_counter() - start)
+    return samples
+
+
+def measure(engine: Engine, label: str, rounds: int) -> dict:
+    model = engine.served.encoder.model
+    for q in QUESTIONS:  # warm up both paths
+        engine.answer(q)
+        model.encode([q])
+    floor = time_calls(lambda q: model.encode([q]), QUESTIONS, rounds)
+    single = time_calls(engine.answer, QUESTIONS, rounds)
+    batch_questions = (QUESTIONS * 8)[:64]
+    start = time.perf_counter()
+    batches = max(3, rounds // 40)
+    for _ in range(batches):
+        engine.answer_batch(batch_questions)
+    throughput = batches * len(batch_questions) / (time.perf_counter() - start)
+    f50, f99 = percentiles(floor)
+    s50, s99 = percentiles(single)
+    row = {"kb": label, "index": engine.served.index.meta["type"], "vectors": len(engine.served.index),
+           "encode_p50_ms": round(f50, 2), "answer_p50_ms": round(s50, 2), "answer_p99_ms": round(s99, 2),
+           "ratio_p50": round(s50 / f50, 2), "batch_per_s": round(throughput, 1)}
+    print(f"{label:>10} | {row['index']:>5} {row['vectors']:>7} vectors | encode p50 {f50:6.2f} ms | "
+          f"answer p50 {s50:6.2f} ms p99 {s99:6.2f} ms | ratio {s50 / f50:4.2f} | batch {throughput:6.1f} q/s",
+          flush=True)
+    return row
+
+
+def dstc_kb(path: Path, n: int) -> Path:
+    rows = [json.loads(line) for line in (DATA / "dstc10_knowledge_faq" / "knowledge.jsonl").open()][:n]
+    with open(path, "w") as fh:
+        for r in rows:
+            fh.write(json.dumps({"id": f"{r['domain']}-{r['entity_id']}-{r['doc_id']}",
+                                 "title": f"{r['entity_name'] or r['domain']}: {r['title']}",
+                                 "answer": r["body"], "intent": r["domain"] + "_" + str(r["doc_id"])}) + "\n")
+    return path
+
+
+def large_index_engine(settings: Settings, total: int) -> Engine:
+    """Pin a copy of the champion whose index is replaced by `total` vectors (real DSTC10 + noisy copies)."""
+    versions = VersionStore(settings.models_dir)
+    champion = versions.champion()
+    engine = Engine(settings)
+    rows = [json.loads(line) for line in (DATA / "dstc10_knowledge_faq" / "knowledge.jsonl").open()]
+    texts = [f"{r['title']} {r['body']}" for r in rows]
+    print(f"encoding {len(texts)} real DSTC10 snippets for the large index ...", flush=True)
+    real = engine.served.encoder.embed(texts, batch_size=128)
+    rng = np.random.default_rng(0)
+    copies = real[rng.integers(0, len(real), total - len(real))]
+    noisy = copies + rng.normal(0, 0.03, copies.shape).astype(np.float32)
+    vectors = np.vstack([real, noisy / np.linalg.norm(noisy, axis=1, keepdims=True)])
+    doc_ids = list(engine.served.documents)
+    entries = [Entry(doc_ids[i % len(doc_ids)], "chunk", f"synthetic {i}") for i in range(total)]
+    start = time.perf_counter()
+    index = VectorIndex.build(vectors, entries, encoder=champion.meta["encoder"],
+                              encoder_version=champion.meta["encoder_version"], index_type="auto",
+                              hnsw_min_vectors=settings.hnsw_min_vectors)
+    print(f"built {index.meta['type']} index over {total} vectors in {time.perf_counter() - start:.1f}s", flush=True)
+    copy = settings.models_dir / (champion.name + "-large")
+    shutil.copytree(champion.path, copy)
+    index.save(copy / "index")
+    return Engine(settings, version=copy.name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings.load(env={}, home=Path(tmp) / "demo")
+        start = time.perf_counter()
+        report = ingest([REPO / "demo" / "kb"], settings)
+        print(f"ingest demo KB ({report['documents']} articles, intent model + index): "
+              f"{time.perf_counter() - start:.1f}s wall (build {report['seconds']:.1f}s)", flush=True)
+        rows.append(measure(Engine(settings), "demo", args.rounds))
+        if not (DATA / "dstc10_knowledge_faq").is_dir():
+            print(f"no {DATA}/dstc10_knowledge_faq: skipping the 1k and 100k KBs")
+            return
+        settings_1k = Settings.load(env={}, home=Path(tmp) / "kb1k")
+        start = time.perf_counter()
+        ingest([dstc_kb(Path(tmp) / "dstc1k.jsonl", 1000)], settings_1k)
+        print(f"ingest 1k-article KB: {time.perf_counter() - start:.1f}s", flush=True)
+        rows.append(measure(Engine(settings_1k), "1k", args.rounds))
+        if not args.skip_large:
+            rows.append(measure(large_index_engine(settings_1k, 100_000), "100k", args.rounds))
+    print(json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""`csbot purge` and `csbot forget`: retention and deletion in the conversation store.
+
+    csbot purge --older-than 90d [--dry-run] [--json]
+    csbot forget --user U123 [--user U456 ...] [--dry-run] [--json]
+
+Deleted rows are overwritten on disk (secure_delete) and the WAL is checkpointed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    purge = subparsers.add_parser(
+        "purge",
+        help="delete stored conversations, votes and messages older than an age",
+        description="Delete answers (with their votes), votes, monitored messages and processed "
+        "Slack event ids older than the given age. Training-run records are kept.",
+    )
+    purge.add_argument("--older-than", required=True, metavar="AGE", help="e.g. 90d, 12h, 2w, 30m")
+    purge.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    purge.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    purge.set_defaults(func=run_purge)
+
+    forget = subparsers.add_parser(
+        "forget",
+        help="delete every stored row of a user",
+        description="Delete a user's votes, questions (with the votes on them) and monitored "
+        "messages. The user id is hashed with the store's salt to find the rows.",
+    )
+    forget.add_argument("--user", required=True, action="append", metavar="USER", help="a Slack user id; repeatable")
+    forget.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")
+    forget.add_argument("--json", action="store_true", help="print the counts as one JSON object")
+    forget.set_defaults(func=run_forget)
+
+
+def _open_store():
+    from bot.config import Settings
+    from bot.store import Store
+
+    return Store.from_settings(Settings.load())
+
+
+def _report(verb: str, counts: dict[str, int], args: argparse.Namespace, extra: dict) -> None:
+    if args.json:
+        print(json.dumps({**extra, "dry_run": bool(args.dry_run), "deleted": counts}))
+        return
+    what = ", ".join(f"{n} {table}" for table, n in counts.items())
+    print(f"{'would delete' if args.dry_run else verb}: {what}")
+
+
+def run_purge(args: argparse.Namespace) -> int:
+    from bot.store import parse_duration
+
+    age = parse_duration(args.older_than)
+    store = _open_store()
+    try:
+        counts = store.purge(age, dry_run=args.dry_run)
+    finally:
+        store.close()
+    _report("deleted", counts, args, {"older_than": args.older_than})
+    return 0
+
+
+def run_forget(args: argparse.Namespace) -> int:
+    from bot.errors import UserError
+
+    users = [u.strip() for u in args.user if u and u.strip()]
+    if not users:
+        raise UserError("--user needs a user id")
+    store = _open_store()
+    total: dict[str, int] = {}
+    try:
+        for user in users:
+            for table, n in store.forget_user(user, dry_run=args.dry_run).items():
+                total[table] = total.get(table, 0) + n
+    finally:
+        store.close()
+    _report("deleted", total, args, {"users": len(users)})
+    return 0

@@ -1,0 +1,71 @@
+"""`csbot serve --socket` or `csbot serve --http PORT`: run the Slack bot (see docs/slack.md).
+
+Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (xapp-, with connections:write) and no
+public URL. HTTP mode needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET and serves POST
+/slack/events (events, interactivity and the slash command) and GET /healthz on PORT.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from bot.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="run the Slack bot (Socket Mode or HTTP)")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--socket", action="store_true", help="Socket Mode (SLACK_BOT_TOKEN, SLACK_APP_TOKEN)")
+    mode.add_argument("--http", type=int, metavar="PORT", help="HTTP mode on PORT (SLACK_SIGNING_SECRET)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on in HTTP mode (default 0.0.0.0)")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.set_defaults(func=run)
+
+
+def check_credentials(settings, *, socket_mode: bool) -> None:
+    missing = []
+    if not settings.slack_bot_token:
+        missing.append("SLACK_BOT_TOKEN")
+    if socket_mode and not settings.slack_app_token:
+        missing.append("SLACK_APP_TOKEN")
+    if not socket_mode and not settings.slack_signing_secret:
+        missing.append("SLACK_SIGNING_SECRET")
+    if missing:
+        raise UserError(f"set {' and '.join(missing)} (see docs/slack.md)")
+    if socket_mode and not str(settings.slack_app_token).startswith("xapp-"):
+        raise UserError("SLACK_APP_TOKEN must be an app-level token (xapp-...) with connections:write")
+
+
+def run(args) -> int:
+    from bot.config import Settings
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings.load()
+    socket_mode = bool(args.socket)
+    check_credentials(settings, socket_mode=socket_mode)
+
+    from slack_bolt.error import BoltError
+
+    from bot.runtime import open_engine
+    from bot.slack.app import build_app
+    from bot.slack.server import serve_http, serve_socket_mode
+    from bot.store import Store
+
+    engine = open_engine(settings)
+    store = Store.from_settings(settings)
+    try:
+        try:
+            app = build_app(settings, engine, store, socket_mode=socket_mode)
+        except BoltError as exc:  # e.g. auth.test rejected the bot token
+            raise UserError(f"Slack refused the bot token: {exc}") from exc
+        if socket_mode:
+            print(f"csbot serving model {engine.model_version} over Socket Mode (Ctrl-C stops)", flush=True)
+            serve_socket_mode(app, app_token=settings.slack_app_token)
+        else:
+            print(f"csbot serving model {engine.model_version} on http://{args.host}:{args.http}/slack/events"
+                  " (Ctrl-C stops)", flush=True)
+            serve_http(app, port=args.http, host=args.host, signing_secret=settings.slack_signing_secret,
+                       health=lambda: {"ok": True, "model_version": engine.model_version})
+    finally:
+        store.close()
+    return 0

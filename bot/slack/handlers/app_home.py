@@ -1,0 +1,35 @@
+"""The App Home tab: the same status as `/csbot status`, refreshed each time the tab is opened."""
+
+from __future__ import annotations
+
+from bot.slack import blocks
+from bot.slack.handlers import Deps, log
+
+
+def collect_status(engine, store) -> dict:
+    """Model version, KB size, last retrain (with metrics) and feedback counts."""
+    served = getattr(engine, "served", None)
+    status = {
+        "model_version": getattr(engine, "model_version", None),
+        "articles": len(getattr(served, "documents", {}) or {}),
+        "intents": len(getattr(getattr(served, "intent_head", None), "labels", []) or []),
+        "last_training_run": None,
+        "counts": {},
+    }
+    try:
+        status["last_training_run"] = store.last_training_run()
+        status["counts"] = store.counts()
+    except Exception as exc:  # noqa: BLE001 - show the model part even if the store is unavailable
+        log.warning("store status unavailable: %s", exc)
+    return status
+
+
+class AppHome:
+    def __init__(self, deps: Deps):
+        self.deps = deps
+
+    def on_opened(self, event, client) -> None:
+        if event.get("tab", "home") != "home" or not event.get("user"):
+            return
+        status = collect_status(self.deps.engine, self.deps.store)
+        client.views_publish(user_id=event["user"], view=blocks.home_view(status))

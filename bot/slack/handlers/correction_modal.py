@@ -1,0 +1,63 @@
+"""The correction modal's submission: the right article, intent or answer text for a 👎 answer.
+
+The ack validates (at least one of the three, shown as an inline error otherwise) and closes the
+modal; the lazy part stores the correction as the user's "down" vote (origin "modal", event id
+`view:<view id>`), with the article's intent filled in when only an article was picked, and
+confirms privately in the thread.
+"""
+
+from __future__ import annotations
+
+from bot.errors import UserError
+from bot.slack import ids
+from bot.slack.handlers import Deps, log
+from bot.slack.handlers.feedback_buttons import modal_context
+
+MISSING = "Pick the right article or intent, or write the right answer."
+
+
+def read_correction(view: dict) -> dict:
+    values = (view.get("state") or {}).get("values") or {}
+
+    def selected(block, action):
+        option = ((values.get(block) or {}).get(action) or {}).get("selected_option") or {}
+        return option.get("value") or None
+
+    text = ((values.get(ids.CORRECTION_TEXT_BLOCK) or {}).get(ids.CORRECTION_TEXT) or {}).get("value")
+    return {"doc_id": selected(ids.CORRECTION_ARTICLE_BLOCK, ids.CORRECTION_ARTICLE),
+            "intent": selected(ids.CORRECTION_INTENT_BLOCK, ids.CORRECTION_INTENT),
+            "answer_text": (text or "").strip() or None}
+
+
+class CorrectionModal:
+    def __init__(self, deps: Deps):
+        self.deps = deps
+
+    def ack(self, ack, view) -> None:
+        if not any(read_correction(view).values()):
+            ack(response_action="errors", errors={ids.CORRECTION_TEXT_BLOCK: MISSING})
+        else:
+            ack()
+
+    def on_submit(self, body, view, client) -> None:
+        correction = read_correction(view)
+        context = modal_context(view)
+        answer_id, user = context.get("answer_id"), (body.get("user") or {}).get("id")
+        if not any(correction.values()) or not answer_id:
+            return
+        if correction["doc_id"] and not correction["intent"]:
+            doc = (getattr(getattr(self.deps.engine, "served", None), "documents", {}) or {}).get(correction["doc_id"])
+            correction["intent"] = getattr(doc, "label", None)
+        try:
+            result = self.deps.store.record_vote(answer_id, "down", user=user, origin="modal",
+                                                 event_id=f"view:{view.get('id')}", **correction)
+        except UserError as exc:
+            log.info("correction for %s rejected: %s", answer_id, exc)
+            return
+        channel = context.get("channel")
+        if result.status == "stored" and channel and user:
+            try:
+                client.chat_postEphemeral(channel=channel, user=user, thread_ts=context.get("thread_ts"),
+                                          text="Thanks! Your correction is saved and will be used at the next retrain.")
+            except Exception as exc:  # noqa: BLE001 - the correction is stored; the thank-you is optional
+                log.info("could not confirm the correction to %s: %s", user, exc)

@@ -1,0 +1,73 @@
+"""👍 / 👎 buttons under an answer (the button value is the answer id).
+
+👍 stores an "up" vote and thanks the user privately. 👎 opens the correction modal first (its
+trigger id is only valid for 3 seconds) and then stores a "down" vote; a correction submitted in
+the modal later refines that same vote. The interaction's trigger id is the vote's event id, so a
+replayed request is not counted twice.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bot.errors import UserError
+from bot.slack import blocks
+from bot.slack.handlers import Deps, log
+
+
+class FeedbackButtons:
+    def __init__(self, deps: Deps):
+        self.deps = deps
+
+    def on_up(self, body, respond) -> None:
+        if self.vote(body, "up", respond):
+            respond(text="Thanks for the feedback! 👍", response_type="ephemeral", replace_original=False)
+
+    def on_down(self, body, client, respond) -> None:
+        self.open_correction_modal(body, client)
+        self.vote(body, "down", respond)
+
+    def vote(self, body: dict, vote: str, respond) -> bool:
+        action = (body.get("actions") or [{}])[0]
+        answer_id, user = action.get("value"), (body.get("user") or {}).get("id")
+        event_id = "action:" + str(body.get("trigger_id") or f"{action.get('action_ts')}:{user}")
+        try:
+            result = self.deps.store.record_vote(answer_id, vote, user=user, origin="button", event_id=event_id)
+        except UserError as exc:
+            log.info("vote on %s rejected: %s", answer_id, exc)
+            respond(text="Sorry, I can no longer find that answer, so the vote was not recorded.",
+                    response_type="ephemeral", replace_original=False)
+            return False
+        if result.status == "capped":
+            respond(text="You've reached today's vote limit; thanks for all the feedback!",
+                    response_type="ephemeral", replace_original=False)
+            return False
+        return result.status == "stored"
+
+    def open_correction_modal(self, body: dict, client) -> None:
+        action = (body.get("actions") or [{}])[0]
+        answer_id = action.get("value")
+        container = body.get("container") or {}
+        message = body.get("message") or {}
+        context = {"channel": (body.get("channel") or {}).get("id") or container.get("channel_id"),
+                   "message_ts": container.get("message_ts") or message.get("ts"),
+                   "thread_ts": message.get("thread_ts") or container.get("thread_ts")}
+        stored = self.deps.store.get_answer(answer_id) if hasattr(self.deps.store, "get_answer") else None
+        client.views_open(trigger_id=body["trigger_id"], view=self.modal(answer_id, stored or {}, context))
+
+    def modal(self, answer_id: str, stored: dict, context: dict):
+        served = getattr(self.deps.engine, "served", None)
+        documents = getattr(served, "documents", {}) or {}
+        articles = sorted(((doc_id, doc.title) for doc_id, doc in documents.items()), key=lambda a: a[1].lower())
+        labels = list(getattr(getattr(served, "intent_head", None), "labels", []) or [])
+        return blocks.correction_modal(answer_id=answer_id, question=stored.get("question"),
+                                       answer=stored.get("answer_text"), articles=articles,
+                                       intents=sorted(labels), context=context)
+
+
+def modal_context(view: dict) -> dict:
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return data if isinstance(data, dict) else {}

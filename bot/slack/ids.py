@@ -1,0 +1,25 @@
+"""Every Block Kit action id, block id and callback id csbot uses, in one place.
+
+Listeners in bot/slack/app.py match on these; bot/slack/blocks.py puts them on the elements.
+Changing a value breaks the buttons on messages already posted, so treat them as a stable API.
+"""
+
+# Feedback buttons on an answer message (the button value is the answer id).
+FEEDBACK_BLOCK = "csbot_feedback"
+VOTE_UP = "csbot_vote_up"
+VOTE_DOWN = "csbot_vote_down"
+
+# The correction modal opened by 👎.
+CORRECTION_MODAL = "csbot_correction"
+CORRECTION_ARTICLE_BLOCK = "csbot_correction_article"
+CORRECTION_ARTICLE = "csbot_correction_article_select"
+CORRECTION_INTENT_BLOCK = "csbot_correction_intent"
+CORRECTION_INTENT = "csbot_correction_intent_select"
+CORRECTION_TEXT_BLOCK = "csbot_correction_text"
+CORRECTION_TEXT = "csbot_correction_text_input"
+
+# Message metadata on every answer the bot posts (maps a Slack message back to its answer id).
+ANSWER_EVENT_TYPE = "csbot_answer"
+
+# The slash command.
+SLASH_COMMAND = "/csbot"

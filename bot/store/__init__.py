@@ -1,0 +1,55 @@
+"""The conversation and feedback store (SQLite): the bot writes, the retrain reads.
+
+See docs/store.md for the schema, privacy rules, retention and the CLI commands.
+"""
+
+from bot.store.redact import KINDS as REDACTION_KINDS
+from bot.store.redact import Redactor, redact
+from bot.store.schema import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    CorruptDatabaseError,
+    ForeignDatabaseError,
+    SchemaTooNewError,
+    StoreBusyError,
+    StoreError,
+)
+from bot.store.store import (
+    ORIGINS,
+    VOTES,
+    InvalidVoteError,
+    Store,
+    UnknownAnswerError,
+    VoteResult,
+    load_or_create_salt,
+    parse_duration,
+    parse_since,
+    to_iso,
+)
+from bot.store.votes import ImportReport, import_votes, parse_vote
+
+__all__ = [
+    "APPLICATION_ID",
+    "ORIGINS",
+    "REDACTION_KINDS",
+    "SCHEMA_VERSION",
+    "VOTES",
+    "CorruptDatabaseError",
+    "ForeignDatabaseError",
+    "ImportReport",
+    "InvalidVoteError",
+    "Redactor",
+    "SchemaTooNewError",
+    "Store",
+    "StoreBusyError",
+    "StoreError",
+    "UnknownAnswerError",
+    "VoteResult",
+    "import_votes",
+    "load_or_create_salt",
+    "parse_duration",
+    "parse_since",
+    "parse_vote",
+    "redact",
+    "to_iso",
+]

@@ -1,0 +1,352 @@
+"""The one owner of csbot's SQLite schema: file checks, connection pragmas, versioned migrations.
+
+Nothing else in csbot creates or alters tables in the store's database. To change the schema,
+append a migration to MIGRATIONS (never edit one that has shipped) and bump nothing else:
+SCHEMA_VERSION is the number of migrations.
+
+How a database file is identified:
+* `PRAGMA application_id` is APPLICATION_ID ("csbt") on every csbot store;
+* `PRAGMA user_version` is the number of migrations applied.
+Opening a path runs `open_database`, which
+1. refuses anything that is not an SQLite file, naming the file (CorruptDatabaseError);
+2. refuses an SQLite file that belongs to another application (ForeignDatabaseError) or was
+   written by a newer csbot (SchemaTooNewError) - in all three cases without writing a byte;
+3. turns on WAL mode, then applies pending migrations in place, one transaction each
+   (`BEGIN IMMEDIATE`, the version re-read inside it, so concurrent openers cannot race).
+Every connection gets foreign_keys=ON, synchronous=FULL, secure_delete=ON and a busy timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.request import pathname2url
+
+from typing import TYPE_CHECKING
+
+from bot.errors import CsbotError
+
+if TYPE_CHECKING:  # sqlite-utils is imported only when a migration runs (it is slow to import)
+    from sqlite_utils import Database
+
+APPLICATION_ID = 0x63736274  # b"csbt"
+SQLITE_HEADER = b"SQLite format 3\x00"
+DEFAULT_BUSY_TIMEOUT = 30.0  # seconds
+
+
+class StoreError(CsbotError):
+    """The store's database cannot be used (reported as one line by the CLI)."""
+
+
+class CorruptDatabaseError(StoreError):
+    """The file is not a readable SQLite database."""
+
+
+class ForeignDatabaseError(StoreError):
+    """The file is an SQLite database, but not a csbot store."""
+
+
+class SchemaTooNewError(StoreError):
+    """The database was written by a newer csbot with a schema this code does not know."""
+
+
+class StoreBusyError(StoreError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Callable[[Database], None]
+
+
+# --- migrations -------------------------------------------------------------------------------
+
+
+def _m1_initial(db: Database) -> None:
+    """Version 1: answers, votes (no corrections yet), processed Slack event ids."""
+    from sqlite_utils.db import ForeignKey
+
+    db["answers"].create(
+        {
+            "answer_id": str,
+            "time": str,
+            "origin": str,
+            "workspace": str,
+            "channel": str,
+            "thread": str,
+            "user_hash": str,
+            "question": str,
+            "intent": str,
+            "confidence": float,
+            "sentiment": str,
+            "sources": str,  # JSON list of {doc_id, title, url, score}
+            "model_version": str,
+            "handoff": int,
+        },
+        pk="answer_id",
+        not_null=["time"],
+    )
+    db["answers"].create_index(["time"])
+    db["answers"].create_index(["user_hash"])
+    db["feedback"].create(
+        {
+            "id": int,
+            "answer_id": str,
+            "user_hash": str,
+            "vote": str,  # up | down | retracted
+            "origin": str,  # button | reaction | modal | cli | import
+            "event_id": str,
+            "time": str,
+        },
+        pk="id",
+        not_null=["answer_id", "vote", "origin", "time"],
+        foreign_keys=[
+            ForeignKey("feedback", "answer_id", "answers", "answer_id", on_delete="CASCADE")
+        ],
+    )
+    db["feedback"].create_index(["answer_id", "user_hash"], unique=True)
+    db["feedback"].create_index(["event_id"], unique=True)
+    db["feedback"].create_index(["time"])
+    db["processed_events"].create({"event_id": str, "time": str}, pk="event_id", not_null=["time"])
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+
+
+def _m2_corrections_monitoring_training(db: Database) -> None:
+    """Version 2: vote corrections and creation time, richer answers, sentiment log, training runs."""
+    answers = db["answers"]
+    for column, kind in (("answer_text", str), ("doc_id", str), ("sentiment_scores", str), ("used_context", int)):
+        answers.add_column(column, kind)
+    feedback = db["feedback"]
+    for column in ("correct_intent", "correct_doc_id", "correct_answer", "created"):
+        feedback.add_column(column, str)
+    db.execute("UPDATE feedback SET created = time WHERE created IS NULL")
+    feedback.create_index(["user_hash", "created"])
+    db["processed_events"].create_index(["time"])
+    # Version 1 de-duplicated votes by feedback.event_id alone; from version 2 every vote event
+    # is claimed in processed_events as "vote:<id>" - claim the ones already stored.
+    db.execute(
+        "INSERT OR IGNORE INTO processed_events (event_id, time)"
+        " SELECT 'vote:' || event_id, time FROM feedback WHERE event_id IS NOT NULL"
+    )
+    db["monitored_messages"].create(
+        {
+            "id": int,
+            "time": str,
+            "workspace": str,
+            "channel": str,
+            "ts": str,
+            "user_hash": str,
+            "sentiment": str,
+            "scores": str,  # JSON {negative, neutral, positive}
+            "intent": str,
+            "confidence": float,
+            "text": str,  # NULL unless store_message_text is on; redacted
+        },
+        pk="id",
+        not_null=["time", "channel", "ts"],
+    )
+    monitored = db["monitored_messages"]
+    monitored.create_index(["channel", "ts"], unique=True)
+    monitored.create_index(["time"])
+    monitored.create_index(["channel", "time"])
+    monitored.create_index(["user_hash"])
+    db["training_runs"].create(
+        {
+            "id": int,
+            "started_at": str,
+            "finished_at": str,
+            "status": str,
+            "model_version": str,
+            "data_until": str,  # newest feedback time the run learned from
+            "n_feedback": int,
+            "n_messages": int,
+            "metrics": str,  # JSON
+            "notes": str,
+            "extra": str,  # JSON: any other fields the caller passed
+        },
+        pk="id",
+        not_null=["status"],
+    )
+    db["training_runs"].create_index(["status", "id"])
+
+
+MIGRATIONS: list[Migration] = [
+    Migration(1, "initial", _m1_initial),
+    Migration(2, "corrections_monitoring_training", _m2_corrections_monitoring_training),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+
+# --- opening ----------------------------------------------------------------------------------
+
+_migrate_lock = threading.Lock()
+
+
+def connect(path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, read_only: bool = False) -> sqlite3.Connection:
+    """A connection with csbot's pragmas. Callers must have run `check_file` / `open_database`."""
+    if read_only:
+        conn = sqlite3.connect(
+            f"file:{pathname2url(str(Path(path).resolve()))}?mode=ro",
+            uri=True,
+            timeout=busy_timeout,
+            check_same_thread=False,
+        )
+    else:
+        conn = sqlite3.connect(str(path), timeout=busy_timeout, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA secure_delete = ON")
+    return conn
+
+
+def check_file(path: Path) -> str:
+    """Classify `path` without writing to it: "new" (absent or empty) or "sqlite". Raises on garbage."""
+    path = Path(path)
+    if not path.exists():
+        return "new"
+    if not path.is_file():
+        raise CorruptDatabaseError(f"{path} is not a regular file; cannot use it as the csbot database")
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(100)
+    except OSError as exc:
+        raise StoreError(f"cannot read the csbot database {path}: {exc.strerror or exc}") from exc
+    if not header:
+        return "new"
+    if len(header) < 100 or not header.startswith(SQLITE_HEADER):
+        raise CorruptDatabaseError(
+            f"{path} is not an SQLite database (corrupt or some other file); "
+            "csbot will not use or overwrite it - move it away or set CSBOT_HOME elsewhere"
+        )
+    return "sqlite"
+
+
+def inspect(path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict:
+    """Read-only look at an existing file: application id, schema version and table names."""
+    try:
+        conn = connect(path, busy_timeout=busy_timeout, read_only=True)
+    except sqlite3.Error as exc:
+        raise CorruptDatabaseError(f"{path} cannot be opened as an SQLite database: {exc}") from exc
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise CorruptDatabaseError(
+            f"{path} is a damaged SQLite database ({exc}); csbot will not use or overwrite it"
+        ) from exc
+    finally:
+        conn.close()
+    return {"application_id": app_id, "user_version": version, "tables": tables, "objects": objects}
+
+
+def _verify_ours(path: Path, info: dict) -> bool:
+    """True if the file is an (older or current) csbot store, False if it is an empty database."""
+    if info["application_id"] == APPLICATION_ID:
+        if info["user_version"] > SCHEMA_VERSION:
+            raise SchemaTooNewError(
+                f"{path} has csbot schema version {info['user_version']}, newer than this csbot "
+                f"understands ({SCHEMA_VERSION}); upgrade csbot"
+            )
+        return True
+    if info["application_id"] == 0 and info["objects"] == 0 and info["user_version"] == 0:
+        return False
+    shown = ", ".join(info["tables"][:8]) + (", ..." if len(info["tables"]) > 8 else "")
+    raise ForeignDatabaseError(
+        f"{path} is an SQLite database that does not belong to csbot "
+        f"(application_id={info['application_id']}, tables: {shown or 'none'}); "
+        "csbot will not modify it - move it away or set CSBOT_HOME elsewhere"
+    )
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> list[int]:
+    """Apply pending migrations up to `target` (default: all). Returns the versions applied."""
+    target = SCHEMA_VERSION if target is None else target
+    applied: list[int] = []
+    if schema_version(conn) >= target:
+        return applied
+    from sqlite_utils import Database
+
+    db = Database(conn, execute_plugins=False)
+    with _migrate_lock:
+        for migration in MIGRATIONS:
+            if migration.version > target:
+                break
+            if schema_version(conn) >= migration.version:
+                continue
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                if schema_version(conn) >= migration.version:  # another process got there first
+                    conn.execute("ROLLBACK")
+                    continue
+                migration.apply(db)
+                conn.execute(f"PRAGMA user_version = {migration.version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            applied.append(migration.version)
+    return applied
+
+
+def open_database(
+    path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, target_version: int | None = None
+) -> sqlite3.Connection:
+    """Open (creating if needed) the csbot store at `path`, upgraded to the current schema."""
+    path = Path(path)
+    kind = check_file(path)
+    if kind == "sqlite":
+        _verify_ours(path, inspect(path, busy_timeout=busy_timeout))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "new" and not path.exists():
+        # Private from the start: SQLite gives the -wal and -shm files the same permissions.
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            pass
+    try:
+        conn = connect(path, busy_timeout=busy_timeout)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the csbot database {path}: {exc}") from exc
+    try:
+        if kind == "new":
+            # Another process may have created it between check_file and connect.
+            _verify_ours(path, _inspect_conn(conn))
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL")
+        migrate(conn, target=target_version)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise StoreBusyError(f"{path} stayed locked by another process for {busy_timeout:g}s") from exc
+        raise StoreError(f"cannot prepare the csbot database {path}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise CorruptDatabaseError(f"{path} is a damaged SQLite database ({exc})") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _inspect_conn(conn: sqlite3.Connection) -> dict:
+    return {
+        "application_id": conn.execute("PRAGMA application_id").fetchone()[0],
+        "user_version": conn.execute("PRAGMA user_version").fetchone()[0],
+        "tables": [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")],
+        "objects": conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0],
+    }
+

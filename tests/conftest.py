@@ -1,0 +1,60 @@
+"""Shared fixtures: a real model version built from the demo KB once per session, in a temp CSBOT_HOME."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEMO_KB = REPO / "demo" / "kb"
+SHARED_DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "data"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def demo_home(tmp_path_factory) -> Path:
+    """A CSBOT_HOME holding a champion built from the demo KB (built once; tests copy it)."""
+    from bot.commands.ingest import ingest
+    from bot.config import Settings
+
+    home = tmp_path_factory.mktemp("demo-home")
+    ingest([DEMO_KB], Settings.load(env={}, home=home))
+    return home
+
+
+@pytest.fixture
+def home(demo_home, tmp_path, monkeypatch) -> Path:
+    """A private copy of the demo home, set as CSBOT_HOME for this test."""
+    path = tmp_path / "home"
+    shutil.copytree(demo_home, path)
+    monkeypatch.setenv("CSBOT_HOME", str(path))
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+@pytest.fixture
+def settings(home):
+    from bot.config import Settings
+
+    return Settings.load(env={}, home=home)
+
+
+@pytest.fixture(scope="session")
+def engine(demo_home):
+    """A read-only engine on the session's demo home (tests must not change that home)."""
+    from bot.config import Settings
+    from bot.engine import Engine
+
+    return Engine(Settings.load(env={}, home=demo_home))
+
+
+def shared_data(*parts: str) -> Path:
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data {path} is not available")
+    return path

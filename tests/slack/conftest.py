@@ -1,0 +1,176 @@
+"""Slack test fixtures: the mock Slack Web API (tests/slack/slack_mock.py), and `make_bot`, which
+serves the real slack-bolt App over HTTP on 127.0.0.1 pointed at the mock, with a real store.
+
+`make_bot(engine, **slack_settings)` sets `slack_<name>` settings (e.g. support_channels="C9").
+Fast tests use `stub_engine`; tests marked slow use the real `engine` (tests/conftest.py, built once
+per session from the demo KB).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import pytest
+
+from bot.answer import OUT_OF_SCOPE, Answer, Source
+from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET, MockSlack
+from tests.slack.slack_sender import SlackSender
+
+# Nothing may leave the machine: no proxy may capture loopback traffic.
+for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+    os.environ.pop(_var, None)
+os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+
+
+class TrackingExecutor(ThreadPoolExecutor):
+    """The lazy-listener pool, with `wait_idle()` so tests know when all work has finished."""
+
+    def __init__(self):
+        super().__init__(max_workers=4, thread_name_prefix="csbot-lazy")
+        self._pending = set()
+        self._lock = threading.Lock()
+
+    def submit(self, fn, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._done)
+        return future
+
+    def _done(self, future):
+        with self._lock:
+            self._pending.discard(future)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return
+            if time.monotonic() > deadline:
+                raise AssertionError("lazy listeners still running")
+            time.sleep(0.01)
+
+
+class StubEngine:
+    """A tiny deterministic engine: questions about passwords are answered, others handed off."""
+
+    model_version = "stub-v1"
+
+    def __init__(self):
+        docs = {
+            "reset-password": SimpleNamespace(id="reset-password", title="Resetting a forgotten password",
+                                              label="reset_password", url="https://help.example/reset"),
+            "track-order": SimpleNamespace(id="track-order", title="Tracking an order", label="track_order",
+                                           url="https://help.example/track"),
+        }
+        self.served = SimpleNamespace(documents=docs, intent_head=SimpleNamespace(labels=["reset_password", "track_order"]))
+        self.calls: list[tuple[str, list[str]]] = []
+        self.lock = threading.Lock()
+        self.counter = 0
+
+    def answer(self, text, context=None):
+        with self.lock:
+            self.calls.append((text, list(context or [])))
+            self.counter += 1
+            answer_id = f"stub{self.counter:012d}"
+        sentiment = {"negative": 0.1, "neutral": 0.8, "positive": 0.1}
+        if "password" in text.lower():
+            return Answer(answer_id, text, "Click Forgot password? on the sign-in page.", "reset_password", 0.91,
+                          "neutral", sentiment, [Source("reset-password", "Resetting a forgotten password",
+                                                        "https://help.example/reset", 0.8)],
+                          False, self.model_version, "reset-password", bool(context))
+        return Answer(answer_id, text, "A colleague will follow up here.", OUT_OF_SCOPE, 0.12, "neutral", sentiment,
+                      [], True, self.model_version, None, False)
+
+    def sentiment(self, texts):
+        return [("negative", {"negative": 0.7, "neutral": 0.2, "positive": 0.1}) for _ in texts]
+
+    def reload(self, force=False):
+        return False
+
+
+@dataclass
+class Bot:
+    app: object
+    server: object
+    sender: SlackSender
+    mock: MockSlack
+    store: object
+    executor: TrackingExecutor
+    settings: object
+
+    def idle(self) -> None:
+        self.executor.wait_idle()
+
+    def mention(self, text: str, *, channel: str = "C1", user: str = "U1", thread_ts: str | None = None,
+                event_id: str | None = None, retry_num: int | None = None):
+        """A user message mentioning the bot: stored in the mock, then delivered as app_mention."""
+        message = self.mock.add_message(channel, f"<@UBOT> {text}", user=user, thread_ts=thread_ts)
+        event = {"type": "app_mention", "user": user, "text": message["text"], "ts": message["ts"],
+                 "channel": channel, "event_ts": message["ts"]}
+        if thread_ts:
+            event["thread_ts"] = thread_ts
+        status, _ = self.sender.event(event, event_id=event_id, retry_num=retry_num)
+        assert status == 200
+        return event
+
+    def message(self, text: str, *, channel: str = "C1", user: str = "U1", channel_type: str = "channel",
+                thread_ts: str | None = None, **extra):
+        message = self.mock.add_message(channel, text, user=user, thread_ts=thread_ts, **extra)
+        event = {"type": "message", "channel_type": channel_type, "channel": channel, "event_ts": message["ts"],
+                 **message}
+        status, _ = self.sender.event(event)
+        assert status == 200
+        return event
+
+
+@pytest.fixture
+def slack_mock():
+    mock = MockSlack()
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture
+def stub_engine():
+    return StubEngine()
+
+
+@pytest.fixture
+def make_bot(tmp_path, slack_mock):
+    from bot.config import Settings
+    from bot.slack.app import build_app
+    from bot.slack.server import CsbotRequestHandler, RunningServer
+    from bot.store import Store
+
+    started, stores = [], []
+
+    def make(engine, *, store=None, **slack_settings) -> Bot:
+        settings = Settings.load(env={}, home=tmp_path / "home", slack_api_url=slack_mock.api_url,
+                                 slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET)
+        for name, value in slack_settings.items():
+            setattr(settings, f"slack_{name}", value)
+        if store is None:
+            store = Store.from_settings(settings)
+            stores.append(store)
+        executor = TrackingExecutor()
+        app = build_app(settings, engine, store, listener_executor=executor)
+        handler = CsbotRequestHandler(app, signing_secret=SIGNING_SECRET,
+                                      health=lambda: {"ok": True, "model_version": engine.model_version})
+        server = RunningServer(handler)
+        bot = Bot(app, server, SlackSender(server.url), slack_mock, store, executor, settings)
+        started.append(bot)
+        return bot
+
+    yield make
+    for bot in started:
+        bot.server.stop()
+        bot.executor.shutdown(wait=True)
+    for store in stores:
+        store.close()

@@ -1,0 +1,103 @@
+"""What Slack sends to the app: signed events, interactions and slash commands POSTed to its
+/slack/events endpoint on 127.0.0.1, and the block_actions / view_submission payload shapes."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import itertools
+import json
+import time
+import uuid
+from urllib.parse import urlencode, urlsplit
+
+from bot.slack import ids
+from tests.slack.slack_mock import APP_ID, BOT_USER, SIGNING_SECRET, TEAM
+
+
+def sign(secret: str, timestamp: int, raw: bytes) -> str:
+    """X-Slack-Signature: v0= + HMAC-SHA256(secret, b"v0:{timestamp}:{body}") (as SignatureVerifier)."""
+    base = b"v0:" + str(timestamp).encode() + b":" + raw
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+class SlackSender:
+    """Signs and POSTs what Slack would send to the app's /slack/events endpoint."""
+
+    def __init__(self, base_url: str, secret: str = SIGNING_SECRET):
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname, parts.port
+        self.secret = secret
+        self._ids = itertools.count(1)
+
+    def post(self, body: str | bytes, content_type: str = "application/json", *, headers: dict | None = None,
+             timestamp: int | None = None, signature: str | None = None, path: str = "/slack/events"):
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        timestamp = int(time.time()) if timestamp is None else timestamp
+        if signature is None:
+            signature = sign(self.secret, timestamp, raw)
+        all_headers = {"Content-Type": content_type, "X-Slack-Request-Timestamp": str(timestamp),
+                       "X-Slack-Signature": signature, **(headers or {})}
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request("POST", path, body=raw, headers=all_headers)
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8")
+        finally:
+            conn.close()
+
+    def get(self, path: str):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read().decode("utf-8")
+        finally:
+            conn.close()
+
+    def event(self, event: dict, *, event_id: str | None = None, retry_num: int | None = None):
+        envelope = {"token": "legacy", "team_id": TEAM, "api_app_id": APP_ID, "type": "event_callback",
+                    "event": event, "event_id": event_id or f"Ev{uuid.uuid4().hex[:12].upper()}",
+                    "event_time": int(time.time()),
+                    "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}]}
+        headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "http_timeout"} if retry_num else None
+        return self.post(json.dumps(envelope), headers=headers)
+
+    def interaction(self, payload: dict):
+        return self.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+
+    def command(self, text: str, *, user: str = "U1", channel: str = "C1", response_url: str):
+        form = {"token": "legacy", "team_id": TEAM, "team_domain": "csbot-test", "channel_id": channel,
+                "channel_name": "general", "user_id": user, "user_name": "someone", "command": "/csbot",
+                "text": text, "api_app_id": APP_ID, "response_url": response_url,
+                "trigger_id": f"{next(self._ids)}.1.abc"}
+        return self.post(urlencode(form), "application/x-www-form-urlencoded")
+
+
+# ----- interaction payloads (Slack's documented block_actions / view_submission shapes) -----------
+
+def button_payload(bot, action_id, answer_id, message_ts, *, user="U1", channel="C1", trigger="111.222.abc"):
+    return {
+        "type": "block_actions", "team": {"id": TEAM, "domain": "csbot-test"},
+        "user": {"id": user, "team_id": TEAM}, "api_app_id": "A0CSBOT", "token": "legacy",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": trigger, "channel": {"id": channel, "name": "general"},
+        "message": {"type": "message", "ts": message_ts, "user": BOT_USER, "thread_ts": "1.0"},
+        "response_url": bot.mock.response_url("vote"),
+        "actions": [{"action_id": action_id, "block_id": ids.FEEDBACK_BLOCK, "value": answer_id, "type": "button",
+                     "action_ts": "1700000100.000200"}],
+    }
+
+
+def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", view_id="VCORR1"):
+    values = {
+        ids.CORRECTION_ARTICLE_BLOCK: {ids.CORRECTION_ARTICLE: {
+            "type": "static_select", "selected_option": {"value": doc_id} if doc_id else None}},
+        ids.CORRECTION_INTENT_BLOCK: {ids.CORRECTION_INTENT: {
+            "type": "static_select", "selected_option": {"value": intent} if intent else None}},
+        ids.CORRECTION_TEXT_BLOCK: {ids.CORRECTION_TEXT: {"type": "plain_text_input", "value": text}},
+    }
+    return {"type": "view_submission", "team": {"id": TEAM}, "user": {"id": user, "team_id": TEAM},
+            "api_app_id": "A0CSBOT", "token": "legacy", "trigger_id": "333.444.def",
+            "view": {**view, "id": view_id, "team_id": TEAM, "state": {"values": values}}}
