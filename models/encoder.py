@@ -24,9 +24,9 @@ class Encoded:
 
 
 class Encoder:
-    def __init__(self, name: str, device: str = "auto", *, model=None):
+    def __init__(self, name: str, device: str = "auto", *, model=None, cached: bool = True):
         self.name = name
-        self.model = model if model is not None else load_sentence_transformer(name, device)
+        self.model = model if model is not None else load_sentence_transformer(name, device, cached=cached)
         self.device = str(self.model.device)
         self._transformer_config().output_hidden_states = True
         # sentence-transformers 6 renamed tokenize() to preprocess(); older versions only have tokenize().

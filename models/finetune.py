@@ -27,11 +27,14 @@ log = logging.getLogger(__name__)
 class FinetuneConfig:
     """Every knob of the contrastive step."""
 
-    epochs: float = 1.0
+    epochs: float = 4.0
     batch_size: int = 32
     learning_rate: float = 2e-5
     trainable_layers: int = 2
-    loss: str = "batch_hard_soft_margin"  # or "batch_all", "mnrl"
+    # "mnrl": MultipleNegativesRankingLoss on (question, another question of the same intent) pairs,
+    # which measured best on BANKING77 10-shot; "batch_hard_soft_margin" / "batch_all": batch
+    # triplet losses over (question, label) rows.
+    loss: str = "mnrl"
     max_steps_per_epoch: int | None = None
     warmup_ratio: float = 0.1
     seed: int = 13

@@ -29,10 +29,14 @@ def demo_home(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def home(demo_home, tmp_path, monkeypatch) -> Path:
-    """A private copy of the demo home, set as CSBOT_HOME for this test."""
+    """A private copy of the demo home, set as CSBOT_HOME for this test.
+
+    Rebuilds in these tests skip encoder fine-tuning (the session's demo home exercised it once).
+    """
     path = tmp_path / "home"
     shutil.copytree(demo_home, path)
     monkeypatch.setenv("CSBOT_HOME", str(path))
+    monkeypatch.setenv("CSBOT_FINETUNE_EPOCHS", "0")
     monkeypatch.chdir(tmp_path)
     return path
 
@@ -41,7 +45,7 @@ def home(demo_home, tmp_path, monkeypatch) -> Path:
 def settings(home):
     from bot.config import Settings
 
-    return Settings.load(env={}, home=home)
+    return Settings.load(env={}, home=home, finetune_epochs=0)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ import numpy as np
 
 from bot.config import Settings
 from models.encoder import Encoder
+from models.finetune import FinetuneConfig, finetune_encoder
 from models.intent import DEFAULT_OOS_THRESHOLD, train_intent_head
 from models.versions import ModelVersion, VersionStore
 from retrieval.index import Entry, VectorIndex
@@ -75,39 +76,54 @@ def build_version(
     settings: Settings,
     *,
     extra_examples: list[TrainingExample] | None = None,
-    encoder: Encoder | None = None,
+    encoder_dir: Path | None = None,
     parent: str | None = None,
     meta: dict | None = None,
 ) -> BuildResult:
-    """Build (but do not promote) a new version from `documents` plus `extra_examples`."""
+    """Build (but do not promote) a new version from `documents` plus `extra_examples`.
+
+    The version's encoder is `encoder_dir` when given (an already fine-tuned sentence-transformers
+    folder, copied into the version), else the configured base encoder fine-tuned on the KB's
+    questions (`finetune_epochs` > 0), else the base encoder itself.
+    """
     if not documents:
         from bot.errors import UserError
 
         raise UserError("the knowledge base is empty: nothing to build")
     started = time.perf_counter()
     versions = VersionStore(settings.models_dir)
-    encoder = encoder or Encoder(settings.encoder, settings.device)
     extra_examples = extra_examples or []
+    label_of = {doc.id: doc.label for doc in documents}
+    known_labels = set(label_of.values())
+    extra = [ex for ex in extra_examples if ex.intent in known_labels]
     build_dir = versions.new_build_dir()
     try:
         entries = index_entries(documents, settings.chunk_words)
+        train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "question")]
+        texts = [entries[i].text for i in train_rows] + [ex.text for ex in extra]
+        labels = [label_of[entries[i].doc_id] for i in train_rows] + [ex.intent for ex in extra]
+        if encoder_dir is not None:
+            shutil.copytree(encoder_dir, build_dir / "encoder")
+        elif settings.finetune_epochs > 0 and len(known_labels) > 1:
+            log.info("fine-tuning the encoder on %d labelled questions", len(texts))
+            finetune_encoder(settings.encoder, texts, labels, build_dir / "encoder",
+                             FinetuneConfig(epochs=settings.finetune_epochs, seed=settings.seed, device=settings.device))
+        if (build_dir / "encoder").is_dir():
+            encoder = Encoder(str(build_dir / "encoder"), settings.device, cached=False)
+            encoder_version = _folder_version(build_dir / "encoder")
+        else:
+            encoder = Encoder(settings.encoder, settings.device)
+            encoder_version = _encoder_version(settings.encoder)
         log.info("encoding %d index entries", len(entries))
         vectors = encoder.embed([e.text for e in entries])
-        encoder_version = _encoder_version(settings.encoder)
         index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
                                   index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
                                   seed=settings.seed)
         index.save(build_dir / "index")
 
-        label_of = {doc.id: doc.label for doc in documents}
-        train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "question")]
         features = vectors[train_rows]
-        labels = [label_of[entries[i].doc_id] for i in train_rows]
-        known_labels = set(label_of.values())
-        extra = [ex for ex in extra_examples if ex.intent in known_labels]
         if extra:
             features = np.vstack([features, encoder.embed([ex.text for ex in extra])])
-            labels += [ex.intent for ex in extra]
         head = train_intent_head(features, labels, seed=settings.seed)
         head.save(build_dir / "intent_head.npz")
         shutil.copyfile(sentiment_head_path(settings.sentiment_head), build_dir / "sentiment_head.npz")
@@ -139,6 +155,16 @@ def build_version(
 
 def _encoder_version(name: str) -> str:
     return hashlib.sha256(name.encode()).hexdigest()[:12]
+
+
+def _folder_version(folder: Path) -> str:
+    """A fine-tuned encoder's identity: the hash of its weights."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*.safetensors")) or sorted(folder.rglob("*.bin")):
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:12]
 
 
 def load_version_documents(version: ModelVersion) -> list[Document]:

@@ -45,8 +45,9 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
     except VersionError:
         champion, existing = None, []
     documents, merge = merge_documents(existing, incoming, prune=prune)
-    if not documents:
-        raise UserError("the knowledge base would be empty")
+    if len({doc.label for doc in documents}) < 2:
+        raise UserError(f"the knowledge base would hold {len(documents)} article(s) with one intent; "
+                        "it needs at least two articles (intents) to tell apart")
     up_to_date = (champion is not None and not merge.modified and not force
                   and champion.meta.get("kb_hash") == kb_hash(documents)
                   and champion.meta.get("encoder") == settings.encoder)

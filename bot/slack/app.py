@@ -13,12 +13,14 @@ from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
+from bot.monitoring.spikes import SpikeConfig
 from bot.slack import ids
 from bot.slack.handlers import Deps, ack_now
 from bot.slack.handlers.app_home import AppHome
 from bot.slack.handlers.correction_modal import CorrectionModal
 from bot.slack.handlers.feedback_buttons import FeedbackButtons
 from bot.slack.handlers.messages import MessageHandler
+from bot.slack.handlers.monitoring import Monitoring
 from bot.slack.handlers.reactions import Reactions
 from bot.slack.handlers.slash_command import SlashCommand
 from bot.slack.middleware import build_middleware
@@ -54,10 +56,12 @@ def build_app(settings, engine, store, client: WebClient | None = None, *, socke
         app.middleware(middleware)
 
     messages, buttons, modal = MessageHandler(deps), FeedbackButtons(deps), CorrectionModal(deps)
-    reactions, slash, home = Reactions(deps), SlashCommand(deps), AppHome(deps)
+    spike_config = SpikeConfig.from_settings(settings)
+    reactions, slash, home = Reactions(deps), SlashCommand(deps, spike_config=spike_config), AppHome(deps)
+    monitoring = Monitoring(deps, spike_config)
     app.event("app_mention")(ack=ack_now, lazy=[messages.on_mention])
     app.event({"type": "message", "subtype": "message_changed"})(ack=ack_now, lazy=[messages.on_edit])
-    app.event("message")(ack=ack_now, lazy=[messages.on_message])
+    app.event("message")(ack=ack_now, lazy=[messages.on_message, monitoring.on_message])
     app.action(ids.VOTE_UP)(ack=ack_now, lazy=[buttons.on_up])
     app.action(ids.VOTE_DOWN)(ack=ack_now, lazy=[buttons.on_down])
     app.view(ids.CORRECTION_MODAL)(ack=modal.ack, lazy=[modal.on_submit])
@@ -65,4 +69,6 @@ def build_app(settings, engine, store, client: WebClient | None = None, *, socke
     app.event("reaction_removed")(ack=ack_now, lazy=[reactions.on_removed])
     app.command(ids.SLASH_COMMAND)(ack=slash.ack, lazy=[slash.run])
     app.event("app_home_opened")(ack=ack_now, lazy=[home.on_opened])
+    app.shortcut(ids.CORRECT_SENTIMENT_SHORTCUT)(ack=ack_now, lazy=[monitoring.on_shortcut])
+    app.view(ids.SENTIMENT_MODAL)(ack=monitoring.ack_submission, lazy=[monitoring.on_submit])
     return app

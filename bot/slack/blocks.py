@@ -20,6 +20,7 @@ from slack_sdk.models.blocks import (
     Option,
     PlainTextInputElement,
     PlainTextObject,
+    RadioButtonsElement,
     SectionBlock,
     StaticSelectElement,
 )
@@ -38,7 +39,10 @@ HELP_TEXT = (
     "• 👍 / 👎 under an answer (or the same reactions) tell me whether it helped; 👎 lets you pick the right article.\n"
     "• `/csbot ask QUESTION` — a private answer\n"
     "• `/csbot status` — model version, knowledge-base size, last retrain\n"
+    "• `/csbot sentiment [#channel] [7d]` — a watched channel's sentiment chart, posted in a thread"
+    " (admins; anyone for the channel they are in)\n"
     "• `/csbot sentiment TEXT` — the sentiment of a text (admins)\n"
+    "• *Correct sentiment* (a message's ⋮ menu) — tell me the right sentiment of a message\n"
     "• `/csbot reload` — serve the newest promoted model now (admins)\n"
     "• `/csbot help` — this message"
 )
@@ -93,14 +97,31 @@ def answer_metadata(answer: Answer) -> Metadata:
                     event_payload={"answer_id": answer.answer_id, "model_version": answer.model_version})
 
 
-def escalation_blocks(answer: Answer, *, channel: str, permalink: str | None, oncall_usergroup: str | None) -> list:
+def escalation_blocks(answer: Answer, *, channel: str, permalink: str | None, oncall_usergroup: str | None,
+                      priority: bool = False) -> list:
+    """The hand-off notice in the escalation channel; `priority` marks a strongly negative message."""
     who = f"<!subteam^{oncall_usergroup}> " if oncall_usergroup else ""
     link = f"<{permalink}|open the thread>" if permalink else "no link available"
-    text = (f"{who}:raising_hand: A question in <#{channel}> needs a human ({link}):\n"
-            f">{_clip(escape(answer.question), 500)}")
+    if priority:
+        text = (f"{who}:rotating_light: *Priority:* a very unhappy customer in <#{channel}> ({link}):\n"
+                f">{_clip(escape(answer.question), 500)}")
+    else:
+        text = (f"{who}:raising_hand: A question in <#{channel}> needs a human ({link}):\n"
+                f">{_clip(escape(answer.question), 500)}")
+    details = f"Confidence {answer.confidence:.0%} · answer id `{answer.answer_id}`"
+    if priority:
+        details = f"Negative {float(answer.sentiment_scores.get('negative', 0.0)):.0%} · " + details
     return [SectionBlock(text=MarkdownTextObject(text=text)),
-            ContextBlock(elements=[MarkdownTextObject(
-                text=f"Confidence {answer.confidence:.0%} · answer id `{answer.answer_id}`")])]
+            ContextBlock(elements=[MarkdownTextObject(text=details)])]
+
+
+PRIORITY_HANDOFF_TEXT = ("I'm sorry this has been so frustrating. I've flagged your message to the support team "
+                         "as a priority, and a colleague will follow up here shortly.")
+
+
+def priority_notice_text(oncall_usergroup: str) -> str:
+    """In-thread ping of the on-call group for a priority hand-off when there is no escalation channel."""
+    return f"<!subteam^{oncall_usergroup}> :rotating_light: priority: a very unhappy customer in this thread."
 
 
 # ----- correction modal ----------------------------------------------------------------------------
@@ -170,9 +191,11 @@ def status_text(status: dict) -> str:
 
 
 def home_view(status: dict) -> View:
+    monitoring = status.get("monitoring")
     return View(type="home", blocks=[
         HeaderBlock(text=PlainTextObject(text="csbot status")),
         *status_blocks(status),
+        *([DividerBlock(), *monitoring_blocks(monitoring)] if monitoring is not None else []),
         DividerBlock(),
         SectionBlock(text=MarkdownTextObject(text=HELP_TEXT)),
     ])
@@ -186,3 +209,130 @@ def sentiment_blocks(text: str, label: str, scores: dict[str, float]) -> list:
     shown = ", ".join(f"{k} {v:.0%}" for k, v in sorted(scores.items(), key=lambda kv: -kv[1]))
     return [SectionBlock(text=MarkdownTextObject(
         text=_clip(f"*Sentiment:* {label} ({shown})\n>{escape(text)}", SECTION_LIMIT)))]
+
+
+# ----- sentiment monitoring ------------------------------------------------------------------------
+
+SENTIMENT_CHOICES = (("negative", "😠 Negative"), ("neutral", "😐 Neutral"), ("positive", "🙂 Positive"))
+METADATA_LIMIT = 3000  # Slack's limit on a view's private_metadata
+
+
+def _pct(value) -> str:
+    return "–" if value is None else f"{value:.0%}"
+
+
+def spike_alert_text(summary: dict) -> str:
+    """The alert's plain `text` (notifications)."""
+    return (f"Negative spike in <#{summary['channel']}>: {summary['recent_negative']} of {summary['recent_n']} "
+            f"messages negative in the last {summary['window_minutes']} min ({_pct(summary['recent_share'])}, "
+            f"usually {_pct(summary['baseline_share'])})")
+
+
+def spike_alert_blocks(summary: dict) -> list:
+    """A negative-spike alert (summary: bot.monitoring.watch.alert_summary)."""
+    topics = ", ".join(f"{escape(t)} ({n})" for t, n in summary.get("topics") or []) or "none"
+    fields = [
+        MarkdownTextObject(text=f"*Last {summary['window_minutes']} min*\n{summary['recent_negative']} of "
+                                f"{summary['recent_n']} messages negative ({_pct(summary['recent_share'])})"),
+        MarkdownTextObject(text=f"*Previous {summary['baseline_days']:g} days*\n{_pct(summary['baseline_share'])} "
+                                f"negative ({summary['baseline_n']:,} messages)"),
+        MarkdownTextObject(text=f"*Top topics*\n{_clip(topics, 1900)}"),
+        MarkdownTextObject(text=f"*Lower bound*\n≥ {_pct(summary['lower_bound'])} negative at "
+                                f"{summary['confidence']:.1%} confidence"),
+    ]
+    blocks = [
+        SectionBlock(text=MarkdownTextObject(text=f":rotating_light: *Negative spike in <#{summary['channel']}>*")),
+        SectionBlock(fields=fields),
+    ]
+    examples = summary.get("examples")
+    if examples:
+        quoted = "\n".join(f">{_clip(escape(' '.join(e.split())), 280)}" for e in examples)
+        blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(f"*Recent negative messages* (redacted)\n{quoted}",
+                                                                      SECTION_LIMIT))))
+    elif summary.get("text_stored"):
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text="No example texts were stored for these messages.")]))
+    else:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(
+            text="No examples: message text is not stored (`store_message_text` is off); scores always are.")]))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text=f"Detected at {summary['time']} · no further alert for this channel for {summary['cooldown_minutes']} min")]))
+    return blocks
+
+
+def sentiment_report_text(summary: dict, period: str) -> str:
+    return f"Sentiment in <#{summary['channel']}>, last {period}: {summary['total']:,} messages, " \
+           f"{_pct(summary.get('negative_share'))} negative"
+
+
+def sentiment_report_blocks(summary: dict, period: str) -> list:
+    """The message a sentiment chart is posted under (summary: bot.monitoring.report.summarize)."""
+    c = summary["counts"]
+    lines = [f":bar_chart: *Sentiment in <#{summary['channel']}>, last {period}*",
+             f"{summary['total']:,} messages · *{_pct(summary.get('negative_share'))} negative* "
+             f"({c['negative']:,} negative / {c['neutral']:,} neutral / {c['positive']:,} positive)"]
+    topics = ", ".join(f"{escape(t['topic'])} ({t['count']})" for t in summary.get("top_negative_topics") or [])
+    lines.append(f"*Top negative topics:* {topics or 'none'}")
+    alerts = summary.get("alerts") or []
+    if alerts:
+        shown = ", ".join(a["now"][:16].replace("T", " ") for a in alerts[:5]) + (" …" if len(alerts) > 5 else "")
+        lines.append(f"*Spike alerts:* {len(alerts)} ({shown} UTC)")
+    else:
+        lines.append("*Spike alerts:* none")
+    return [SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines), SECTION_LIMIT))),
+            ContextBlock(elements=[MarkdownTextObject(text="The chart is in the thread.")])]
+
+
+def sentiment_correction_modal(*, text: str, current: str | None, context: dict) -> View:
+    """The "Correct sentiment" modal: pick the message's right sentiment. `context` (channel, ts, …)
+    and the message text travel in private_metadata (clipped to Slack's limit)."""
+    blocks = [SectionBlock(text=MarkdownTextObject(text=_clip(f"*Message*\n>{escape(' '.join((text or '').split())) or '(no text)'}",
+                                                              SECTION_LIMIT)))]
+    if current:
+        blocks.append(ContextBlock(elements=[MarkdownTextObject(text=f"csbot scored it *{current}*.")]))
+    blocks.append(InputBlock(
+        block_id=ids.SENTIMENT_LABEL_BLOCK, label=PlainTextObject(text="The right sentiment"),
+        element=RadioButtonsElement(action_id=ids.SENTIMENT_LABEL, options=[
+            Option(value=value, text=PlainTextObject(text=label, emoji=True)) for value, label in SENTIMENT_CHOICES]),
+    ))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text="Your label and the message (personal data redacted) are kept to retrain csbot's sentiment model.")]))
+    return View(type="modal", callback_id=ids.SENTIMENT_MODAL, title=PlainTextObject(text="Correct sentiment"),
+                submit=PlainTextObject(text="Save"), close=PlainTextObject(text="Cancel"), blocks=blocks,
+                private_metadata=_fit_metadata(context, text or ""))
+
+
+def _fit_metadata(context: dict, text: str) -> str:
+    """JSON of context + text, the text clipped so the whole fits private_metadata."""
+    clipped = text
+    while True:
+        data = json.dumps({**context, "text": clipped}, ensure_ascii=False)
+        if len(data) <= METADATA_LIMIT:
+            return data
+        clipped = clipped[: max(0, len(clipped) - (len(data) - METADATA_LIMIT) - 8)]
+
+
+def monitoring_blocks(channels: list[dict]) -> list:
+    """The App Home's monitoring section: per watched channel, the last days' volume, negative share
+    against its baseline, top negative topic and last alert."""
+    blocks = [HeaderBlock(text=PlainTextObject(text="Sentiment monitoring"))]
+    if not channels:
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text="No watched channels yet: set `slack_watched_channels` to channel ids and I will score every "
+                 "message there (without replying) and alert on negative spikes.")))
+        return blocks
+    lines = []
+    for ch in channels[:20]:
+        line = f"<#{ch['channel']}> · {ch['total']:,} messages in {ch['days']:g} days"
+        if ch["total"]:
+            line += f" · *{_pct(ch['negative_share'])} negative*"
+            if ch.get("previous_share") is not None:
+                line += f" (previous {ch['days']:g} days {_pct(ch['previous_share'])})"
+        if ch.get("top_topic"):
+            line += f" · top negative topic: {escape(ch['top_topic'])}"
+        if ch.get("last_alert"):
+            line += f" · :rotating_light: last alert {ch['last_alert']}"
+        lines.append(line)
+    blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip("\n".join(lines), SECTION_LIMIT))))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text="`/csbot sentiment #channel 7d` posts the chart in a thread.")]))
+    return blocks

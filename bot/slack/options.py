@@ -11,6 +11,7 @@ from dataclasses import dataclass
 DEFAULT_UP_REACTIONS = ("+1", "thumbsup")
 DEFAULT_DOWN_REACTIONS = ("-1", "thumbsdown")
 DEFAULT_SUPPORT_MIN_CONFIDENCE = 0.6
+DEFAULT_PRIORITY_NEGATIVE_THRESHOLD = 0.85
 
 
 def csv_set(value) -> frozenset[str]:
@@ -33,6 +34,10 @@ class SlackOptions:
     up_reactions: frozenset[str] = frozenset(DEFAULT_UP_REACTIONS)
     down_reactions: frozenset[str] = frozenset(DEFAULT_DOWN_REACTIONS)
     support_min_confidence: float = DEFAULT_SUPPORT_MIN_CONFIDENCE
+    watched_channels: frozenset[str] = frozenset()  # every message there is scored and stored, no reply
+    alert_channel: str | None = None  # channel id that gets negative-spike alerts
+    # A support-channel message at least this negative gets a priority hand-off (None: off).
+    priority_negative_threshold: float | None = DEFAULT_PRIORITY_NEGATIVE_THRESHOLD
 
     @classmethod
     def from_settings(cls, settings) -> "SlackOptions":
@@ -49,6 +54,10 @@ class SlackOptions:
             up_reactions=csv_set(get("slack_up_reactions", DEFAULT_UP_REACTIONS)),
             down_reactions=csv_set(get("slack_down_reactions", DEFAULT_DOWN_REACTIONS)),
             support_min_confidence=float(get("slack_support_min_confidence", DEFAULT_SUPPORT_MIN_CONFIDENCE)),
+            watched_channels=csv_set(get("slack_watched_channels")),
+            alert_channel=(str(get("slack_alert_channel")).strip() or None) if get("slack_alert_channel") else None,
+            priority_negative_threshold=_threshold(get("priority_negative_threshold",
+                                                       DEFAULT_PRIORITY_NEGATIVE_THRESHOLD)),
         )
 
     def channel_allowed(self, channel: str | None, channel_type: str | None = None) -> bool:
@@ -57,7 +66,13 @@ class SlackOptions:
             return True
         if channel_type == "im" or channel.startswith("D"):
             return True
-        return channel in self.allowed_channels or channel in self.support_channels
+        return channel in self.allowed_channels or channel in self.support_channels or channel in self.watched_channels
+
+    def priority(self, channel: str | None, sentiment_scores: dict | None) -> bool:
+        """A strongly negative message in a support channel: it gets a priority hand-off."""
+        if self.priority_negative_threshold is None or channel not in self.support_channels:
+            return False
+        return float((sentiment_scores or {}).get("negative", 0.0)) >= self.priority_negative_threshold
 
     def reaction_vote(self, name: str) -> str | None:
         """'+1::skin-tone-3' -> 'up'; unknown emoji -> None."""
@@ -67,3 +82,11 @@ class SlackOptions:
         if base in self.down_reactions:
             return "down"
         return None
+
+
+def _threshold(value) -> float | None:
+    """A probability threshold; "off"/"none" (or > 1) turns the feature off."""
+    if isinstance(value, str) and value.strip().lower() in ("off", "none", "false"):
+        return None
+    value = float(value)
+    return None if value > 1 else value

@@ -176,9 +176,50 @@ def _m2_corrections_monitoring_training(db: Database) -> None:
     db["training_runs"].create_index(["status", "id"])
 
 
+def _m3_sentiment_corrections_alerts(db: Database) -> None:
+    """Version 3: sentiment labels corrected by people (for the retrain), monitoring alerts (cooldown)."""
+    db["sentiment_corrections"].create(
+        {
+            "id": int,
+            "time": str,  # of the latest change
+            "workspace": str,
+            "channel": str,
+            "ts": str,  # the corrected message
+            "user_hash": str,
+            "label": str,  # negative | neutral | positive
+            "text": str,  # redacted; kept because the user submitted it for training
+            "origin": str,  # modal | cli | import
+            "event_id": str,
+        },
+        pk="id",
+        not_null=["time", "channel", "ts", "label"],
+    )
+    corrections = db["sentiment_corrections"]
+    corrections.create_index(["channel", "ts", "user_hash"], unique=True)
+    corrections.create_index(["time"])
+    corrections.create_index(["user_hash"])
+    db["monitoring_alerts"].create(
+        {
+            "id": int,
+            "channel": str,
+            "time": str,  # the time the spike was detected at (the triggering message's time)
+            "created": str,  # wall-clock time the alert was recorded
+            "recent_n": int,
+            "recent_negative": int,
+            "baseline_n": int,
+            "baseline_negative": int,
+            "details": str,  # JSON: shares, bound, topics, windows
+        },
+        pk="id",
+        not_null=["channel", "time"],
+    )
+    db["monitoring_alerts"].create_index(["channel", "time"])
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "corrections_monitoring_training", _m2_corrections_monitoring_training),
+    Migration(3, "sentiment_corrections_alerts", _m3_sentiment_corrections_alerts),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

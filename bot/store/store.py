@@ -30,6 +30,8 @@ from bot.store.schema import StoreBusyError, StoreError
 
 VOTES = ("up", "down", "retract")
 ORIGINS = ("button", "reaction", "modal", "cli", "import")
+CORRECTION_ORIGINS = ("modal", "cli", "import")
+SENTIMENT_LABELS = ("negative", "neutral", "positive")
 STORED, DUPLICATE, CAPPED, NO_VOTE = "stored", "duplicate", "capped", "no-vote"
 SUCCESS_STATUS = "ok"
 DEFAULT_DAILY_VOTE_CAP = 200
@@ -576,6 +578,124 @@ class Store:
             row["scores"] = _loads(row["scores"]) or {}
         return rows
 
+    def monitored_message(self, channel: str, ts: str) -> dict | None:
+        """One monitored message by its Slack channel and ts (None if it was not stored)."""
+        rows = self._read("SELECT * FROM monitored_messages WHERE channel = ? AND ts = ?", (channel, str(ts)))
+        if not rows:
+            return None
+        rows[0]["scores"] = _loads(rows[0]["scores"]) or {}
+        return rows[0]
+
+    def monitored_sentiment_counts(self, channel: str, start: Any, end: Any) -> dict[str, int]:
+        """{sentiment: count} of the channel's monitored messages with start < time <= end (the
+        spike detector's windows; one indexed range count)."""
+        rows = self._read(
+            "SELECT sentiment, count(*) AS n FROM monitored_messages WHERE channel = ? AND time > ? AND time <= ?"
+            " GROUP BY sentiment",
+            (channel, to_iso(start), to_iso(end)),
+        )
+        return {row["sentiment"] or "": row["n"] for row in rows}
+
+    # -- monitoring alerts ---------------------------------------------------------------------
+
+    def claim_monitoring_alert(self, channel: str, time: Any, cooldown: dt.timedelta, details: dict | None = None) -> int | None:
+        """Record a negative-spike alert for `channel` at `time`, unless one was recorded within
+        `cooldown` of that time (before or after). Atomic (one write transaction), so two workers or
+        a restarted bot cannot both alert. Returns the new alert's id, or None (cooling down)."""
+        if not channel:
+            raise UserError("an alert needs a channel")
+        when = to_iso(time)
+        moment = dt.datetime.strptime(when, _TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
+        lo, hi = to_iso(moment - cooldown), to_iso(moment + cooldown)
+        details = dict(details or {})
+        with self._write() as conn:
+            if conn.execute(
+                "SELECT 1 FROM monitoring_alerts WHERE channel = ? AND time > ? AND time < ?", (channel, lo, hi)
+            ).fetchone():
+                return None
+            cur = conn.execute(
+                "INSERT INTO monitoring_alerts (channel, time, created, recent_n, recent_negative, baseline_n,"
+                " baseline_negative, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (channel, when, to_iso(utcnow()), details.get("recent_n"), details.get("recent_negative"),
+                 details.get("baseline_n"), details.get("baseline_negative"), json.dumps(details, default=str)),
+            )
+            return int(cur.lastrowid)
+
+    def monitoring_alerts(self, channel: str | None = None, since: Any = None) -> list[dict]:
+        """Recorded alerts (time > since), oldest first; `details` decoded."""
+        where, params = [], []
+        if channel:
+            where.append("channel = ?")
+            params.append(channel)
+        bound = parse_since(since)
+        if bound is not None:
+            where.append("time > ?")
+            params.append(bound)
+        rows = self._read(
+            "SELECT * FROM monitoring_alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id",
+            params,
+        )
+        for row in rows:
+            row["details"] = _loads(row["details"]) or {}
+        return rows
+
+    # -- sentiment corrections -----------------------------------------------------------------
+
+    def record_sentiment_correction(
+        self,
+        channel: str,
+        ts: str,
+        user: str | None,
+        label: str,
+        text: str | None,
+        origin: str = "modal",
+        event_id: str | None = None,
+        *,
+        workspace: str | None = None,
+    ) -> bool:
+        """Store the sentiment a person says a message has, for the retrain. The text is redacted and
+        kept (whatever store_message_text says) because the user submitted it for training.
+
+        Last write wins per (channel, ts, user). With `event_id` (e.g. "view:<view id>") a replay
+        writes nothing and returns False; otherwise returns True when stored.
+        """
+        label = (label or "").strip().lower()
+        if label not in SENTIMENT_LABELS:
+            raise UserError(f"sentiment label must be one of {', '.join(SENTIMENT_LABELS)}, not {label!r}")
+        if origin not in CORRECTION_ORIGINS:
+            raise UserError(f"origin must be one of {', '.join(CORRECTION_ORIGINS)}, not {origin!r}")
+        if not channel or not ts:
+            raise UserError("a sentiment correction needs the message's channel and ts")
+        user_hash = self.hash_user(user)
+        with self._write() as conn:
+            now = to_iso(utcnow())
+            if event_id:
+                claimed = conn.execute(
+                    "INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)",
+                    (f"sentiment:{event_id}", now),
+                ).rowcount
+                if not claimed:
+                    return False
+            conn.execute(
+                "INSERT INTO sentiment_corrections (time, workspace, channel, ts, user_hash, label, text, origin,"
+                " event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (channel, ts, user_hash) DO UPDATE SET time = excluded.time, label = excluded.label,"
+                " text = excluded.text, origin = excluded.origin, event_id = excluded.event_id,"
+                " workspace = coalesce(excluded.workspace, workspace)",
+                (now, workspace, channel, str(ts), user_hash, label, self.redact(text), origin, event_id),
+            )
+            return True
+
+    def sentiment_corrections(self, since: Any = None) -> list[dict]:
+        """Corrections changed strictly after `since` (None: all; a training-run dict works), oldest
+        first, as dicts with exactly: text (redacted), label, user_hash, time, channel, ts."""
+        bound = parse_since(since)
+        return self._read(
+            "SELECT text, label, user_hash, time, channel, ts FROM sentiment_corrections"
+            + (" WHERE time > ?" if bound is not None else "") + " ORDER BY time, id",
+            (bound,) if bound is not None else (),
+        )
+
     # -- training runs -------------------------------------------------------------------------
 
     _RUN_COLUMNS = ("started_at", "finished_at", "status", "model_version", "data_until", "n_feedback", "n_messages", "metrics", "notes")
@@ -641,7 +761,11 @@ class Store:
             "monitored_messages": "monitored_messages WHERE time < :c",
             "processed_events": "processed_events WHERE time < :c",
         }
-        return self._delete(statements, {"c": cutoff}, dry_run=dry_run)
+        extra = {
+            "sentiment_corrections": "sentiment_corrections WHERE time < :c",
+            "monitoring_alerts": "monitoring_alerts WHERE time < :c",
+        }
+        return self._delete(statements, {"c": cutoff}, dry_run=dry_run, extra=extra)
 
     def forget_user(self, user: str, *, dry_run: bool = False) -> dict[str, int]:
         """Delete every row of one user: their votes, their questions (answers, with the votes
@@ -654,16 +778,22 @@ class Store:
             "answers": "answers WHERE user_hash = :u",
             "monitored_messages": "monitored_messages WHERE user_hash = :u",
         }
-        return self._delete(statements, {"u": user_hash}, dry_run=dry_run)
+        extra = {"sentiment_corrections": "sentiment_corrections WHERE user_hash = :u"}
+        return self._delete(statements, {"u": user_hash}, dry_run=dry_run, extra=extra)
 
-    def _delete(self, statements: dict[str, str], params: dict, *, dry_run: bool) -> dict[str, int]:
+    def _delete(self, statements: dict[str, str], params: dict, *, dry_run: bool,
+                extra: dict[str, str] | None = None) -> dict[str, int]:
+        """Delete (or count) per table. Tables in `extra` are always deleted from too, but appear in
+        the returned counts only when rows were found (keeps the historical result shape)."""
         counts: dict[str, int] = {}
         with self._write() as conn:
-            for table, clause in statements.items():
+            for table, clause in {**statements, **(extra or {})}.items():
                 if dry_run:
-                    counts[table] = conn.execute(f"SELECT count(*) FROM {clause}", params).fetchone()[0]
+                    n = conn.execute(f"SELECT count(*) FROM {clause}", params).fetchone()[0]
                 else:
-                    counts[table] = conn.execute(f"DELETE FROM {clause}", params).rowcount
+                    n = conn.execute(f"DELETE FROM {clause}", params).rowcount
+                if table in statements or n:
+                    counts[table] = n
         if not dry_run and any(counts.values()):
             self._checkpoint()
         return counts

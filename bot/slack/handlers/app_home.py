@@ -1,6 +1,9 @@
-"""The App Home tab: the same status as `/csbot status`, refreshed each time the tab is opened."""
+"""The App Home tab: the same status as `/csbot status`, plus the sentiment-monitoring summary of
+the watched channels (last 7 days), refreshed each time the tab is opened."""
 
 from __future__ import annotations
+
+import datetime as dt
 
 from bot.slack import blocks
 from bot.slack.handlers import Deps, log
@@ -32,4 +35,14 @@ class AppHome:
         if event.get("tab", "home") != "home" or not event.get("user"):
             return
         status = collect_status(self.deps.engine, self.deps.store)
+        status["monitoring"] = self.monitoring_summary()
         client.views_publish(user_id=event["user"], view=blocks.home_view(status))
+
+    def monitoring_summary(self, now: dt.datetime | None = None) -> list[dict] | None:
+        from bot.slack.handlers.monitoring import collect_monitoring
+
+        try:
+            return collect_monitoring(self.deps.store, self.deps.options, now or dt.datetime.now(dt.timezone.utc))
+        except Exception as exc:  # noqa: BLE001 - the Home tab still shows the rest
+            log.warning("monitoring summary unavailable: %s", exc)
+            return None

@@ -13,9 +13,18 @@ threads the bot answered in, and edits.
   unfurls) is ignored.
 * Hand-off: the reply says a human will follow up; with `slack_escalation_channel` a link to the
   thread is posted there (mentioning `slack_oncall_usergroup`), else the reply mentions the group.
+* Priority hand-off: a message in a support channel whose negative sentiment is at least
+  `priority_negative_threshold` (default 0.85) is always handed off, marked priority: the bot still
+  answers when it has a confident answer (otherwise it replies that a colleague will follow up,
+  instead of staying quiet), and the escalation post (or, without an escalation channel, an
+  in-thread mention of the on-call group) says it is a priority.
+* Watched channels (`slack_watched_channels`) are scored and stored without a reply by
+  bot/slack/handlers/monitoring.py, which runs as a second lazy listener on the same events.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from bot.slack import blocks
 from bot.slack.handlers import Deps, log, mentions, strip_mention
@@ -80,9 +89,14 @@ class MessageHandler:
             return None
         turns = self.thread_turns(client, channel, event, bot_user_id) if event.get("thread_ts") else []
         answer = deps.engine.answer(question, turns)
-        if bar is not None and (answer.handoff or answer.confidence < bar):
+        priority = not replace_ts and deps.options.priority(channel, answer.sentiment_scores)
+        weak = answer.handoff or (bar is not None and answer.confidence < bar)
+        if bar is not None and weak and not priority:
             log.debug("staying quiet on %s/%s: confidence %.2f below %.2f", channel, ts, answer.confidence, bar)
             return None
+        if priority and weak:
+            answer = dataclasses.replace(answer, text=blocks.PRIORITY_HANDOFF_TEXT, handoff=True, doc_id=None,
+                                         sources=[])
         deps.store.record_answer(answer, user=event.get("user"), workspace=team, channel=channel,
                                  thread=thread_ts, origin="slack", question=question)
         group = deps.options.oncall_usergroup if not deps.options.escalation_channel else None
@@ -96,8 +110,8 @@ class MessageHandler:
                                                **message)["ts"]
         deps.posted.remember(channel, reply_ts, answer.answer_id, question_ts=ts, thread_ts=thread_ts,
                              question=question)
-        if answer.handoff and not replace_ts:
-            self.escalate(client, answer, channel, thread_ts)
+        if (answer.handoff or priority) and not replace_ts:
+            self.escalate(client, answer, channel, thread_ts, priority=priority)
         return reply_ts
 
     def thread_turns(self, client, channel: str, event: dict, bot_user_id: str | None) -> list[str]:
@@ -118,16 +132,19 @@ class MessageHandler:
                 turns.append(text)
         return turns[-CONTEXT_TURNS:]
 
-    def escalate(self, client, answer, channel: str, thread_ts: str) -> None:
-        target = self.deps.options.escalation_channel
+    def escalate(self, client, answer, channel: str, thread_ts: str, *, priority: bool = False) -> None:
+        target, group = self.deps.options.escalation_channel, self.deps.options.oncall_usergroup
         if not target:
+            if priority and group and not answer.handoff:  # a hand-off reply already mentions the group
+                client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=blocks.priority_notice_text(group))
             return
         permalink = None
         try:
             permalink = client.chat_getPermalink(channel=channel, message_ts=thread_ts).get("permalink")
         except Exception as exc:  # noqa: BLE001 - still escalate, without the link
             log.warning("chat.getPermalink failed for %s/%s: %s", channel, thread_ts, exc)
+        what = "Priority: a very unhappy customer" if priority else "A question"
         client.chat_postMessage(
-            channel=target, unfurl_links=False, text=f"A question in <#{channel}> needs a human: {permalink or ''}",
+            channel=target, unfurl_links=False, text=f"{what} in <#{channel}> needs a human: {permalink or ''}",
             blocks=blocks.escalation_blocks(answer, channel=channel, permalink=permalink,
-                                            oncall_usergroup=self.deps.options.oncall_usergroup))
+                                            oncall_usergroup=group, priority=priority))
