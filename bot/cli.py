@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "bot.commands.privacy",
     "bot.commands.export",
     "bot.commands.serve",
+    "bot.commands.report",
 ]
 
 

@@ -66,6 +66,18 @@ class Settings:
     slack_up_reactions: str = "+1,thumbsup"
     slack_down_reactions: str = "-1,thumbsdown"
     slack_support_min_confidence: float = 0.6  # the bar for un-mentioned answers in support channels
+    # Sentiment monitoring (bot/monitoring, docs/monitoring.md).
+    slack_watched_channels: str = ""  # comma-separated channel ids scored without a reply
+    slack_alert_channel: str | None = None  # where negative-spike alerts go
+    alert_window_minutes: float = 60  # the recent window compared with the baseline
+    alert_baseline_days: float = 7
+    alert_min_messages: int = 20  # in the recent window
+    alert_min_baseline: int = 100  # in the baseline
+    alert_confidence: float = 0.999  # one-sided confidence that the recent share beats the baseline
+    alert_z: float | None = None  # a z-score; overrides alert_confidence
+    alert_min_lift: float = 0.10  # the recent negative share must be at least this much higher
+    alert_cooldown_minutes: float = 60
+    priority_negative_threshold: float = 0.85  # negative probability for a priority hand-off (>1: off)
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)

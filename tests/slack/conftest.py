@@ -2,8 +2,9 @@
 serves the real slack-bolt App over HTTP on 127.0.0.1 pointed at the mock, with a real store.
 
 `make_bot(engine, **slack_settings)` sets `slack_<name>` settings (e.g. support_channels="C9").
-Fast tests use `stub_engine`; tests marked slow use the real `engine` (tests/conftest.py, built once
-per session from the demo KB).
+Every Slack test runs on the real engine: `recorded_engine` is the session's `engine`
+(tests/conftest.py: built once per session from the demo KB, real MiniLM, real FAISS) behind a
+recorder of the calls the app made to it.
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ class TrackingExecutor(ThreadPoolExecutor):
 
 
 class StubEngine:
-    """A tiny deterministic engine: questions about passwords are answered, others handed off."""
+    """A tiny deterministic engine: questions about passwords are answered, others handed off.
+
+    Not used by the Slack tests (they run on the real engine, `recorded_engine`); kept as the base of
+    tests/monitoring's label-scripted LabelEngine."""
 
     model_version = "stub-v1"
 
@@ -137,9 +141,27 @@ def slack_mock():
     mock.stop()
 
 
+class RecordingEngine:
+    """The real engine (demo KB, real MiniLM, real FAISS), recording what the app asked it."""
+
+    def __init__(self, engine):
+        self._engine = engine
+        self.calls: list[tuple[str, list[str]]] = []
+        self.lock = threading.Lock()
+
+    def answer(self, text, context=None):
+        with self.lock:
+            self.calls.append((text, list(context or [])))
+        return self._engine.answer(text, context)
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+
 @pytest.fixture
-def stub_engine():
-    return StubEngine()
+def recorded_engine(engine):
+    """The session's real engine (demo KB) behind a fresh call recorder (`.calls`)."""
+    return RecordingEngine(engine)
 
 
 @pytest.fixture

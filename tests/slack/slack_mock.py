@@ -31,9 +31,11 @@ class Call:
 
 
 class MockSlack:
-    """The Slack Web API: auth.test, chat.*, conversations.replies/history, views.*, reactions.*,
-    files.* and response_url posts. `fail(method, status, headers, body, times)` queues error
-    responses (e.g. 429 with Retry-After)."""
+    """The Slack Web API: auth.test, chat.*, conversations.replies/history/list, views.*,
+    reactions.*, files.* (files_upload_v2: getUploadURLExternal, the upload URL - its raw bytes are
+    kept in `uploads[file_id]` - and completeUploadExternal) and response_url posts.
+    `fail(method, status, headers, body, times)` queues error responses (e.g. 429 with
+    Retry-After). `channels` is what conversations.list returns."""
 
     def __init__(self):
         self.calls: list[Call] = []
@@ -41,6 +43,9 @@ class MockSlack:
         self._failures: dict[str, list[tuple]] = {}
         self._cond = threading.Condition()
         self._ts = itertools.count(1)
+        self._file_ids = itertools.count(1)
+        self.uploads: dict[str, bytes] = {}  # file id -> the bytes POSTed to its upload URL
+        self.channels: list[dict] = []  # conversations.list
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_port
@@ -139,9 +144,19 @@ class MockSlack:
             view = json.loads(view) if isinstance(view, str) else dict(view or {})
             return {"ok": True, "view": {"id": "V" + uuid.uuid4().hex[:10].upper(), **view}}
         if method == "files.getUploadURLExternal":
-            return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload", "file_id": "F0001"}
-        if method in ("files.completeUploadExternal", "files.upload"):
+            file_id = f"F{next(self._file_ids):04d}"
+            return {"ok": True, "upload_url": f"http://127.0.0.1:{self.port}/upload/{file_id}", "file_id": file_id}
+        if method == "upload":
+            self.uploads[args["file_id"]] = args["data"]
+            return f"OK - {len(args['data'])}"
+        if method == "files.completeUploadExternal":
+            files = args.get("files") or "[]"
+            files = json.loads(files) if isinstance(files, str) else files
+            return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
+        if method == "files.upload":
             return {"ok": True, "files": [{"id": "F0001"}]}
+        if method == "conversations.list":
+            return {"ok": True, "channels": list(self.channels), "response_metadata": {"next_cursor": ""}}
         return {"ok": True}  # reactions.add/remove/get and anything else
 
     def _history(self, method: str, args: dict) -> list[dict]:
@@ -182,12 +197,17 @@ def _handler_for(mock: MockSlack):
         def _serve(self, raw: bytes):
             url = urlsplit(self.path)
             args = dict(parse_qsl(url.query))
+            if url.path.startswith("/upload/"):  # a file's bytes (files_upload_v2 step 2): not text
+                args.update(file_id=url.path[len("/upload/"):], data=raw)
+                raw = b""
             text = raw.decode("utf-8") if raw else ""
             if "json" in (self.headers.get("Content-Type") or "") and text:
                 args.update(json.loads(text))
             elif text:
                 args.update(dict(parse_qsl(text)))
-            if url.path.startswith("/api/"):
+            if url.path.startswith("/upload/"):
+                method = "upload"
+            elif url.path.startswith("/api/"):
                 method = url.path[len("/api/"):]
             elif url.path.startswith("/response/"):
                 method = "response:" + url.path[len("/response/"):]

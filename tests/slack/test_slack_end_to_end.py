@@ -1,5 +1,6 @@
-"""End to end with the real engine (demo KB, built once per session), the real slack-bolt App
-served over HTTP on 127.0.0.1, the real store and the mock Slack Web API."""
+"""End to end with the real engine (demo KB, built once per session; `recorded_engine` records what
+the app asked it), the real slack-bolt App served over HTTP on 127.0.0.1, the real store and the
+mock Slack Web API."""
 
 from __future__ import annotations
 
@@ -19,32 +20,12 @@ from tests.slack.slack_sender import SlackSender, button_payload, submission
 pytestmark = pytest.mark.slow
 
 
-class SpyEngine:
-    """The session's real engine, recording what each answer was asked with."""
-
-    def __init__(self, engine):
-        self._engine = engine
-        self.calls = []
-
-    def answer(self, text, context=None):
-        self.calls.append((text, list(context or [])))
-        return self._engine.answer(text, context)
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
-
-
-@pytest.fixture
-def spy(engine):
-    return SpyEngine(engine)
-
-
 def posts(bot, channel=None):
     return [c.args for c in bot.mock.calls_to("chat.postMessage") if channel in (None, c.args["channel"])]
 
 
-def test_mention_gets_exactly_one_threaded_answer_with_sources_and_feedback(make_bot, spy):
-    bot = make_bot(spy)
+def test_mention_gets_exactly_one_threaded_answer_with_sources_and_feedback(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     event = bot.mention("How do I reset my password?", event_id="EvE2E1")
     bot.mock.wait_for("chat.postMessage")
     bot.sender.event(event, event_id="EvE2E1", retry_num=1)  # Slack's retry
@@ -57,11 +38,11 @@ def test_mention_gets_exactly_one_threaded_answer_with_sources_and_feedback(make
     answer_id = reply["metadata"]["event_payload"]["answer_id"]
     stored = bot.store.get_answer(answer_id)
     assert stored["intent"] == "reset_password" and stored["thread"] == event["ts"] and stored["origin"] == "slack"
-    assert spy.calls == [("How do I reset my password?", [])]
+    assert recorded_engine.calls == [("How do I reset my password?", [])]
 
 
-def test_follow_up_in_the_thread_is_answered_with_its_earlier_turns(make_bot, spy):
-    bot = make_bot(spy)
+def test_follow_up_in_the_thread_is_answered_with_its_earlier_turns(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     first = bot.mention("how long does shipping take")
     bot.mock.wait_for("chat.postMessage")
     bot.idle()
@@ -69,14 +50,14 @@ def test_follow_up_in_the_thread_is_answered_with_its_earlier_turns(make_bot, sp
     bot.message("what about international orders?", thread_ts=first["ts"])
     bot.mock.wait_for("chat.postMessage", 2)
     bot.idle()
-    assert spy.calls[1] == ("what about international orders?", ["how long does shipping take"])
+    assert recorded_engine.calls[1] == ("what about international orders?", ["how long does shipping take"])
     second = posts(bot)[1]
     assert second["thread_ts"] == first["ts"]
     assert bot.store.get_answer(second["metadata"]["event_payload"]["answer_id"])["intent"] == "international_shipping"
 
 
-def test_direct_messages_and_support_channels_but_not_chatter(make_bot, spy):
-    bot = make_bot(spy, support_channels="CSUP")
+def test_direct_messages_and_support_channels_but_not_chatter(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine, support_channels="CSUP")
     bot.message("my card was charged twice", channel="D1", channel_type="im")
     bot.message("How do I reset my password?", channel="CSUP")
     for chatter in ("lol see you at lunch", "thanks!", "anyone up for coffee?"):
@@ -87,13 +68,15 @@ def test_direct_messages_and_support_channels_but_not_chatter(make_bot, spy):
     assert sorted(p["channel"] for p in posts(bot)) == ["CSUP", "D1"]
 
 
-def test_hand_off_mentions_on_call_and_posts_a_link_to_the_escalation_channel(make_bot, spy):
-    bot = make_bot(spy, oncall_usergroup="SONCALL", escalation_channel="CESC")
-    event = bot.mention("the deploy broke staging again")
+def test_hand_off_mentions_on_call_and_posts_a_link_to_the_escalation_channel(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine, oncall_usergroup="SONCALL", escalation_channel="CESC")
+    event = bot.mention("What is the capital of France?")
     bot.mock.wait_for("chat.postMessage", 2)
     bot.idle()
     [reply] = posts(bot, "C1")
     assert "colleague" in reply["text"] and reply["thread_ts"] == event["ts"]
+    stored = bot.store.get_answer(reply["metadata"]["event_payload"]["answer_id"])
+    assert stored["handoff"] and stored["intent"] == "out_of_scope"
     [escalation] = posts(bot, "CESC")
     [permalink] = bot.mock.calls_to("chat.getPermalink")
     assert permalink.args["message_ts"] == event["ts"]
@@ -101,17 +84,17 @@ def test_hand_off_mentions_on_call_and_posts_a_link_to_the_escalation_channel(ma
     assert "<!subteam^SONCALL>" in text and f"p{event['ts'].replace('.', '')}" in text
 
 
-def test_hand_off_without_escalation_channel_mentions_the_group_in_the_thread(make_bot, spy):
-    bot = make_bot(spy, oncall_usergroup="SONCALL")
-    bot.mention("the deploy broke staging again")
+def test_hand_off_without_escalation_channel_mentions_the_group_in_the_thread(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine, oncall_usergroup="SONCALL")
+    bot.mention("What is the capital of France?")
     bot.mock.wait_for("chat.postMessage")
     bot.idle()
     [reply] = posts(bot)
     assert "<!subteam^SONCALL>" in reply["text"] and "<!subteam^SONCALL>" in json.dumps(reply["blocks"])
 
 
-def test_edited_question_replaces_the_answer_in_place(make_bot, spy):
-    bot = make_bot(spy)
+def test_edited_question_replaces_the_answer_in_place(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     event = bot.mention("how do I reset my password")
     bot.mock.wait_for("chat.postMessage")
     bot.idle()
@@ -131,8 +114,8 @@ def test_edited_question_replaces_the_answer_in_place(make_bot, spy):
     assert bot.store.get_answer(new_id)["intent"] == "cancel_subscription"
 
 
-def test_votes_correction_and_reactions_with_the_real_model(make_bot, spy):
-    bot = make_bot(spy)
+def test_votes_correction_and_reactions_with_the_real_model(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     bot.mention("How do I reset my password?")
     bot.mock.wait_for("chat.postMessage")
     bot.idle()

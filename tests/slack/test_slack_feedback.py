@@ -1,5 +1,5 @@
-"""Feedback from Slack lands in the store: 👍/👎 buttons, the correction modal, reactions (stub
-engine: fast). The block_actions / view_submission payloads follow Slack's documented shapes."""
+"""Feedback from Slack lands in the store: 👍/👎 buttons, the correction modal, reactions (the real
+engine on the demo KB). The block_actions / view_submission payloads follow Slack's documented shapes."""
 
 from __future__ import annotations
 
@@ -20,23 +20,26 @@ def ask(bot, text="how do I reset my password?", channel="C1"):
     return event, call.args, posted["ts"], answer_id
 
 
-def test_answer_message_has_text_sources_confidence_and_feedback_buttons(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_answer_message_has_text_sources_confidence_and_feedback_buttons(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     event, args, _, answer_id = ask(bot)
     assert args["channel"] == "C1" and args["thread_ts"] == event["ts"]
     blocks = args["blocks"]
-    assert "Forgot password" in blocks[0]["text"]["text"]
-    assert "<https://help.example/reset|Resetting a forgotten password>" in json.dumps(blocks)
-    assert "Confidence 91%" in json.dumps(blocks)
+    stored = bot.store.get_answer(answer_id)
+    assert stored["intent"] == "reset_password" and not stored["handoff"]
+    assert "Forgot password?" in blocks[0]["text"]["text"]  # the reset-password article's answer
+    assert ("<https://help.parcelly.example/articles/reset-password|Resetting a forgotten password>"
+            in json.dumps(blocks))
+    details = f"Confidence {stored['confidence']:.0%} · model {recorded_engine.model_version}"
+    assert details in json.dumps(blocks, ensure_ascii=False)
     actions = next(b for b in blocks if b["type"] == "actions")
     assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [(ids.VOTE_UP, answer_id),
                                                                            (ids.VOTE_DOWN, answer_id)]
-    stored = bot.store.get_answer(answer_id)
     assert stored["channel"] == "C1" and stored["thread"] == event["ts"] and stored["workspace"] == TEAM
 
 
-def test_thumbs_up_button_stores_one_vote(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_thumbs_up_button_stores_one_vote(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     _, _, ts, answer_id = ask(bot)
     payload = button_payload(bot, ids.VOTE_UP, answer_id, ts)
     assert bot.sender.interaction(payload)[0] == 200
@@ -48,15 +51,17 @@ def test_thumbs_up_button_stores_one_vote(make_bot, stub_engine):
     assert bot.mock.calls_to("response:vote")  # the private thank-you
 
 
-def test_thumbs_down_opens_the_modal_and_the_correction_is_stored(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_thumbs_down_opens_the_modal_and_the_correction_is_stored(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     _, _, ts, answer_id = ask(bot)
     assert bot.sender.interaction(button_payload(bot, ids.VOTE_DOWN, answer_id, ts))[0] == 200
     [opened] = bot.mock.wait_for("views.open")
     bot.idle()
     view = opened.args["view"]
     assert opened.args["trigger_id"] == "111.222.abc" and view["callback_id"] == ids.CORRECTION_MODAL
-    assert {o["value"] for o in view["blocks"][2]["element"]["options"]} == {"reset-password", "track-order"}
+    offered = [o["value"] for o in view["blocks"][2]["element"]["options"]]  # every KB article
+    assert len(offered) == 36 and set(offered) == set(recorded_engine.served.documents)
+    assert {"reset-password", "track-order"} <= set(offered)
     assert bot.store.get_answer(answer_id)["votes"] == {"up": 0, "down": 1}
 
     empty = submission(view)  # nothing picked: an inline error, nothing stored
@@ -72,8 +77,8 @@ def test_thumbs_down_opens_the_modal_and_the_correction_is_stored(make_bot, stub
     assert row["event_id"] == "view:VCORR1"
 
 
-def test_reaction_added_and_removed_vote_and_retract(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_reaction_added_and_removed_vote_and_retract(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     _, _, ts, answer_id = ask(bot)
 
     def react(kind, name, event_id):
@@ -94,10 +99,10 @@ def test_reaction_added_and_removed_vote_and_retract(make_bot, stub_engine):
     assert {r["origin"] for r in bot.store.feedback_since()} == {"reaction"}
 
 
-def test_reaction_after_a_restart_is_mapped_through_message_metadata(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_reaction_after_a_restart_is_mapped_through_message_metadata(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     _, _, ts, answer_id = ask(bot)
-    restarted = make_bot(stub_engine, store=bot.store)  # empty in-memory map
+    restarted = make_bot(recorded_engine, store=bot.store)  # empty in-memory map
     event = {"type": "reaction_added", "user": "U7", "reaction": "thumbsdown", "item_user": BOT_USER,
              "item": {"type": "message", "channel": "C1", "ts": ts}}
     restarted.sender.event(event)
@@ -107,8 +112,8 @@ def test_reaction_after_a_restart_is_mapped_through_message_metadata(make_bot, s
     assert bot.store.get_answer(answer_id)["votes"] == {"up": 0, "down": 1}
 
 
-def test_custom_reaction_emoji_and_reactions_on_other_messages(make_bot, stub_engine):
-    bot = make_bot(stub_engine, up_reactions="white_check_mark", down_reactions=":x:")
+def test_custom_reaction_emoji_and_reactions_on_other_messages(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine, up_reactions="white_check_mark", down_reactions=":x:")
     _, _, ts, answer_id = ask(bot)
     for name, item_user in [("+1", BOT_USER), ("white_check_mark", "U9"), ("white_check_mark", BOT_USER)]:
         bot.sender.event({"type": "reaction_added", "user": "U7", "reaction": name, "item_user": item_user,

@@ -1,4 +1,4 @@
-"""Slack's rules, end to end over loopback with the real slack-bolt App (stub engine: fast).
+"""Slack's rules, end to end over loopback with the real slack-bolt App and the real engine (demo KB).
 
 Signatures (401), malformed payloads (400), retries and duplicate event ids (answered once),
 HTTP 429 (Retry-After honoured), bots / the bot itself / subtypes ignored, health check.
@@ -12,15 +12,16 @@ import time
 from tests.slack.slack_mock import BOT_ID, BOT_USER
 
 
-def test_healthz_reports_the_served_model(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_healthz_reports_the_served_model(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     status, body = bot.sender.get("/healthz")
-    assert status == 200 and json.loads(body) == {"ok": True, "model_version": "stub-v1"}
+    assert status == 200 and json.loads(body) == {"ok": True, "model_version": recorded_engine.model_version}
+    assert recorded_engine.model_version  # a real version id, not empty
     assert bot.sender.get("/nope")[0] == 404
 
 
-def test_bad_or_stale_signature_gets_401_and_nothing_is_processed(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_bad_or_stale_signature_gets_401_and_nothing_is_processed(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     event = {"type": "app_mention", "user": "U1", "text": "<@UBOT> password?", "ts": "1.0", "channel": "C1"}
     envelope = json.dumps({"type": "event_callback", "team_id": "T0TEST", "event_id": "EvBAD", "event": event})
     assert bot.sender.post(envelope, signature="v0=" + "0" * 64)[0] == 401
@@ -28,12 +29,12 @@ def test_bad_or_stale_signature_gets_401_and_nothing_is_processed(make_bot, stub
     assert bot.sender.post(envelope, signature="")[0] == 401
     bot.idle()
     assert bot.mock.calls_to("chat.postMessage") == []
-    assert stub_engine.calls == []
+    assert recorded_engine.calls == []
     assert bot.store.counts()["processed_events"] == 0
 
 
-def test_malformed_body_gets_400_and_the_app_keeps_serving(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_malformed_body_gets_400_and_the_app_keeps_serving(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     for body, content_type in [
         ("{not json", "application/json"),
         ("[1, 2, 3]", "application/json"),
@@ -50,14 +51,14 @@ def test_malformed_body_gets_400_and_the_app_keeps_serving(make_bot, stub_engine
     assert len(bot.mock.calls_to("chat.postMessage")) == 1
 
 
-def test_url_verification_challenge_is_answered(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_url_verification_challenge_is_answered(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     status, body = bot.sender.post(json.dumps({"type": "url_verification", "challenge": "abc123", "token": "x"}))
     assert status == 200 and "abc123" in body
 
 
-def test_retried_and_duplicate_events_are_answered_exactly_once(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_retried_and_duplicate_events_are_answered_exactly_once(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     event = bot.mention("I forgot my password", event_id="EvDUP1")
     bot.mock.wait_for("chat.postMessage")
     for retry in (1, 2, 3):  # Slack's retries carry the same event id and X-Slack-Retry-Num
@@ -65,16 +66,16 @@ def test_retried_and_duplicate_events_are_answered_exactly_once(make_bot, stub_e
     assert bot.sender.event(event, event_id="EvDUP1")[0] == 200  # a plain replay
     bot.idle()
     assert len(bot.mock.calls_to("chat.postMessage")) == 1
-    assert len(stub_engine.calls) == 1
+    assert len(recorded_engine.calls) == 1
     # The de-duplication is persistent: a restarted app on the same store skips it too.
-    restarted = make_bot(stub_engine, store=bot.store)
+    restarted = make_bot(recorded_engine, store=bot.store)
     assert restarted.sender.event(event, event_id="EvDUP1", retry_num=4)[0] == 200
     restarted.idle()
     assert len(bot.mock.calls_to("chat.postMessage")) == 1
 
 
-def test_the_bots_own_messages_other_bots_and_subtypes_are_ignored(make_bot, stub_engine):
-    bot = make_bot(stub_engine)
+def test_the_bots_own_messages_other_bots_and_subtypes_are_ignored(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
     bot.message("password reset please", channel="D1", channel_type="im", user=BOT_USER, bot_id=BOT_ID)
     bot.message("password reset please", channel="D1", channel_type="im", user="U2", bot_id="BOTHER")
     bot.message("password", channel="D1", channel_type="im", subtype="bot_message", bot_id="BOTHER")
@@ -83,12 +84,12 @@ def test_the_bots_own_messages_other_bots_and_subtypes_are_ignored(make_bot, stu
     bot.sender.event({"type": "app_mention", "user": "U2", "bot_id": "BOTHER", "text": "<@UBOT> password",
                       "ts": "1700009999.000100", "channel": "C1"})
     bot.idle()
-    assert stub_engine.calls == []
+    assert recorded_engine.calls == []
     assert bot.mock.calls_to("chat.postMessage") == []
 
 
-def test_rate_limited_post_is_retried_after_retry_after(make_bot, stub_engine, slack_mock):
-    bot = make_bot(stub_engine)
+def test_rate_limited_post_is_retried_after_retry_after(make_bot, recorded_engine, slack_mock):
+    bot = make_bot(recorded_engine)
     slack_mock.fail("chat.postMessage", status=429, headers={"Retry-After": "1"}, times=1)
     bot.mention("password help")
     bot.mock.wait_for("chat.postMessage")
@@ -99,24 +100,24 @@ def test_rate_limited_post_is_retried_after_retry_after(make_bot, stub_engine, s
     assert len(bot.mock.messages["C1"]) == 2  # the question and one answer
 
 
-def test_ack_comes_before_the_model_work(make_bot, stub_engine):
+def test_ack_comes_before_the_model_work(make_bot, recorded_engine):
     """The HTTP response does not wait for the (slow) model: the answer is computed after the ack."""
-    original = stub_engine.answer
+    original = recorded_engine.answer
 
     def slow_answer(text, context=None):
         time.sleep(1.5)
         return original(text, context)
 
-    stub_engine.answer = slow_answer
-    bot = make_bot(stub_engine)
+    recorded_engine.answer = slow_answer
+    bot = make_bot(recorded_engine)
     started = time.monotonic()
     bot.mention("password?")
     assert time.monotonic() - started < 1.0
     bot.mock.wait_for("chat.postMessage")
 
 
-def test_a_mention_delivered_as_both_app_mention_and_message_is_answered_once(make_bot, stub_engine):
-    bot = make_bot(stub_engine, support_channels="C1")
+def test_a_mention_delivered_as_both_app_mention_and_message_is_answered_once(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine, support_channels="C1")
     event = bot.mention("password please")
     bot.sender.event({**event, "type": "message", "channel_type": "channel"})  # message.channels copy
     bot.mock.wait_for("chat.postMessage")
@@ -124,14 +125,15 @@ def test_a_mention_delivered_as_both_app_mention_and_message_is_answered_once(ma
     assert len(bot.mock.calls_to("chat.postMessage")) == 1
 
 
-def test_socket_mode_requests_are_dispatched_without_signatures(make_bot, stub_engine):
+def test_socket_mode_requests_are_dispatched_without_signatures(make_bot, recorded_engine):
     """Socket Mode delivers the same payloads over a WebSocket (no signature); the app handles them alike."""
     from slack_bolt.request import BoltRequest
 
     from bot.slack.app import build_app
 
-    bot = make_bot(stub_engine)
-    app = build_app(bot.settings, stub_engine, bot.store, socket_mode=True, listener_executor=bot.executor)
+    bot = make_bot(recorded_engine)
+    app = build_app(bot.settings, recorded_engine, bot.store, socket_mode=True,
+                    listener_executor=bot.executor)
     message = bot.mock.add_message("C1", "<@UBOT> password?")
     body = {"type": "event_callback", "team_id": "T0TEST", "event_id": "EvSOCK1",
             "event": {"type": "app_mention", "user": "U1", "text": message["text"], "ts": message["ts"], "channel": "C1"}}

@@ -114,7 +114,9 @@ def test_manifest_has_exactly_the_events_and_scopes_the_app_uses():
                       "reaction_removed", "app_home_opened"}
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
         "app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write", "reactions:read",
-        "commands"}
+        "commands",
+        # sentiment monitoring: chart uploads, and `/csbot sentiment #name` looking the channel up
+        "files:write", "channels:read", "groups:read"}
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/csbot"]
     assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["features"]["app_home"]["home_tab_enabled"]
 

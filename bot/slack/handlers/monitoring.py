@@ -39,7 +39,7 @@ class Monitoring:
         channel = event.get("channel")
         if channel not in self.deps.options.watched_channels or event.get("subtype") not in WATCHED_SUBTYPES:
             return
-        if not event.get("ts"):
+        if not event.get("ts") or not (event.get("text") or "").strip():  # e.g. a file without a comment
             return
         result = watch_message(self.deps.engine, self.deps.store, channel=channel, ts=event["ts"],
                                user=event.get("user"), text=event.get("text") or "", workspace=body.get("team_id"),
