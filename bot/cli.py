@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "bot.commands.export",
     "bot.commands.serve",
     "bot.commands.report",
+    "bot.commands.retrain",
 ]
 
 

@@ -1,0 +1,132 @@
+"""The gate's decision rules, the frozen held-out set, reports, and the retrain lock (no model training)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from retrieval.kb import Document
+from training.gate import BUILTIN_OOS, HeldoutSet, decide, latest_report, training_documents, write_report
+from training.lock import LockBusy, RetrainLock
+from training.retrain_config import RetrainConfig
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = RetrainConfig.load(env={}, gate_min_support=3, gate_intent_max_drop=0.1)
+
+
+def report(accuracy, per_class=None, oos=None):
+    out = {"accuracy": accuracy, "per_class": {k: {"recall": r, "support": s} for k, (r, s) in (per_class or {}).items()}}
+    if oos is not None:
+        out["oos_recall"] = oos
+    return out
+
+
+def test_gate_promotes_when_nothing_drops():
+    d = decide(report(0.8, {"a": (0.8, 5)}, 0.5), report(0.8, {"a": (0.8, 5)}, 0.5), CFG)
+    assert d.promote and d.reasons == []
+
+
+def test_gate_rejects_an_accuracy_drop():
+    d = decide(report(0.80), report(0.79), CFG)
+    assert not d.promote and "accuracy" in d.reasons[0]
+    assert decide(report(0.80), report(0.79), RetrainConfig.load(env={}, gate_accuracy_tolerance=0.02)).promote
+
+
+def test_gate_rejects_a_well_supported_intent_that_drops_but_ignores_small_ones():
+    champion = report(0.8, {"a": (1.0, 5), "b": (1.0, 2), "out_of_scope": (1.0, 9)})
+    assert not decide(champion, report(0.9, {"a": (0.8, 5), "b": (1.0, 2)}), CFG).promote
+    d = decide(champion, report(0.9, {"a": (0.95, 5), "b": (0.0, 2)}), CFG)
+    assert d.promote, d.reasons  # b has too little support; a lost only 5 points
+    assert not decide(champion, report(0.9, {"b": (1.0, 2)}), CFG).promote  # a vanished: recall 0
+
+
+def test_gate_rejects_an_out_of_scope_recall_drop():
+    d = decide(report(0.8, oos=0.6), report(0.85, oos=0.5), CFG)
+    assert not d.promote and "out-of-scope" in d.reasons[0]
+
+
+def test_gate_refuses_without_heldout_rows():
+    assert not decide({"accuracy": None}, {"accuracy": None}, CFG).promote
+
+
+def docs(n_questions=10):
+    return [Document(f"d{i}", f"T{i}", "a", intent=f"i{i}", questions=[f"question {i}-{j}" for j in range(n_questions)])
+            for i in range(4)] + [Document("tiny", "Tiny", "a", intent="tiny", questions=["only one", "and two"])]
+
+
+def test_heldout_set_is_deterministic_frozen_and_grows_only_for_new_intents(tmp_path):
+    h = HeldoutSet.load(tmp_path)
+    assert h.update_from_kb(docs(), CFG) == 4 * 2  # 20 % of 10; the 2-question intent gives none
+    h.save()
+    again = HeldoutSet.load(tmp_path)
+    assert again.rows == h.rows and again.kb_fingerprint() == h.kb_fingerprint()
+    other = HeldoutSet.load(tmp_path / "other")
+    other.update_from_kb(docs(), CFG)
+    assert {r["text"] for r in other.rows} == {r["text"] for r in h.rows}  # same KB, same choice
+    assert again.update_from_kb(docs(20), CFG) == 0  # covered intents stay frozen
+    grown = docs() + [Document("new", "New", "a", intent="new", questions=[f"new {j}" for j in range(5)])]
+    assert again.update_from_kb(grown, CFG) == 1
+    assert again.kb_fingerprint() != h.kb_fingerprint()
+    assert again.add_admin([{"text": "admin says", "intent": "i1", "doc_id": "d1"}]) == 1
+    assert again.add_admin([{"text": "Admin  SAYS", "intent": "i2", "doc_id": "d2"}]) == 0
+
+
+def test_training_documents_drop_heldout_questions_and_eval_rows_add_some_oos(tmp_path):
+    h = HeldoutSet.load(tmp_path)
+    h.update_from_kb(docs(), CFG)
+    train = training_documents(docs(), h.texts())
+    assert sum(len(d.questions) for d in train) == 4 * 8 + 2
+    assert not {q.lower() for d in train for q in d.questions} & h.texts()
+    rows = h.eval_rows(docs())
+    oos = [r for r in rows if r["intent"] == "out_of_scope"]
+    assert len(rows) - len(oos) == 8 and len(oos) == 5 and all(r["text"] in BUILTIN_OOS for r in oos)
+    assert all(r["intent"] != "i0" for r in h.eval_rows(docs()[1:]))  # an intent that left the KB is not scored
+    assert not [r for r in h.eval_rows(docs(), builtin_oos=False) if r["intent"] == "out_of_scope"]
+
+
+def test_report_files_and_latest(tmp_path):
+    payload = {"status": "rejected", "message": "rejected vX", "started_at": "now", "counts": {"labelled": 3},
+               "champion_metrics": {"accuracy": 0.5, "rows": 4}, "candidate_metrics": {"accuracy": 0.25, "rows": 4},
+               "decision": {"checks": [{"rule": "accuracy", "passed": False, "detail": "accuracy 0.5 → 0.25"}]}}
+    json_path, md_path = write_report(tmp_path, payload)
+    assert json.loads(json_path.read_text())["status"] == "rejected"
+    text = md_path.read_text()
+    assert "**Outcome: rejected**" in text and "| accuracy | **no** | accuracy 0.5 → 0.25 |" in text
+    assert latest_report(tmp_path)["report_md"] == str(md_path)
+    second, _ = write_report(tmp_path, payload)
+    assert second != json_path and latest_report(tmp_path)["report_json"] == str(second)
+
+
+def test_lock_excludes_a_second_holder_and_is_released(tmp_path):
+    with RetrainLock(tmp_path) as first:
+        assert first.held and first.holder()["pid"] == os.getpid()
+        with pytest.raises(LockBusy, match="another retrain is running"):
+            RetrainLock(tmp_path).acquire()
+    with RetrainLock(tmp_path):
+        pass
+
+
+def test_lock_of_a_killed_process_is_free_at_once(tmp_path):
+    code = ("import sys, time; sys.path.insert(0, %r); from training.lock import RetrainLock; "
+            "RetrainLock(%r).acquire(); print('locked', flush=True); time.sleep(60)") % (str(REPO), str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=str(REPO))
+    try:
+        assert proc.stdout.readline().strip() == "locked"
+        with pytest.raises(LockBusy, match=f"pid {proc.pid}"):
+            RetrainLock(tmp_path).acquire()
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        assert (tmp_path / "retrain.lock").exists()  # the file stays; the lock does not
+        started = time.monotonic()
+        with RetrainLock(tmp_path).acquire(wait=True, timeout=5):
+            assert time.monotonic() - started < 1
+    finally:
+        if proc.poll() is None:
+            proc.kill()

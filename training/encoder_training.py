@@ -1,0 +1,378 @@
+"""Fine-tuning the shared encoder's top layers for the retrain, with sentence-transformers' trainer.
+
+Two short stages on the same top `trainable_layers` layers (the lower ones stay frozen: the
+sentiment head reads them, see models/sentiment.py — checked bit for bit before saving):
+
+1. **intent** — the contrastive step of models/finetune.py (batch-hard soft-margin triplet loss,
+   batches grouped by label) on the labelled questions: the KB's example questions and titles,
+   replayed earlier feedback examples and the new ones;
+2. **retrieval** — MultipleNegativesRankingLoss on (question, article text) pairs, and on
+   (question, article, hard negative article) triplets from 👎 votes: a correction gives
+   (question, right article, wrongly given article); a 👎 without a correction gives
+   (question, question, wrongly given article) — the question is its own positive (SimCSE-style,
+   dropout noise), so the wrong article is pushed away without inventing a label.
+
+Each stage evaluates a validation split (nearest-neighbour intent accuracy against the training
+questions, and nearest-article accuracy) before training and every `eval_every` epochs, stops
+after `patience` evaluations without improvement, and restores its best weights — so a stage that
+does not help leaves the encoder as it was. Seeds are fixed; fp16 on CUDA (`mixed_precision`);
+progress bars when asked. `method="lora"` trains LoRA adapters (peft) on the same top layers and
+merges them, so the saved folder is a plain sentence-transformers model either way.
+
+Multi-GPU: the retrain can launch this module with an existing launcher (`launcher =
+"torchrun --nproc_per_node=4"` or `"accelerate launch --num_processes 4"`); the trainer then runs
+data-parallel and rank 0 saves. The single-process form is `python -m training.encoder_training
+JOB.json` (what the launcher starts on each rank).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python training/encoder_training.py JOB.json`
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+log = logging.getLogger("csbot.retrain")
+
+LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                "intermediate.dense", "output.dense")
+
+
+@dataclass
+class EncoderJob:
+    """Everything one encoder fine-tuning needs; JSON-able so a launcher can pass it to each rank."""
+
+    base: str  # model name or folder to start from
+    out_dir: str
+    texts: list[str] = field(default_factory=list)  # labelled rows for the intent stage
+    labels: list[str] = field(default_factory=list)
+    pairs: list[list[str]] = field(default_factory=list)  # [question, article text]
+    triplets: list[list[str]] = field(default_factory=list)  # [question, positive, hard negative]
+    val_texts: list[str] = field(default_factory=list)
+    val_labels: list[str] = field(default_factory=list)
+    articles: list[list[str]] = field(default_factory=list)  # [label, article text] for validation
+    config: dict = field(default_factory=dict)  # RetrainConfig.to_dict()
+
+    def save(self, path: Path) -> Path:
+        Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "EncoderJob":
+        return cls(**json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+@dataclass
+class StageResult:
+    stage: str
+    rows: int
+    steps: int
+    initial_metric: float | None
+    best_metric: float | None
+    best_step: int
+    stopped_early: bool
+    seconds: float
+
+
+class _Validator:
+    """Validation metric: mean of nearest-training-question intent accuracy and nearest-article accuracy."""
+
+    def __init__(self, job: EncoderJob, seed: int, max_reference: int = 300):
+        rng = random.Random(seed)
+        ref = list(zip(job.texts, job.labels))
+        if len(ref) > max_reference:
+            ref = rng.sample(ref, max_reference)
+        self.ref_texts = [t for t, _ in ref]
+        self.ref_labels = [label for _, label in ref]
+        self.article_texts = [t for _, t in job.articles]
+        self.article_labels = [label for label, _ in job.articles]
+        self.val_texts, self.val_labels = list(job.val_texts), list(job.val_labels)
+
+    @property
+    def usable(self) -> bool:
+        return bool(self.val_texts) and (bool(self.ref_texts) or bool(self.article_texts))
+
+    def __call__(self, model) -> float:
+        import numpy as np
+
+        def embed(texts):
+            return model.encode(texts, batch_size=64, convert_to_numpy=True, normalize_embeddings=True,
+                                show_progress_bar=False)
+
+        was_training = model.training
+        model.eval()
+        val = embed(self.val_texts)
+        scores = []
+        for texts, labels in ((self.ref_texts, self.ref_labels), (self.article_texts, self.article_labels)):
+            if texts:
+                nearest = np.argmax(val @ embed(texts).T, axis=1)
+                scores.append(float(np.mean([labels[j] == gold for j, gold in zip(nearest, self.val_labels)])))
+        if was_training:
+            model.train()
+        return float(np.mean(scores))
+
+
+def _trainable_snapshot(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _restore(model, snapshot: dict) -> None:
+    import torch
+
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in snapshot.items():
+            params[name].copy_(value)
+
+
+def _early_stopping_callback(model, validator, every: int, patience: int, initial: float | None):
+    from transformers import TrainerCallback
+
+    class EarlyStopping(TrainerCallback):
+        def __init__(self):
+            self.best = initial
+            self.best_step = 0
+            self.snapshot = _trainable_snapshot(model)
+            self.bad = 0
+            self.stopped_early = False
+            self.history: list[tuple[int, float]] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            last = state.max_steps and state.global_step >= state.max_steps
+            if validator is None or not (state.global_step % every == 0 or last):
+                return control
+            metric = validator(model)
+            self.history.append((state.global_step, metric))
+            log.info("  step %d/%d: validation %.4f (best %.4f)", state.global_step, state.max_steps, metric, self.best)
+            if metric > self.best + 1e-4:
+                self.best, self.best_step, self.bad = metric, state.global_step, 0
+                self.snapshot = _trainable_snapshot(model)
+            else:
+                self.bad += 1
+                if self.bad >= patience and not last:
+                    log.info("  early stop: no improvement in %d evaluations", self.bad)
+                    self.stopped_early = True
+                    control.should_training_stop = True
+            return control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                log.info("  step %d/%d: loss %.4f", state.global_step, state.max_steps, logs["loss"])
+
+    return EarlyStopping()
+
+
+def _apply_lora(model, config: dict, first_trainable_layer: int, n_layers: int):
+    from peft import LoraConfig, inject_adapter_in_model
+
+    inner = getattr(model[0], "model", None) or model[0].auto_model
+    for param in inner.parameters():
+        param.requires_grad = False
+    targets = [f"encoder.layer.{i}.{name}" for i in range(first_trainable_layer, n_layers) for name in LORA_TARGETS]
+    lora = LoraConfig(r=int(config.get("lora_r", 8)), lora_alpha=int(config.get("lora_alpha", 16)),
+                      lora_dropout=float(config.get("lora_dropout", 0.1)), target_modules=targets)
+    inject_adapter_in_model(lora, inner)
+    return inner
+
+
+def _merge_lora(inner) -> None:
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in list(inner.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent_name, _, attr = name.rpartition(".")
+            setattr(inner.get_submodule(parent_name), attr, module.get_base_layer())
+
+
+def _frozen_state(model, first_trainable_layer: int) -> dict:
+    """Copies of every weight the sentiment head depends on (embeddings and the lower layers)."""
+    inner = getattr(model[0], "model", None) or model[0].auto_model
+    state = {}
+    for name, value in inner.state_dict().items():
+        if name.startswith("embeddings."):
+            state[name] = value.detach().clone()
+        elif name.startswith("encoder.layer."):
+            if int(name.split(".")[2]) < first_trainable_layer:
+                state[name] = value.detach().clone()
+    return state
+
+
+def _check_frozen(model, frozen: dict) -> None:
+    import torch
+
+    inner = getattr(model[0], "model", None) or model[0].auto_model
+    current = inner.state_dict()
+    changed = [name for name, value in frozen.items() if name not in current or not torch.equal(current[name], value)]
+    if changed:
+        raise RuntimeError(f"encoder training changed frozen weights ({', '.join(changed[:3])} ...): "
+                           "the sentiment head would read changed layers")
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def train_encoder(job: EncoderJob) -> dict:
+    """Run the configured stages and save the tuned encoder to `job.out_dir`; returns a summary."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+
+    class _Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict):  # no model card statistics: time and noise
+            pass
+    from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
+    from sentence_transformers.sentence_transformer import losses
+    from transformers import set_seed
+    from transformers.trainer_callback import PrinterCallback
+
+    from models.finetune import _loss as contrastive_loss
+    from models.finetune import frozen_layers
+    from models.loading import load_sentence_transformer, pick_device
+
+    cfg = job.config
+    seed = int(cfg.get("seed", 13))
+    set_seed(seed)
+    random.seed(seed)
+    started = time.perf_counter()
+    device = pick_device(cfg.get("device") or "auto")
+    if os.environ.get("LOCAL_RANK") is not None and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    model = load_sentence_transformer(job.base, device, cached=False)
+    model.max_seq_length = min(int(model.max_seq_length or 512), int(cfg.get("max_seq_length", 128)))
+    inner = getattr(model[0], "model", None) or model[0].auto_model
+    n_layers = len(inner.encoder.layer)
+    first_trainable = frozen_layers(model, int(cfg.get("trainable_layers", 2))) - 1  # module index
+    frozen = _frozen_state(model, first_trainable)
+    lora = cfg.get("method", "full") == "lora"
+    if lora:
+        _apply_lora(model, cfg, first_trainable, n_layers)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    log.info("encoder %s on %s: layers %d-%d trainable (%s, %d parameters)", job.base, device,
+             first_trainable, n_layers - 1, "LoRA" if lora else "full weights", n_trainable)
+
+    validator = _Validator(job, seed)
+    validator = validator if validator.usable else None
+    mixed = cfg.get("mixed_precision", "auto")
+    cuda = device.startswith("cuda")
+    progress = cfg.get("progress", "auto")
+    show_progress = progress == "on" or (progress == "auto" and sys.stderr.isatty())
+    work_dir = Path(job.out_dir).with_name(Path(job.out_dir).name + ".trainer")
+    stages = []
+    for stage in [s.strip() for s in str(cfg.get("stages", "intent,retrieval")).split(",") if s.strip()]:
+        if stage == "intent":
+            label_ids = {label: i for i, label in enumerate(sorted(set(job.labels)))}
+            groups = {}
+            for label in job.labels:
+                groups[label] = groups.get(label, 0) + 1
+            if sum(1 for n in groups.values() if n >= 2) < 2:
+                log.info("stage intent skipped: fewer than two intents with two examples")
+                continue
+            train = Dataset.from_dict({"text": list(job.texts), "label": [label_ids[x] for x in job.labels]})
+            loss = contrastive_loss(model, cfg.get("intent_loss", "batch_hard_soft_margin"))
+            sampler = BatchSamplers.GROUP_BY_LABEL
+            n_rows = len(train)
+        elif stage == "retrieval":
+            parts = {}
+            if job.pairs:
+                parts["pairs"] = Dataset.from_dict({"anchor": [p[0] for p in job.pairs], "positive": [p[1] for p in job.pairs]})
+            if job.triplets:
+                parts["triplets"] = Dataset.from_dict({"anchor": [t[0] for t in job.triplets],
+                                                       "positive": [t[1] for t in job.triplets],
+                                                       "negative": [t[2] for t in job.triplets]})
+            if not parts:
+                log.info("stage retrieval skipped: no pairs")
+                continue
+            mnrl = losses.MultipleNegativesRankingLoss(model)
+            train = parts if len(parts) > 1 else next(iter(parts.values()))
+            loss = {name: mnrl for name in parts} if len(parts) > 1 else mnrl
+            sampler = BatchSamplers.NO_DUPLICATES
+            n_rows = sum(len(d) for d in parts.values())
+        else:
+            raise ValueError(f"unknown stage {stage!r}")
+        batch_size = int(cfg.get("batch_size", 32))
+        steps_per_epoch = max(1, math.ceil(n_rows / batch_size))
+        max_steps = max(1, int(steps_per_epoch * float(cfg.get("epochs", 2.0))))
+        if int(cfg.get("max_steps", 0) or 0) > 0:
+            max_steps = min(max_steps, int(cfg["max_steps"]))
+        every = max(1, int(round(steps_per_epoch * float(cfg.get("eval_every", 0.5)))))
+        stage_started = time.perf_counter()
+        initial = validator(model) if validator else None
+        if initial is not None:
+            log.info("stage %s: %d rows, up to %d steps; validation before %.4f", stage, n_rows, max_steps, initial)
+        else:
+            log.info("stage %s: %d rows, %d steps (no validation split)", stage, n_rows, max_steps)
+        callback = _early_stopping_callback(model, validator, every, int(cfg.get("patience", 2)),
+                                            initial if initial is not None else -1.0)
+        lr = float(cfg.get("lora_learning_rate", 2e-4) if lora else cfg.get("learning_rate", 2e-5))
+        args = SentenceTransformerTrainingArguments(
+            output_dir=str(work_dir / stage),
+            max_steps=max_steps,
+            per_device_train_batch_size=batch_size,
+            learning_rate=lr,
+            warmup_steps=int(0.1 * max_steps),
+            batch_sampler=sampler,
+            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+            seed=seed,
+            data_seed=seed,
+            save_strategy="no",
+            eval_strategy="no",
+            logging_strategy="steps",
+            logging_steps=max(1, every),
+            report_to="none",
+            disable_tqdm=not show_progress,
+            fp16=cuda and mixed in ("auto", "fp16"),
+            bf16=cuda and mixed == "bf16",
+            use_cpu=not cuda,
+            dataloader_drop_last=False,
+        )
+        trainer = _Trainer(model=model, args=args, train_dataset=train, loss=loss, callbacks=[callback])
+        trainer.remove_callback(PrinterCallback)  # our own log lines instead of raw dicts on stdout
+        trainer.train()
+        if validator is not None:
+            _restore(model, callback.snapshot)
+        stages.append(StageResult(stage, n_rows, trainer.state.global_step, initial, callback.best if validator else None,
+                                  callback.best_step, callback.stopped_early, round(time.perf_counter() - stage_started, 2)))
+        log.info("stage %s done: %d steps in %.0fs, best validation %s at step %d", stage, trainer.state.global_step,
+                 time.perf_counter() - stage_started, f"{callback.best:.4f}" if validator else "-", callback.best_step)
+        del trainer
+    if lora:
+        _merge_lora(inner)
+    _check_frozen(model, frozen)
+    model.eval()
+    if _is_main_process():
+        model.save(str(job.out_dir))
+    import shutil
+
+    shutil.rmtree(work_dir, ignore_errors=True)
+    del torch
+    return {"stages": [asdict(s) for s in stages], "seconds": round(time.perf_counter() - started, 2),
+            "method": "lora" if lora else "full", "device": device, "trainable_parameters": n_trainable,
+            "first_trainable_layer": first_trainable}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m training.encoder_training JOB.json`: the form a multi-GPU launcher starts per rank."""
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m training.encoder_training JOB.json", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    job = EncoderJob.load(Path(argv[0]))
+    summary = train_encoder(job)
+    if _is_main_process():
+        Path(job.out_dir + ".summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,313 @@
+"""The promotion gate: champion and candidate scored on one frozen held-out set, decision rules,
+and the run report (JSON + Markdown under CSBOT_HOME/reports/).
+
+Held-out protocol (see docs/retrain.md):
+- `CSBOT_HOME/heldout/heldout.jsonl` is created by the first retrain of a knowledge base: for each
+  intent with at least `heldout_min_questions` example questions, a deterministic
+  `heldout_fraction` of them (the lowest SHA-256 of the normalised text) is frozen. Intents added
+  later get their share when they first appear; frozen rows never change. Rows whose intent left
+  the KB are not scored.
+- Trusted admin corrections (users in `slack_admin_users`) are appended: all their out-of-scope
+  corrections, and a deterministic `admin_heldout_fraction` of the others.
+- Generic off-topic questions (`builtin_oos`) measure out-of-scope recall.
+- Every held-out text is kept out of the builds the gate scores: the candidate is scored as a
+  build from the KB minus the held-out questions (plus the feedback examples, with its new encoder),
+  and the champion as a *reference rebuild* of the same kind (its own encoder and examples, the
+  intent head refitted without the held-out texts), both in temporary folders. The champion's
+  encoder was tuned with those questions, so the comparison leans towards the champion
+  (conservative). Only a candidate that passes is then built from the whole KB and served.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.answer import OUT_OF_SCOPE
+from retrieval.kb import Document
+from training.feedback_data import normalize, stable_fraction
+
+HELDOUT_DIR = "heldout"
+HELDOUT_FILE = "heldout.jsonl"
+REPORTS_DIR = "reports"
+
+# Questions no customer-service knowledge base answers: out-of-scope recall needs some.
+BUILTIN_OOS = [
+    "what is the capital of australia", "tell me a joke", "how tall is mount everest",
+    "who won the football world cup in 2014", "translate good morning into german",
+    "what's 17 times 23", "set an alarm for 6am tomorrow", "what's the weather like in paris today",
+    "recommend a good science fiction novel", "how many calories are in a banana",
+    "play some relaxing music", "who painted the mona lisa", "what's a good recipe for lasagna",
+    "how do i change a flat tyre on a bicycle", "what time is it in tokyo",
+    "how far is the moon from the earth", "write me a poem about the sea",
+    "what is the meaning of life", "how do you say thank you in japanese",
+    "what should i name my puppy", "how long should i boil an egg", "who is the president of france",
+    "can you help me with my chemistry homework", "what's the best way to learn the guitar",
+    "how many legs does a spider have", "book me a table for two at an italian restaurant",
+    "what year did the titanic sink", "is it going to rain this weekend", "roll a dice for me",
+    "what's the square root of 144", "suggest a workout for my legs", "how do plants make oxygen",
+    "what movies are playing tonight", "teach me a card trick", "how do i get rid of hiccups",
+    "what is the tallest building in the world", "remind me to call my mother at 5",
+    "what rhymes with orange", "how old is the universe", "who wrote pride and prejudice",
+]
+
+
+# ----- the frozen held-out set ------------------------------------------------------------------
+
+@dataclass
+class HeldoutSet:
+    path: Path
+    rows: list[dict] = field(default_factory=list)  # {text, intent, doc_id, source, added}
+
+    @classmethod
+    def load(cls, home: Path) -> "HeldoutSet":
+        path = Path(home) / HELDOUT_DIR / HELDOUT_FILE
+        rows = []
+        if path.is_file():
+            rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return cls(path, rows)
+
+    def texts(self) -> set[str]:
+        return {normalize(r["text"]) for r in self.rows}
+
+    def kb_fingerprint(self) -> str:
+        """Identity of what builds must exclude; a champion built with another fingerprint saw some of it."""
+        digest = hashlib.sha256()
+        for key in sorted(self.texts()):
+            digest.update(key.encode("utf-8") + b"\n")
+        return digest.hexdigest()[:16]
+
+    def update_from_kb(self, documents: list[Document], config) -> int:
+        """Freeze the held-out share of every intent that has none yet; returns rows added."""
+        covered = {r["intent"] for r in self.rows if r.get("source") == "kb"}
+        taken = self.texts()
+        by_label: dict[str, list[tuple[str, str]]] = {}
+        for doc in documents:
+            for question in doc.questions:
+                by_label.setdefault(doc.label, []).append((question, doc.id))
+        added = 0
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        for label in sorted(by_label):
+            if label in covered:
+                continue
+            unique = {}
+            for question, doc_id in by_label[label]:
+                unique.setdefault(normalize(question), (question, doc_id))
+            n = len(unique)
+            if n < max(2, config.heldout_min_questions):
+                continue
+            n_held = min(int(n * config.heldout_fraction + 0.5), n - 2)
+            ranked = sorted(unique.items(), key=lambda kv: stable_fraction(kv[0], "heldout"))
+            for key, (question, doc_id) in ranked[:max(0, n_held)]:
+                if key in taken:
+                    continue
+                self.rows.append({"text": question, "intent": label, "doc_id": doc_id, "source": "kb", "added": now})
+                taken.add(key)
+                added += 1
+        return added
+
+    def add_admin(self, rows: list[dict]) -> int:
+        taken = self.texts()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        added = 0
+        for row in rows:
+            key = normalize(row["text"])
+            if key in taken:
+                continue
+            self.rows.append({**row, "source": "admin", "added": now})
+            taken.add(key)
+            added += 1
+        return added
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name("." + self.path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for row in self.rows:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+
+    def eval_rows(self, documents: list[Document], *, builtin_oos: bool = True) -> list[dict]:
+        """Rows for `training.evaluate.evaluate`: held-out questions of intents the KB still has, plus OOS."""
+        labels = {doc.label for doc in documents}
+        kb_keys = {normalize(q) for doc in documents for q in doc.questions}
+        rows = [{"text": r["text"], "intent": r["intent"], "sentiment": None} for r in self.rows
+                if r["intent"] in labels or r["intent"] == OUT_OF_SCOPE]
+        if builtin_oos:
+            # About one generic off-topic question per four in-scope rows (at least 5), so that
+            # they measure out-of-scope recall without swamping the overall accuracy.
+            taken = self.texts() | kb_keys
+            n_in_scope = sum(r["intent"] != OUT_OF_SCOPE for r in rows)
+            wanted = max(5, round(0.25 * n_in_scope))
+            rows += [{"text": q, "intent": OUT_OF_SCOPE, "sentiment": None}
+                     for q in BUILTIN_OOS if normalize(q) not in taken][:wanted]
+        return rows
+
+    def counts(self) -> dict:
+        out: dict[str, int] = {}
+        for row in self.rows:
+            out[row.get("source", "?")] = out.get(row.get("source", "?"), 0) + 1
+        return out
+
+
+def training_documents(documents: list[Document], exclude: set[str]) -> list[Document]:
+    """Copies of the articles without the held-out example questions (titles and answers unchanged)."""
+    return [dataclasses.replace(doc, questions=[q for q in doc.questions if normalize(q) not in exclude])
+            for doc in documents]
+
+
+# ----- scoring and the decision -------------------------------------------------------------------
+
+def score_version(settings, version_name: str, rows: list[dict]) -> dict:
+    """Evaluate one version (pinned, not necessarily the champion) on the held-out rows."""
+    from bot.engine import Engine
+    from training.evaluate import evaluate
+
+    engine = Engine(settings, version=version_name, reload_check_seconds=1e9)
+    return evaluate(engine, rows)
+
+
+@dataclass
+class Decision:
+    promote: bool
+    checks: list[dict]
+
+    @property
+    def reasons(self) -> list[str]:
+        return [c["detail"] for c in self.checks if not c["passed"]]
+
+
+def decide(champion: dict, candidate: dict, config) -> Decision:
+    """The promotion rules: accuracy, every well-supported intent, out-of-scope recall."""
+    checks = []
+    a, b = champion.get("accuracy"), candidate.get("accuracy")
+    if a is None or b is None:
+        checks.append({"rule": "accuracy", "passed": False, "detail": "no held-out rows to score on"})
+        return Decision(False, checks)
+    tol = config.gate_accuracy_tolerance
+    checks.append({"rule": "accuracy", "passed": b >= a - tol - 1e-9, "champion": a, "candidate": b,
+                   "detail": f"accuracy {a:.4f} → {b:.4f}" + (f" (tolerance {tol:g})" if tol else "")})
+    drops = []
+    for intent, stats in sorted(champion.get("per_class", {}).items()):
+        if intent == OUT_OF_SCOPE or stats.get("support", 0) < config.gate_min_support:
+            continue
+        new = candidate.get("per_class", {}).get(intent, {"recall": 0.0})
+        drop = stats["recall"] - new["recall"]
+        if drop > config.gate_intent_max_drop + 1e-9:
+            drops.append({"intent": intent, "champion": stats["recall"], "candidate": new["recall"],
+                          "support": stats["support"]})
+    eligible = sum(1 for i, s in champion.get("per_class", {}).items()
+                   if i != OUT_OF_SCOPE and s.get("support", 0) >= config.gate_min_support)
+    detail = (f"{len(drops)} of {eligible} intents with ≥{config.gate_min_support} held-out rows lost more than "
+              f"{config.gate_intent_max_drop:.0%} recall")
+    if drops:
+        detail += ": " + ", ".join(f"{d['intent']} {d['champion']:.2f}→{d['candidate']:.2f}" for d in drops[:8])
+    checks.append({"rule": "per_intent", "passed": not drops, "drops": drops, "eligible": eligible, "detail": detail})
+    if "oos_recall" in champion or "oos_recall" in candidate:
+        a, b = champion.get("oos_recall", 0.0), candidate.get("oos_recall", 0.0)
+        tol = config.gate_oos_tolerance
+        checks.append({"rule": "oos_recall", "passed": b >= a - tol - 1e-9, "champion": a, "candidate": b,
+                       "detail": f"out-of-scope recall {a:.4f} → {b:.4f}"})
+    return Decision(all(c["passed"] for c in checks), checks)
+
+
+def reference_build(settings, champion, documents: list[Document], examples, work_dir: Path):
+    """A champion that saw held-out texts, rebuilt without them (its encoder, refitted head), in `work_dir`.
+
+    Returns (settings for that home, version name). Nothing under CSBOT_HOME/models is touched.
+    """
+    from training.build import build_version
+
+    home = Path(tempfile.mkdtemp(prefix="reference-", dir=work_dir))
+    ref_settings = dataclasses.replace(settings, home=home, finetune_epochs=0,
+                                       encoder=champion.meta.get("encoder") or settings.encoder,
+                                       sentiment_head=str(champion.path / "sentiment_head.npz"))
+    encoder_dir = champion.path / "encoder"
+    result = build_version(documents, ref_settings, extra_examples=examples,
+                           encoder_dir=encoder_dir if encoder_dir.is_dir() else None,
+                           parent=champion.name, meta={"reason": "gate reference"})
+    return ref_settings, result.version.name
+
+
+# ----- the report ---------------------------------------------------------------------------------
+
+def write_report(home: Path, report: dict) -> tuple[Path, Path]:
+    """`reports/retrain-<stamp>.json` and `.md`, plus `retrain-latest.json` / `.md` (replaced atomically)."""
+    folder = Path(home) / REPORTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    base = folder / f"retrain-{stamp}"
+    n = 1
+    while base.with_suffix(".json").exists():
+        n += 1
+        base = folder / f"retrain-{stamp}-{n}"
+    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
+    report = {**report, "report_json": str(json_path), "report_md": str(md_path)}
+    text_json = json.dumps(report, indent=2, sort_keys=True, default=str)
+    text_md = markdown_report(report)
+    for path, text in ((json_path, text_json), (md_path, text_md),
+                       (folder / "retrain-latest.json", text_json), (folder / "retrain-latest.md", text_md)):
+        tmp = path.with_name("." + path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return json_path, md_path
+
+
+def latest_report(home: Path) -> dict | None:
+    """The newest run report (for `/csbot status`), or None."""
+    try:
+        return json.loads((Path(home) / REPORTS_DIR / "retrain-latest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def markdown_report(report: dict) -> str:
+    lines = [f"# Retrain {report.get('started_at', '')}", "",
+             f"**Outcome: {report.get('status')}** — {report.get('message', '')}", ""]
+    rows = [("champion", report.get("champion")), ("candidate", report.get("candidate")),
+            ("scored champion as", report.get("champion_scored_as")), ("feedback since", report.get("since")),
+            ("data until", report.get("data_until")), ("seconds", report.get("seconds")),
+            ("code revision", report.get("code_revision"))]
+    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v is not None] + [""]
+    counts = report.get("counts") or {}
+    if counts:
+        lines += ["## Data", "", "| count | n |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(counts.items())] + [""]
+    champion, candidate = report.get("champion_metrics"), report.get("candidate_metrics")
+    if champion and candidate:
+        lines += ["## Held-out scores", "", f"{candidate.get('rows', '?')} frozen held-out rows.", "",
+                  "| metric | champion | candidate |", "|---|---|---|"]
+        for key in ("accuracy", "macro_f1", "in_scope_accuracy", "oos_recall"):
+            if key in champion or key in candidate:
+                lines.append(f"| {key} | {_fmt(champion.get(key))} | {_fmt(candidate.get(key))} |")
+        lines.append("")
+    checks = (report.get("decision") or {}).get("checks") or []
+    if checks:
+        lines += ["## Gate", "", "| rule | passed | detail |", "|---|---|---|"]
+        lines += [f"| {c['rule']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |" for c in checks] + [""]
+    timings = report.get("timings") or {}
+    if timings:
+        lines += ["## Timings (s)", "", "| step | seconds |", "|---|---|"]
+        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
+    training = report.get("training") or {}
+    if training.get("stages"):
+        lines += ["## Encoder training", "", "| stage | steps | validation before | best | stopped early |", "|---|---|---|---|---|"]
+        for s in training["stages"]:
+            lines.append(f"| {s['stage']} | {s['steps']} | {_fmt(s.get('initial_metric'))} | {_fmt(s.get('best_metric'))} | "
+                         f"{'yes' if s.get('stopped_early') else 'no'} |")
+        lines.append("")
+    if report.get("sentiment"):
+        lines += ["## Sentiment head", "", "```", json.dumps(report["sentiment"], indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return "–" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))

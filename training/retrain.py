@@ -1,0 +1,513 @@
+"""The nightly retrain: feedback → datasets → encoder fine-tuning (+ sentiment head) → new version
+→ gate against the champion on a frozen held-out set → promote (the running bot hot-reloads) or reject.
+
+    python training/retrain.py [--device auto|cpu|cuda] [--dry-run] [--since WHEN] [--force] [--json]
+    csbot retrain              (the same code and options)
+
+Only CSBOT_HOME (or a csbot.toml) needs to be set. Exit codes:
+
+    0  promoted: a new champion is served
+    0  nothing to do because the feedback table is empty (a fresh install; a message says so)
+    3  nothing to do (message says why: no new feedback, too little new data, no model yet,
+       another retrain holds the lock)
+    4  rejected by the gate: the champion keeps serving (the report says which rule failed)
+    1  error (the champion keeps serving; the log and the training-runs table say what happened)
+    2  bad usage or configuration
+
+A dry run (`--dry-run`) reads the feedback, builds the datasets and prints what a run would train
+on; it trains nothing and writes nothing (exit 0). Every other run is recorded in the store's
+training-runs table and, when it got as far as training, in `CSBOT_HOME/reports/` (JSON and
+Markdown; `retrain-latest.json` is always the newest). The log goes to stderr and to
+`CSBOT_HOME/logs/retrain-<time>.log`. See docs/retrain.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a script: `python training/retrain.py`
+    sys.path.insert(0, str(REPO))
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import shlex  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from datetime import datetime, timezone  # noqa: E402
+
+from bot.config import ConfigError, Settings  # noqa: E402
+from bot.errors import CsbotError, UserError  # noqa: E402
+
+EXIT_PROMOTED = 0
+EXIT_EMPTY = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOTHING = 3
+EXIT_REJECTED = 4
+
+PROMOTED, REJECTED, NOTHING, ERROR, DRY_RUN = "promoted", "rejected", "nothing-to-do", "error", "dry-run"
+# Runs whose feedback is used up: the next run reads only feedback newer than their data_until.
+CONSUMING_STATUSES = ("promoted", "rejected", "ok")
+
+log = logging.getLogger("csbot.retrain")
+
+
+@dataclass
+class Outcome:
+    status: str
+    exit_code: int
+    message: str
+    report: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"status": self.status, "exit_code": self.exit_code, "message": self.message, **self.report}
+
+
+# ----- command line -------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="training and scoring device (default: the device setting)")
+    parser.add_argument("--dry-run", action="store_true", help="build the datasets and report them; train and write nothing")
+    parser.add_argument("--since", metavar="WHEN", help="read feedback newer than WHEN (date, ISO time or age like 7d) "
+                        "instead of since the last run")
+    parser.add_argument("--force", action="store_true", help="train even with less new data than min_new_examples")
+    parser.add_argument("--method", choices=["full", "lora"], help="top-layer fine-tuning: full weights or LoRA (default: config)")
+    parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
+    parser.add_argument("--quiet", action="store_true", help="log warnings only on stderr (the log file keeps everything)")
+
+
+def run_cli(args) -> int:
+    """The shared body of `python training/retrain.py` and `csbot retrain`."""
+    from training.retrain_config import RetrainConfig
+
+    try:
+        settings = Settings.load(device=args.device)
+        config = RetrainConfig.load(settings=settings, device=args.device, method=args.method)
+        if args.since is not None:
+            from bot.store.store import parse_since
+
+            parse_since(args.since)  # a bad --since is bad usage, not a failed run
+    except (ConfigError, CsbotError) as exc:
+        print(f"retrain: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    outcome = retrain(settings, config, since=args.since, force=args.force, dry_run=args.dry_run, quiet=args.quiet)
+    if args.json:
+        print(json.dumps(outcome.to_json(), default=str))
+    else:
+        print(outcome.message)
+    return outcome.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="retrain", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on bad usage, 0 on --help
+        return int(exc.code or 0)
+    return run_cli(args)
+
+
+# ----- the run ------------------------------------------------------------------------------------
+
+def retrain(settings: Settings, config, *, since=None, force: bool = False, dry_run: bool = False,
+            quiet: bool = False) -> Outcome:
+    """One retrain under the lock; never raises (errors become Outcome(status="error"))."""
+    from training.lock import LockBusy, RetrainLock
+
+    home = Path(settings.home)
+    home.mkdir(parents=True, exist_ok=True)
+    handler = _setup_logging(home, quiet=quiet)
+    lock = RetrainLock(home)
+    try:
+        try:
+            lock.acquire()
+        except LockBusy as exc:
+            log.info("%s", exc)
+            return Outcome(NOTHING, EXIT_NOTHING, f"nothing to do: {exc}")
+        try:
+            return _Run(settings, config, since=since, force=force, dry_run=dry_run).execute()
+        finally:
+            lock.release()
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+
+
+def _setup_logging(home: Path, *, quiet: bool) -> logging.Handler | None:
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+    if not any(getattr(h, "_csbot_stderr", False) for h in log.handlers):
+        stderr = logging.StreamHandler(sys.stderr)
+        stderr._csbot_stderr = True  # type: ignore[attr-defined]
+        log.addHandler(stderr)
+    for h in log.handlers:
+        if getattr(h, "_csbot_stderr", False):
+            h.setFormatter(fmt)
+            h.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        (home / "logs").mkdir(exist_ok=True)
+        handler = logging.FileHandler(home / "logs" / f"retrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log",
+                                      encoding="utf-8")
+    except OSError:
+        return None
+    handler.setFormatter(fmt)
+    log.addHandler(handler)
+    for name in ("transformers", "sentence_transformers"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return handler
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Run:
+    def __init__(self, settings: Settings, config, *, since, force: bool, dry_run: bool):
+        self.settings, self.config = settings, config
+        self.since, self.force, self.dry_run = since, force, dry_run
+        self.started_at = _now()
+        self.t0 = time.perf_counter()
+        self.timings: dict[str, float] = {}
+        self.report: dict = {"started_at": self.started_at, "dry_run": dry_run}
+        self.store = None
+        self.work: Path | None = None
+        self.rows: list[dict] = []
+
+    # -- helpers --------------------------------------------------------------------------------
+    def _timed(self, name: str, started: float) -> None:
+        self.timings[name] = round(time.perf_counter() - started, 2)
+
+    def _finish(self, status: str, code: int, message: str, *, consumed: bool = False, write_report: bool = False) -> Outcome:
+        from models.versions import code_revision
+
+        self.report.update({"status": status, "message": message, "exit_code": code,
+                            "seconds": round(time.perf_counter() - self.t0, 2), "timings": self.timings,
+                            "code_revision": code_revision()})
+        if self.dry_run:
+            return Outcome(DRY_RUN if status != ERROR else ERROR, code if status == ERROR else 0, message, self.report)
+        if write_report:
+            from training.gate import write_report
+
+            try:
+                json_path, md_path = write_report(self.settings.home, self.report)
+                self.report.update({"report_json": str(json_path), "report_md": str(md_path)})
+            except OSError as exc:
+                log.warning("could not write the report: %s", exc)
+        if self.store is not None:
+            try:
+                self.store.record_training_run(
+                    started_at=self.started_at, status=status, model_version=self.report.get("served"),
+                    data_until=self.report.get("data_until") if consumed else None, n_feedback=len(self.rows),
+                    metrics={"champion": _summary(self.report.get("champion_metrics")),
+                             "candidate": _summary(self.report.get("candidate_metrics"))},
+                    notes=message, **{k: self.report.get(k) for k in (
+                        "champion", "candidate", "champion_scored_as", "counts", "decision", "report_json",
+                        "report_md", "seconds", "timings", "exit_code", "since", "sentiment", "training")})
+            except Exception as exc:  # noqa: BLE001 - the outcome stands even if it cannot be recorded
+                log.warning("could not record the training run: %s", exc)
+        log.info("%s", message)
+        return Outcome(status, code, message, self.report)
+
+    # -- the steps --------------------------------------------------------------------------------
+    def execute(self) -> Outcome:
+        from bot.store import Store
+        from models.versions import VersionStore
+
+        versions = VersionStore(self.settings.models_dir)
+        try:
+            if not self.dry_run:
+                removed = versions.clean_partial() + _remove_orphan_candidates(versions)
+                if removed:
+                    log.info("removed %d folder(s) left by an interrupted run", removed)
+            work_root = Path(self.settings.home) / "work"
+            if not self.dry_run:
+                shutil.rmtree(work_root, ignore_errors=True)
+            self.work = work_root / f"retrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{os.getpid()}"
+            self.store = Store.from_settings(self.settings)
+            return self._execute(versions)
+        except Exception as exc:  # noqa: BLE001 - an error never takes the champion down
+            log.error("retrain failed: %s\n%s", exc, traceback.format_exc())
+            self.report["error"] = f"{type(exc).__name__}: {exc}"
+            return self._finish(ERROR, EXIT_ERROR, f"error: {type(exc).__name__}: {exc} (the champion keeps serving)")
+        finally:
+            if self.store is not None:
+                self.store.close()
+            if self.work is not None:
+                shutil.rmtree(self.work, ignore_errors=True)
+
+    def _execute(self, versions) -> Outcome:
+        from models.versions import VersionError
+        from training.build import load_version_documents, load_version_examples
+        from training.feedback_data import build_feedback_data, merge_with_replay, normalize
+        from training.gate import HeldoutSet, training_documents
+
+        config, settings, store = self.config, self.settings, self.store
+        step = time.perf_counter()
+        if store.counts()["feedback"] == 0:
+            return self._finish(NOTHING, EXIT_EMPTY, "nothing to do: the feedback table is empty")
+        try:
+            champion = versions.champion()
+        except VersionError:
+            return self._finish(NOTHING, EXIT_NOTHING, "nothing to do: no model version yet (run `csbot ingest PATH`)")
+        self.report.update({"champion": champion.name, "served": champion.name})
+        since = self.since if self.since is not None else _watermark(store)
+        self.report["since"] = since
+        self.rows = store.feedback_since(since, limit=config.max_feedback_rows)
+        log.info("champion %s; %d feedback rows since %s", champion.name, len(self.rows), since or "the beginning")
+        if not self.rows and not self.force:
+            return self._finish(NOTHING, EXIT_NOTHING, f"nothing to do: no new feedback since {since}")
+
+        documents = load_version_documents(champion)
+        heldout = HeldoutSet.load(settings.home)
+        added_kb = heldout.update_from_kb(documents, config)
+        admins = {store.hash_user(u) for u in (settings.slack_admin_users or "").split(",") if u.strip()}
+        data = build_feedback_data(self.rows, documents, config=config, admin_hashes=admins, heldout_texts=heldout.texts())
+        added_admin = heldout.add_admin(data.admin_heldout)
+        if (added_kb or added_admin) and not self.dry_run:
+            heldout.save()
+        exclude = heldout.texts()
+        train_docs = training_documents(documents, exclude)
+        replay = load_version_examples(champion)
+        examples, replay_counts = merge_with_replay(data.examples(), replay, replay_max=config.replay_max, exclude=exclude)
+        eval_rows = heldout.eval_rows(documents, builtin_oos=config.builtin_oos)
+        counts = {**data.counts, **replay_counts, "feedback_rows": len(self.rows), "new_training_items": data.n_new,
+                  "kb_articles": len(documents), "kb_questions_trained": sum(len(d.questions) for d in train_docs),
+                  "heldout_rows": len(eval_rows), "heldout_added_kb": added_kb, "heldout_added_admin": added_admin,
+                  "training_examples": len(examples)}
+        self.report.update({"counts": counts, "data_until": data.data_until})
+        self._timed("datasets", step)
+        log.info("datasets: %d labelled (%d 👍, %d corrections), %d hard negatives, %d replayed; %d conflicts dropped, "
+                 "%d capped; held-out set %d rows", counts.get("labelled", 0), counts.get("positives", 0),
+                 counts.get("corrections", 0), counts.get("hard_negatives", 0), replay_counts["replayed"],
+                 counts.get("conflicts_dropped", 0), counts.get("capped_examples", 0), len(eval_rows))
+        if data.n_new < config.min_new_examples and not self.force:
+            return self._finish(NOTHING, EXIT_NOTHING,
+                                f"nothing to do: {data.n_new} new training items (labelled + hard negatives) from "
+                                f"{len(self.rows)} feedback rows, fewer than min_new_examples={config.min_new_examples}; "
+                                "they wait for the next run (or use --force)")
+        if self.dry_run:
+            self.report["sample"] = {"labelled": [dataclasses.asdict(q) for q in data.labelled[:5]],
+                                     "hard_negatives": [dataclasses.asdict(h) for h in data.hard_negatives[:5]]}
+            return self._finish(DRY_RUN, 0, "dry run: would train on " + ", ".join(
+                f"{k} {counts.get(k, 0)}" for k in ("labelled", "positives", "corrections", "hard_negatives", "replayed",
+                                                    "kb_questions_trained", "heldout_rows")))
+        self.work.mkdir(parents=True, exist_ok=True)
+
+        # Training: encoder top layers (intent + retrieval stages), then the sentiment head.
+        step = time.perf_counter()
+        job = self._encoder_job(champion, train_docs, examples, data)
+        self.report["training"] = _run_encoder_job(job, config, self.work)
+        self._timed("encoder_training", step)
+        step = time.perf_counter()
+        sentiment_head = champion.path / "sentiment_head.npz"
+        self.report["sentiment"] = self._sentiment(sentiment_head, train_docs, Path(job.out_dir))
+        if self.report["sentiment"].get("status") == "updated":
+            sentiment_head = Path(self.report["sentiment"]["path"])
+        self._timed("sentiment", step)
+
+        # The gate scores a build of the candidate without the held-out questions (in a temporary
+        # folder); only if it passes is the served version built, from the whole KB.
+        self.build_settings = dataclasses.replace(settings, sentiment_head=str(sentiment_head))
+        self.version_meta = {"reason": "retrain", "data_until": data.data_until, "feedback_counts": counts,
+                             "retrain": {"method": config.method, "stages": config.stages, "start_from": config.start_from,
+                                         "sentiment_updated": self.report["sentiment"].get("status") == "updated"}}
+        return self._gate(versions, champion, documents, train_docs, examples,
+                          [ex for ex in replay if normalize(ex.text) not in exclude], eval_rows, Path(job.out_dir))
+
+    def _encoder_job(self, champion, train_docs, examples, data):
+        from training.encoder_training import EncoderJob
+        from training.feedback_data import stable_fraction
+
+        config = self.config
+        article = {d.id: _article_text(d, config.article_words) for d in train_docs}
+        first_doc: dict[str, str] = {}
+        for d in train_docs:
+            first_doc.setdefault(d.label, d.id)
+        doc_of_example = {q.text: q.doc_id for q in data.labelled}
+        labelled = [(q, d.label, d.id) for d in train_docs for q in d.questions]
+        labelled += [(ex.text, ex.intent, doc_of_example.get(ex.text) or first_doc.get(ex.intent)) for ex in examples
+                     if ex.intent in first_doc]
+        val, train = [], []
+        for row in labelled:
+            (val if stable_fraction(row[0], f"validation{config.seed}") < config.validation_fraction else train).append(row)
+        val = val[:config.validation_max]
+        if len(train) > config.max_stage_rows:
+            new_texts = {q.text for q in data.labelled}
+            fresh = [r for r in train if r[0] in new_texts]
+            rest = sorted((r for r in train if r[0] not in new_texts),
+                          key=lambda r: stable_fraction(r[0], f"sample{config.seed}"))
+            train = fresh[:config.max_stage_rows] + rest[:max(0, config.max_stage_rows - len(fresh))]
+        texts = [d.title for d in train_docs] + [t for t, _, _ in train]
+        labels = [d.label for d in train_docs] + [label for _, label, _ in train]
+        pairs = [[t, article[doc]] for t, _, doc in train if doc in article]
+        triplets = []
+        for neg in data.hard_negatives:
+            if neg.negative_doc not in article:
+                continue
+            positive = article.get(neg.positive_doc) if neg.positive_doc else None
+            triplets.append([neg.text, positive or neg.text, article[neg.negative_doc]])
+        base = champion.encoder_name if config.start_from == "champion" else self.settings.encoder
+        cfg = config.to_dict()
+        cfg["device"] = config.device or self.settings.device
+        self.report["encoder_data"] = {"intent_rows": len(texts), "pairs": len(pairs), "triplets": len(triplets),
+                                       "validation": len(val), "base": base}
+        return EncoderJob(base=base, out_dir=str(self.work / "encoder"), texts=texts, labels=labels, pairs=pairs,
+                          triplets=triplets, val_texts=[t for t, _, _ in val], val_labels=[label for _, label, _ in val],
+                          articles=[[d.label, article[d.id]] for d in train_docs], config=cfg)
+
+    def _sentiment(self, head_path: Path, train_docs, encoder_dir: Path) -> dict:
+        from training.sentiment_update import update_sentiment_head
+
+        if not self.config.sentiment_update or not hasattr(self.store, "sentiment_corrections"):
+            return {"status": "unavailable" if self.config.sentiment_update else "skipped",
+                    "reason": "the store records no sentiment corrections" if self.config.sentiment_update
+                    else "sentiment_update is off"}
+        from models.encoder import Encoder
+
+        replay = [q for d in train_docs for q in d.questions] + [r.get("question") or "" for r in self.rows[-2000:]]
+        encoder = Encoder(str(encoder_dir), self.config.device or self.settings.device, cached=False)
+        summary = update_sentiment_head(self.store, head_path, encoder, replay, self.work / "sentiment_head.npz", self.config)
+        log.info("sentiment head: %s%s", summary.get("status"), f" ({summary['reason']})" if summary.get("reason") else "")
+        return summary
+
+    def _gate(self, versions, champion, documents, train_docs, examples, replay_examples, eval_rows,
+              encoder_dir: Path) -> Outcome:
+        from training.build import build_version
+        from training.gate import decide, reference_build, score_version
+
+        step = time.perf_counter()
+        gate_home = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.work))
+        gate_settings = dataclasses.replace(self.build_settings, home=gate_home)
+        scored = build_version(train_docs, gate_settings, extra_examples=examples, encoder_dir=encoder_dir,
+                               parent=champion.name, meta={"reason": "gate candidate"})
+        self._timed("candidate_build", step)
+        step = time.perf_counter()
+        ref_settings, ref_name = reference_build(self.settings, champion, train_docs, replay_examples, self.work)
+        self.report["champion_scored_as"] = f"{champion.name} rebuilt without the held-out questions"
+        self._timed("reference_build", step)
+        step = time.perf_counter()
+        champion_report = score_version(ref_settings, ref_name, eval_rows)
+        candidate_report = score_version(gate_settings, scored.version.name, eval_rows)
+        champion_report["model_version"] = champion.name
+        decision = decide(champion_report, candidate_report, self.config)
+        self.report.update({"champion_metrics": champion_report, "candidate_metrics": candidate_report,
+                            "decision": {"promote": decision.promote, "checks": decision.checks,
+                                         "reasons": decision.reasons}})
+        self._timed("gate", step)
+        a, b = champion_report.get("accuracy"), candidate_report.get("accuracy")
+        scores = f"held-out accuracy {a:.3f} → {b:.3f}" if a is not None and b is not None else "no held-out score"
+        metrics = {"heldout": _summary(candidate_report), "champion_heldout": _summary(champion_report),
+                   "gate": "passed" if decision.promote else "rejected"}
+        candidate = None
+        if decision.promote or self.config.keep_rejected:
+            # The served version: the whole KB (held-out questions included) + the same examples and encoder.
+            step = time.perf_counter()
+            built = build_version(documents, self.build_settings, extra_examples=examples, encoder_dir=encoder_dir,
+                                  parent=champion.name, meta={**self.version_meta, "metrics": metrics})
+            candidate = built.version.name
+            self.report["candidate"] = candidate
+            self._timed("build_and_index", step)
+            log.info("version %s built in %.0fs", candidate, built.seconds)
+        if decision.promote:
+            versions.promote(candidate, reason="retrain")
+            self.report["served"] = candidate
+            return self._finish(PROMOTED, EXIT_PROMOTED, f"promoted {candidate} (was {champion.name}): {scores}",
+                                consumed=True, write_report=True)
+        self.report["candidate"] = candidate
+        kept = f" (kept as {candidate}, not served)" if candidate else ""
+        return self._finish(REJECTED, EXIT_REJECTED,
+                            f"rejected the candidate{kept}: {'; '.join(decision.reasons)} — {champion.name} keeps serving",
+                            consumed=True, write_report=True)
+
+
+# ----- helpers ------------------------------------------------------------------------------------
+
+def _article_text(doc, words: int) -> str:
+    answer = " ".join(doc.answer.split()[:words])
+    return f"{doc.title}: {answer}" if answer else doc.title
+
+
+def _summary(report: dict | None) -> dict | None:
+    if not report:
+        return None
+    return {k: report.get(k) for k in ("model_version", "n", "accuracy", "macro_f1", "in_scope_accuracy", "oos_recall")
+            if k in report}
+
+
+def _watermark(store) -> str | None:
+    """The newest data_until of a run that used its feedback (promoted, rejected, or a legacy "ok")."""
+    marks = [r.get("data_until") for r in store.training_runs(limit=100_000)
+             if r.get("status") in CONSUMING_STATUSES and r.get("data_until")]
+    return max(marks) if marks else None
+
+
+def _run_encoder_job(job, config, work: Path) -> dict:
+    """In process, or through the configured launcher (torchrun / accelerate launch / python)."""
+    from training.encoder_training import train_encoder
+
+    if not config.launcher:
+        return train_encoder(job)
+    job_path = job.save(work / "encoder_job.json")
+    launcher = shlex.split(config.launcher)
+    if launcher == ["python"]:
+        launcher = [sys.executable]
+    cmd = launcher + ["-m", "training.encoder_training", str(job_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    log.info("launching encoder training: %s", " ".join(cmd))
+    result = subprocess.run(cmd, cwd=str(REPO), env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"encoder training ({' '.join(launcher)}) exited with status {result.returncode}")
+    summary_path = Path(job.out_dir + ".summary.json")
+    if not Path(job.out_dir).is_dir() or not summary_path.is_file():
+        raise RuntimeError(f"encoder training ({' '.join(launcher)}) wrote no model to {job.out_dir}")
+    return {**json.loads(summary_path.read_text(encoding="utf-8")), "launcher": config.launcher}
+
+
+def _discard_version(versions, name: str) -> None:
+    """Remove a rejected, never-served candidate: renamed out of sight first, so it vanishes atomically."""
+    if versions.champion_name() == name:
+        return
+    path = versions.root / name
+    hidden = versions.root / f".building-discarded-{name}"
+    try:
+        path.rename(hidden)
+    except OSError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
+
+
+def _remove_orphan_candidates(versions) -> int:
+    """Candidates a killed run committed but never scored (no gate verdict, never served)."""
+    served = {r.get("champion") for r in versions.history()} | {versions.champion_name()}
+    removed = 0
+    for name in versions.names():
+        try:
+            meta = versions.get(name).meta
+        except CsbotError:
+            continue
+        if meta.get("reason") == "retrain" and "gate" not in (meta.get("metrics") or {}) and name not in served:
+            _discard_version(versions, name)
+            removed += 1
+    return removed
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except UserError as exc:
+        print(f"retrain: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)

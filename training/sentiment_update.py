@@ -1,0 +1,184 @@
+"""Updating the sentiment head from people's sentiment corrections (when the store records them).
+
+`Store.sentiment_corrections(since=None)` gives rows `{text, label, user_hash, time}`. Stores
+without that method are skipped (the update is optional).
+
+The update starts from the champion's head and fine-tunes all of its weights (the optional hidden
+layer and the softmax layer; the feature standardisation and the temperature are kept) with
+cross-entropy on the corrections plus a distillation term that keeps the head's old predictions on
+replay texts (KB example questions and recent questions): the corrections move the head, the replay
+keeps it from forgetting what it knew. The features are the frozen lower encoder layers, identical
+in the champion and in the candidate.
+
+Conflicts: per text, the majority label of distinct users wins (ties dropped); each user's
+corrections are capped like intent feedback. A deterministic 20 % of the corrected texts are held
+out; the new head is kept only if it is at least as accurate as the old one on them, better on the
+training corrections, and agrees with the old head on at least `sentiment_min_agreement` of the
+replay texts.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bot.answer import SENTIMENT_LABELS
+from training.feedback_data import normalize, stable_fraction
+
+log = logging.getLogger("csbot.retrain")
+
+
+def resolve_corrections(rows: list[dict], *, max_per_user: int) -> tuple[list[tuple[str, str]], dict]:
+    """Rows → [(text, label)] by distinct-user majority per text, at most `max_per_user` texts resting on one user."""
+    counts: Counter = Counter(rows=len(rows))
+    latest: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in sorted(rows, key=lambda r: str(r.get("time") or "")):
+        label = str(row.get("label") or "").strip().lower()
+        text = (row.get("text") or "").strip()
+        if label not in SENTIMENT_LABELS or not text:
+            counts["invalid"] += 1
+            continue
+        latest[normalize(text)][row.get("user_hash") or "anonymous"] = {"text": text, "label": label}
+    out, solo = [], defaultdict(list)
+    for key, by_user in latest.items():
+        votes = Counter(v["label"] for v in by_user.values())
+        ranked = votes.most_common()
+        if len(ranked) > 1 and ranked[0][1] == ranked[1][1]:
+            counts["conflicts_dropped"] += 1
+            continue
+        label = ranked[0][0]
+        text = next(v["text"] for v in by_user.values())
+        supporters = [u for u, v in by_user.items() if v["label"] == label]
+        if len(supporters) == 1:
+            solo[supporters[0]].append((text, label))
+        else:
+            out.append((text, label))
+    for user, items in solo.items():
+        items.sort(key=lambda item: stable_fraction(item[0], user))
+        if len(items) > max_per_user:
+            counts["capped"] += len(items) - max_per_user
+        out.extend(items[:max_per_user])
+    counts["resolved"] = len(out)
+    return out, dict(counts)
+
+
+def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[str], out_path: Path, config,
+                          *, since=None) -> dict:
+    """Fine-tune the head at `head_path` on the store's sentiment corrections; writes `out_path` when kept.
+
+    Returns a summary dict with `status`: unavailable | skipped | rejected | updated.
+    """
+    if not config.sentiment_update:
+        return {"status": "skipped", "reason": "sentiment_update is off"}
+    if not hasattr(store, "sentiment_corrections"):
+        return {"status": "unavailable", "reason": "the store records no sentiment corrections"}
+    try:
+        rows = list(store.sentiment_corrections(since=since))
+    except Exception as exc:  # noqa: BLE001 - optional step: never fail the retrain over it
+        log.warning("sentiment corrections unreadable: %s", exc)
+        return {"status": "unavailable", "reason": f"unreadable: {exc}"}
+    pairs, counts = resolve_corrections(rows, max_per_user=config.max_examples_per_user)
+    held = [p for p in pairs if stable_fraction(p[0], "sentiment") < 0.2]
+    train = [p for p in pairs if stable_fraction(p[0], "sentiment") >= 0.2]
+    summary: dict = {"counts": counts, "train": len(train), "heldout": len(held)}
+    if len(train) < config.sentiment_min_corrections:
+        return {**summary, "status": "skipped",
+                "reason": f"{len(train)} usable corrections, fewer than sentiment_min_corrections={config.sentiment_min_corrections}"}
+    from models.heads import SoftmaxHead, features_for
+
+    old = SoftmaxHead.load(head_path)
+    replay = list(dict.fromkeys(t for t in replay_texts if t))[:3000]
+
+    def feats(texts):
+        return features_for(old.feature_spec, encoder.encode(list(texts))) if texts else np.zeros((0, 1), np.float32)
+
+    x_train, x_held, x_replay = feats([t for t, _ in train]), feats([t for t, _ in held]), feats(replay)
+    y_train = np.array([old.labels.index(label) for _, label in train])
+    y_held = np.array([old.labels.index(label) for _, label in held])
+    new = _finetune(old, x_train, y_train, x_replay, seed=config.seed, min_agreement=config.sentiment_min_agreement)
+
+    def accuracy(head, x, y):
+        return float((head.proba_from_features(x).argmax(1) == y).mean()) if len(y) else None
+
+    agreement = (float((new.proba_from_features(x_replay).argmax(1) == old.proba_from_features(x_replay).argmax(1)).mean())
+                 if len(replay) else 1.0)
+    summary.update({"old_train_accuracy": accuracy(old, x_train, y_train), "new_train_accuracy": accuracy(new, x_train, y_train),
+                    "old_heldout_accuracy": accuracy(old, x_held, y_held), "new_heldout_accuracy": accuracy(new, x_held, y_held),
+                    "replay_agreement": round(agreement, 4), "replay_texts": len(replay)})
+    reasons = []
+    if summary["new_train_accuracy"] <= summary["old_train_accuracy"]:
+        reasons.append("no gain on the corrections")
+    if len(held) and summary["new_heldout_accuracy"] < summary["old_heldout_accuracy"]:
+        reasons.append("worse on held-out corrections")
+    if agreement < config.sentiment_min_agreement:
+        reasons.append(f"agrees with the old head on only {agreement:.0%} of replay texts")
+    if reasons:
+        return {**summary, "status": "rejected", "reason": "; ".join(reasons)}
+    new.info = {**old.info, "updated_from_corrections": len(train)}
+    new.save(out_path)
+    return {**summary, "status": "updated", "path": str(out_path)}
+
+
+def _finetune(old, x, y, x_replay, *, seed: int, min_agreement: float, steps: int = 300, lr: float = 5e-4,
+              check_every: int = 10):
+    """Adam on corrections + distillation to the old head on replay texts. Every `check_every` steps
+    the head is checked; the returned head is the one that fits the corrections best among those that
+    still agree with the old head on at least `min_agreement` of the replay texts (else the old head)."""
+    import copy
+
+    import torch
+
+    torch.manual_seed(seed)
+    mean = None if old.mean is None else torch.from_numpy(old.mean)
+    scale = None if old.scale is None else torch.from_numpy(old.scale)
+
+    def prep(a):
+        t = torch.from_numpy(np.asarray(a, dtype=np.float32))
+        return (t - mean) / scale if mean is not None else t
+
+    params = {"w": torch.tensor(old.weights, requires_grad=True), "b": torch.tensor(old.bias, requires_grad=True)}
+    if old.hidden_weights is not None:
+        params["hw"] = torch.tensor(old.hidden_weights, requires_grad=True)
+        params["hb"] = torch.tensor(old.hidden_bias, requires_grad=True)
+
+    def logits(t):
+        if "hw" in params:
+            t = torch.relu(t @ params["hw"] + params["hb"])
+        return t @ params["w"] + params["b"]
+
+    xt, yt = prep(x), torch.from_numpy(y)
+    xr = prep(x_replay) if len(x_replay) else None
+    with torch.no_grad():
+        target = torch.softmax(logits(xr) / old.temperature, dim=1) if xr is not None else None
+        old_replay = target.argmax(1) if xr is not None else None
+    # The replay term weighs at least as much as the corrections, however few replay texts there are.
+    distill_weight = 2.0 * max(1.0, len(y) / max(1, 0 if xr is None else len(xr)))
+    init = {k: v.detach().clone() for k, v in params.items()}
+    opt = torch.optim.Adam(params.values(), lr=lr)
+    best, best_fit = None, -1.0
+    for step in range(1, steps + 1):
+        loss = torch.nn.functional.cross_entropy(logits(xt) / old.temperature, yt)
+        if xr is not None:
+            log_p = torch.log_softmax(logits(xr) / old.temperature, dim=1)
+            loss = loss + distill_weight * torch.nn.functional.kl_div(log_p, target, reduction="batchmean")
+        loss = loss + 1e-3 * sum(((params[k] - init[k]) ** 2).sum() for k in params)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % check_every == 0:
+            with torch.no_grad():
+                fit = float((logits(xt).argmax(1) == yt).float().mean())
+                agree = float((logits(xr).argmax(1) == old_replay).float().mean()) if xr is not None else 1.0
+            if agree >= min_agreement and fit > best_fit:
+                best, best_fit = {k: v.detach().clone() for k, v in params.items()}, fit
+    best = best or init
+    new = copy.deepcopy(old)
+    new.weights = best["w"].numpy().astype(np.float32)
+    new.bias = best["b"].numpy().astype(np.float32)
+    if "hw" in best:
+        new.hidden_weights = best["hw"].numpy().astype(np.float32)
+        new.hidden_bias = best["hb"].numpy().astype(np.float32)
+    return new
