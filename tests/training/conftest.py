@@ -127,9 +127,9 @@ def good_feedback(store, users=("u1", "u2", "u3", "u4")):
     """Every user question answered right and 👍'd, by users in turn; a few corrections of wrong answers."""
     intents = list(USER_QUESTIONS)
     n = 0
-    for intent, questions in USER_QUESTIONS.items():
+    for k, (intent, questions) in enumerate(USER_QUESTIONS.items()):
         for i, question in enumerate(questions):
-            user = users[n % len(users)]
+            user = users[(i + k) % len(users)]  # every user both 👍s and corrects
             n += 1
             if i % 4 == 3:  # the bot got it wrong; the user corrects it
                 wrong = intents[(intents.index(intent) + 1) % len(intents)]

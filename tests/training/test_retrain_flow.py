@@ -215,29 +215,50 @@ def _assert_frozen_layers_identical(base: str, tuned: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("helpers", [(), ("sock1", "sock2")], ids=["one-user", "three-users-among-good-votes"])
-def test_poisoned_feedback_is_not_promoted(tiny_settings, helpers):
-    """One user flipping refund / tracking questions to "cancel subscription" (the per-user cap lets
-    only part of it through), or three colluding users doing it among honest votes (corroborated, so
-    not capped): the gate must see the damage on the held-out set and reject the candidate."""
+def test_one_user_flipping_labels_is_rejected_by_the_gate(tiny_settings):
+    """One user relabels refund / tracking questions as "cancel subscription" (48 votes). The per-user
+    cap (unit-tested in test_feedback_data.py) is raised here so that all of it gets through: the gate
+    alone must see the damage on the held-out set and reject the candidate."""
+    from models.versions import VersionStore
+
     old = champion(tiny_settings)
+    names = VersionStore(tiny_settings.models_dir).names()
     with open_store(tiny_settings) as store:
-        if helpers:
-            good_feedback(store)
-        poisoned_feedback(store, helpers=helpers)
-    outcome = retrain(tiny_settings, config())
+        poisoned_feedback(store)
+    outcome = retrain(tiny_settings, config(user_share_floor=100))
     assert outcome.exit_code == EXIT_REJECTED, outcome.message
-    assert champion(tiny_settings) == old
-    assert not (tiny_settings.models_dir / outcome.report["candidate"]).exists()  # discarded
-    assert outcome.report["decision"]["reasons"]
+    assert champion(tiny_settings) == old and VersionStore(tiny_settings.models_dir).names() == names
+    assert outcome.report["candidate"] is None and outcome.report["decision"]["reasons"]
+    assert outcome.report["counts"]["corrections"] == 48
     with open_store(tiny_settings) as store:
         run = store.training_runs()[0]
-    assert run["status"] == "rejected" and run["decision"]["promote"] is False
+    assert run["status"] == "rejected" and run["decision"]["promote"] is False and run["data_until"]
     assert run["metrics"]["candidate"]["accuracy"] is not None and run["decision"]["reasons"]
-    if not helpers:
-        assert outcome.report["counts"]["capped_examples"] > 0  # the per-user cap bit first
+    assert Path(run["report_md"]).is_file()
     # The poisoned votes are used up: they are not retried every night.
     assert retrain(tiny_settings, config()).exit_code == EXIT_NOTHING
+
+
+@pytest.mark.slow
+def test_colluding_users_among_honest_votes_are_ignored(tiny_settings):
+    """Three users 👎 every answer and relabel it; honest users 👎 about one answer in four. The
+    three are outlier voters: their votes are dropped and the honest feedback is learned."""
+    from conftest import USER_QUESTIONS
+
+    from models.versions import VersionStore
+
+    with open_store(tiny_settings) as store:
+        good_feedback(store)
+        poisoned_feedback(store, helpers=("sock1", "sock2"))
+    outcome = retrain(tiny_settings, config())
+    assert outcome.report["counts"]["suspicious_users"] == 3
+    assert outcome.report["counts"]["labelled"] == 48  # exactly the honest examples
+    assert outcome.exit_code in (EXIT_PROMOTED, EXIT_REJECTED), outcome.message
+    if outcome.exit_code == EXIT_PROMOTED:
+        version = VersionStore(tiny_settings.models_dir).get(champion(tiny_settings))
+        examples = [json.loads(line) for line in (version.path / "training_examples.jsonl").read_text().splitlines()]
+        flipped = {q for intent in ("refund", "track_order") for q in USER_QUESTIONS[intent]}
+        assert not [e for e in examples if e["text"] in flipped and e["intent"] == "cancel_subscription"]
 
 
 @pytest.mark.slow
