@@ -20,7 +20,7 @@ def collect_status(engine, store) -> dict:
         "counts": {},
     }
     try:
-        status["last_training_run"] = store.last_training_run()
+        status["last_training_run"] = store.last_training_run(any_status=True)  # promoted or rejected: both worth seeing
         status["counts"] = store.counts()
     except Exception as exc:  # noqa: BLE001 - show the model part even if the store is unavailable
         log.warning("store status unavailable: %s", exc)
