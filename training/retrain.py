@@ -15,7 +15,7 @@ Only CSBOT_HOME (or a csbot.toml) needs to be set. Exit codes:
     2  bad usage or configuration
 
 A dry run (`--dry-run`) reads the feedback, builds the datasets and prints what a run would train
-on; it trains nothing and writes nothing (exit 0). Every other run is recorded in the store's
+on; it trains nothing and writes nothing but its log (exit 0). Every other run is recorded in the store's
 training-runs table and, when it got as far as training, in `CSBOT_HOME/reports/` (JSON and
 Markdown; `retrain-latest.json` is always the newest). The log goes to stderr and to
 `CSBOT_HOME/logs/retrain-<time>.log`. See docs/retrain.md.
