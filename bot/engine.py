@@ -33,7 +33,7 @@ from models.sentiment import SentimentModel
 from models.versions import ModelVersion, VersionStore
 from retrieval.index import VectorIndex
 from retrieval.kb import Document
-from training.build import load_version_documents
+from training.build import LEARNED, load_version_documents
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")
@@ -173,7 +173,8 @@ class Engine:
 
     def _decide(self, served: Served, head_probs: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> "_Decision":
         # Best score per article, in retrieval order; best matching chunk per article; and the
-        # nearest example question (or title) per intent, for the nearest-neighbour vote.
+        # nearest example question (or title, or question learned from feedback) per intent, for the
+        # nearest-neighbour vote.
         doc_scores: dict[str, float] = {}
         best_chunk: dict[str, str] = {}
         nearest_example: dict[str, float] = {}
@@ -181,13 +182,15 @@ class Engine:
             if pos < 0:
                 continue
             entry = served.index.entries[pos]
+            if entry.kind in ("title", "question", LEARNED):
+                label = served.documents[entry.doc_id].label
+                nearest_example.setdefault(label, float(score))
+            if entry.kind == LEARNED:  # a learned question votes for its intent, not for one article
+                continue
             if entry.doc_id not in doc_scores:
                 doc_scores[entry.doc_id] = float(score)
             if entry.kind == "chunk" and entry.doc_id not in best_chunk:
                 best_chunk[entry.doc_id] = entry.text
-            if entry.kind in ("title", "question"):
-                label = served.documents[entry.doc_id].label
-                nearest_example.setdefault(label, float(score))
         probs = _blend_with_neighbours(head_probs, served.label_index, nearest_example)
         best_label_idx = int(np.argmax(probs))
         intent = served.intent_head.labels[best_label_idx]

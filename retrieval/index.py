@@ -30,7 +30,7 @@ faiss.cvar.distance_compute_blas_threshold = 2
 @dataclass(frozen=True)
 class Entry:
     doc_id: str
-    kind: str  # "title", "question" or "chunk"
+    kind: str  # "title", "question", "chunk", or "learned" (a labelled question from feedback)
     text: str
 
 

@@ -64,3 +64,25 @@ def test_sentiment_of_an_angry_message_is_negative(engine):
     assert answer.sentiment == "negative"
     [(label, scores)] = engine.sentiment(["Thank you so much, the refund arrived, you are great!"])
     assert label == "positive" and scores["positive"] > 0.5
+
+
+def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_intent(settings):
+    """A retrain's labelled feedback questions are indexed as `learned` entries: they feed the
+    nearest-neighbour vote for their intent, but are never quoted as an article's source."""
+    from bot.engine import Engine
+    from retrieval.kb import load_documents
+    from tests.conftest import DEMO_KB
+    from training.build import LEARNED, TrainingExample, build_version
+
+    question = "Can I send back a sweater that doesn't fit and get my money back?"
+    before = Engine(settings).answer(question)
+    learned = [TrainingExample("can I send back a jumper that is too small and get my money back", "return_item"),
+               TrainingExample("sweater doesn't fit, how do I send it back for a refund", "return_item")]
+    result = build_version(load_documents([DEMO_KB]), settings, extra_examples=learned)
+    entries = [e for e in Engine(settings, version=result.version.name).served.index.entries if e.kind == LEARNED]
+    assert [(e.doc_id, e.text) for e in entries] == [("return-item", ex.text) for ex in learned]
+
+    after = Engine(settings, version=result.version.name).answer(question)
+    assert after.intent == "return_item" and not after.handoff
+    assert after.confidence > before.confidence
+    assert after.sources[0].doc_id == "return-item"

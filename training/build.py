@@ -38,6 +38,9 @@ class TrainingExample:
     origin: str = "feedback"
 
 
+LEARNED = "learned"  # index entry kind of a question learned from feedback
+
+
 @dataclass
 class BuildResult:
     version: ModelVersion
@@ -61,13 +64,19 @@ def sentiment_head_path(spec: str) -> Path:
     return path
 
 
-def index_entries(documents: list[Document], chunk_words: int) -> list[Entry]:
-    """What the index holds for each article: its title, its example questions, its chunks."""
+def index_entries(documents: list[Document], chunk_words: int,
+                  learned: list[TrainingExample] | None = None) -> list[Entry]:
+    """What the index holds for each article: its title, its example questions, its chunks; and one
+    `learned` entry per labelled question from feedback (filed under the first article of its intent),
+    so questions users confirmed or corrected feed the engine's nearest-neighbour vote."""
     entries: list[Entry] = []
+    first_doc_of: dict[str, str] = {}
     for doc in documents:
+        first_doc_of.setdefault(doc.label, doc.id)
         entries.append(Entry(doc.id, "title", doc.title))
         entries.extend(Entry(doc.id, "question", q) for q in doc.questions)
         entries.extend(Entry(doc.id, "chunk", c.text) for c in chunk_document(doc, chunk_words))
+    entries.extend(Entry(first_doc_of[ex.intent], LEARNED, ex.text) for ex in learned or [] if ex.intent in first_doc_of)
     return entries
 
 
@@ -98,8 +107,9 @@ def build_version(
     extra = [ex for ex in extra_examples if ex.intent in known_labels]
     build_dir = versions.new_build_dir()
     try:
-        entries = index_entries(documents, settings.chunk_words)
+        entries = index_entries(documents, settings.chunk_words, learned=extra)
         train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "question")]
+        learned_rows = [i for i, e in enumerate(entries) if e.kind == LEARNED]
         texts = [entries[i].text for i in train_rows] + [ex.text for ex in extra]
         labels = [label_of[entries[i].doc_id] for i in train_rows] + [ex.intent for ex in extra]
         if encoder_dir is not None:
@@ -121,9 +131,7 @@ def build_version(
                                   seed=settings.seed)
         index.save(build_dir / "index")
 
-        features = vectors[train_rows]
-        if extra:
-            features = np.vstack([features, encoder.embed([ex.text for ex in extra])])
+        features = vectors[train_rows + learned_rows]  # learned rows are `extra`, in order
         head = train_intent_head(features, labels, seed=settings.seed)
         head.save(build_dir / "intent_head.npz")
         shutil.copyfile(sentiment_head_path(settings.sentiment_head), build_dir / "sentiment_head.npz")
