@@ -12,6 +12,7 @@ the floor measured in the same run: frozen all-MiniLM-L6-v2 embeddings + logisti
 TweetEval sentiment is in benchmarks/bench_sentiment.py.
 
 Usage: python benchmarks/bench_accuracy.py [--only banking77-10,banking77-full,clinc150] [--finetune-epochs N]
+       [--finetune-max-steps N]
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def write_kb(rows, path: Path) -> Path:
     return path
 
 
-def engine_predictions(train, texts, home: Path, finetune_epochs: int | None):
-    settings = Settings.load(env={}, home=home, confidence_threshold=0.0, finetune_epochs=finetune_epochs)
+def engine_predictions(train, texts, home: Path, finetune: dict):
+    settings = Settings.load(env={}, home=home, confidence_threshold=0.0, **finetune)
     start = time.perf_counter()
     report = ingest([write_kb(train, home.parent / f"{home.name}.jsonl")], settings)
     build_s = time.perf_counter() - start
@@ -104,24 +105,24 @@ def pick_threshold(conf, gold, target_recall: float = 0.8) -> float:
     return float(oos[k] + 1e-6)
 
 
-def run_banking(name, per_intent, tmp, base, finetune_epochs):
+def run_banking(name, per_intent, tmp, base, finetune):
     train = read_rows(DATA / "banking77" / "train.csv")
     test = read_rows(DATA / "banking77" / "test.csv")
     if per_intent:
         train = few_shot(train, per_intent)
     texts, gold = [t for t, _ in test], [label for _, label in test]
-    pred, _, build_s, report = engine_predictions(train, texts, tmp / name, finetune_epochs)
+    pred, _, build_s, report = engine_predictions(train, texts, tmp / name, finetune)
     floor, _ = floor_predictions(train, texts, base)
     return {"benchmark": name, "train": len(train), "test": len(test), "engine": round(accuracy(pred, gold), 4),
             "floor": round(accuracy(floor, gold), 4), "build_s": round(build_s, 1)}
 
 
-def run_clinc(tmp, base, finetune_epochs):
+def run_clinc(tmp, base, finetune):
     train = [(t, label) for t, label in read_rows(DATA / "clinc150" / "train.csv") if label != OOS]
     val, test = read_rows(DATA / "clinc150" / "val.csv"), read_rows(DATA / "clinc150" / "test.csv")
     val_texts, val_gold = [t for t, _ in val], [label for _, label in val]
     test_texts, test_gold = [t for t, _ in test], [label for _, label in test]
-    pred_all, conf_all, build_s, _ = engine_predictions(train, val_texts + test_texts, tmp / "clinc", finetune_epochs)
+    pred_all, conf_all, build_s, _ = engine_predictions(train, val_texts + test_texts, tmp / "clinc", finetune)
     n = len(val_texts)
     threshold = pick_threshold(conf_all[:n], val_gold)
     in_acc, recall = oos_at_threshold(pred_all[n:], conf_all[n:], test_gold, threshold)
@@ -140,23 +141,25 @@ def run_clinc(tmp, base, finetune_epochs):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default="banking77-10,banking77-full,clinc150")
-    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the setting (0 = frozen encoder)")
+    parser.add_argument("--finetune-epochs", type=float, default=None, help="override the setting (0 = frozen encoder)")
+    parser.add_argument("--finetune-max-steps", type=int, default=None, help="override the setting's step cap")
     args = parser.parse_args()
     if not (DATA / "banking77").is_dir():
         sys.exit(f"no data at {DATA}: set CSBOT_DATA_DIR")
     wanted = args.only.split(",")
+    finetune = {"finetune_epochs": args.finetune_epochs, "finetune_max_steps": args.finetune_max_steps}
     base = Encoder("builtin:all-MiniLM-L6-v2", "cpu")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         if "banking77-10" in wanted:
-            results.append(run_banking("banking77-10", 10, tmp, base, args.finetune_epochs))
+            results.append(run_banking("banking77-10", 10, tmp, base, finetune))
             print(json.dumps(results[-1]), flush=True)
         if "banking77-full" in wanted:
-            results.append(run_banking("banking77-full", 0, tmp, base, args.finetune_epochs))
+            results.append(run_banking("banking77-full", 0, tmp, base, finetune))
             print(json.dumps(results[-1]), flush=True)
         if "clinc150" in wanted:
-            results.append(run_clinc(tmp, base, args.finetune_epochs))
+            results.append(run_clinc(tmp, base, finetune))
             print(json.dumps(results[-1]), flush=True)
     print("\n| benchmark | engine | floor (frozen MiniLM + LR) | build s |\n|---|---|---|---|")
     for r in results:

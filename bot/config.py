@@ -48,8 +48,10 @@ class Settings:
     max_sources: int = 3
     # Follow-ups of at most this many words are read together with the thread's earlier turn.
     followup_max_words: int = 6
-    # Encoder fine-tuning on the KB's example questions at ingest (SetFit-style contrastive step).
-    finetune_epochs: int = 2
+    # Encoder fine-tuning on the KB's example questions at ingest (SetFit-style contrastive step):
+    # up to finetune_epochs passes, at most finetune_max_steps batches of 32 pairs in all.
+    finetune_epochs: float = 2
+    finetune_max_steps: int = 600
     seed: int = 13
     # Store (bot/store): salted user hashes, per-user daily vote cap, PII redaction, message text.
     user_hash_salt: str | None = field(default=None, repr=False)  # None: a salt kept in $CSBOT_HOME/salt

@@ -11,6 +11,7 @@ The result is saved as a normal sentence-transformers folder (loadable by name l
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -21,6 +22,8 @@ from pathlib import Path
 from models.loading import load_sentence_transformer, pick_device
 
 log = logging.getLogger(__name__)
+
+FINETUNE_RECORD = "csbot_finetune.json"  # what the fine-tuning did, saved beside the weights
 
 
 @dataclass
@@ -35,7 +38,9 @@ class FinetuneConfig:
     # which measured best on BANKING77 10-shot; "batch_hard_soft_margin" / "batch_all": batch
     # triplet losses over (question, label) rows.
     loss: str = "mnrl"
-    max_steps_per_epoch: int | None = None
+    # At most this many optimizer steps in all (None: no cap): small KBs get every epoch, a large
+    # one stops after `max_steps` batches, so ingest time stays bounded.
+    max_steps: int | None = None
     warmup_ratio: float = 0.1
     seed: int = 13
     device: str = "auto"
@@ -105,15 +110,18 @@ def finetune_encoder(base: str, texts: list[str], labels: list[str], out_dir: Pa
         sampler = BatchSamplers.GROUP_BY_LABEL
     work_dir = Path(out_dir).with_name(Path(out_dir).name + ".trainer")
     steps_per_epoch = max(1, len(data) // config.batch_size)
-    if config.max_steps_per_epoch:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps_per_epoch)
+    total_steps = max(1, int(steps_per_epoch * config.epochs))
+    capped = bool(config.max_steps) and total_steps > config.max_steps
+    if capped:
+        total_steps = config.max_steps
+        log.info("fine-tuning capped at %d steps (%.1f epochs)", total_steps, total_steps / steps_per_epoch)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work_dir),
         num_train_epochs=config.epochs,
-        max_steps=max(1, int(steps_per_epoch * config.epochs)) if config.max_steps_per_epoch else -1,
+        max_steps=total_steps if capped else -1,
         per_device_train_batch_size=config.batch_size,
         learning_rate=config.learning_rate,
-        warmup_steps=int(config.warmup_ratio * steps_per_epoch * config.epochs),
+        warmup_steps=int(config.warmup_ratio * total_steps),
         batch_sampler=sampler,
         seed=config.seed,
         save_strategy="no",
@@ -127,5 +135,9 @@ def finetune_encoder(base: str, texts: list[str], labels: list[str], out_dir: Pa
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=_loss(model, config.loss))
     trainer.train()
     model.save(str(out_dir))
+    record = {"steps": trainer.state.global_step, "epochs": round(trainer.state.global_step / steps_per_epoch, 2),
+              "pairs_or_rows": len(data), "loss": config.loss, "trainable_layers": config.trainable_layers,
+              "learning_rate": config.learning_rate, "seed": config.seed}
+    (Path(out_dir) / FINETUNE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(work_dir, ignore_errors=True)
     return Path(out_dir)

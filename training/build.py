@@ -117,7 +117,8 @@ def build_version(
         elif settings.finetune_epochs > 0 and len(known_labels) > 1:
             log.info("fine-tuning the encoder on %d labelled questions", len(texts))
             finetune_encoder(settings.encoder, texts, labels, build_dir / "encoder",
-                             FinetuneConfig(epochs=settings.finetune_epochs, seed=settings.seed, device=settings.device))
+                             FinetuneConfig(epochs=settings.finetune_epochs, max_steps=settings.finetune_max_steps,
+                                            seed=settings.seed, device=settings.device))
         if (build_dir / "encoder").is_dir():
             encoder = Encoder(str(build_dir / "encoder"), settings.device, cached=False)
             encoder_version = _folder_version(build_dir / "encoder")

@@ -1,0 +1,40 @@
+"""The ingest-time contrastive fine-tuning on the real MiniLM encoder: the step cap bounds it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.config import DEFAULT_ENCODER
+from models.finetune import FINETUNE_RECORD, FinetuneConfig, finetune_encoder
+from models.loading import load_sentence_transformer
+from retrieval.kb import load_documents
+from tests.conftest import DEMO_KB
+
+pytestmark = pytest.mark.slow
+
+
+def demo_questions():
+    docs = load_documents([DEMO_KB])
+    rows = [(q, d.label) for d in docs for q in d.questions]
+    return [t for t, _ in rows], [label for _, label in rows]
+
+
+def test_the_step_cap_stops_a_long_fine_tuning_and_the_record_says_so(tmp_path):
+    texts, labels = demo_questions()
+    out = finetune_encoder(DEFAULT_ENCODER, texts, labels, tmp_path / "encoder",
+                           FinetuneConfig(epochs=50, max_steps=3, device="cpu"))
+    record = json.loads((out / FINETUNE_RECORD).read_text())
+    assert record["steps"] == 3 and record["epochs"] < 1
+    model = load_sentence_transformer(str(out), "cpu", cached=False)  # a normal sentence-transformers folder
+    assert model.encode(["where is my parcel"]).shape == (1, 384)
+
+
+def test_without_the_cap_every_epoch_runs(tmp_path):
+    texts, labels = demo_questions()
+    texts, labels = texts[:64], labels[:64]  # two batches of pairs
+    out = finetune_encoder(DEFAULT_ENCODER, texts, labels, tmp_path / "encoder",
+                           FinetuneConfig(epochs=2, max_steps=None, device="cpu"))
+    record = json.loads((out / FINETUNE_RECORD).read_text())
+    assert record["epochs"] == pytest.approx(2, abs=0.5) and record["steps"] >= 2
