@@ -31,9 +31,9 @@ from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
 from models.sentiment import SentimentModel
 from models.versions import ModelVersion, VersionStore
-from retrieval.index import VectorIndex
+from retrieval.index import LEARNED, VectorIndex
 from retrieval.kb import Document
-from training.build import LEARNED, load_version_documents
+from training.build import load_version_documents
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")

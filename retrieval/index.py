@@ -27,6 +27,9 @@ from bot.errors import UserError
 faiss.cvar.distance_compute_blas_threshold = 2
 
 
+LEARNED = "learned"  # the entry kind of a labelled question learned from feedback
+
+
 @dataclass(frozen=True)
 class Entry:
     doc_id: str

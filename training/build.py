@@ -21,7 +21,7 @@ from models.encoder import Encoder
 from models.finetune import FinetuneConfig, finetune_encoder
 from models.intent import DEFAULT_OOS_THRESHOLD, train_intent_head
 from models.versions import ModelVersion, VersionStore
-from retrieval.index import Entry, VectorIndex
+from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import Document, chunk_document
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,6 @@ class TrainingExample:
     text: str
     intent: str
     origin: str = "feedback"
-
-
-LEARNED = "learned"  # index entry kind of a question learned from feedback
 
 
 @dataclass
