@@ -99,7 +99,7 @@ class VersionStore:
         return self.get(name)
 
     def champion_stamp(self) -> tuple[int, int] | None:
-        """Cheap change detector for hot reload: (mtime_ns, size) of the CHAMPION file."""
+        """Cheap change detector for hot reload: (mtime_ns, inode) of the CHAMPION file (flipped by rename)."""
         try:
             st = (self.root / CHAMPION_FILE).stat()
         except FileNotFoundError:
