@@ -8,7 +8,7 @@
   snippets' vectors plus noisy copies of them up to 100k, HNSW index; the engine is pinned to a
   version whose index is replaced by that one).
 
-Usage: python benchmarks/bench_engine.py [--rounds 200] [--skip-large]
+Usage: python benchmarks/bench_engine.py [--rounds 200] [--skip-large] [--threads N]
 """
 
 from __future__ import annotations
@@ -126,10 +126,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--threads", type=int, default=Settings.torch_threads,
+                        help="torch threads while answering, as the torch_threads setting (0: torch's default)")
     args = parser.parse_args()
     import torch
 
-    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    default_threads = torch.get_num_threads()
+    answering_threads = args.threads if args.threads > 0 else default_threads
+    print(f"machine: {os.cpu_count()} cores, torch {torch.__version__}; ingest on {default_threads} threads, "
+          f"answering on {answering_threads} (torch_threads={args.threads})")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = Settings.load(env={}, home=Path(tmp) / "demo")
@@ -137,14 +142,17 @@ def main() -> None:
         report = ingest([REPO / "demo" / "kb"], settings)
         print(f"ingest demo KB ({report['documents']} articles, intent model + index): "
               f"{time.perf_counter() - start:.1f}s wall (build {report['seconds']:.1f}s)", flush=True)
+        torch.set_num_threads(answering_threads)
         rows.append(measure(Engine(settings), "demo", args.rounds))
         if not (DATA / "dstc10_knowledge_faq").is_dir():
             print(f"no {DATA}/dstc10_knowledge_faq: skipping the 1k and 100k KBs")
             return
         settings_1k = Settings.load(env={}, home=Path(tmp) / "kb1k")
         start = time.perf_counter()
+        torch.set_num_threads(default_threads)
         ingest([dstc_kb(Path(tmp) / "dstc1k.jsonl", 1000)], settings_1k)
         print(f"ingest 1k-article KB: {time.perf_counter() - start:.1f}s", flush=True)
+        torch.set_num_threads(answering_threads)
         rows.append(measure(Engine(settings_1k), "1k", args.rounds))
         if not args.skip_large:
             rows.append(measure(large_index_engine(settings_1k, 100_000), "100k", args.rounds))

@@ -36,6 +36,10 @@ class Settings:
     sentiment_head: str = "builtin"
     # "auto" takes CUDA when present, else CPU.
     device: str = "auto"
+    # Torch intra-op threads of the commands that answer (ask, chat, serve, demo, eval, ...); 0 keeps
+    # torch's default (one per core). One thread answers a single question fastest on small VMs and
+    # leaves the other cores to concurrent requests (docs/benchmarks.md); training sets its own.
+    torch_threads: int = 1
     # Below this confidence the engine declines and hands off. None: the value tuned for the
     # model version (see models/intent.py), which defaults to DEFAULT_OOS_THRESHOLD.
     confidence_threshold: float | None = None

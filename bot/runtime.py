@@ -16,9 +16,20 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def open_engine(settings: Settings | None = None):
-    """The engine serving the champion of `settings.home` (raises a clear error when there is none)."""
+def limit_threads(settings: Settings) -> None:
+    """Apply `torch_threads` (0: leave torch's default)."""
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
+def open_engine(settings: Settings | None = None, *, version: str | None = None):
+    """The engine serving the champion of `settings.home`, or exactly `version` (raises a clear error
+    when there is none)."""
     quiet_libraries()
+    settings = settings or Settings.load()
+    limit_threads(settings)
     from bot.engine import Engine
 
-    return Engine(settings or Settings.load())
+    return Engine(settings, version=version)

@@ -87,3 +87,21 @@ def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_inten
     assert after.intent == "return_item" and not after.handoff
     assert after.confidence > before.confidence
     assert after.sources[0].doc_id == "return-item"
+
+
+def test_answering_commands_apply_the_configured_torch_threads(home):
+    import torch
+
+    from bot.config import Settings
+    from bot.runtime import open_engine
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        open_engine(Settings.load(env={}, home=home, torch_threads=0))
+        assert torch.get_num_threads() == 2  # 0 leaves torch's setting alone
+        engine = open_engine(Settings.load(env={"CSBOT_TORCH_THREADS": "1"}, home=home))
+        assert torch.get_num_threads() == 1
+        assert engine.answer("I forgot my password").intent == "reset_password"
+    finally:
+        torch.set_num_threads(before)

@@ -14,14 +14,11 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from bot.config import Settings
-    from bot.engine import Engine
-    from bot.runtime import quiet_libraries
+    from bot.runtime import open_engine
     from training.evaluate import evaluate, read_eval_rows, report_text
 
     rows = read_eval_rows(args.file)
-    quiet_libraries()
-    engine = Engine(Settings.load(), version=args.version)
+    engine = open_engine(version=args.version)
     report = evaluate(engine, rows)
     print(json.dumps(report) if args.json else report_text(report))
     return 0
