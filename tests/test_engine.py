@@ -67,12 +67,12 @@ def test_sentiment_of_an_angry_message_is_negative(engine):
 
 
 def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_intent(settings):
-    """A retrain's labelled feedback questions are indexed as `learned` entries: they feed the
-    nearest-neighbour vote for their intent, but are never quoted as an article's source."""
+    """A retrain's labelled feedback questions are indexed as `learned` entries, filed under the
+    first article of their intent, and feed the nearest-neighbour vote for that intent."""
     from bot.engine import Engine
+    from retrieval.index import LEARNED
     from retrieval.kb import load_documents
     from tests.conftest import DEMO_KB
-    from retrieval.index import LEARNED
     from training.build import TrainingExample, build_version
 
     question = "Can I send back a sweater that doesn't fit and get my money back?"
