@@ -1,0 +1,81 @@
+"""The help-centre benchmark's converters (benchmarks/helpcentre_data.py) on a slice of the real
+shared data: the Markdown they write is what `retrieval.kb.load_documents` parses, with the right
+ids and titles. Skipped when ../shared/data is absent."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from conftest import REPO, shared_data
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import helpcentre_data as hd  # noqa: E402
+from retrieval.kb import load_documents  # noqa: E402
+
+
+def test_stackfaq_threads_become_one_markdown_article_each(tmp_path):
+    data = shared_data("stackfaq").parent
+    faqs = hd.load_stackfaq_faqs(data)[:5]
+    titles = hd.write_stackfaq(tmp_path / "kb", faqs)
+    assert len(list((tmp_path / "kb").glob("*.md"))) == 5
+
+    docs = {doc.id: doc for doc in load_documents([tmp_path / "kb"])}
+    assert set(docs) == set(titles) == {hd.stackfaq_doc_id(f["faq_id"]) for f in faqs}
+    for faq in faqs:
+        doc = docs[hd.stackfaq_doc_id(faq["faq_id"])]
+        assert doc.title == " ".join(faq["question"].split())
+        assert not doc.questions  # a help-centre article: no example questions
+        for answer in faq["all_answers"]:  # every answer is in the article, one paragraph each
+            assert " ".join(answer.split())[:40] in doc.answer
+        assert doc.answer.count("\n\n") == len(faq["all_answers"]) - 1
+
+
+def test_stackfaq_queries_point_at_the_written_articles(tmp_path):
+    data = shared_data("stackfaq").parent
+    group0, group1 = hd.load_stackfaq_queries(data, group=0), hd.load_stackfaq_queries(data, group=1)
+    assert (len(group0), len(group1)) == (625, 624)
+    ids = set(hd.write_stackfaq(tmp_path / "kb", hd.load_stackfaq_faqs(data)))
+    assert {gold for _, gold in group0 + group1} <= ids
+
+
+def test_clinc_oos_are_the_first_oos_rows_in_file_order():
+    data = shared_data("clinc150").parent
+    oos = hd.load_clinc_oos(data, n=200)
+    assert len(oos) == 200 and len(set(oos)) > 190
+    assert oos[:3] == hd.load_clinc_oos(data, n=3)
+
+
+def test_dstc10_entities_become_articles_with_one_section_per_snippet(tmp_path):
+    data = shared_data("dstc10_knowledge_faq").parent
+    knowledge = hd.load_dstc10_knowledge(data)
+    articles = hd.dstc10_articles(knowledge)
+    assert len(articles) == 668
+    assert sum(len(a["sections"]) for a in articles.values()) == len(knowledge)
+    assert articles["dstc10-train-general"]["title"] == "Trains — general"
+    assert articles["dstc10-taxi-general"]["title"] == "Taxis — general"
+
+    some = dict(list(articles.items())[:3])
+    some["dstc10-train-general"] = articles["dstc10-train-general"]
+    hd.write_dstc10(tmp_path / "kb", some)
+    docs = {doc.id: doc for doc in load_documents([tmp_path / "kb"])}
+    assert set(docs) == set(some)
+    for doc_id, article in some.items():
+        assert docs[doc_id].title == article["title"]
+        headings = [line[3:] for line in docs[doc_id].answer.splitlines() if line.startswith("## ")]
+        assert headings == [h for h, _ in article["sections"]]
+
+
+def test_dstc10_val_turns_resolve_to_articles_and_headings():
+    data = shared_data("dstc10_knowledge_faq").parent
+    knowledge = hd.load_dstc10_knowledge(data)
+    articles = hd.dstc10_articles(knowledge)
+    turns = hd.load_dstc10_val(data, knowledge)
+    target = [t for t in turns if t.target]
+    assert (len(target), len(turns) - len(target)) == (104, 159)
+    for turn in target:
+        assert turn.gold_doc in articles
+        assert turn.gold_heading in [h for h, _ in articles[turn.gold_doc]["sections"]]
+        assert turn.context and turn.query
+    assert all(t.gold_doc is None for t in turns if not t.target)
