@@ -7,7 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from conftest import REPO, shared_data
+from tests.conftest import REPO, shared_data
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 
