@@ -35,8 +35,12 @@ KB is ingested again with `finetune_epochs=0` so that the other figures can stil
 
 Usage: python benchmarks/bench_helpcentre.py [--quick] [--only a,b,c] [--json]
        [--ingest-timeout S] [--retrain-timeout S] [--skip-poisoned] [--keep]
-  --quick: every 3rd group-1 query, 100 off-topic questions, a DSTC10 KB of the 104 gold articles
-           + the domain-wide ones + 100 others, no poisoned run.
+  --quick: parts a and b only (`--quick --only a,c` adds the clean loop: one retrain, ~5-8 min on a
+           loaded 2-core VM), every 3rd group-1 query, 100 off-topic questions, a DSTC10 KB of the
+           gold articles + the domain-wide ones + 100 others, no poisoned run.
+Part times on the shared 2-core VM (load 6-8, so 2-3× a quiet machine): a ≈ 1.5-2.5 min; b ≈ 8 min
+(4-5 min of it the 12k-section ingest, ~3.5 min the floor's first encode, cached afterwards under
+$TMPDIR/csbot-bench-helpcentre-cache); c ≈ 9 min per scenario (the retrain).
 """
 
 from __future__ import annotations
@@ -193,6 +197,7 @@ class Floor:
                 doc, heading, _ = self.candidates[j]
                 answered = score >= FLOOR_THRESHOLD
                 out.append({"handoff": not answered, "doc_id": doc if answered else None, "score": score,
+                            "sources": [{"doc_id": doc, "score": score}],
                             "section": {"heading": heading} if answered and heading else None})
         return out
 
@@ -230,6 +235,13 @@ def clarify_options(answer: dict) -> list[str] | None:
     return ids
 
 
+def _top_source(answer: dict) -> str | None:
+    if answer.get("doc_id") and not answer.get("handoff"):
+        return answer["doc_id"]
+    sources = answer.get("sources") or []
+    return sources[0].get("doc_id") if sources else None
+
+
 def outcome(answer: dict, gold: str | None) -> str:
     """right / wrong / handoff / clarified-right / clarified-other for in-scope questions (gold set);
     answered / declined / clarified for off-topic ones (gold None)."""
@@ -248,11 +260,13 @@ def score_stackfaq(answers: list[dict], gold: list[str], n_offtopic: int) -> dic
     inside = Counter(outcome(a, g) for a, g in zip(answers[:n_in], gold))
     off = Counter(outcome(a, None) for a in answers[n_in:n_in + n_offtopic])
     asks = any("clarify" in a for a in answers)  # None ("n/a") while answers carry no `clarify` key
+    top_right = sum(_top_source(a) == g for a, g in zip(answers[:n_in], gold)) / n_in
     clarified = (inside["clarified-right"] + inside["clarified-other"]) / n_in if asks else None
     return {
         "n": n_in, "n_offtopic": n_offtopic,
         "right": inside["right"] / n_in, "wrong": inside["wrong"] / n_in, "handoff": inside["handoff"] / n_in,
         "clarified": clarified, "clarified_right": inside["clarified-right"] / n_in if asks else None,
+        "top_source_right": top_right,  # diagnostic: the first source (or answer) is the gold article
         "offtopic_declined": off["declined"] / n_offtopic if n_offtopic else None,
         "offtopic_clarified": off["clarified"] / n_offtopic if n_offtopic and asks else None,
         "offtopic_answered": off["answered"] / n_offtopic if n_offtopic else None,
@@ -380,7 +394,8 @@ def score_dstc10(answers: list[dict], target: list, other: list) -> dict:
             section = a.get("section") or {}
             snippet += bool(section) and _heading(section.get("heading")) == _heading(t.gold_heading)
     rest = Counter(outcome(a, None) for a in answers[n:])
-    return _r({"right_article": article / n, "right_snippet": snippet / n if has_section else None,
+    top_right = sum(_top_source(a) == t.gold_doc for a, t in zip(answers[:n], target)) / n
+    return _r({"right_article": article / n, "top_source_right": top_right, "right_snippet": snippet / n if has_section else None,
                "handoff": handoff / n, "clarified": clarified / n if asks else None,
                "clarified_right": clarified_right / n if asks else None,
                "other_declined": rest["declined"] / len(other),
@@ -457,7 +472,8 @@ def part_c(root: Path, base: Path, args, results: dict) -> None:
         after = _r(score_stackfaq(answers, gold, len(offtopic)))
         row = {"votes": counts, "import": imported["json"], "import_exit": imported["exit_code"],
                "retrain_exit": retrain["exit_code"], "retrain_timed_out": retrain["timed_out"],
-               "retrain_s": retrain["seconds"], "status": report.get("status"),
+               "retrain_s": retrain["seconds"], "status": report.get("status"), "timings": report.get("timings"),
+               "counts": report.get("counts"), "decision": report.get("decision"),
                "message": (report.get("message") or retrain["stderr_tail"])[:400],
                "promoted": report.get("status") == "promoted", "served_after": served,
                "heldout": {k: {m: v for m, v in (report.get(f"{k}_metrics") or {}).items()
@@ -488,6 +504,7 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
             ("(a) StackFAQ g1 answered right", pct(e.get("right")), pct(f["right"]), TARGETS["stackfaq_right"], ok(e and e["right"] >= 0.95)),
             ("(a) StackFAQ g1 answered wrong", pct(e.get("wrong")), pct(f["wrong"]), TARGETS["stackfaq_wrong"], ok(e and e["wrong"] <= 0.02)),
             ("(a) StackFAQ g1 hand-off", pct(e.get("handoff")), pct(f["handoff"]), "", ""),
+            ("(a) diagnostic: g1 first source = gold", pct(e.get("top_source_right")), pct(f["top_source_right"]), "", ""),
             ("(a) StackFAQ g1 clarified (right)", f"{pct(e.get('clarified'))} ({pct(e.get('clarified_right'))})", "—", "", ""),
             ("(a) off-topic declined", pct(e.get("offtopic_declined")), pct(f["offtopic_declined"]), TARGETS["stackfaq_offtopic_declined"],
              ok(e and e["offtopic_declined"] >= 0.97)),
@@ -505,6 +522,8 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
              f"{pct(f['right_article'])} / ctx {pct(fc['right_article'])}", "", ""),
             ("(b) DSTC10 104 turns: right snippet", pct(snippet), f"{pct(f['right_snippet'])} / ctx {pct(fc['right_snippet'])}",
              TARGETS["dstc10_right_snippet"], "n/a" if snippet is None else ("yes" if snippet >= best + 0.05 else "NO")),
+            ("(b) diagnostic: first source = gold article", pct(e.get("top_source_right")),
+             f"{pct(f['top_source_right'])} / ctx {pct(fc['top_source_right'])}", "", ""),
             ("(b) DSTC10 104 turns: hand-off / clarified", f"{pct(e.get('handoff'))} / {pct(e.get('clarified'))}", "", "", ""),
             ("(b) DSTC10 159 other turns declined", pct(e.get("other_declined")),
              f"{pct(f['other_declined'])} / ctx {pct(fc['other_declined'])}", "report", ""),
@@ -517,8 +536,12 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
         b, a = r["before"], r["after"]
         promoted = f"{'promoted' if r['promoted'] else r['status']} (exit {r['retrain_exit']}, {r['retrain_s']:.0f} s)"
         if name == "clean":
+            held = r["heldout"]
+            gate = (f"n = {held['champion'].get('n')}: champion {held['champion'].get('accuracy')} vs candidate "
+                    f"{held['candidate'].get('accuracy')}") if held.get("champion") else "—"
             rows += [
                 ("(c) clean loop: retrain", promoted, "", "", ""),
+                ("(c) clean loop: gate held-out accuracy", gate, "", "", ""),
                 ("(c) clean loop: g1 right before → after", f"{pct(b['right'])} → {pct(a['right'])} ({r['right_delta_points']:+.1f})",
                  pct(results["stackfaq"]["floor"]["right"]), TARGETS["loop_right_delta"], "yes" if r["right_delta_points"] >= 3 else "NO"),
                 ("(c) clean loop: g1 wrong before → after", f"{pct(b['wrong'])} → {pct(a['wrong'])}",
@@ -538,14 +561,15 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a short run (see the module doc)")
-    parser.add_argument("--only", default="a,b,c", help="parts to run: a (StackFAQ), b (DSTC10), c (learning loop, needs a)")
+    parser.add_argument("--only", default=None, help="parts to run: a (StackFAQ), b (DSTC10), c (learning loop, runs a "
+                        "first); default a,b,c, with --quick a,b")
     parser.add_argument("--ingest-timeout", type=float, default=900, help="seconds one `csbot ingest` may take")
     parser.add_argument("--retrain-timeout", type=float, default=1200, help="seconds one retrain may take")
     parser.add_argument("--skip-poisoned", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temp folder (KBs, homes, logs)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line of all figures")
     args = parser.parse_args(argv)
-    parts = set(args.only.split(","))
+    parts = set((args.only or ("a,b" if args.quick else "a,b,c")).split(","))
     data = hd.data_dir()
     for folder in ("stackfaq", "clinc150", "dstc10_knowledge_faq"):
         if not (data / folder).is_dir():
