@@ -535,10 +535,10 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
     for name, r in (results.get("loop") or {}).items():
         b, a = r["before"], r["after"]
         promoted = f"{'promoted' if r['promoted'] else r['status']} (exit {r['retrain_exit']}, {r['retrain_s']:.0f} s)"
+        held = r["heldout"]
+        gate = (f"n = {held['champion'].get('n')}: champion {held['champion'].get('accuracy')} vs candidate "
+                f"{held['candidate'].get('accuracy')}") if held.get("champion") else "—"
         if name == "clean":
-            held = r["heldout"]
-            gate = (f"n = {held['champion'].get('n')}: champion {held['champion'].get('accuracy')} vs candidate "
-                    f"{held['candidate'].get('accuracy')}") if held.get("champion") else "—"
             rows += [
                 ("(c) clean loop: retrain", promoted, "", "", ""),
                 ("(c) clean loop: gate held-out accuracy", gate, "", "", ""),
@@ -552,6 +552,7 @@ def summary(results: dict) -> list[tuple[str, str, str, str, str]]:
             never_lower = not r["promoted"] or a["right"] >= b["right"]
             rows += [
                 ("(c) poisoned 30 %: retrain", promoted, "", "", ""),
+                ("(c) poisoned 30 %: gate held-out accuracy", gate, "", "", ""),
                 ("(c) poisoned 30 %: g1 right before → after", f"{pct(b['right'])} → {pct(a['right'])} ({r['right_delta_points']:+.1f})",
                  "", TARGETS["poisoned"], "yes" if never_lower else "NO"),
             ]
