@@ -79,3 +79,29 @@ def test_dstc10_val_turns_resolve_to_articles_and_headings():
         assert turn.gold_heading in [h for h, _ in articles[turn.gold_doc]["sections"]]
         assert turn.context and turn.query
     assert all(t.gold_doc is None for t in turns if not t.target)
+
+
+def test_benchmark_scoring_counts_clarifications_and_sections_apart():
+    """The bench's outcome rules on hand-made answer dicts (no model): a clarification is neither an
+    answer nor a hand-off, and the right snippet needs the section heading as well as the article."""
+    import bench_helpcentre as bench
+
+    answered = {"handoff": False, "doc_id": "a"}
+    assert bench.outcome(answered, "a") == "right" and bench.outcome(answered, "b") == "wrong"
+    assert bench.outcome({"handoff": True, "doc_id": None}, "a") == "handoff"
+    assert bench.outcome({"handoff": True, "doc_id": None}, None) == "declined"
+    assert bench.outcome(answered, None) == "answered"
+    asks = {"handoff": True, "doc_id": None, "clarify": [{"doc_id": "a", "title": "A"}, {"doc_id": "b"}]}
+    assert bench.outcome(asks, "a") == "clarified-right"
+    assert bench.outcome({**asks, "clarify": {"options": ["c"]}}, "a") == "clarified-other"
+    assert bench.outcome({**asks, "clarify": []}, None) == "declined"  # an empty clarify is no question
+
+    turn = hd.DialogueTurn(0, "q", [], True, "a", "Can I park?", ("hotel", "1", 3))
+    other = hd.DialogueTurn(1, "q", [], False, None, None, None)
+    no_sections = bench.score_dstc10([answered, {"handoff": True}], [turn], [other])
+    assert no_sections["right_article"] == 1.0 and no_sections["right_snippet"] is None  # "n/a"
+    sectioned = {**answered, "section": {"id": "s", "heading": "Can I  park?", "path": ["A", "Can I park?"]}}
+    assert bench.score_dstc10([sectioned, {"handoff": True}], [turn], [other])["right_snippet"] == 1.0
+    wrong_section = {**answered, "section": {"heading": "Is there wifi?"}}
+    scored = bench.score_dstc10([wrong_section, answered], [turn], [other])
+    assert scored["right_snippet"] == 0.0 and scored["other_declined"] == 0.0
