@@ -38,6 +38,12 @@ class Answer:
     model_version: str = ""
     doc_id: str | None = None
     used_context: bool = False
+    # The article section quoted ({id, heading, path}); None when the whole article is the answer.
+    section: dict | None = None
+    # A clarifying question's options ([{doc_id, title, section, intent, score, heading}], best
+    # first): the best two or three articles were too close to tell apart. `doc_id` is then the
+    # best guess and `text` its answer; front ends ask "Did you mean…" first.
+    clarify: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The stable `--json` shape (see README, "JSON outputs"): keys are only ever added."""

@@ -50,6 +50,12 @@ class Settings:
     hnsw_min_vectors: int = 50_000
     # How many sources an answer lists at most.
     max_sources: int = 3
+    # An answer quotes the matching section of an article; a section longer than this many words is
+    # quoted from its best-matching part (about chunk_words words).
+    section_max_words: int = 250
+    # When the best two articles' retrieval cosines are closer than this, the bot asks which one was
+    # meant (0 = never ask).
+    clarify_margin: float = 0.02
     # Follow-ups of at most this many words are read together with the thread's earlier turn.
     followup_max_words: int = 6
     # Encoder fine-tuning on the KB's example questions at ingest (SetFit-style contrastive step):

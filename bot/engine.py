@@ -2,12 +2,12 @@
 hand-off). Every front end — CLI, Slack, benchmarks — goes through `Engine.answer` / `answer_batch`.
 
 Per message: one encoder pass gives the sentence embedding and the per-layer features; the intent
-head and the sentiment head read them; FAISS finds the closest titles, example questions and chunks.
-The classifier and retrieval can each overrule a weak other:
-- a confident intent picks the article (the best-retrieved article of that intent);
-- a weak intent is overruled by a strong retrieval hit (the retrieved article's intent is used);
-- when both are weak, the engine declines and hands off.
-Short follow-ups in a thread are read together with the thread's previous turn.
+head and the sentiment head read them; FAISS finds the closest titles, headings, example questions
+and section chunks, and the lexical index (FTS5/BM25) the entries that share its exact terms.
+retrieval/ranking.py turns that evidence into one decision: the article and the section to quote,
+a confidence calibrated around thresholds tuned for the served version, a clarifying question when
+two articles are too close to tell apart, or a hand-off. Short follow-ups in a thread are read
+together with the thread's previous turn.
 
 The engine serves the champion model version and switches to a new champion without a restart
 (`maybe_reload`, called before each request and at most every `reload_check_seconds`). The new
@@ -22,8 +22,6 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
-
 from bot.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
 from bot.config import Settings
 from models.encoder import Encoder
@@ -31,16 +29,14 @@ from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
 from models.sentiment import SentimentModel
 from models.versions import ModelVersion, VersionStore
-from retrieval.index import LEARNED, VectorIndex
-from retrieval.kb import Document
-from training.build import load_version_documents
+from retrieval.index import VectorIndex
+from retrieval.kb import Document, Section, chunk_markdown, split_sections
+from retrieval.ranking import Decision, DecisionParams, decide
+from training.build import SEARCH_K, load_version_documents
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")
-RETRIEVAL_OVERRULE = 0.72  # cosine of a retrieved title/question/chunk strong enough to overrule a weak intent
-SEARCH_K = 24
-NEIGHBOUR_WEIGHT = 0.3  # share of the nearest-neighbour vote in the intent probabilities
-NEIGHBOUR_TEMPERATURE = 0.05
+CLARIFY_TEXT = "I found more than one article that could answer this. Which one did you mean?"
 
 
 @dataclass
@@ -56,6 +52,10 @@ class Served:
     docs_by_label: dict[str, list[str]]
     threshold: float
     label_index: dict[str, int]
+    params: DecisionParams
+    sections: dict[str, Section]
+    chunk_markdown: dict[str, str]  # a chunk entry's text -> the Markdown it was made from
+    label_of: dict[str, str]
 
 
 class Engine:
@@ -120,7 +120,14 @@ class Engine:
         if threshold is None:
             threshold = float(version.meta.get("oos_threshold", DEFAULT_OOS_THRESHOLD))
         intent_head = SoftmaxHead.load(version.path / "intent_head.npz")
+        params = DecisionParams.from_dict(version.meta.get("decision"), max_sources=self.settings.max_sources,
+                                          clarify_margin=self.settings.clarify_margin)
+        sections = {s.id: s for doc in documents.values() for s in split_sections(doc)}
         return Served(
+            params=params,
+            sections=sections,
+            chunk_markdown=chunk_markdown(documents.values(), self.settings.chunk_words),
+            label_of={doc_id: doc.label for doc_id, doc in documents.items()},
             version=version,
             encoder=self._encoder_for(version),
             intent_head=intent_head,
@@ -154,7 +161,10 @@ class Engine:
         intent_probs = served.intent_head.predict_proba(encoded)
         sentiments = served.sentiment.predict(encoded)
         scores, positions = served.index.search(encoded.embeddings, SEARCH_K)
-        decisions = [self._decide(served, intent_probs[i], scores[i], positions[i]) for i in range(len(inputs))]
+        decisions = [decide(served.index.entries, served.label_of, served.intent_head.labels, served.label_index,
+                            intent_probs[i], scores[i], positions[i], served.index.lexical_search(inputs[i], SEARCH_K),
+                            served.params, served.threshold)
+                     for i in range(len(inputs))]
         answers = []
         for i, text in enumerate(texts):
             decision, used_context = decisions[i], False
@@ -171,62 +181,53 @@ class Engine:
         served = self._served
         return served.sentiment.predict(served.encoder.encode(list(texts)))
 
-    def _decide(self, served: Served, head_probs: np.ndarray, scores: np.ndarray, positions: np.ndarray) -> "_Decision":
-        # Best score per article, in retrieval order; best matching chunk per article; and the
-        # nearest example question (or title, or question learned from feedback) per intent, for the
-        # nearest-neighbour vote.
-        doc_scores: dict[str, float] = {}
-        best_chunk: dict[str, str] = {}
-        nearest_example: dict[str, float] = {}
-        for score, pos in zip(scores, positions):
-            if pos < 0:
-                continue
-            entry = served.index.entries[pos]
-            if entry.kind in ("title", "question", LEARNED):
-                label = served.documents[entry.doc_id].label
-                nearest_example.setdefault(label, float(score))
-            if entry.kind == LEARNED:  # a learned question votes for its intent, not for one article
-                continue
-            if entry.doc_id not in doc_scores:
-                doc_scores[entry.doc_id] = float(score)
-            if entry.kind == "chunk" and entry.doc_id not in best_chunk:
-                best_chunk[entry.doc_id] = entry.text
-        probs = _blend_with_neighbours(head_probs, served.label_index, nearest_example)
-        best_label_idx = int(np.argmax(probs))
-        intent = served.intent_head.labels[best_label_idx]
-        p_intent = float(probs[best_label_idx])
-        ranked = sorted(doc_scores.items(), key=lambda kv: -kv[1])
-        top_doc, top_score = ranked[0] if ranked else (None, 0.0)
+    def _quote(self, served: Served, doc: Document, section_id: str | None, chunk: str | None) -> tuple[str, dict | None]:
+        """What an answer from `doc` shows: the whole article when it is short and the match is its
+        title or lead; else the matching section (its best-matching part when the section is long)."""
+        words = len(doc.answer.split())
+        chosen = served.sections.get(section_id) if section_id else None
+        if chosen is not None and chosen.doc_id != doc.id:
+            chosen = None
+        if chosen is None or (not chosen.heading and words <= self.settings.section_max_words):
+            return doc.answer, None
+        text = chosen.text
+        if len(text.split()) > self.settings.section_max_words and chunk:
+            text = served.chunk_markdown.get(chunk, text)  # the matching part of a long section
+        return text, {"id": chosen.id, "heading": chosen.heading, "path": list(chosen.path)}
 
-        intent_docs = served.docs_by_label.get(intent, [])
-        doc_id = max(intent_docs, key=lambda d: doc_scores.get(d, -1.0)) if intent_docs else top_doc
-        confidence = p_intent
-        if p_intent < served.threshold and top_doc is not None and top_score >= RETRIEVAL_OVERRULE:
-            doc_id = top_doc
-            intent = served.documents[top_doc].label
-            label_idx = served.label_index.get(intent)
-            p_retrieved = float(probs[label_idx]) if label_idx is not None else 0.0
-            # The retrieval hit vouches for the article: confidence is the better of both signals.
-            confidence = max(p_retrieved, _retrieval_confidence(top_score))
-        handoff = confidence < served.threshold
-        if handoff or doc_id is None:  # no answer: the closest articles, for the human who takes over
-            sources = ranked[: self.settings.max_sources]
-        else:  # the answering article first, then the next closest
-            sources = [(doc_id, doc_scores.get(doc_id, 0.0))]
-            sources += [(d, s) for d, s in ranked if d != doc_id][: self.settings.max_sources - 1]
-        return _Decision(intent, doc_id, confidence, handoff, sources, best_chunk)
+    def pick(self, question: str, doc_id: str, section_id: str | None = None) -> Answer:
+        """The answer a user chose from a clarifying question: that article (its section, when one
+        was offered), with confidence 1. Raises KeyError for an article the served KB lacks."""
+        served = self._served
+        doc = served.documents[doc_id]
+        text, section = self._quote(served, doc, section_id, None)
+        return Answer(
+            answer_id=uuid.uuid4().hex[:16], question=question, text=text, intent=doc.label, confidence=1.0,
+            sentiment="neutral", sentiment_scores={k: float(k == "neutral") for k in SENTIMENT_LABELS},
+            sources=[Source(doc.id, doc.title, doc.url, 1.0)], handoff=False, model_version=served.version.name,
+            doc_id=doc.id, section=section)
 
-    def _make_answer(self, served: Served, question: str, d: "_Decision", sentiment: str,
+    def section_text(self, section_id: str) -> str | None:
+        """The Markdown of one section of the served KB (a clarifying pick is answered with it)."""
+        section = self._served.sections.get(section_id)
+        return section.text if section else None
+
+    def _make_answer(self, served: Served, question: str, d: Decision, sentiment: str,
                      sentiment_scores: dict[str, float], used_context: bool) -> Answer:
         sources = [Source(doc_id, served.documents[doc_id].title, served.documents[doc_id].url, score)
                    for doc_id, score in d.sources if doc_id in served.documents]
+        section = None
+        clarify = []
         if d.handoff or d.doc_id is None:
             text, intent = HANDOFF_TEXT, OUT_OF_SCOPE
         else:
-            doc = served.documents[d.doc_id]
-            text, intent = doc.answer, d.intent
-            if d.doc_id in d.best_chunk and len(doc.answer.split()) > self.settings.chunk_words:
-                text = d.best_chunk[d.doc_id].split(": ", 1)[-1]  # the matching part of a long article
+            text, section = self._quote(served, served.documents[d.doc_id], d.section, d.chunk_of.get(d.doc_id))
+            intent = d.intent
+            if d.clarify:
+                clarify = [{"doc_id": doc_id, "title": served.documents[doc_id].title,
+                            "section": sec, "intent": served.documents[doc_id].label, "score": round(score, 4),
+                            "heading": served.sections[sec].heading if sec in served.sections else ""}
+                           for doc_id, score, sec in d.clarify if doc_id in served.documents]
         return Answer(
             answer_id=uuid.uuid4().hex[:16],
             question=question,
@@ -240,38 +241,6 @@ class Engine:
             model_version=served.version.name,
             doc_id=None if d.handoff else d.doc_id,
             used_context=used_context,
+            section=section,
+            clarify=clarify,
         )
-
-
-@dataclass
-class _Decision:
-    intent: str
-    doc_id: str | None
-    confidence: float
-    handoff: bool
-    sources: list[tuple[str, float]]
-    best_chunk: dict[str, str]
-
-
-def _blend_with_neighbours(head_probs: np.ndarray, label_index: dict[str, int],
-                           nearest_example: dict[str, float]) -> np.ndarray:
-    """Mix the head's probabilities with a nearest-neighbour vote over the retrieved example questions.
-
-    The vote is a softmax (temperature NEIGHBOUR_TEMPERATURE) over each intent's most similar example
-    among the retrieved hits. On BANKING77 the blend adds about one point over the head alone (see
-    docs/benchmarks.md).
-    """
-    known = [(label_index[label], sim) for label, sim in nearest_example.items() if label in label_index]
-    if not known:
-        return head_probs
-    idx = np.array([i for i, _ in known])
-    sims = np.array([s for _, s in known], dtype=np.float64)
-    vote = np.exp((sims - sims.max()) / NEIGHBOUR_TEMPERATURE)
-    blended = head_probs * (1.0 - NEIGHBOUR_WEIGHT)
-    blended[idx] += NEIGHBOUR_WEIGHT * vote / vote.sum()
-    return blended
-
-
-def _retrieval_confidence(cosine: float) -> float:
-    """Map a retrieval cosine to a confidence: RETRIEVAL_OVERRULE → 0.5, 0.9 → ~0.9."""
-    return float(1.0 / (1.0 + np.exp(-12.0 * (cosine - RETRIEVAL_OVERRULE))))

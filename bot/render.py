@@ -7,7 +7,12 @@ from bot.answer import Answer
 
 def answer_text(answer: Answer) -> str:
     head = "Hand-off to a human" if answer.handoff else f"Answer ({answer.intent})"
-    lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}", answer.text]
+    lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}"]
+    if answer.section and not answer.handoff:
+        lines.append("From: " + " › ".join(answer.section["path"]))
+    lines.append(answer.text)
+    if answer.clarify:
+        lines.append("Did you mean: " + " · ".join(o["title"] for o in answer.clarify) + " (best guess shown above)")
     if answer.sources:
         lines.append("Sources:")
         for n, source in enumerate(answer.sources, start=1):

@@ -21,6 +21,13 @@ INTENT_C = 10.0
 
 
 def train_intent_head(embeddings: np.ndarray, labels: list[str], *, seed: int = 13) -> SoftmaxHead:
+    """The head over the KB's intents. A KB of one intent gets a constant head (probability 1): it
+    tells nothing, so the version's tuned threshold switches it off and retrieval decides."""
+    if len(set(labels)) == 1:
+        dim = np.asarray(embeddings).shape[1]
+        head = SoftmaxHead([labels[0]], np.zeros((dim, 1), np.float32), np.zeros(1, np.float32), "embedding")
+        head.info = {"examples": len(labels), "intents": 1, "constant": True}
+        return head
     head = fit_softmax_head(embeddings, labels, feature_spec="embedding", c=INTENT_C, seed=seed)
     head.info = {"examples": len(labels), "intents": len(set(labels)), "c": INTENT_C}
     return head

@@ -1,8 +1,10 @@
-"""The one owner of the FAISS index: build, save atomically, load, search.
+"""The one owner of a version's search indexes: build, save atomically, load, search.
 
-An index folder holds `faiss.index`, `entries.jsonl` (one row per vector: doc_id, kind, text) and
+An index folder holds `faiss.index`, `entries.jsonl` (one row per vector: doc_id, kind, text,
+section), `lexical.sqlite3` (the FTS5/BM25 index over the same entries, retrieval/lexical.py) and
 `meta.json` (encoder name and version that built it, dimension, index type, count). Vectors are
-L2-normalised sentence embeddings, so inner product = cosine similarity.
+L2-normalised sentence embeddings, so inner product = cosine similarity. Folders written before
+the lexical index existed load without it (dense search only).
 
 Index type "auto" takes exact search (IndexFlatIP) below `hnsw_min_vectors` and HNSW above; "ivf"
 is available for very large KBs. Writes go to a temporary sibling folder that replaces the target
@@ -22,6 +24,7 @@ import faiss
 import numpy as np
 
 from bot.errors import UserError
+from retrieval.lexical import LEXICAL_FILE, LexicalIndex, write_lexical
 
 # faiss only takes its BLAS path when n_queries * dim >= this; small batches are ~5x faster with it.
 faiss.cvar.distance_compute_blas_threshold = 2
@@ -33,8 +36,9 @@ LEARNED = "learned"  # the entry kind of a labelled question learned from feedba
 @dataclass(frozen=True)
 class Entry:
     doc_id: str
-    kind: str  # "title", "question", "chunk", or "learned" (a labelled question from feedback)
+    kind: str  # "title", "heading", "question", "chunk", or "learned" (a labelled question from feedback)
     text: str
+    section: str = ""  # the id of the article section it belongs to ("" = the article as a whole)
 
 
 class IndexError_(UserError):
@@ -42,10 +46,11 @@ class IndexError_(UserError):
 
 
 class VectorIndex:
-    def __init__(self, index: faiss.Index, entries: list[Entry], meta: dict):
+    def __init__(self, index: faiss.Index, entries: list[Entry], meta: dict, lexical: LexicalIndex | None = None):
         self.index = index
         self.entries = entries
         self.meta = meta
+        self.lexical = lexical  # set once saved and loaded (the FTS5 file lives in the folder)
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -85,6 +90,10 @@ class VectorIndex:
         k = max(1, min(k, len(self.entries)))
         return self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
 
+    def lexical_search(self, text: str, k: int) -> list[tuple[int, float]]:
+        """BM25 hits (entry position, score) for one message; [] when the folder has no lexical index."""
+        return self.lexical.search(text, k) if self.lexical is not None else []
+
     def save(self, folder: Path) -> None:
         """Write the index to `folder`, replacing any previous one with a single rename."""
         folder = Path(folder)
@@ -95,8 +104,9 @@ class VectorIndex:
             with open(tmp / "entries.jsonl", "w", encoding="utf-8") as fh:
                 for entry in self.entries:
                     fh.write(json.dumps(asdict(entry), ensure_ascii=False) + "\n")
-            (tmp / "meta.json").write_text(json.dumps(self.meta, indent=2))
-            for name in ("faiss.index", "entries.jsonl", "meta.json"):
+            write_lexical(tmp / LEXICAL_FILE, [entry.text for entry in self.entries])
+            (tmp / "meta.json").write_text(json.dumps({**self.meta, "lexical": "fts5"}, indent=2))
+            for name in ("faiss.index", "entries.jsonl", "meta.json", LEXICAL_FILE):
                 with open(tmp / name, "rb") as fh:
                     os.fsync(fh.fileno())
             if folder.exists():
@@ -130,4 +140,12 @@ class VectorIndex:
                 f"index at {folder} was built by encoder {meta.get('encoder_version')}, "
                 f"not {expect_encoder_version}; rebuild it with `csbot ingest`"
             )
-        return cls(index, entries, meta)
+        lexical = None
+        if (folder / LEXICAL_FILE).is_file():
+            try:
+                lexical = LexicalIndex(folder / LEXICAL_FILE)
+            except Exception as exc:  # sqlite3.Error and friends: the folder is damaged
+                raise IndexError_(f"lexical index at {folder} is corrupt ({exc}); re-run `csbot ingest`") from exc
+        elif meta.get("lexical"):
+            raise IndexError_(f"index at {folder} is missing {LEXICAL_FILE}; run `csbot ingest`")
+        return cls(index, entries, meta, lexical)

@@ -1,11 +1,21 @@
-"""Knowledge-base documents: parsing Markdown/text, CSV and JSONL files, and chunking long articles.
+"""Knowledge-base documents: parsing Markdown/text, HTML, CSV and JSONL files; sections and chunks.
 
-- Markdown / text (`.md`, `.markdown`, `.txt`): one article per file; the title is the first `#`
-  heading (else the first line); the id is the file name without extension, slugified.
+- Markdown / text (`.md`, `.markdown`, `.txt`): one article per file; the title is the first `# `
+  heading, else a front-matter `title:`, else the file name (the text is always kept); the id is
+  the file name without extension, slugified (or front-matter `id:`; `url:` is read too).
+- HTML (`.html`, `.htm`): one article per file, as help centres (Zendesk, Intercom, Freshdesk)
+  export them. BeautifulSoup finds the article (`<article>`/`<main>`/`<body>`, without scripts,
+  navigation, headers and footers), its title (`<h1>`, else `<title>`) and its canonical URL;
+  markdownify turns the rest into Markdown, which is then read like a Markdown article.
 - CSV / JSONL rows: `{id, title, answer, intent?, questions?, url?}`. `questions` is a list in JSONL
   or `|`-separated in CSV. A row without `id` gets the slug of its title.
 Every error names the file and line; a file with any bad row is rejected whole, so nothing is
 half-ingested.
+
+An article's text (Markdown) is split on its headings into `Section`s (markdown-it-py finds the
+headings, so a `#` inside a code block is not one). Each section knows its heading path (article
+title › heading › sub-heading); the index holds each heading and each section's chunks under the
+section's id, and an answer quotes the matching section.
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from pathlib import Path
 from bot.errors import UserError
 
 TEXT_SUFFIXES = {".md", ".markdown", ".txt"}
+HTML_SUFFIXES = {".html", ".htm"}
 ROW_SUFFIXES = {".csv", ".jsonl"}
-SUPPORTED_SUFFIXES = TEXT_SUFFIXES | ROW_SUFFIXES
+SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | ROW_SUFFIXES
+SECTION_SEP = " › "  # between the parts of a heading path
 
 
 class KnowledgeBaseError(UserError):
@@ -58,9 +70,26 @@ class Document:
 
 
 @dataclass(frozen=True)
+class Section:
+    """One part of an article: the text under one heading (or the lead text before the first)."""
+
+    id: str  # "<doc_id>#<heading slug>"; the lead text is "<doc_id>#"
+    doc_id: str
+    heading: str  # "" for the lead text
+    path: tuple[str, ...]  # the article title, then each heading above and including this one
+    text: str  # Markdown, without the heading line
+
+    @property
+    def label(self) -> str:
+        """How the section is named to people: "Article › Heading"."""
+        return SECTION_SEP.join(self.path)
+
+
+@dataclass(frozen=True)
 class Chunk:
     doc_id: str
-    text: str
+    text: str  # what the index embeds: "<title> › <heading>: <plain text>"
+    section: str = ""  # the id of the section it comes from
 
 
 def slugify(text: str) -> str:
@@ -68,13 +97,22 @@ def slugify(text: str) -> str:
     return slug[:80] or "doc"
 
 
-def expand_paths(paths: list[str | Path]) -> list[Path]:
-    """Files named directly, plus every supported file under named folders (sorted)."""
+def expand_paths(paths: list[str | Path], skipped: list[Path] | None = None) -> list[Path]:
+    """Files named directly, plus every supported file under named folders (sorted).
+
+    Files under a folder that are not of a supported type are appended to `skipped` (hidden files
+    and folders, such as `.git`, are not listed)."""
     files: list[Path] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES))
+            for p in sorted(path.rglob("*")):
+                if not p.is_file() or any(part.startswith(".") for part in p.relative_to(path).parts):
+                    continue
+                if p.suffix.lower() in SUPPORTED_SUFFIXES:
+                    files.append(p)
+                elif skipped is not None:
+                    skipped.append(p)
         elif path.is_file():
             if path.suffix.lower() not in SUPPORTED_SUFFIXES:
                 raise KnowledgeBaseError(f"{path}: unsupported file type {path.suffix!r} "
@@ -85,11 +123,13 @@ def expand_paths(paths: list[str | Path]) -> list[Path]:
     return files
 
 
-def load_documents(paths: list[str | Path]) -> list[Document]:
-    """Parse every file; duplicate ids across files are an error naming both places."""
+def load_documents(paths: list[str | Path], skipped: list[Path] | None = None) -> list[Document]:
+    """Parse every file; duplicate ids across files are an error naming both places.
+
+    Unsupported files found in folders are appended to `skipped` (see `expand_paths`)."""
     documents: list[Document] = []
     seen: dict[str, str] = {}
-    for path in expand_paths(paths):
+    for path in expand_paths(paths, skipped):
         for doc in parse_file(path):
             if doc.id in seen:
                 raise KnowledgeBaseError(f"{doc.source}: duplicate article id {doc.id!r} (first at {seen[doc.id]})")
@@ -110,26 +150,76 @@ def parse_file(path: Path) -> list[Document]:
         raise KnowledgeBaseError(f"{path}: cannot read: {exc.strerror}") from exc
     if suffix in TEXT_SUFFIXES:
         return [_parse_markdown(path, text)]
+    if suffix in HTML_SUFFIXES:
+        return [_parse_html(path, text)]
     if suffix == ".jsonl":
         return _parse_jsonl(path, text)
     return _parse_csv(path, text)
 
 
-def _parse_markdown(path: Path, text: str) -> Document:
-    lines = text.strip().splitlines()
-    if not lines:
+def _parse_markdown(path: Path, text: str, *, title: str | None = None, url: str | None = None) -> Document:
+    meta, text, body_line = _front_matter(text)
+    doc_id = slugify(meta.get("id") or path.stem)
+    url = meta.get("url") or url
+    title = meta.get("title") or title
+    lines = text.strip("\n").splitlines()
+    if not "".join(lines).strip():
         raise KnowledgeBaseError(f"{path}:1: empty article")
-    title, body_start = None, 0
-    for number, line in enumerate(lines):
-        if line.startswith("# "):
-            title, body_start = line[2:].strip(), number + 1
-            break
+    body_lines = lines
     if title is None:
-        title, body_start = lines[0].lstrip("#").strip(), 1
-    body = "\n".join(lines[body_start:]).strip()
+        for number, line in enumerate(lines):
+            if line.startswith("# ") and line[2:].strip():
+                # The first `# ` heading is the title; text above it is kept as the lead.
+                title, body_lines = line[2:].strip(), lines[:number] + lines[number + 1:]
+                body_line += number + 1
+                break
+    if title is None:  # no `# ` heading: the file name is the title, and every line is text
+        title = re.sub(r"[-_]+", " ", path.stem).strip().capitalize() or doc_id
+    body = "\n".join(body_lines).strip()
     if not body:
-        raise KnowledgeBaseError(f"{path}:{body_start + 1}: article {title!r} has a title but no text")
-    return Document(id=slugify(path.stem), title=title, answer=body, source=str(path))
+        raise KnowledgeBaseError(f"{path}:{body_line + 1}: article {title!r} has a title but no text")
+    return Document(id=doc_id, title=title, answer=body, url=url, source=str(path))
+
+
+def _front_matter(text: str) -> tuple[dict[str, str], str, int]:
+    """A leading `---` block of `key: value` lines (as static-site and help-centre exports write):
+    (its title/id/url, the text after it, the line number where that text starts)."""
+    lines = text.splitlines()
+    if not lines or lines[0].strip() != "---":
+        return {}, text, 0
+    for end in range(1, min(len(lines), 200)):
+        if lines[end].strip() in ("---", "..."):
+            meta = {}
+            for line in lines[1:end]:
+                key, sep, value = line.partition(":")
+                if sep and key.strip().lower() in ("title", "id", "url"):
+                    meta[key.strip().lower()] = value.strip().strip("\"'")
+            return {k: v for k, v in meta.items() if v}, "\n".join(lines[end + 1:]), end + 1
+    return {}, text, 0
+
+
+def _parse_html(path: Path, text: str) -> Document:
+    """One help-centre article exported as HTML → a Markdown article (see the module doc)."""
+    from bs4 import BeautifulSoup
+    from markdownify import markdownify
+
+    soup = BeautifulSoup(text, "html.parser")
+    canonical = soup.find("link", rel="canonical") or soup.find("meta", attrs={"property": "og:url"})
+    url = (canonical.get("href") or canonical.get("content")) if canonical else None
+    page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    root = soup.find("article") or soup.find("main") or soup.body or soup
+    for tag in root.find_all(["script", "style", "noscript", "nav", "header", "footer", "form", "iframe", "svg"]):
+        tag.decompose()
+    h1 = root.find("h1")
+    title = h1.get_text(" ", strip=True) if h1 else ""
+    if h1:
+        h1.decompose()
+    title = title or page_title or None
+    markdown = markdownify(str(root), heading_style="ATX", bullets="-", strip=["img"])
+    markdown = re.sub(r"\n{3,}", "\n\n", markdown).strip()
+    if not markdown:
+        raise KnowledgeBaseError(f"{path}:1: no article text found in the HTML")
+    return _parse_markdown(path, markdown, title=title, url=url or None)
 
 
 def _row_to_document(path: Path, line: int, row: dict) -> Document:
@@ -205,31 +295,115 @@ def _parse_csv(path: Path, text: str) -> list[Document]:
     return docs
 
 
-def chunk_document(doc: Document, max_words: int = 120) -> list[Chunk]:
-    """Split an article into chunks of about `max_words` words along paragraph boundaries.
+def split_sections(doc: Document) -> list[Section]:
+    """The article's sections, in order: the lead text (if any), then one per heading with text.
 
-    Each chunk is prefixed with the article title so it retrieves well on its own.
+    A heading directly followed by a sub-heading has no text of its own; it stays in the path of
+    the sections below it. Heading slugs that repeat in an article get "-2", "-3"... suffixes.
     """
-    paragraphs = [p.strip() for p in re.split(r"\n\s*\n", doc.answer) if p.strip()]
-    chunks: list[str] = []
+    from markdown_it import MarkdownIt
+
+    lines = doc.answer.splitlines()
+    tokens = MarkdownIt("commonmark").parse(doc.answer)
+    headings = []  # (line, level, text)
+    for i, token in enumerate(tokens):
+        if token.type == "heading_open" and token.map:
+            headings.append((token.map[0], token.map[1], int(token.tag[1:]), tokens[i + 1].content.strip()))
+    sections: list[Section] = []
+    used: dict[str, int] = {}
+    stack: list[tuple[int, str]] = []  # (level, heading) above the current one
+
+    def add(heading: str, path: tuple[str, ...], start: int, end: int) -> None:
+        text = "\n".join(lines[start:end]).strip()
+        if not text:
+            return
+        slug = slugify(heading) if heading else ""
+        if slug:
+            used[slug] = used.get(slug, 0) + 1
+            if used[slug] > 1:
+                slug = f"{slug}-{used[slug]}"
+        sections.append(Section(f"{doc.id}#{slug}", doc.id, heading, path, text))
+
+    first = headings[0][0] if headings else len(lines)
+    add("", (doc.title,), 0, first)
+    for n, (start, body_start, level, heading) in enumerate(headings):
+        end = headings[n + 1][0] if n + 1 < len(headings) else len(lines)
+        while stack and stack[-1][0] >= level:
+            stack.pop()
+        stack.append((level, heading))
+        add(heading, (doc.title, *(h for _, h in stack)), body_start, end)
+    if not sections:  # only headings: the article is its own one section
+        sections.append(Section(f"{doc.id}#", doc.id, "", (doc.title,), doc.answer.strip()))
+    return sections
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown without its markup, on one line (for embedding and lexical search)."""
+    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", markdown)  # links and images → their text
+    text = re.sub(r"`{3,}[^\n]*", " ", text)
+    text = re.sub(r"(^|\s)[#>]+\s", " ", text)
+    text = re.sub(r"[*_`~|]+", "", text)
+    return " ".join(text.split())
+
+
+def chunk_document(doc: Document, max_words: int = 120) -> list[Chunk]:
+    """Split each section of an article into chunks of about `max_words` words along paragraphs.
+
+    Each chunk is prefixed with the article title and the section's heading path, so it retrieves
+    well on its own and never runs across two sections.
+    """
+    chunks: list[Chunk] = []
+    for section in split_sections(doc):
+        prefix = SECTION_SEP.join(section.path)
+        for text in _paragraph_chunks(section.text, max_words):
+            chunks.append(Chunk(doc.id, f"{prefix}: {text}", section.id))
+    return chunks
+
+
+def chunk_markdown(documents, max_words: int = 120) -> dict[str, str]:
+    """Each chunk's index text → the Markdown it was made from (what an answer quotes)."""
+    out: dict[str, str] = {}
+    for doc in documents:
+        for section in split_sections(doc):
+            prefix = SECTION_SEP.join(section.path)
+            for text, markdown in _paragraph_groups(section.text, max_words):
+                out.setdefault(f"{prefix}: {text}", markdown)
+    return out
+
+
+def _paragraph_chunks(markdown: str, max_words: int) -> list[str]:
+    return [text for text, _ in _paragraph_groups(markdown, max_words)]
+
+
+def _paragraph_groups(markdown: str, max_words: int) -> list[tuple[str, str]]:
+    """(plain text, Markdown) of consecutive paragraphs of about `max_words` words."""
+    paragraphs = [(plain_text(p), p.strip()) for p in re.split(r"\n\s*\n", markdown) if p.strip()]
+    groups: list[tuple[str, str]] = []
     current: list[str] = []
+    current_md: list[str] = []
     count = 0
-    for paragraph in paragraphs:
-        words = paragraph.split()
-        while len(words) > max_words:  # a single long paragraph is split on word count
-            if current:
-                chunks.append(" ".join(current))
-                current, count = [], 0
-            chunks.append(" ".join(words[:max_words]))
-            words = words[max_words:]
+
+    def flush():
+        nonlocal current, current_md, count
+        if current:
+            groups.append((" ".join(current), "\n\n".join(current_md)))
+        current, current_md, count = [], [], 0
+
+    for plain, md in paragraphs:
+        words = plain.split()
+        if len(words) > max_words:  # a single long paragraph is split on word count
+            flush()
+            for start in range(0, len(words), max_words):
+                piece = " ".join(words[start:start + max_words])
+                groups.append((piece, piece))
+            continue
         if count + len(words) > max_words and current:
-            chunks.append(" ".join(current))
-            current, count = [], 0
-        current.extend(words)
+            flush()
+        current.append(plain)
+        current_md.append(md)
         count += len(words)
-    if current:
-        chunks.append(" ".join(current))
-    return [Chunk(doc.id, f"{doc.title}: {text.lstrip('#').strip()}") for text in chunks]
+    flush()
+    return [(t, m) for t, m in groups if t]
 
 
 @dataclass

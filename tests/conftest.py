@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_KB = REPO / "demo" / "kb"
+HELPCENTRE_MD = REPO / "tests" / "fixtures" / "helpcentre-md"  # 8 Markdown articles, no example questions
+HELPCENTRE_HTML = REPO / "tests" / "fixtures" / "helpcentre-html"  # 3 HTML help-centre exports
 SHARED_DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "data"))
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,6 +28,21 @@ def demo_home(tmp_path_factory) -> Path:
 
     home = tmp_path_factory.mktemp("demo-home")
     ingest([DEMO_KB], Settings.load(env={}, home=home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def helpcentre_home(tmp_path_factory) -> Path:
+    """A home built by `csbot ingest --json` from the Markdown help centre (no example questions), with
+    the default settings (tests must not change it; copy it)."""
+    home = tmp_path_factory.mktemp("helpcentre-md")
+    env = {**os.environ, "CSBOT_HOME": str(home)}
+    env.pop("CSBOT_FINETUNE_EPOCHS", None)
+    run = subprocess.run([sys.executable, "-m", "bot.cli", "ingest", str(HELPCENTRE_MD), "--json"], cwd=home, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    home.joinpath("ingest.json").write_text(run.stdout)
+    home.joinpath("ingest.err").write_text(run.stderr)
     return home
 
 

@@ -54,14 +54,22 @@ def test_reingest_is_idempotent_and_prune_drops_removed_articles(home, tmp_path,
     assert versions.champion().parent == before
     code, out, _ = run(capsys, "ask", "what are loyalty points worth?", "--json")
     assert json.loads(out)["doc_id"] == "loyalty-points"
-    code, _, err = run(capsys, "ingest", str(extra), "--prune")
-    assert code == 2 and "at least two articles" in err  # one article leaves nothing to tell apart
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.pdf").write_bytes(b"%PDF")
+    code, _, err = run(capsys, "ingest", str(empty), "--prune")
+    assert code == 2 and "would be empty" in err  # nothing to answer from: the champion stays
     assert VersionStore(home / "models").champion().meta["counts"]["documents"] == 37
+    code, out, _ = run(capsys, "ingest", str(extra), "--prune", "--json")
+    report = json.loads(out)  # a knowledge base of one article is fine
+    assert report["documents"] == 1 and len(report["removed"]) == 36 and report["built"]
+    code, out, _ = run(capsys, "ask", "what are loyalty points worth?", "--json")
+    assert json.loads(out)["doc_id"] == "loyalty-points"
     two = tmp_path / "two.md"
     two.write_text("# Gift cards\n\nGift cards never expire and work on every order.\n")
     code, out, _ = run(capsys, "ingest", str(extra), str(two), "--prune", "--json")
     report = json.loads(out)
-    assert report["documents"] == 2 and len(report["removed"]) == 36 and report["added"] == ["two"]
+    assert report["documents"] == 2 and report["removed"] == [] and report["added"] == ["two"]
 
 
 def test_corrupt_kb_file_is_a_clear_error_and_keeps_the_champion(home, tmp_path, capsys):

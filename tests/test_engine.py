@@ -51,12 +51,17 @@ def test_short_follow_up_uses_the_thread(engine):
     assert followed.confidence > alone.confidence
 
 
-def test_long_markdown_article_answers_with_its_matching_part(engine):
+def test_long_markdown_article_answers_with_its_matching_section(engine):
     answer = engine.answer("Do I have to pay customs duties on orders shipped outside the EU?")
     assert not answer.handoff
-    assert answer.sources[0].doc_id in ("shipping-policy", "international-shipping")
-    if answer.doc_id == "shipping-policy":
-        assert len(answer.text.split()) <= 130
+    assert answer.doc_id == "shipping-policy" and answer.sources[0].doc_id == "shipping-policy"
+    assert answer.section["heading"] == "Customs, duties and taxes"
+    assert answer.section["path"] == ["Parcelly Shipping Policy: Carriers, Zones and Customs", "Customs, duties and taxes"]
+    section = engine.section_text(answer.section["id"])
+    assert answer.text == section and "Zone 3" in answer.text  # the whole section, figures included
+    assert "## " not in answer.text  # it never runs into the next section's heading
+    article = engine.served.documents["shipping-policy"].answer
+    assert len(answer.text.split()) < len(article.split()) / 2
 
 
 def test_sentiment_of_an_angry_message_is_negative(engine):

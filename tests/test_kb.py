@@ -86,3 +86,97 @@ def test_merge_replaces_changed_adds_new_and_prunes_only_when_asked(tmp_path):
     assert [d.id for d in merged] == ["b", "c"] and report.removed == ["a"]
     merged, report = merge_documents(merged, new)
     assert not report.modified
+
+
+LONG_ARTICLE = """# Service status and maintenance
+
+We keep you informed when something breaks.
+
+## Incidents
+
+An incident is any unplanned interruption. **Status updates** are posted every 30 minutes until
+the fault is fixed.
+
+## Planned maintenance
+
+We sometimes take parts of the service offline for upgrades.
+
+### Maintenance windows
+
+- Tuesdays 02:00–04:00 UTC
+- Announced 7 days ahead on [the status page](https://status.example.com)
+
+```
+# not a heading: inside a code block
+```
+
+## Incidents
+
+A second section with a repeated heading.
+"""
+
+
+def test_markdown_is_split_on_headings_into_sections_with_their_paths(tmp_path):
+    from retrieval.kb import split_sections
+
+    doc, = load_documents([write(tmp_path / "status.md", LONG_ARTICLE)])
+    sections = split_sections(doc)
+    assert [s.id for s in sections] == ["status#", "status#incidents", "status#planned-maintenance",
+                                        "status#maintenance-windows", "status#incidents-2"]
+    windows = sections[3]
+    assert windows.path == ("Service status and maintenance", "Planned maintenance", "Maintenance windows")
+    assert windows.text.startswith("- Tuesdays 02:00–04:00 UTC") and "# not a heading" in windows.text
+    incidents = sections[1]
+    assert incidents.text.endswith("until\nthe fault is fixed.") and "Planned maintenance" not in incidents.text
+    chunks = chunk_document(doc, max_words=120)
+    assert {c.section for c in chunks} == {s.id for s in sections}
+    # a chunk never runs across a heading, and carries its heading path
+    assert any(c.text.startswith("Service status and maintenance › Incidents: An incident is") for c in chunks)
+    assert not any("##" in c.text or "**" in c.text for c in chunks)
+
+
+def test_markdown_without_a_title_heading_keeps_all_its_text_and_takes_the_file_name(tmp_path):
+    doc, = load_documents([write(tmp_path / "refund-policy.md", "Refunds take 5 days.\n\n## Exceptions\n\nGift cards.")])
+    assert doc.title == "Refund policy" and doc.answer.startswith("Refunds take 5 days.")
+    doc, = load_documents([write(tmp_path / "fm.md", "---\ntitle: Opening hours\nurl: https://help.example/hours\n---\nWe open at 9.")])
+    assert (doc.title, doc.url, doc.answer) == ("Opening hours", "https://help.example/hours", "We open at 9.")
+
+
+ZENDESK_EXPORT = """<!DOCTYPE html>
+<html><head><title>Change your plan – Help Center</title>
+<link rel="canonical" href="https://help.example.com/hc/articles/360-change-plan">
+<script>window.analytics = {};</script></head>
+<body><header><nav><a href="/">Home</a> &gt; <a href="/billing">Billing</a></nav></header>
+<article>
+  <h1>Change your plan</h1>
+  <p>You can upgrade or downgrade at any time from <strong>Settings &rarr; Billing</strong>.</p>
+  <h2>Upgrading</h2>
+  <ol><li>Open <em>Billing</em>.</li><li>Click <code>Change plan</code>.</li></ol>
+  <h2>Downgrading</h2>
+  <p>Downgrades take effect at the end of the period. See <a href="https://help.example.com/refunds">refunds</a>.</p>
+</article>
+<footer>© Example Inc.</footer></body></html>
+"""
+
+
+def test_html_help_centre_export_becomes_a_markdown_article_with_sections(tmp_path):
+    from retrieval.kb import split_sections
+
+    doc, = load_documents([write(tmp_path / "360-change-plan.html", ZENDESK_EXPORT)])
+    assert doc.id == "360-change-plan" and doc.title == "Change your plan"
+    assert doc.url == "https://help.example.com/hc/articles/360-change-plan"
+    assert "analytics" not in doc.answer and "Home" not in doc.answer and "Example Inc" not in doc.answer
+    assert "**Settings → Billing**" in doc.answer
+    sections = {s.heading: s for s in split_sections(doc)}
+    assert set(sections) == {"", "Upgrading", "Downgrading"}
+    assert "1. Open *Billing*." in sections["Upgrading"].text and "`Change plan`" in sections["Upgrading"].text
+    assert "[refunds](https://help.example.com/refunds)" in sections["Downgrading"].text
+
+
+def test_unsupported_files_in_a_folder_are_listed_as_skipped(tmp_path):
+    write(tmp_path / "a.md", "# A\n\ntext")
+    write(tmp_path / "manual.pdf", "%PDF")
+    write(tmp_path / ".DS_Store", "x")
+    skipped = []
+    docs = load_documents([tmp_path], skipped)
+    assert [d.id for d in docs] == ["a"] and skipped == [tmp_path / "manual.pdf"]

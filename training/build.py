@@ -19,14 +19,19 @@ import numpy as np
 from bot.config import Settings
 from models.encoder import Encoder
 from models.finetune import FinetuneConfig, finetune_encoder
-from models.intent import DEFAULT_OOS_THRESHOLD, train_intent_head
+from models.intent import train_intent_head
 from models.versions import ModelVersion, VersionStore
 from retrieval.index import LEARNED, Entry, VectorIndex
-from retrieval.kb import Document, chunk_document
+from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
+from retrieval.ranking import DecisionParams, decide, tune
 
 log = logging.getLogger(__name__)
 
+SEARCH_K = 24  # hits per message from each index (the engine reads the same)
+DECISION_THRESHOLD = 0.5  # the confidence below which a version hands off: its tuned thresholds map to it
+
 BUILTIN_SENTIMENT_HEAD = Path(__file__).resolve().parent.parent / "models" / "assets" / "sentiment_head.npz"
+OFFTOPIC_QUESTIONS = Path(__file__).resolve().parent.parent / "models" / "assets" / "offtopic_questions.txt"
 
 
 @dataclass
@@ -36,6 +41,7 @@ class TrainingExample:
     text: str
     intent: str
     origin: str = "feedback"
+    doc_id: str | None = None  # the article it was confirmed or corrected to, when known
 
 
 @dataclass
@@ -63,18 +69,79 @@ def sentiment_head_path(spec: str) -> Path:
 
 def index_entries(documents: list[Document], chunk_words: int,
                   learned: list[TrainingExample] | None = None) -> list[Entry]:
-    """What the index holds for each article: its title, its example questions, its chunks; and one
-    `learned` entry per labelled question from feedback (filed under the first article of its intent),
-    so questions users confirmed or corrected feed the engine's nearest-neighbour vote."""
+    """What the index holds for each article: its title, each section heading (as "Title › Heading"),
+    its example questions, its sections' chunks (each under its section id); and one `learned` entry
+    per labelled question from feedback (filed under its article when known, else the first article
+    of its intent; `assign_learned_sections` later files it under the section that answers it), so
+    questions users confirmed or corrected feed the engine's nearest-neighbour vote."""
     entries: list[Entry] = []
     first_doc_of: dict[str, str] = {}
+    doc_ids = {doc.id for doc in documents}
     for doc in documents:
         first_doc_of.setdefault(doc.label, doc.id)
-        entries.append(Entry(doc.id, "title", doc.title))
+        sections = split_sections(doc)
+        lead = next((s.id for s in sections if not s.heading), "")
+        entries.append(Entry(doc.id, "title", doc.title, lead))  # a title match points at the article's lead
+        entries.extend(Entry(doc.id, "heading", SECTION_SEP.join(s.path), s.id) for s in sections if s.heading)
         entries.extend(Entry(doc.id, "question", q) for q in doc.questions)
-        entries.extend(Entry(doc.id, "chunk", c.text) for c in chunk_document(doc, chunk_words))
-    entries.extend(Entry(first_doc_of[ex.intent], LEARNED, ex.text) for ex in learned or [] if ex.intent in first_doc_of)
+        entries.extend(Entry(doc.id, "chunk", c.text, c.section) for c in chunk_document(doc, chunk_words))
+    for ex in learned or []:
+        doc_id = ex.doc_id if ex.doc_id in doc_ids else first_doc_of.get(ex.intent)
+        if doc_id is not None:
+            entries.append(Entry(doc_id, LEARNED, ex.text))
     return entries
+
+
+def assign_learned_sections(entries: list[Entry], vectors: np.ndarray) -> list[Entry]:
+    """File each learned question under the section of its article that is closest to it, so a
+    correction that names an article also teaches which part of it answers the question."""
+    sections_of: dict[str, list[int]] = {}
+    for i, entry in enumerate(entries):
+        if entry.kind in ("chunk", "heading") and entry.section:
+            sections_of.setdefault(entry.doc_id, []).append(i)
+    out = list(entries)
+    for i, entry in enumerate(entries):
+        if entry.kind == LEARNED and sections_of.get(entry.doc_id):
+            rows = sections_of[entry.doc_id]
+            best = rows[int(np.argmax(vectors[rows] @ vectors[i]))]
+            out[i] = Entry(entry.doc_id, LEARNED, entry.text, entries[best].section)
+    return out
+
+
+def offtopic_questions() -> list[str]:
+    return [line.strip() for line in OFFTOPIC_QUESTIONS.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+
+
+def tune_decision(encoder: Encoder, index: VectorIndex, head, documents: list[Document], search_k: int) -> dict:
+    """The version's answer/hand-off thresholds, tuned on generic off-topic questions
+    (retrieval/ranking.py: `tune`) through the same decision the engine makes."""
+    questions = offtopic_questions()
+    encoded = encoder.encode(questions)
+    probs = head.predict_proba(encoded)
+    scores, positions = index.search(encoded.embeddings, search_k)
+    label_of = {doc.id: doc.label for doc in documents}
+    label_index = {label: i for i, label in enumerate(head.labels)}
+    params = DecisionParams()
+    cos, head_p = [], []
+    for i, text in enumerate(questions):
+        d = decide(index.entries, label_of, head.labels, label_index, probs[i], scores[i], positions[i],
+                   index.lexical_search(text, search_k), params)
+        cos.append(d.signals["top_cos"])
+        head_p.append(d.signals["head_p"])
+    informative = any(doc.questions for doc in documents) or any(e.kind == LEARNED for e in index.entries)
+    return tune(cos, head_p, head_informative=informative)
+
+
+def finetune_plan(documents: list[Document], extra: list[TrainingExample]) -> str | None:
+    """Why the ingest-time fine-tuning cannot run, or None when it can: it pairs each intent's
+    title with its example questions (from the KB or from feedback), so it needs at least two
+    intents that have example questions."""
+    with_questions = {doc.label for doc in documents if doc.questions} | {ex.intent for ex in extra}
+    if len(with_questions) < 2:
+        return ("the knowledge base has no example questions to fine-tune on, so the encoder is used as "
+                "it is; answers come from its articles, and feedback teaches it in the nightly retrain")
+    return None
 
 
 def build_version(
@@ -103,17 +170,23 @@ def build_version(
     known_labels = set(label_of.values())
     extra = [ex for ex in extra_examples if ex.intent in known_labels]
     build_dir = versions.new_build_dir()
+    notes: list[str] = []
     try:
         entries = index_entries(documents, settings.chunk_words, learned=extra)
-        train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "question")]
+        train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "heading", "question")]
         learned_rows = [i for i, e in enumerate(entries) if e.kind == LEARNED]
         texts = [entries[i].text for i in train_rows] + [ex.text for ex in extra]
         labels = [label_of[entries[i].doc_id] for i in train_rows] + [ex.intent for ex in extra]
         if encoder_dir is not None:
             shutil.copytree(encoder_dir, build_dir / "encoder")
+        elif settings.finetune_epochs > 0 and (skip := finetune_plan(documents, extra)):
+            log.warning("not fine-tuning the encoder at ingest: %s", skip)
+            notes.append(f"not fine-tuned: {skip}")
         elif settings.finetune_epochs > 0 and len(known_labels) > 1:
-            log.info("fine-tuning the encoder on %d labelled questions", len(texts))
-            finetune_encoder(settings.encoder, texts, labels, build_dir / "encoder",
+            tune_texts = [t for t, i in zip(texts, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
+            tune_labels = [l for l, i in zip(labels, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
+            log.info("fine-tuning the encoder on %d titles and labelled questions", len(tune_texts))
+            finetune_encoder(settings.encoder, tune_texts, tune_labels, build_dir / "encoder",
                              FinetuneConfig(epochs=settings.finetune_epochs, max_steps=settings.finetune_max_steps,
                                             seed=settings.seed, device=settings.device))
         if (build_dir / "encoder").is_dir():
@@ -124,6 +197,7 @@ def build_version(
             encoder_version = _encoder_version(settings.encoder)
         log.info("encoding %d index entries", len(entries))
         vectors = encoder.embed([e.text for e in entries])
+        entries = assign_learned_sections(entries, vectors)
         index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
                                   index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
                                   seed=settings.seed)
@@ -132,6 +206,9 @@ def build_version(
         features = vectors[train_rows + learned_rows]  # learned rows are `extra`, in order
         head = train_intent_head(features, labels, seed=settings.seed)
         head.save(build_dir / "intent_head.npz")
+        decision = tune_decision(encoder, VectorIndex.load(build_dir / "index"), head, documents, search_k=SEARCH_K)
+        log.info("thresholds tuned for this version: cosine %.3f, intent probability %.3f",
+                 decision["cos_threshold"], decision["head_threshold"])
         shutil.copyfile(sentiment_head_path(settings.sentiment_head), build_dir / "sentiment_head.npz")
 
         with open(build_dir / "kb.jsonl", "w", encoding="utf-8") as fh:
@@ -140,7 +217,7 @@ def build_version(
         if extra:
             with open(build_dir / "training_examples.jsonl", "w", encoding="utf-8") as fh:
                 for ex in extra:
-                    fh.write(json.dumps(ex.__dict__, ensure_ascii=False) + "\n")
+                    fh.write(json.dumps({k: v for k, v in ex.__dict__.items() if v is not None}, ensure_ascii=False) + "\n")
         counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(train_rows),
                   "extra_examples": len(extra), "intents": len(known_labels)}
         version = versions.commit(build_dir, {
@@ -149,7 +226,9 @@ def build_version(
             "encoder": settings.encoder,
             "encoder_version": encoder_version,
             "kb_hash": kb_hash(documents),
-            "oos_threshold": DEFAULT_OOS_THRESHOLD,
+            "oos_threshold": DECISION_THRESHOLD,
+            "decision": decision,
+            "notes": notes,
             "counts": counts,
             "build_seconds": round(time.perf_counter() - started, 2),
         })

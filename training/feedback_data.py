@@ -4,6 +4,8 @@ What a vote means:
 - 👍 on an answer → the question is a **positive** example of the answer's intent and article.
 - 👎 with a correction (an intent or an article) → a **labelled** example of the corrected intent;
   the article that was wrongly given becomes its hard negative.
+- a pick from a clarifying question ("Did you mean…", origin `clarify`) → a **labelled** example of
+  the picked article, with no negative;
 - 👎 without a correction → a **hard negative** for retrieval only: the question is pushed away from
   the article it got. No label is ever invented for it.
 - 👍 on a declined answer, a correction to "out of scope" by an ordinary user, a written answer
@@ -64,7 +66,7 @@ class LabelledQuestion:
     trusted: bool = False
 
     def example(self) -> TrainingExample:
-        return TrainingExample(self.text, self.intent, origin=f"feedback:{self.origin}")
+        return TrainingExample(self.text, self.intent, origin=f"feedback:{self.origin}", doc_id=self.doc_id)
 
 
 @dataclass
@@ -146,6 +148,16 @@ def build_feedback_data(rows: list[dict], documents: list[Document], *, config, 
         answered_label = row.get("answer_intent")
         declined = bool(row.get("handoff")) or answered_label == OUT_OF_SCOPE or answered_doc is None
         claim = _Claim(user, trusted, None, None, None, None, "down", text, row.get("time") or "")
+        if vote == "up" and row.get("origin") == "clarify":
+            # A pick from the bot's "Did you mean…" question: the picked article labels the question;
+            # nothing was answered wrongly, so there is no negative.
+            label, doc_id = _correction(row, docs, label_docs, counts)
+            if label is None:
+                continue
+            counts["clarify_picks"] += 1
+            claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
+            claims[key][user] = claim
+            continue
         if vote == "up":
             if declined or answered_label not in label_docs:
                 counts["up_on_declined"] += 1

@@ -9,6 +9,15 @@ Held-out protocol (see docs/retrain.md):
   the KB are not scored.
 - Trusted admin corrections (users in `slack_admin_users`) are appended: all their out-of-scope
   corrections, and a deterministic `admin_heldout_fraction` of the others.
+- Labelled feedback is appended too, so a knowledge base of plain articles (no example questions)
+  gets a held-out set from its first feedback: of the resolved labelled questions (👍, corrections,
+  clarifying picks — after the poisoning defences of training/feedback_data.py) of intents that
+  at least `heldout_feedback_min_users` distinct users confirmed in the run, a deterministic
+  `heldout_feedback_fraction` (lowest SHA-256 of the text) is frozen; one user's uncorroborated
+  rows are at most `max_user_share` of those added (never fewer than HELDOUT_USER_FLOOR). Frozen
+  rows are never trained on.
+- With fewer than `gate_min_heldout` in-scope rows the gate does not decide (training/retrain.py
+  ends the run "not enough held-out data" before training, and the feedback waits).
 - Generic off-topic questions (`builtin_oos`) measure out-of-scope recall.
 - Every held-out text is kept out of the builds the gate scores: the candidate is scored as a
   build from the KB minus the held-out questions (plus the feedback examples, with its new encoder),
@@ -36,6 +45,7 @@ from training.feedback_data import normalize, stable_fraction
 HELDOUT_DIR = "heldout"
 HELDOUT_FILE = "heldout.jsonl"
 REPORTS_DIR = "reports"
+HELDOUT_USER_FLOOR = 5  # one user's uncorroborated held-out rows may always reach this many
 
 # Questions no customer-service knowledge base answers: out-of-scope recall needs some.
 BUILTIN_OOS = [
@@ -122,6 +132,31 @@ class HeldoutSet:
                 continue
             self.rows.append({**row, "source": "admin", "added": now})
             taken.add(key)
+            added += 1
+        return added
+
+    def add_feedback(self, labelled, config) -> int:
+        """Freeze a deterministic share of agreed labelled feedback (see the module doc); returns rows added."""
+        users_of: dict[str, set[str]] = {}
+        for q in labelled:
+            users_of.setdefault(q.intent, set()).update(q.users)
+        taken = self.texts()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        chosen = [q for q in labelled
+                  if not q.trusted and q.intent != OUT_OF_SCOPE
+                  and len(users_of.get(q.intent, ())) >= config.heldout_feedback_min_users
+                  and stable_fraction(q.text, "heldout-feedback") < config.heldout_feedback_fraction
+                  and normalize(q.text) not in taken]
+        per_user_cap = max(HELDOUT_USER_FLOOR, int(config.max_user_share * len(chosen) + 0.5))
+        alone: dict[str, int] = {}
+        added = 0
+        for q in chosen:
+            if len(q.users) == 1:
+                alone[q.users[0]] = alone.get(q.users[0], 0) + 1
+                if alone[q.users[0]] > per_user_cap:
+                    continue
+            self.rows.append({"text": q.text, "intent": q.intent, "doc_id": q.doc_id, "source": "feedback", "added": now})
+            taken.add(normalize(q.text))
             added += 1
         return added
 

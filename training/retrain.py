@@ -44,6 +44,7 @@ import traceback  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
+from bot.answer import OUT_OF_SCOPE  # noqa: E402
 from bot.config import ConfigError, Settings  # noqa: E402
 from bot.errors import CsbotError, UserError  # noqa: E402
 
@@ -275,9 +276,11 @@ class _Run:
         admins = {store.hash_user(u) for u in (settings.slack_admin_users or "").split(",") if u.strip()}
         data = build_feedback_data(self.rows, documents, config=config, admin_hashes=admins, heldout_texts=heldout.texts())
         added_admin = heldout.add_admin(data.admin_heldout)
-        if (added_kb or added_admin) and not self.dry_run:
+        added_feedback = heldout.add_feedback(data.labelled, config)
+        if (added_kb or added_admin or added_feedback) and not self.dry_run:
             heldout.save()
         exclude = heldout.texts()
+        self.exclude = exclude
         train_docs = training_documents(documents, exclude)
         replay = load_version_examples(champion)
         examples, replay_counts = merge_with_replay(data.examples(), replay, replay_max=config.replay_max, exclude=exclude)
@@ -285,6 +288,7 @@ class _Run:
         counts = {**data.counts, **replay_counts, "feedback_rows": len(self.rows), "new_training_items": data.n_new,
                   "kb_articles": len(documents), "kb_questions_trained": sum(len(d.questions) for d in train_docs),
                   "heldout_rows": len(eval_rows), "heldout_added_kb": added_kb, "heldout_added_admin": added_admin,
+                  "heldout_added_feedback": added_feedback,
                   "training_examples": len(examples)}
         self.report.update({"counts": counts, "data_until": data.data_until})
         self._timed("datasets", step)
@@ -297,6 +301,12 @@ class _Run:
                                 f"nothing to do: {data.n_new} new training items (labelled + hard negatives) from "
                                 f"{len(self.rows)} feedback rows, fewer than min_new_examples={config.min_new_examples}; "
                                 "they wait for the next run (or use --force)")
+        in_scope = sum(1 for r in eval_rows if r["intent"] != OUT_OF_SCOPE)
+        if in_scope < config.gate_min_heldout and not self.dry_run:
+            return self._finish(NOTHING, EXIT_NOTHING,
+                                f"not enough held-out data: {in_scope} in-scope held-out rows, fewer than "
+                                f"gate_min_heldout={config.gate_min_heldout}, so the gate cannot tell a better model; "
+                                "the feedback waits for the next run (it is not consumed)")
         if self.dry_run:
             self.report["sample"] = {"labelled": [dataclasses.asdict(q) for q in data.labelled[:5]],
                                      "hard_negatives": [dataclasses.asdict(h) for h in data.hard_negatives[:5]]}
@@ -328,7 +338,7 @@ class _Run:
 
     def _encoder_job(self, champion, train_docs, examples, data):
         from training.encoder_training import EncoderJob
-        from training.feedback_data import stable_fraction
+        from training.feedback_data import normalize, stable_fraction
 
         config = self.config
         article = {d.id: _article_text(d, config.article_words) for d in train_docs}
@@ -353,8 +363,9 @@ class _Run:
         labels = [d.label for d in train_docs] + [label for _, label, _ in train]
         pairs = [[t, article[doc]] for t, _, doc in train if doc in article]
         triplets = []
+        exclude = getattr(self, "exclude", set())
         for neg in data.hard_negatives:
-            if neg.negative_doc not in article:
+            if neg.negative_doc not in article or normalize(neg.text) in exclude:
                 continue
             positive = article.get(neg.positive_doc) if neg.positive_doc else None
             triplets.append([neg.text, positive or neg.text, article[neg.negative_doc]])

@@ -44,6 +44,11 @@ class RetrainConfig:
     heldout_fraction: float = 0.2  # of each intent's KB example questions, frozen once
     heldout_min_questions: int = 3  # intents with fewer example questions give none
     admin_heldout_fraction: float = 0.5  # of trusted admin corrections (by a hash of the text)
+    # Of the labelled feedback (👍, corrections, clarifying picks) of intents that at least
+    # heldout_feedback_min_users distinct users confirmed in the run, this share (by a hash of
+    # the text) is frozen into the held-out set: a KB without example questions gets one too.
+    heldout_feedback_fraction: float = 0.2
+    heldout_feedback_min_users: int = 2
     builtin_oos: bool = True  # add generic off-topic questions to measure out-of-scope recall
 
     # ----- encoder training (training/encoder_training.py) ---------------------------------------
@@ -85,6 +90,9 @@ class RetrainConfig:
     gate_intent_max_drop: float = 0.10  # no intent with enough support loses more recall than this
     gate_min_support: int = 5  # held-out rows an intent needs for the per-intent rule
     gate_oos_tolerance: float = 0.0  # out-of-scope recall may not drop by more than this
+    # With fewer in-scope held-out rows the gate does not decide: the run ends "not enough held-out
+    # data" (exit 3) before training, and its feedback waits for the next run.
+    gate_min_heldout: int = 10
     keep_rejected: bool = False  # keep a rejected candidate's version folder (else deleted)
 
     @classmethod
@@ -123,7 +131,8 @@ class RetrainConfig:
             problems.append(f"progress must be auto, on or off, not {self.progress!r}")
         if self.trainable_layers < 1:
             problems.append("trainable_layers must be at least 1")
-        for name in ("heldout_fraction", "admin_heldout_fraction", "max_user_share", "validation_fraction"):
+        for name in ("heldout_fraction", "admin_heldout_fraction", "heldout_feedback_fraction", "max_user_share",
+                     "validation_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 problems.append(f"{name} must be between 0 and 1")
         if problems:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from bot.config import Settings
 from bot.errors import UserError
@@ -24,6 +25,11 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(report))
     else:
+        if report["skipped"]:
+            shown = ", ".join(report["skipped"][:10]) + (" …" if len(report["skipped"]) > 10 else "")
+            print(f"skipped {len(report['skipped'])} file(s) of unsupported types: {shown}", file=sys.stderr)
+        for note in report.get("notes", []):
+            print(f"note: {note}", file=sys.stderr)
         print(f"{report['documents']} articles ({report['summary']}); "
               + (f"model version {report['version']} built in {report['seconds']:.1f}s and now served"
                  if report["built"] else f"nothing changed, still serving {report['version']}"))
@@ -36,7 +42,8 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
     from retrieval.kb import load_documents, merge_documents
     from training.build import build_version, kb_hash, load_version_documents, load_version_examples
 
-    incoming = load_documents(paths)  # raises before anything is written
+    skipped: list = []
+    incoming = load_documents(paths, skipped)  # raises before anything is written
     versions = VersionStore(settings.models_dir)
     versions.clean_partial()
     try:
@@ -45,18 +52,19 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
     except VersionError:
         champion, existing = None, []
     documents, merge = merge_documents(existing, incoming, prune=prune)
-    if len({doc.label for doc in documents}) < 2:
-        raise UserError(f"the knowledge base would hold {len(documents)} article(s) with one intent; "
-                        "it needs at least two articles (intents) to tell apart")
+    if not documents:
+        raise UserError("the knowledge base would be empty: no articles in " + ", ".join(map(str, paths)))
     up_to_date = (champion is not None and not merge.modified and not force
                   and champion.meta.get("kb_hash") == kb_hash(documents)
                   and champion.meta.get("encoder") == settings.encoder)
     result = {"documents": len(documents), "added": merge.added, "changed": merge.changed,
-              "removed": merge.removed, "unchanged": len(merge.unchanged), "summary": merge.summary()}
+              "removed": merge.removed, "unchanged": len(merge.unchanged), "summary": merge.summary(),
+              "skipped": [str(p) for p in skipped]}
     if up_to_date:
         return {**result, "built": False, "version": champion.name, "seconds": 0.0}
     built = build_version(documents, settings, parent=champion.name if champion else None,
                           extra_examples=load_version_examples(champion) if champion else None,
                           meta={"reason": "ingest"})
     versions.promote(built.version.name, reason="ingest")
-    return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2)}
+    return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2),
+            "notes": built.version.meta.get("notes", [])}

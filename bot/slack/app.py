@@ -8,6 +8,7 @@ before responding, and only them). The handlers live in bot/slack/handlers/, one
 from __future__ import annotations
 
 import logging
+import re
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -17,6 +18,7 @@ from bot.monitoring.spikes import SpikeConfig
 from bot.slack import ids
 from bot.slack.handlers import Deps, ack_now
 from bot.slack.handlers.app_home import AppHome
+from bot.slack.handlers.clarify import Clarify
 from bot.slack.handlers.correction_modal import CorrectionModal
 from bot.slack.handlers.feedback_buttons import FeedbackButtons
 from bot.slack.handlers.messages import MessageHandler
@@ -58,13 +60,14 @@ def build_app(settings, engine, store, client: WebClient | None = None, *, socke
     messages, buttons, modal = MessageHandler(deps), FeedbackButtons(deps), CorrectionModal(deps)
     spike_config = SpikeConfig.from_settings(settings)
     reactions, slash, home = Reactions(deps), SlashCommand(deps, spike_config=spike_config), AppHome(deps)
-    monitoring = Monitoring(deps, spike_config)
+    monitoring, clarify = Monitoring(deps, spike_config), Clarify(deps)
     app.event("app_mention")(ack=ack_now, lazy=[messages.on_mention])
     app.event({"type": "message", "subtype": "message_changed"})(ack=ack_now, lazy=[messages.on_edit])
     app.event("message")(ack=ack_now, lazy=[messages.on_message, monitoring.on_message])
     app.action(ids.VOTE_UP)(ack=ack_now, lazy=[buttons.on_up])
     app.action(ids.VOTE_DOWN)(ack=ack_now, lazy=[buttons.on_down])
     app.view(ids.CORRECTION_MODAL)(ack=modal.ack, lazy=[modal.on_submit])
+    app.action(re.compile(ids.CLARIFY_PICK_PATTERN))(ack=ack_now, lazy=[clarify.on_pick])
     app.event("reaction_added")(ack=ack_now, lazy=[reactions.on_added])
     app.event("reaction_removed")(ack=ack_now, lazy=[reactions.on_removed])
     app.command(ids.SLASH_COMMAND)(ack=slash.ack, lazy=[slash.run])

@@ -1,7 +1,10 @@
 """Every Block Kit surface csbot shows in Slack, built with slack_sdk's typed classes.
 
-Answer message: the answer, its sources (title + link), the confidence, 👍/👎 buttons (value =
-answer id) and, on a hand-off, a mention of the on-call user group. Also the correction modal,
+Answer message: the answer (the article section's Markdown rendered as Slack mrkdwn by
+slackify-markdown: headings, bold, lists, links, code), where it comes from (article › section),
+its sources (title + link), the confidence, 👍/👎 buttons (value = answer id) and, on a hand-off, a
+mention of the on-call user group. A clarifying question shows one button per candidate article
+instead of the answer. Also the correction modal,
 the status blocks (slash command and App Home) and the escalation notice.
 """
 
@@ -57,18 +60,35 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def mrkdwn(markdown: str) -> str:
+    """Knowledge-base Markdown as Slack mrkdwn (escaped; `**bold**` → `*bold*`, `## H` → `*H*`,
+    `[t](u)` → `<u|t>`, lists as bullets), never raw Markdown."""
+    from slackify_markdown import slackify_markdown
+
+    return slackify_markdown(markdown or "").strip()
+
+
+CLARIFY_TEXT = "I found more than one article that could answer this. Which one did you mean?"
+
+
 # ----- answers -----------------------------------------------------------------------------------
 
 def answer_text(answer: Answer, *, oncall_usergroup: str | None = None) -> str:
     """The message's plain `text` (notifications, screen readers); mentions the on-call group."""
-    text = answer.text
+    if answer.clarify:
+        return CLARIFY_TEXT + " " + " · ".join(o["title"] for o in answer.clarify)
+    text = mrkdwn(answer.text) if not answer.handoff else answer.text
     if answer.handoff and oncall_usergroup:
         text += f" <!subteam^{oncall_usergroup}>"
     return _clip(text, SECTION_LIMIT)
 
 
 def answer_blocks(answer: Answer, *, oncall_usergroup: str | None = None, feedback: bool = True) -> list:
-    body = escape(answer.text)
+    if answer.clarify:
+        return clarify_blocks(answer)
+    body = escape(answer.text) if answer.handoff else mrkdwn(answer.text)
+    if answer.section and not answer.handoff:
+        body = f"*{escape(' › '.join(answer.section['path'][1:]))}*\n{body}"
     if answer.handoff:
         body = f":raising_hand: {body}"
         if oncall_usergroup:
@@ -89,6 +109,19 @@ def answer_blocks(answer: Answer, *, oncall_usergroup: str | None = None, feedba
                           value=answer.answer_id),
         ]))
     return blocks
+
+
+def clarify_blocks(answer: Answer) -> list:
+    """"Did you mean…": one button per candidate article (the value says which), best first."""
+    buttons = []
+    for n, option in enumerate(answer.clarify):
+        label = option["title"] + (f" › {option['heading']}" if option.get("heading") else "")
+        value = json.dumps({"a": answer.answer_id, "d": option["doc_id"], "s": option.get("section")})
+        buttons.append(ButtonElement(text=PlainTextObject(text=_clip(label, OPTION_LIMIT), emoji=True),
+                                     action_id=f"{ids.CLARIFY_PICK_PREFIX}{n}", value=value[:2000]))
+    return [SectionBlock(text=MarkdownTextObject(text=CLARIFY_TEXT)),
+            ActionsBlock(block_id=ids.CLARIFY_BLOCK, elements=buttons),
+            ContextBlock(elements=[MarkdownTextObject(text=f"model {answer.model_version}")])]
 
 
 def answer_metadata(answer: Answer) -> Metadata:

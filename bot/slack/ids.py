@@ -9,6 +9,13 @@ FEEDBACK_BLOCK = "csbot_feedback"
 VOTE_UP = "csbot_vote_up"
 VOTE_DOWN = "csbot_vote_down"
 
+# A clarifying question ("Did you mean: A · B"): one button per article, action ids
+# CLARIFY_PICK_PREFIX + position (bolt matches them with CLARIFY_PICK_PATTERN); the value is
+# JSON {"a": answer id, "d": doc id, "s": section id}.
+CLARIFY_BLOCK = "csbot_clarify"
+CLARIFY_PICK_PREFIX = "csbot_clarify_pick_"
+CLARIFY_PICK_PATTERN = r"^csbot_clarify_pick_\d+$"
+
 # The correction modal opened by 👎.
 CORRECTION_MODAL = "csbot_correction"
 CORRECTION_ARTICLE_BLOCK = "csbot_correction_article"

@@ -29,8 +29,10 @@ from bot.store.redact import KINDS, Redactor
 from bot.store.schema import StoreBusyError, StoreError
 
 VOTES = ("up", "down", "retract")
-ORIGINS = ("button", "reaction", "modal", "cli", "import")
-CORRECTION_ORIGINS = ("modal", "cli", "import")
+ORIGINS = ("button", "reaction", "modal", "cli", "import", "clarify")
+# "clarify": the user picked an article from the bot's "Did you mean…" question; stored as an "up"
+# vote whose correction names the picked article (a labelled example, not a complaint).
+CORRECTION_ORIGINS = ("modal", "cli", "import", "clarify")
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 STORED, DUPLICATE, CAPPED, NO_VOTE = "stored", "duplicate", "capped", "no-vote"
 SUCCESS_STATUS = "ok"

@@ -1,0 +1,92 @@
+"""A clarifying question in Slack, end to end: the real engine on the Markdown help centre (no
+example questions), the real bolt App behind the HTTP server, signed requests, the local mock Web API."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bot.slack import ids
+from tests.slack.slack_mock import BOT_USER, TEAM
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "I need to change or cancel the order I placed"
+
+
+@pytest.fixture(scope="module")
+def clarifying_engine(helpcentre_home):
+    from bot.config import Settings
+    from bot.engine import Engine
+
+    # A wide margin makes the engine ask whenever two articles are close (the default is 0.02).
+    return Engine(Settings.load(env={}, home=helpcentre_home, clarify_margin=0.15))
+
+
+def pick_payload(bot, button: dict, message_ts: str, *, user="U1", channel="C1", trigger="555.666.pick"):
+    return {
+        "type": "block_actions", "team": {"id": TEAM, "domain": "csbot-test"},
+        "user": {"id": user, "team_id": TEAM}, "api_app_id": "A0CSBOT", "token": "legacy",
+        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
+        "trigger_id": trigger, "channel": {"id": channel, "name": "general"},
+        "message": {"type": "message", "ts": message_ts, "user": BOT_USER, "thread_ts": "1.0"},
+        "response_url": bot.mock.response_url("pick"),
+        "actions": [{"action_id": button["action_id"], "block_id": ids.CLARIFY_BLOCK, "value": button["value"],
+                     "type": "button", "action_ts": "1700000200.000300"}],
+    }
+
+
+def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_bot, clarifying_engine):
+    bot = make_bot(clarifying_engine)
+    bot.mention(QUESTION)
+    [call] = bot.mock.wait_for("chat.postMessage")
+    bot.idle()
+    blocks = call.args["blocks"]
+    assert "Which one did you mean?" in blocks[0]["text"]["text"]
+    actions = next(b for b in blocks if b["type"] == "actions")
+    assert actions["block_id"] == ids.CLARIFY_BLOCK
+    buttons = actions["elements"]
+    titles = [b["text"]["text"] for b in buttons]
+    assert 2 <= len(buttons) <= 3 and {"Cancel an order", "Change an order"} <= {t.split(" › ")[0] for t in titles}
+    assert [b["action_id"] for b in buttons] == [f"{ids.CLARIFY_PICK_PREFIX}{n}" for n in range(len(buttons))]
+    answer_id = call.args["metadata"]["event_payload"]["answer_id"]
+    change = next(b for b in buttons if b["text"]["text"].startswith("Change an order"))
+    assert json.loads(change["value"])["a"] == answer_id
+
+    message_ts = bot.mock.messages["C1"][-1]["ts"]
+    payload = pick_payload(bot, change, message_ts)
+    assert bot.sender.interaction(payload)[0] == 200
+    assert bot.sender.interaction(payload)[0] == 200  # a replayed click counts once
+    [update, *_] = bot.mock.wait_for("chat.update")
+    bot.idle()
+    assert update.args["ts"] == message_ts and update.args["channel"] == "C1"
+    shown = json.dumps(update.args["blocks"], ensure_ascii=False)
+    assert "*Edit order*" in shown and "**" not in shown  # the picked article, as mrkdwn
+    assert ids.VOTE_UP in shown and ids.CLARIFY_BLOCK not in shown  # now an answer with 👍/👎
+
+    [row] = bot.store.feedback_since()
+    assert (row["vote"], row["origin"], row["correct_doc_id"], row["answer_id"]) == (
+        "up", "clarify", "change-an-order", answer_id)
+    assert row["question"] == QUESTION
+    picked_id = update.args["metadata"]["event_payload"]["answer_id"]
+    assert picked_id != answer_id and bot.store.get_answer(picked_id)["doc_id"] == "change-an-order"
+
+
+def test_a_clarify_pick_becomes_a_labelled_example_not_a_complaint(helpcentre_home):
+    """What the retrain reads from a pick: the picked article labels the question, no hard negative."""
+    from bot.config import Settings
+    from training.build import load_version_documents
+    from training.feedback_data import build_feedback_data
+    from models.versions import VersionStore
+    from training.retrain_config import RetrainConfig
+
+    documents = load_version_documents(VersionStore(Settings.load(env={}, home=helpcentre_home).models_dir).champion())
+    row = {"answer_id": "a1", "vote": "up", "origin": "clarify", "correct_doc_id": "change-an-order",
+           "correct_intent": None, "correct_answer": None, "user_hash": "u1", "time": "2026-12-01T10:00:00Z",
+           "question": QUESTION, "answer_intent": "cancel-an-order", "answer_doc_id": "cancel-an-order",
+           "handoff": False}
+    data = build_feedback_data([row], documents, config=RetrainConfig())
+    [labelled] = data.labelled
+    assert (labelled.text, labelled.intent, labelled.doc_id) == (QUESTION, "change-an-order", "change-an-order")
+    assert data.hard_negatives == [] and data.counts["clarify_picks"] == 1
