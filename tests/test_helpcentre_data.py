@@ -14,6 +14,11 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import helpcentre_data as hd  # noqa: E402
 from retrieval.kb import load_documents  # noqa: E402
 
+try:
+    from retrieval.kb import split_sections
+except ImportError:  # a KB without section parsing
+    split_sections = None
+
 
 def test_stackfaq_threads_become_one_markdown_article_each(tmp_path):
     data = shared_data("stackfaq").parent
@@ -65,6 +70,10 @@ def test_dstc10_entities_become_articles_with_one_section_per_snippet(tmp_path):
         assert docs[doc_id].title == article["title"]
         headings = [line[3:] for line in docs[doc_id].answer.splitlines() if line.startswith("## ")]
         assert headings == [h for h, _ in article["sections"]]
+        if split_sections is not None:  # the KB's own section split sees one section per snippet
+            parsed = [s for s in split_sections(docs[doc_id]) if s.heading]
+            assert [s.heading for s in parsed] == [h for h, _ in article["sections"]]
+            assert all(s.path[0] == article["title"] for s in parsed)
 
 
 def test_dstc10_val_turns_resolve_to_articles_and_headings():
