@@ -121,7 +121,10 @@ def run_cli(args: list[str], home: Path, *, timeout: float, log_path: Path, **ex
             break
         except json.JSONDecodeError:
             continue
+    stages = [line[11:] for line in err.splitlines() if line[:2] == "20" and (" training." in line or " retrieval." in line
+                                                                            or " bot." in line or " models." in line)]
     return {"exit_code": code, "timed_out": code is None, "seconds": round(seconds, 1), "cpu_s": round(cpu, 1), "json": parsed,
+            "stages": stages[:20],
             "stderr_tail": "\n".join(err.strip().splitlines()[-6:]), "log": str(log_path)}
 
 
@@ -134,9 +137,16 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+# `csbot` itself (bot.cli:main), with INFO logs timestamped on stderr so that the log shows where a
+# long ingest spends its time (the CLI alone logs warnings only).
+_CLI = ("import logging, sys; logging.basicConfig(level=logging.INFO, format='%(asctime)s %(name)s %(message)s'); "
+        "[logging.getLogger(n).setLevel(logging.WARNING) for n in ('transformers', 'sentence_transformers', 'httpx')]; "
+        "from bot.cli import main; sys.argv[0] = 'csbot'; sys.exit(main())")
+
+
 def csbot_cmd(*args: str) -> list[str]:
-    """The `csbot` CLI of this interpreter's environment (`python -m bot.cli` is the same entry point)."""
-    return [sys.executable, "-m", "bot.cli", *args]
+    """The `csbot` CLI of this interpreter's environment."""
+    return [sys.executable, "-c", _CLI, *args]
 
 
 def ingest_cli(kb: Path, home: Path, *, timeout: float, logs: Path, name: str) -> dict:
@@ -163,7 +173,8 @@ def _ingest_summary(run: dict) -> dict:
     report = run["json"] or {}
     return {"exit_code": run["exit_code"], "timed_out": run["timed_out"], "wall_s": run["seconds"], "cpu_s": run.get("cpu_s"),
             "build_s": report.get("seconds"), "documents": report.get("documents"), "version": report.get("version"),
-            "error": None if run["exit_code"] == 0 else (run["stderr_tail"].splitlines() or [""])[-1][:300]}
+            "error": None if run["exit_code"] == 0 else (run["stderr_tail"].splitlines() or [""])[-1][:300],
+            "stages": run.get("stages")}
 
 
 # ----- the floor: bare frozen MiniLM --------------------------------------------------------------
