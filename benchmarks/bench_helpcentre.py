@@ -602,7 +602,7 @@ def main(argv=None) -> int:
             print(f"{folder} not found under {data} (set CSBOT_DATA_DIR)", file=sys.stderr)
             return 2
     root = Path(tempfile.mkdtemp(prefix="csbot-bench-helpcentre-"))
-    results: dict = {"quick": args.quick, "main_commit": _commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    results: dict = {"quick": args.quick, "commit": _commit(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     timings = results.setdefault("timings_s", {})
     try:
         base = None
@@ -625,7 +625,7 @@ def main(argv=None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(f"commit {results['main_commit']}; {'quick run' if args.quick else 'full run'}; part timings {timings}")
+    print(f"commit {results['commit']}; {'quick run' if args.quick else 'full run'}; part timings {timings}")
     print("| figure | engine | floor (bare MiniLM, cos ≥ 0.5) | target | met |")
     print("|---|---|---|---|---|")
     try:
