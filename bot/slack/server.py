@@ -156,6 +156,7 @@ class HttpServer:
                  backlog: int = BACKLOG, channel_timeout: int = CHANNEL_TIMEOUT, max_body: int = MAX_BODY):
         from waitress.server import create_server
 
+        logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # a line per queued request in bursts
         self.server = create_server(wsgi_app, host=host, port=port, threads=threads, backlog=backlog,
                                     channel_timeout=channel_timeout, cleanup_interval=max(1, channel_timeout // 2),
                                     max_request_body_size=max_body, max_request_header_size=64 * 1024,

@@ -230,5 +230,5 @@ class WorkerPool:
         depth = self.store.inbox.depth()
         return {"inbox": {"pending": depth["pending"], "running": depth["running"], "failed": depth["failed"]},
                 "workers": self.config.workers if self.running else 0,
-                "shed": self.stats["shed"] + getattr(self.app, "shed_total", 0), "busy_notes": self.stats["late"],
+                "shed": self.stats["shed"] + getattr(self.app, "shed_total", 0), "late": self.stats["late"],
                 "revoked_workspaces": self.store.inbox.revoked()}

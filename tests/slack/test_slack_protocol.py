@@ -16,7 +16,7 @@ def test_healthz_reports_the_served_model_and_the_inbox(make_bot, recorded_engin
     bot = make_bot(recorded_engine)
     status, body = bot.sender.get("/healthz")
     assert status == 200 and json.loads(body) == {
-        "ok": True, "model_version": recorded_engine.model_version, "workers": 4, "shed": 0, "busy_notes": 0,
+        "ok": True, "model_version": recorded_engine.model_version, "workers": 4, "shed": 0, "late": 0,
         "inbox": {"pending": 0, "running": 0, "failed": 0}, "revoked_workspaces": {}}
     assert recorded_engine.model_version  # a real version id, not empty
     assert bot.sender.get("/nope")[0] == 404
