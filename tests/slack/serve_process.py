@@ -1,4 +1,4 @@
-"""`csbot serve --http PORT` in a subprocess on 127.0.0.1, pointed at the mock Slack Web API: for the
+"""`csbot serve --http PORT` (or `--socket`) in a subprocess on 127.0.0.1, pointed at the mock Slack Web API: for the
 crash, stop and two-process tests (tests/slack/test_slack_intake.py) and benchmarks/bench_slack_load.py."""
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def free_port() -> int:
 class ServeProcess:
     """One serving process. `settings` become CSBOT_<NAME> environment variables."""
 
-    def __init__(self, home: Path, api_url: str, log_path: Path, *, port: int | None = None, **settings):
+    def __init__(self, home: Path, api_url: str, log_path: Path, *, port: int | None = None, socket_mode: bool = False,
+                 **settings):
         self.port = port or free_port()
         self.home = Path(home)
         env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
@@ -37,10 +38,13 @@ class ServeProcess:
                     "SLACK_SIGNING_SECRET": SIGNING_SECRET, "NO_PROXY": "127.0.0.1,localhost",
                     "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
         env.update({f"CSBOT_{k.upper()}": str(v) for k, v in settings.items()})
+        if socket_mode:
+            env["SLACK_APP_TOKEN"] = "xapp-test-token"
+        mode = ["--socket"] if socket_mode else ["--http", str(self.port), "--host", "127.0.0.1"]
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "serve", "--http", str(self.port), "--host",
-                                      "127.0.0.1", "--log-level", "INFO"], env=env, cwd=str(self.home.parent),
+        self.proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "serve", *mode, "--log-level", "INFO"],
+                                     env=env, cwd=str(self.home.parent),
                                      stdout=self._log, stderr=subprocess.STDOUT)
         self.sender = SlackSender(f"http://127.0.0.1:{self.port}")
 

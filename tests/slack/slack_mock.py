@@ -49,6 +49,7 @@ class MockSlack:
         self.uploads: dict[str, bytes] = {}  # file id -> the bytes POSTed to its upload URL
         self.channels: list[dict] = []  # conversations.list
         self.delays: dict[str, float] = {}
+        self.socket_url: str | None = None  # what apps.connections.open hands out (tests/slack/socket_mock.py)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_port
@@ -161,6 +162,8 @@ class MockSlack:
             return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         if method == "files.upload":
             return {"ok": True, "files": [{"id": "F0001"}]}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "no_socket"}
         if method == "conversations.list":
             return {"ok": True, "channels": list(self.channels), "response_metadata": {"next_cursor": ""}}
         return {"ok": True}  # reactions.add/remove/get and anything else

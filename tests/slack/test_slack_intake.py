@@ -5,6 +5,7 @@ vote or event lost, none answered twice; two processes on one CSBOT_HOME answer 
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -197,3 +198,47 @@ def test_sigterm_stops_accepting_and_exits_0_with_nothing_running(serve, slack_m
     assert time.monotonic() - started < 10  # nothing to wait for: no grace period spent
     with pytest.raises(OSError):
         process.sender.get("/healthz")
+
+
+def test_socket_mode_sigterm_mid_burst_loses_no_acknowledged_event(home, slack_mock, tmp_path):
+    from tests.slack.socket_mock import SocketModeMock
+
+    socket_mock = SocketModeMock()
+    slack_mock.socket_url = socket_mock.url
+    slack_mock.delay("chat.postMessage", 0.1)
+    processes = []
+    try:
+        first = ServeProcess(home, slack_mock.api_url, tmp_path / "socket-0.log", socket_mode=True, slack_workers=2,
+                             slack_busy_after_seconds=600)
+        processes.append(first)
+        socket_mock.wait_connected()
+        sent = {}
+        for i in range(120):
+            message = slack_mock.add_message("C1", f"<@UBOT> How do I reset my password? ({i})", user=f"US{i:03d}")
+            event = {"type": "app_mention", "user": message["user"], "text": message["text"], "ts": message["ts"],
+                     "channel": "C1"}
+            envelope = socket_mock.send_event(event, event_id=f"EvSOCK{i:04d}")
+            if envelope is None:
+                break
+            sent[envelope] = message["ts"]
+            if i == 80:
+                first.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.01)
+        assert first.proc.wait(timeout=60) == 0
+        assert "disconnecting; finishing the work in progress" in first.output()
+        acked = [sent[e] for e in sent if e in socket_mock.acks]
+        assert len(acked) >= 40 and pending_in(home) > 0  # stopped with acknowledged events still queued
+        second = ServeProcess(home, slack_mock.api_url, tmp_path / "socket-1.log", socket_mode=True,
+                              slack_workers=2, slack_busy_after_seconds=600)
+        processes.append(second)
+        socket_mock.wait_connected()
+        deadline = time.monotonic() + 120
+        while pending_in(home):
+            assert time.monotonic() < deadline, second.output()
+            time.sleep(0.2)
+        answers = answers_per_question(slack_mock)
+        assert all(answers[ts] == 1 for ts in acked) and max(answers.values()) == 1
+    finally:
+        for process in processes:
+            process.close()
+        socket_mock.close()
