@@ -93,6 +93,14 @@ class Settings:
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
+    # Durable Slack intake (docs/slack.md "Inbox, stop and shedding").
+    slack_workers: int = 4  # threads per serving process taking work from the inbox
+    slack_http_threads: int = 8  # waitress threads acknowledging requests (HTTP mode)
+    slack_stop_grace_seconds: float = 20  # SIGTERM/SIGINT: time to finish running items; the rest stay queued
+    slack_busy_after_seconds: float = 3  # a question that waited longer gets the busy note, not an answer
+    slack_sentiment_max_wait_seconds: float = 120  # watched-channel scoring that waited longer is dropped
+    slack_inbox_max_age_seconds: float = 900  # after a restart, queued work younger than this is still done
+    slack_inbox_limit: int = 2000  # queued items at which new sentiment work is shed and questions get the busy note
     config_file: Path | None = None
 
     @property

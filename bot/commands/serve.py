@@ -3,6 +3,8 @@
 Socket Mode needs SLACK_BOT_TOKEN and SLACK_APP_TOKEN (xapp-, with connections:write) and no
 public URL. HTTP mode needs SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET and serves POST
 /slack/events (events, interactivity and the slash command) and GET /healthz on PORT.
+SIGTERM / SIGINT stop it gracefully (exit 0): acknowledged work not finished within
+`slack_stop_grace_seconds` stays in the inbox and resumes at the next start.
 """
 
 from __future__ import annotations
@@ -36,6 +38,17 @@ def check_credentials(settings, *, socket_mode: bool) -> None:
         raise UserError("SLACK_APP_TOKEN must be an app-level token (xapp-...) with connections:write")
 
 
+def restore_workspace(app, store) -> None:
+    """A bot token that passes auth.test at start means the app is installed again there."""
+    try:
+        team = app.client.auth_test().get("team_id")
+    except Exception as exc:  # noqa: BLE001 - bolt reports a bad token on the first request
+        logging.getLogger("csbot.slack").warning("auth.test at start failed: %s", exc)
+        return
+    if team and store.inbox.restore(team):
+        logging.getLogger("csbot.slack").warning("workspace %s answers auth.test again: posting there again", team)
+
+
 def run(args) -> int:
     from bot.config import Settings
 
@@ -55,9 +68,10 @@ def run(args) -> int:
     store = Store.from_settings(settings)
     try:
         try:
-            app = build_app(settings, engine, store, socket_mode=socket_mode)
+            app = build_app(settings, engine, store)
         except BoltError as exc:  # e.g. auth.test rejected the bot token
             raise UserError(f"Slack refused the bot token: {exc}") from exc
+        restore_workspace(app, store)
         if socket_mode:
             print(f"csbot serving model {engine.model_version} over Socket Mode (Ctrl-C stops)", flush=True)
             serve_socket_mode(app, app_token=settings.slack_app_token)
@@ -65,7 +79,7 @@ def run(args) -> int:
             print(f"csbot serving model {engine.model_version} on http://{args.host}:{args.http}/slack/events"
                   " (Ctrl-C stops)", flush=True)
             serve_http(app, port=args.http, host=args.host, signing_secret=settings.slack_signing_secret,
-                       health=lambda: {"ok": True, "model_version": engine.model_version})
+                       threads=app.workers.config.http_threads)
     finally:
         store.close()
     return 0

@@ -228,6 +228,7 @@ class Store:
         self.cap_exempt_origins = frozenset(cap_exempt_origins)
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
+        self._inbox = None
         self._conn = schema.open_database(self.path, busy_timeout=busy_timeout)
 
     @classmethod
@@ -263,6 +264,15 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    @property
+    def inbox(self):
+        """The Slack inbox, reply ledger and revoked workspaces in this database (bot/store/inbox.py)."""
+        if self._inbox is None:
+            from bot.store.inbox import Inbox
+
+            self._inbox = Inbox(self)
+        return self._inbox
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -766,6 +776,7 @@ class Store:
         extra = {
             "sentiment_corrections": "sentiment_corrections WHERE time < :c",
             "monitoring_alerts": "monitoring_alerts WHERE time < :c",
+            "slack_posts": "slack_posts WHERE time < :c",
         }
         return self._delete(statements, {"c": cutoff}, dry_run=dry_run, extra=extra)
 
