@@ -44,6 +44,11 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
 
     skipped: list = []
     incoming = load_documents(paths, skipped)  # raises before anything is written
+    if not incoming:
+        shown = ", ".join(str(p) for p in skipped[:5]) + (" …" if len(skipped) > 5 else "")
+        raise UserError(f"no knowledge-base articles in {', '.join(map(str, paths))}"
+                        + (f" (skipped {len(skipped)} file(s) of unsupported types: {shown})" if skipped else "")
+                        + "; supported: .md .markdown .txt .html .htm .csv .jsonl")
     versions = VersionStore(settings.models_dir)
     versions.clean_partial()
     try:
