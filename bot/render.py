@@ -5,9 +5,25 @@ from __future__ import annotations
 from bot.answer import Answer
 
 
+# The engine's hand-off text promises a colleague will follow up "here", which is true in Slack (the
+# on-call group is mentioned) and not in a terminal, where nobody is told.
+TERMINAL_HANDOFF_TEXT = ("I'm not sure I can answer that correctly. In the terminal nobody is notified: "
+                         "rephrase the question, or ask a colleague.")
+
+
+def terminal_text(answer: Answer) -> str:
+    """The answer's text as the terminal shows it (the engine's hand-off text is Slack's)."""
+    if answer.handoff:
+        from bot.engine import HANDOFF_TEXT
+
+        if answer.text == HANDOFF_TEXT:
+            return TERMINAL_HANDOFF_TEXT
+    return answer.text
+
+
 def answer_text(answer: Answer) -> str:
     head = "Hand-off to a human" if answer.handoff else f"Answer ({answer.intent})"
-    lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}", answer.text]
+    lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}", terminal_text(answer)]
     if answer.sources:
         lines.append("Sources:")
         for n, source in enumerate(answer.sources, start=1):

@@ -100,10 +100,12 @@ def run_cli(args) -> int:
         print(f"retrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     outcome = retrain(settings, config, since=args.since, force=args.force, dry_run=args.dry_run, quiet=args.quiet)
+    from bot.output import out
+
     if args.json:
-        print(json.dumps(outcome.to_json(), default=str))
+        out(json.dumps(outcome.to_json(), default=str))
     else:
-        print(outcome.message)
+        out(outcome.message)
     return outcome.exit_code
 
 
@@ -423,6 +425,7 @@ class _Run:
         if decision.promote:
             versions.promote(candidate, reason="retrain")
             self.report["served"] = candidate
+            self.report["pruned"] = versions.prune(self.settings.keep_versions)["removed"]
             return self._finish(PROMOTED, EXIT_PROMOTED, f"promoted {candidate} (was {champion.name}): {scores}",
                                 consumed=True, write_report=True)
         self.report["candidate"] = candidate

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from bot.output import out
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="accuracy, macro-F1, per-class report, out-of-scope recall")
@@ -20,5 +22,5 @@ def run(args) -> int:
     rows = read_eval_rows(args.file)
     engine = open_engine(version=args.version)
     report = evaluate(engine, rows)
-    print(json.dumps(report) if args.json else report_text(report))
+    out(json.dumps(report) if args.json else report_text(report))
     return 0

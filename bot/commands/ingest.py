@@ -6,6 +6,7 @@ import json
 
 from bot.config import Settings
 from bot.errors import UserError
+from bot.output import out
 
 
 def register(subparsers) -> None:
@@ -15,16 +16,20 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf"], help="override the index type")
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from bot.output import Progress
+
     settings = Settings.load(index_type=args.index_type)
-    report = ingest(args.paths, settings, prune=args.prune, force=args.force)
+    with Progress("ingesting: parsing, fine-tuning the encoder, building the index", quiet=args.quiet):
+        report = ingest(args.paths, settings, prune=args.prune, force=args.force)
     if args.json:
-        print(json.dumps(report))
+        out(json.dumps(report))
     else:
-        print(f"{report['documents']} articles ({report['summary']}); "
+        out(f"{report['documents']} articles ({report['summary']}); "
               + (f"model version {report['version']} built in {report['seconds']:.1f}s and now served"
                  if report["built"] else f"nothing changed, still serving {report['version']}"))
     return 0
@@ -54,9 +59,11 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
     result = {"documents": len(documents), "added": merge.added, "changed": merge.changed,
               "removed": merge.removed, "unchanged": len(merge.unchanged), "summary": merge.summary()}
     if up_to_date:
-        return {**result, "built": False, "version": champion.name, "seconds": 0.0}
+        return {**result, "built": False, "version": champion.name, "seconds": 0.0, "pruned": []}
     built = build_version(documents, settings, parent=champion.name if champion else None,
                           extra_examples=load_version_examples(champion) if champion else None,
                           meta={"reason": "ingest"})
     versions.promote(built.version.name, reason="ingest")
-    return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2)}
+    pruned = versions.prune(settings.keep_versions)["removed"]
+    return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2),
+            "pruned": pruned}
