@@ -41,6 +41,22 @@ class Progress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._started = 0.0
+        self._lock = threading.Lock()
+        self._shown = False
+
+    def clear(self) -> None:
+        """Blank the progress line so that a log line printed next starts clean (the ticker redraws
+        it below on its next tick)."""
+        with self._lock:
+            if self._shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self._shown = False
+
+    def filter(self, record) -> bool:
+        """As a logging filter on a logger that prints to the same terminal: clear first."""
+        self.clear()
+        return True
 
     def __enter__(self) -> "Progress":
         self._started = time.perf_counter()
@@ -54,8 +70,10 @@ class Progress:
         n = 0
         while not self._stop.wait(self.interval if n else 0):
             elapsed = time.perf_counter() - self._started
-            self.stream.write(f"\r{frames[n % 4]} {self.label} · {elapsed:.0f}s ")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write(f"\r{frames[n % 4]} {self.label} · {elapsed:.0f}s ")
+                self.stream.flush()
+                self._shown = True
             n += 1
 
     def __exit__(self, exc_type, *exc) -> None:
@@ -64,5 +82,6 @@ class Progress:
             self._thread.join()
             elapsed = time.perf_counter() - self._started
             status = "done" if exc_type is None else "stopped"
-            self.stream.write(f"\r{self.label}: {status} in {elapsed:.1f}s\n")
-            self.stream.flush()
+            with self._lock:
+                self.stream.write(f"\r\x1b[K{self.label}: {status} in {elapsed:.1f}s\n")
+                self.stream.flush()

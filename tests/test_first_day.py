@@ -131,6 +131,22 @@ def test_progress_shows_on_a_terminal_and_not_with_quiet():
             time.sleep(0.05)
     assert "building ·" in shown.getvalue() and "building: done in" in shown.getvalue()
     assert quiet.getvalue() == "" and pipe.getvalue() == ""
+    # A log line printed while the line is shown (retrain's stages) starts on a cleared line.
+    import logging
+
+    tty = Tty()
+    logger = logging.getLogger("csbot.test.progress")
+    handler = logging.StreamHandler(tty)
+    logger.addHandler(handler)
+    try:
+        with Progress("retraining", stream=tty, interval=0.01) as progress:
+            logger.addFilter(progress.filter)
+            time.sleep(0.05)
+            logger.warning("stage one")
+            logger.removeFilter(progress.filter)
+    finally:
+        logger.removeHandler(handler)
+    assert "\r\x1b[Kstage one\n" in tty.getvalue() and tty.getvalue().endswith("s\n")
 
 
 # ----- 4. one-line errors, exit 2 -----------------------------------------------------------------

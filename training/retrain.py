@@ -99,8 +99,17 @@ def run_cli(args) -> int:
     except (ConfigError, CsbotError) as exc:
         print(f"retrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    outcome = retrain(settings, config, since=args.since, force=args.force, dry_run=args.dry_run, quiet=args.quiet)
-    from bot.output import out
+    from bot.output import Progress, out
+
+    # Our progress line on a terminal (not with --quiet, not when stderr is a file or pipe); the
+    # stage log lines print above it.
+    with Progress("retraining", quiet=args.quiet) as progress:
+        log.addFilter(progress.filter)
+        try:
+            outcome = retrain(settings, config, since=args.since, force=args.force, dry_run=args.dry_run,
+                              quiet=args.quiet)
+        finally:
+            log.removeFilter(progress.filter)
 
     if args.json:
         out(json.dumps(outcome.to_json(), default=str))
