@@ -71,7 +71,7 @@ def tune_neutral_offset(head, splits, encoded) -> tuple[float, list]:
 
 
 def neutral_table(rows, data_dir, cache_dir, encoder, log) -> None:
-    splits = ts.eval_splits(data_dir, "test") + [load_phrasebank(data_dir, ("dev",)), load_phrasebank(data_dir, ("test",))]
+    splits = ts.eval_splits(data_dir, "test") + [load_phrasebank(data_dir, (part,)) for part in ("dev", "test")]
     encoded = ts.load_features(encoder, splits, cache_dir, log=log)
     width = max(len(name) for name, _ in rows) + 2
     print(f"\nneutral-class recall on the neutral rows (plain statements); macro-recall in brackets")

@@ -92,7 +92,8 @@ def _check_correction(args: argparse.Namespace, settings) -> None:
         raise UserError(suggest(args.doc_id.strip(), sorted({d.id for d in documents}), "article id (--doc)",
                                 command="csbot intents"))
     intents = sorted({d.label for d in documents})
-    if args.intent is not None and args.intent.strip() not in intents and args.intent.strip().lower() not in OOS_ALIASES:
+    intent = args.intent.strip() if args.intent is not None else None
+    if intent is not None and intent not in intents and intent.lower() not in OOS_ALIASES:
         raise UserError(suggest(args.intent.strip(), intents + ["out_of_scope"], "intent (--intent)",
                                 command="csbot intents"))
 

@@ -14,7 +14,8 @@ def register(subparsers) -> None:
         description="List the intents the served model tells apart, each with the articles (ids and "
         "titles) that answer it: the names to use in eval files and in `csbot feedback --intent/--doc`. "
         "`out_of_scope` (or `oos`) marks a question the bot should decline.")
-    p.add_argument("--json", action="store_true", help='one JSON object: {"model_version", "intents": [{intent, articles: [{id, title, url}]}]}')
+    p.add_argument("--json", action="store_true",
+                   help='one JSON object: {"model_version", "intents": [{intent, articles: [{id, title, url}], questions}]}')
     p.set_defaults(func=run)
 
 

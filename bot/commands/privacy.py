@@ -30,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     forget = subparsers.add_parser(
         "forget",
-        help="delete every stored row of a user",
+        help="delete a user's stored rows and what the model learned from them",
         description="Delete a user's votes, questions (with the votes on them), sentiment corrections "
         "and monitored messages. The questions they asked or voted on also leave the model: the served "
         "version is rebuilt without the examples it learned from them, and older versions that learned "
