@@ -358,3 +358,11 @@ def test_the_cli_always_has_a_user_identity(home, capsys):
                           "can I get a refund": store.hash_user("U9")}
     assert main(["forget", "--user", getpass.getuser(), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["deleted"]["answers"] == 1
+
+
+def test_retrain_script_json_is_one_line_on_stdout(home):
+    proc = subprocess.run([sys.executable, "training/retrain.py", "--json"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "CSBOT_HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 1 and "feedback table is empty" in rows[0]["message"]

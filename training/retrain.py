@@ -125,7 +125,20 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    return run_cli(args)
+    import contextlib
+
+    from bot import output
+    from bot.runtime import quiet_libraries
+
+    # As under `csbot retrain`: stdout carries only the result (one JSON object with --json);
+    # whatever the libraries print while training goes to stderr.
+    quiet_libraries()
+    output.set_stdout(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return run_cli(args)
+    finally:
+        output.set_stdout(None)
 
 
 # ----- the run ------------------------------------------------------------------------------------
@@ -465,6 +478,13 @@ def _watermark(store) -> str | None:
     return max(marks) if marks else None
 
 
+def _stderr_fd() -> int | None:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stream without a descriptor
+        return None
+
+
 def _run_encoder_job(job, config, work: Path) -> dict:
     """In process, or through the configured launcher (torchrun / accelerate launch / python)."""
     from training.encoder_training import train_encoder
@@ -478,7 +498,7 @@ def _run_encoder_job(job, config, work: Path) -> dict:
     cmd = launcher + ["-m", "training.encoder_training", str(job_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     log.info("launching encoder training: %s", " ".join(cmd))
-    result = subprocess.run(cmd, cwd=str(REPO), env=env)
+    result = subprocess.run(cmd, cwd=str(REPO), env=env, stdout=_stderr_fd())  # its chatter is log, not output
     if result.returncode != 0:
         raise RuntimeError(f"encoder training ({' '.join(launcher)}) exited with status {result.returncode}")
     summary_path = Path(job.out_dir + ".summary.json")
