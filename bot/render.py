@@ -5,12 +5,28 @@ from __future__ import annotations
 from bot.answer import Answer
 
 
+# The engine's hand-off text promises a colleague will follow up "here", which is true in Slack (the
+# on-call group is mentioned) and not in a terminal, where nobody is told.
+TERMINAL_HANDOFF_TEXT = ("I'm not sure I can answer that correctly. In the terminal nobody is notified: "
+                         "rephrase the question, or ask a colleague.")
+
+
+def terminal_text(answer: Answer) -> str:
+    """The answer's text as the terminal shows it (the engine's hand-off text is Slack's)."""
+    if answer.handoff:
+        from bot.engine import HANDOFF_TEXT
+
+        if answer.text == HANDOFF_TEXT:
+            return TERMINAL_HANDOFF_TEXT
+    return answer.text
+
+
 def answer_text(answer: Answer) -> str:
     head = "Hand-off to a human" if answer.handoff else f"Answer ({answer.intent})"
     lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}"]
     if answer.section and not answer.handoff:
         lines.append("From: " + " › ".join(answer.section["path"]))
-    lines.append(answer.text)
+    lines.append(terminal_text(answer))
     if answer.clarify:
         lines.append("Did you mean: " + " · ".join(o["title"] for o in answer.clarify) + " (best guess shown above)")
     if answer.sources:

@@ -9,10 +9,16 @@ from bot.config import Settings
 
 
 def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and chatter (csbot shows its own progress).
+
+    Set before the libraries are imported: tqdm reads TQDM_DISABLE when it is imported."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    for name in ("sentence_transformers", "transformers", "httpx", "faiss"):
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in ("sentence_transformers", "transformers", "datasets", "accelerate", "peft", "httpx", "faiss"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 

@@ -12,13 +12,16 @@
 
 A version folder is written under a temporary name and renamed into place when complete, so a
 crash never leaves a half-written version that looks real. `promote` flips CHAMPION with one
-`os.replace`; the previous champion is kept in `meta.json` of the new one for `rollback`.
+`os.replace`; a version's `meta.json` names its parent (the version it was built from), which
+`rollback` serves. `prune` keeps the champion, its parent and the newest N versions (the
+`keep_versions` setting, 5 by default) and deletes the rest.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -72,8 +75,8 @@ class VersionStore:
     def names(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir()
-                      if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file())
+        return sorted((p.name for p in self.root.iterdir()
+                       if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file()), key=_age_key)
 
     def get(self, name: str) -> ModelVersion:
         path = self.root / name
@@ -136,14 +139,58 @@ class VersionStore:
         return version
 
     def rollback(self) -> ModelVersion:
-        """Make the previous champion the champion again."""
+        """Serve the champion's parent (the version it was built from). Always goes back: rolling
+        back twice serves the grandparent, never the version rolled back from."""
         current = self.champion()
-        for record in reversed(self.history()):
-            if record.get("champion") == current.name and record.get("previous"):
-                return self.promote(record["previous"], reason=f"rollback from {current.name}")
-        if current.parent and current.parent in self.names():
-            return self.promote(current.parent, reason=f"rollback from {current.name}")
-        raise VersionError(f"{current.name} has no earlier version to roll back to")
+        if not current.parent:
+            raise VersionError(f"{current.name} has no parent version to roll back to")
+        if current.parent not in self.names():
+            raise VersionError(f"{current.name}'s parent {current.parent} is no longer kept (pruned); "
+                               f"`csbot models promote VERSION` serves another one")
+        return self.promote(current.parent, reason=f"rollback from {current.name}")
+
+    # ----- retention -----------------------------------------------------------------------
+    def protected(self, keep: int) -> set[str]:
+        """The versions `prune(keep)` keeps: the champion, its parent (the rollback target) and the
+        newest `keep` versions."""
+        names = self.names()
+        kept = set(names[-keep:]) if keep > 0 else set()
+        champion = self.champion_name()
+        if champion in names:
+            kept.add(champion)
+            parent = self.get(champion).parent
+            if parent in names:
+                kept.add(parent)
+        return kept
+
+    def prune(self, keep: int, *, dry_run: bool = False) -> dict:
+        """Delete every version but the champion, its parent and the newest `keep`.
+
+        Returns {"kept": [...], "removed": [...], "freed_bytes": N}."""
+        if keep < 0:
+            raise VersionError(f"keep must be 0 or more, not {keep}")
+        kept = self.protected(keep)
+        removed, freed = [], 0
+        for name in self.names():
+            if name in kept:
+                continue
+            freed += folder_bytes(self.root / name)
+            removed.append(name)
+            if not dry_run:
+                # Renamed first so a half-deleted folder never looks like a version.
+                doomed = self.root / f".deleting-{name}"
+                (self.root / name).rename(doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+        return {"kept": sorted(kept), "removed": removed, "freed_bytes": freed}
+
+    def delete(self, name: str) -> None:
+        """Remove one version that is not the champion."""
+        if name == self.champion_name():
+            raise VersionError(f"{name} is the champion; promote another version first")
+        self.get(name)
+        doomed = self.root / f".deleting-{name}"
+        (self.root / name).rename(doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
     def history(self) -> list[dict]:
         try:
@@ -153,13 +200,27 @@ class VersionStore:
         return [json.loads(line) for line in lines if line.strip()]
 
     def clean_partial(self) -> int:
-        """Remove folders left by builds that died (SIGKILL); returns how many."""
+        """Remove folders left by builds or deletions that died (SIGKILL); returns how many."""
         removed = 0
         if self.root.is_dir():
-            for path in self.root.glob(".building-*"):
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
+            for pattern in (".building-*", ".deleting-*"):
+                for path in self.root.glob(pattern):
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed += 1
         return removed
+
+
+def _age_key(name: str) -> tuple:
+    """Oldest first: `v20261125-110238` < `v20261125-110238-2` < `v20261125-110238-10`."""
+    m = re.fullmatch(r"(v\d{8}-\d{6})(?:-(\d+))?", name)
+    if m is None:
+        return (name, 0)
+    return (m.group(1), int(m.group(2) or 1))
+
+
+def folder_bytes(root: Path) -> int:
+    """Bytes of the files under `root`."""
+    return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
 
 
 def _write_atomic(path: Path, text: str) -> None:

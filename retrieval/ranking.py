@@ -179,7 +179,7 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
 
     # Clarify: two or more answerable articles of different intents, too close to tell apart.
     clarify: list[tuple[str, float, str | None]] = []
-    if not handoff and doc_id is not None:
+    if not handoff and doc_id is not None and params.clarify_margin > 0:
         top_cos = doc_cos.get(doc_id, 0.0)
         close = [d for d in sorted(doc_cos, key=lambda d: -doc_cos[d])
                  if label_of.get(d) != intent and doc_cos[d] >= params.cos_threshold

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,14 @@ SHARED_DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "da
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# Nothing a test runs may write to a real csbot home (the default is ~/.local/share/csbot, and a
+# developer's shell may set CSBOT_HOME): every test, and every subprocess it starts, gets a throwaway
+# one unless it sets its own.
+_SUITE_HOME = Path(tempfile.mkdtemp(prefix="csbot-tests-"))
+os.environ["CSBOT_HOME"] = str(_SUITE_HOME / "home")
+os.environ["XDG_DATA_HOME"] = str(_SUITE_HOME / "xdg")
+atexit.register(shutil.rmtree, _SUITE_HOME, True)
 
 
 @pytest.fixture(scope="session")

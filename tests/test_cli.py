@@ -58,7 +58,7 @@ def test_reingest_is_idempotent_and_prune_drops_removed_articles(home, tmp_path,
     empty.mkdir()
     (empty / "notes.pdf").write_bytes(b"%PDF")
     code, _, err = run(capsys, "ingest", str(empty), "--prune")
-    assert code == 2 and "would be empty" in err  # nothing to answer from: the champion stays
+    assert code == 2 and "no knowledge-base articles in" in err and "notes.pdf" in err  # the champion stays
     assert VersionStore(home / "models").champion().meta["counts"]["documents"] == 37
     code, out, _ = run(capsys, "ingest", str(extra), "--prune", "--json")
     report = json.loads(out)  # a knowledge base of one article is fine

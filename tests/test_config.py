@@ -11,9 +11,30 @@ from bot.config import DEFAULT_ENCODER, ConfigError, Settings
 
 def test_defaults(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    s = Settings.load(env={})
-    assert s.home == Path(".csbot") and s.encoder == DEFAULT_ENCODER and s.confidence_threshold is None
-    assert s.db_path == Path(".csbot/csbot.sqlite3") and s.slack_api_url == "https://slack.com/api/"
+    s = Settings.load(env={"HOME": "/home/ann"})
+    assert s.home == Path("/home/ann/.local/share/csbot") and s.encoder == DEFAULT_ENCODER
+    assert s.confidence_threshold is None and s.keep_versions == 5
+    assert s.db_path == Path("/home/ann/.local/share/csbot/csbot.sqlite3") and s.slack_api_url == "https://slack.com/api/"
+
+
+def test_default_home_does_not_depend_on_the_current_folder(tmp_path, monkeypatch):
+    env = {"HOME": "/home/ann", "XDG_DATA_HOME": "/data/ann"}
+    monkeypatch.chdir(tmp_path)
+    first = Settings.load(env=env).home
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert Settings.load(env=env).home == first == Path("/data/ann/csbot")
+    # The XDG spec ignores a relative XDG_DATA_HOME; CSBOT_HOME always wins.
+    assert Settings.load(env={"HOME": "/home/ann", "XDG_DATA_HOME": "rel"}).home == Path("/home/ann/.local/share/csbot")
+    assert Settings.load(env={**env, "CSBOT_HOME": "/srv/csbot"}).home == Path("/srv/csbot")
+
+
+def test_the_test_suite_never_uses_the_real_default_home():
+    import os
+
+    assert os.environ.get("CSBOT_HOME"), "tests/conftest.py must set CSBOT_HOME"
+    assert Settings.load().home == Path(os.environ["CSBOT_HOME"])
+    assert not str(Settings.load().home).startswith(str(Path.home() / ".local"))
 
 
 def test_env_overrides_toml_and_slack_names_are_read(tmp_path, monkeypatch):

@@ -25,7 +25,9 @@ Defences against noisy and poisoned votes (all counted in `counts`):
 - **per-user caps**: examples that rest on one user's word alone (no second user agrees) are
   limited to `max_examples_per_user` and to `max_user_share` of the run's examples (never fewer
   than `user_share_floor`); admins are exempt (`trust_admins`);
-- questions in the frozen held-out set are never trained on.
+- questions in the frozen held-out set are never trained on;
+- follow-ups (answers that `used_context`, read with the thread's earlier turn) are not learned: the
+  store keeps no earlier turn, and the text alone means something else.
 Texts are already redacted by the store.
 """
 
@@ -136,6 +138,11 @@ def build_feedback_data(rows: list[dict], documents: list[Document], *, config, 
         text = (row.get("question") or "").strip()
         if not text or vote not in ("up", "down"):
             counts["skipped_no_question" if not text else "skipped_vote"] += 1
+            continue
+        if row.get("used_context"):
+            # A follow-up ("and to Spain?") was answered together with the thread's earlier turn,
+            # which the store does not keep: alone, the text means something else. Not learned.
+            counts["skipped_followup"] += 1
             continue
         key = normalize(text)
         if key in heldout_texts:

@@ -100,11 +100,22 @@ def run_cli(args) -> int:
     except (ConfigError, CsbotError) as exc:
         print(f"retrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    outcome = retrain(settings, config, since=args.since, force=args.force, dry_run=args.dry_run, quiet=args.quiet)
+    from bot.output import Progress, out
+
+    # Our progress line on a terminal (not with --quiet, not when stderr is a file or pipe); the
+    # stage log lines print above it.
+    with Progress("retraining", quiet=args.quiet) as progress:
+        log.addFilter(progress.filter)
+        try:
+            outcome = retrain(settings, config, since=args.since, force=args.force, dry_run=args.dry_run,
+                              quiet=args.quiet)
+        finally:
+            log.removeFilter(progress.filter)
+
     if args.json:
-        print(json.dumps(outcome.to_json(), default=str))
+        out(json.dumps(outcome.to_json(), default=str))
     else:
-        print(outcome.message)
+        out(outcome.message)
     return outcome.exit_code
 
 
@@ -115,7 +126,20 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: 2 on bad usage, 0 on --help
         return int(exc.code or 0)
-    return run_cli(args)
+    import contextlib
+
+    from bot import output
+    from bot.runtime import quiet_libraries
+
+    # As under `csbot retrain`: stdout carries only the result (one JSON object with --json);
+    # whatever the libraries print while training goes to stderr.
+    quiet_libraries()
+    output.set_stdout(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return run_cli(args)
+    finally:
+        output.set_stdout(None)
 
 
 # ----- the run ------------------------------------------------------------------------------------
@@ -434,6 +458,7 @@ class _Run:
         if decision.promote:
             versions.promote(candidate, reason="retrain")
             self.report["served"] = candidate
+            self.report["pruned"] = versions.prune(self.settings.keep_versions)["removed"]
             return self._finish(PROMOTED, EXIT_PROMOTED, f"promoted {candidate} (was {champion.name}): {scores}",
                                 consumed=True, write_report=True)
         self.report["candidate"] = candidate
@@ -464,6 +489,13 @@ def _watermark(store) -> str | None:
     return max(marks) if marks else None
 
 
+def _stderr_fd() -> int | None:
+    try:
+        return sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # a captured stream without a descriptor
+        return None
+
+
 def _run_encoder_job(job, config, work: Path) -> dict:
     """In process, or through the configured launcher (torchrun / accelerate launch / python)."""
     from training.encoder_training import train_encoder
@@ -477,7 +509,7 @@ def _run_encoder_job(job, config, work: Path) -> dict:
     cmd = launcher + ["-m", "training.encoder_training", str(job_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     log.info("launching encoder training: %s", " ".join(cmd))
-    result = subprocess.run(cmd, cwd=str(REPO), env=env)
+    result = subprocess.run(cmd, cwd=str(REPO), env=env, stdout=_stderr_fd())  # its chatter is log, not output
     if result.returncode != 0:
         raise RuntimeError(f"encoder training ({' '.join(launcher)}) exited with status {result.returncode}")
     summary_path = Path(job.out_dir + ".summary.json")

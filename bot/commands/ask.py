@@ -6,6 +6,7 @@ import json
 import sys
 
 from bot.errors import UserError
+from bot.output import out
 from bot.render import answer_text
 
 
@@ -14,6 +15,7 @@ def register(subparsers) -> None:
     p.add_argument("question", nargs="?", help="the question")
     p.add_argument("--file", help="a text file with one question per line ('-' for stdin)")
     p.add_argument("--context", action="append", default=[], help="an earlier turn of the thread (repeatable)")
+    p.add_argument("--user", help="who is asking (default: your login name); stored only as a salted hash")
     p.add_argument("--json", action="store_true", help="one JSON object per answer, one per line")
     p.set_defaults(func=run)
 
@@ -31,24 +33,28 @@ def read_questions(path: str) -> list[str]:
 def run(args) -> int:
     from bot.runtime import open_engine
 
-    if bool(args.question) == bool(args.file):
+    from bot.catalog import blank_check, cli_user
+
+    if (args.question is not None) == bool(args.file):
         raise UserError("give either a QUESTION or --file")
-    questions = read_questions(args.file) if args.file else [args.question]
+    questions = read_questions(args.file) if args.file else [blank_check(args.question)]
     if not questions:
         raise UserError(f"{args.file} holds no questions")
+    user = cli_user(args.user)
     engine = open_engine()
     answers = engine.answer_batch(questions, [args.context] * len(questions))
-    record_answers(answers, origin="cli")
+    record_answers(answers, origin="cli", user=user)
     for answer in answers:
-        print(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else answer_text(answer) + "\n")
+        out(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else answer_text(answer) + "\n")
     return 0
 
 
-def record_answers(answers, origin: str) -> None:
-    """Log answers to the store so that feedback (`csbot feedback ANSWER_ID up`) can refer to them."""
+def record_answers(answers, origin: str, user: str | None = None) -> None:
+    """Log answers to the store so that feedback (`csbot feedback ANSWER_ID up`) can refer to them;
+    `user` (stored hashed) lets `csbot forget --user` find them."""
     from bot.config import Settings
     from bot.store import Store
 
     with Store.from_settings(Settings.load()) as store:
         for answer in answers:
-            store.record_answer(answer, origin=origin)
+            store.record_answer(answer, origin=origin, user=user)

@@ -1,5 +1,6 @@
 """`csbot chat`: a terminal conversation with the served model. Type a question; `+` / `-` rates the
-last answer (👍/👎, stored like Slack votes); `/new` starts a new thread.
+last answer (👍/👎, stored like Slack votes); `/new` starts a new thread, `/help` lists the commands,
+`/quit` (or Ctrl-D) ends. Blank lines are ignored.
 
 When the bot cannot tell two or three articles apart it asks which one was meant, as a numbered
 choice: typing the number answers from that article and stores the pick (origin `clarify`) as a
@@ -8,67 +9,91 @@ as a new message."""
 
 from __future__ import annotations
 
+import contextlib
+
+from bot.output import out, stdout
 from bot.render import answer_text
 
 CLARIFY_PROMPT = "I found more than one article that could answer this. Which one did you mean?"
+HELP = """commands:
+  +        rate the last answer as right (👍)
+  -        rate the last answer as wrong (👎; `csbot feedback ANSWER_ID down --doc ID` adds a correction)
+  /new     start a new thread (follow-ups are read with the thread's earlier turns)
+  /help    this list
+  /quit    leave (Ctrl-D too)
+  1, 2, 3  after "Which one did you mean?": answer from that article (and teach the bot)
+anything else is a question."""
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("chat", help="talk to the bot in the terminal")
-    p.add_argument("--user", default="cli-user", help="who is voting (stored hashed)")
+    p = subparsers.add_parser("chat", help="talk to the bot in the terminal",
+                              description=__doc__.split("\n\n")[0].replace("`csbot chat`: ", ""))
+    p.add_argument("--user", help="who is asking and voting (default: your login name); stored only as a salted hash")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from bot.catalog import cli_user
     from bot.commands.ask import record_answers
     from bot.runtime import open_engine
 
+    user = cli_user(args.user)
     engine = open_engine()
-    print(f"csbot chat · model {engine.model_version} · '+'/'-' rates the last answer, '/new' new thread, Ctrl-D quits")
+    out(f"csbot chat · model {engine.model_version} · '+'/'-' rates the last answer, /new new thread, "
+        "/help commands, /quit leaves", flush=True)
     thread: list[str] = []
     last = pending = None
     while True:
         try:
-            line = input("you> ").strip()
+            with contextlib.redirect_stdout(stdout()):  # the prompt goes where the answers go
+                line = input("you> ").strip()
         except EOFError:
-            print()
+            out()
             return 0
         if not line:
             continue
+        if line in ("/quit", "/exit", "/q"):
+            return 0
+        if line == "/help":
+            out(HELP, flush=True)
+            continue
         if line == "/new":
-            thread, last = [], None
-            print("(new thread)")
+            thread, last, pending = [], None, None
+            out("(new thread)", flush=True)
+            continue
+        if line.startswith("/"):
+            out(f"(unknown command {line.split()[0]}; /help lists them)", flush=True)
             continue
         if pending is not None and line.isdigit():
             n = int(line)
             if not 1 <= n <= len(pending.clarify):
-                print(f"(pick 1–{len(pending.clarify)}, or type a new question)")
+                out(f"(pick 1–{len(pending.clarify)}, or type a new question)", flush=True)
                 continue
             option = pending.clarify[n - 1]
-            print(record_pick(pending.answer_id, option["doc_id"], args.user))
+            out(record_pick(pending.answer_id, option["doc_id"], user), flush=True)
             answer = engine.pick(pending.question, option["doc_id"], option.get("section"))
-            record_answers([answer], origin="chat")
+            record_answers([answer], origin="chat", user=user)
             last, pending = answer, None
-            print("bot> " + answer_text(answer).replace("\n", "\n     "))
+            out("bot> " + answer_text(answer).replace("\n", "\n     "), flush=True)
             continue
         pending = None
         if line in ("+", "-"):
             if last is None:
-                print("(nothing to rate yet)")
+                out("(nothing to rate yet)", flush=True)
                 continue
-            print(record_vote(last.answer_id, "up" if line == "+" else "down", args.user))
+            out(record_vote(last.answer_id, "up" if line == "+" else "down", user), flush=True)
             continue
         answer = engine.answer(line, thread)
-        record_answers([answer], origin="chat")
+        record_answers([answer], origin="chat", user=user)
         thread.append(line)
         last = answer
         if answer.clarify:
             pending = answer
             choices = "\n".join(f"     {n}. {o['title']}" + (f" › {o['heading']}" if o.get("heading") else "")
                                 for n, o in enumerate(answer.clarify, start=1))
-            print(f"bot> {CLARIFY_PROMPT}\n{choices}\n     (type the number)")
+            out(f"bot> {CLARIFY_PROMPT}\n{choices}\n     (type the number)", flush=True)
             continue
-        print("bot> " + answer_text(answer).replace("\n", "\n     "))
+        out("bot> " + answer_text(answer).replace("\n", "\n     "), flush=True)
 
 
 def record_vote(answer_id: str, vote: str, user: str) -> str:

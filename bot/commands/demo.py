@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from bot.output import out
+
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 
 
@@ -26,15 +28,45 @@ def run(args) -> int:
     settings = Settings.load()
     started = time.perf_counter()
     report = ingest([DEMO_DIR / "kb"], settings)
-    print(f"Knowledge base: {report['documents']} articles from {DEMO_DIR / 'kb'} "
+    out(f"Knowledge base: {report['documents']} articles from {DEMO_DIR / 'kb'} "
           f"({'built ' + report['version'] if report['built'] else 'already up to date: ' + report['version']}, "
           f"{time.perf_counter() - started:.1f}s) in {settings.home.resolve()}\n")
     engine = open_engine(settings)
     questions = read_questions(args.questions)
     answers = engine.answer_batch(questions)
-    record_answers(answers, origin="demo")
+    from bot.catalog import cli_user
+
+    record_answers(answers, origin="demo", user=cli_user(None))
     for question, answer in zip(questions, answers):
-        print(f"Q: {question}")
-        print(answer_text(answer) + "\n")
-    print("Try your own: csbot ask \"...\" · csbot chat · csbot eval demo/eval.jsonl")
+        out(f"Q: {question}")
+        out(answer_text(answer) + "\n")
+    csbot = csbot_command()
+    out(f"Try your own (the model is saved in {settings.home.resolve()}; set CSBOT_HOME to use another folder):\n"
+        f"  {csbot} ask \"How do I reset my password?\"\n"
+        f"  {csbot} chat\n"
+        f"  {csbot} eval {_shown(DEMO_DIR / 'eval.jsonl')}")
     return 0
+
+
+def _shown(path: Path) -> str:
+    """`path` relative to the current folder when it is below it, else absolute."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path.resolve())
+
+
+def csbot_command() -> str:
+    """How to run csbot from here: `csbot` when the one on PATH is this one, else the path of the
+    `csbot` script beside this interpreter (e.g. `.venv/bin/csbot` after the README's set-up)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "csbot"
+    if not script.is_file():
+        return f"{sys.executable} -m bot.cli"
+    on_path = shutil.which("csbot")
+    if on_path and Path(on_path).resolve() == script.resolve():
+        return "csbot"
+    shown = _shown(script)
+    return shown if "/" in shown else f"./{shown}"

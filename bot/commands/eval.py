@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+from bot.output import out
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="accuracy, macro-F1, per-class report, out-of-scope recall")
+    p = subparsers.add_parser("eval", help="score the served model on labelled questions "
+                              "(accuracy, macro-F1, per class, out-of-scope recall)")
     p.add_argument("file", help="CSV or JSONL rows {text, intent?, sentiment?}; intent out_of_scope = should decline")
     p.add_argument("--version", help="score this model version instead of the champion")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -20,5 +23,5 @@ def run(args) -> int:
     rows = read_eval_rows(args.file)
     engine = open_engine(version=args.version)
     report = evaluate(engine, rows)
-    print(json.dumps(report) if args.json else report_text(report))
+    out(json.dumps(report) if args.json else report_text(report))
     return 0

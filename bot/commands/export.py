@@ -16,6 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bot.output import stdout
+
 KIND_NAMES = {"answers": "answers", "feedback": "feedback", "messages": "monitored_messages"}
 
 
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         records = store.export(since, kinds=kinds)
         if args.output is None:
-            n = _write(records, sys.stdout)
+            n = _write(records, stdout())
         else:
             n = _write_file(records, args.output)
     finally:

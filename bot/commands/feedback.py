@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from bot.errors import UserError
+from bot.output import out
 
 MAX_REJECTS_SHOWN = 50
 
@@ -34,7 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     correction.add_argument("--intent", help="correction: the intent the question really had")
     correction.add_argument("--doc", dest="doc_id", metavar="ID", help="correction: the article that answers it")
     correction.add_argument("--answer", dest="answer_text", metavar="TEXT", help="correction: a written answer")
-    parser.add_argument("--user", help="whose vote this is (a Slack user id); stored only as a salted hash")
+    parser.add_argument("--user", help="whose vote this is (a Slack user id; default: your login name); "
+                        "stored only as a salted hash")
     parser.add_argument(
         "--file",
         type=Path,
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("give ANSWER_ID and a vote (up, down or retract), or --file VOTES.jsonl")
         if args.strict:
             raise UserError("--strict only applies to --file")
+        _check_correction(args, Settings.load())
     store = Store.from_settings(Settings.load())
     try:
         if args.file is not None:
@@ -68,7 +71,36 @@ def run(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _check_correction(args: argparse.Namespace, settings) -> None:
+    """A blank correction, or an intent or article the served model does not know, is bad input
+    (the message suggests the closest known names)."""
+    from bot.catalog import blank_check, served_documents, suggest
+    from training.evaluate import OOS_ALIASES
+
+    for flag, value in (("--intent", args.intent), ("--doc", args.doc_id), ("--answer", args.answer_text)):
+        if value is not None:
+            blank_check(value, flag)
+    if args.intent is None and args.doc_id is None:
+        return
+    from models.versions import VersionError
+
+    try:
+        _, documents = served_documents(settings)
+    except VersionError:
+        return  # no model yet: nothing to check against (the retrain counts unknown corrections)
+    if args.doc_id is not None and args.doc_id.strip() not in {d.id for d in documents}:
+        raise UserError(suggest(args.doc_id.strip(), sorted({d.id for d in documents}), "article id (--doc)",
+                                command="csbot intents"))
+    intents = sorted({d.label for d in documents})
+    intent = args.intent.strip() if args.intent is not None else None
+    if intent is not None and intent not in intents and intent.lower() not in OOS_ALIASES:
+        raise UserError(suggest(args.intent.strip(), intents + ["out_of_scope"], "intent (--intent)",
+                                command="csbot intents"))
+
+
 def _run_single(store, args: argparse.Namespace) -> int:
+    from bot.catalog import cli_user
+
     from bot.store import parse_vote
 
     vote = parse_vote(args.vote)
@@ -77,17 +109,17 @@ def _run_single(store, args: argparse.Namespace) -> int:
     result = store.record_vote(
         args.answer_id,
         vote,
-        user=args.user,
+        user=cli_user(args.user),
         origin="cli",
-        intent=args.intent,
-        doc_id=args.doc_id,
-        answer_text=args.answer_text,
+        intent=args.intent.strip() if args.intent else None,
+        doc_id=args.doc_id.strip() if args.doc_id else None,
+        answer_text=args.answer_text.strip() if args.answer_text else None,
     )
     if args.json:
-        print(json.dumps({"answer_id": result.answer_id, "vote": result.vote, "status": result.status}))
+        out(json.dumps({"answer_id": result.answer_id, "vote": result.vote, "status": result.status}))
     elif result.stored:
         change = f" (was {result.previous})" if result.previous and result.previous != vote else ""
-        print(f"{result.status}: {vote} on answer {result.answer_id}{change}")
+        out(f"{result.status}: {vote} on answer {result.answer_id}{change}")
     if result.status == "capped":
         print(f"csbot feedback: not stored: the user reached the daily vote cap ({store.daily_vote_cap})", file=sys.stderr)
         return 1
@@ -116,9 +148,9 @@ def _run_file(store, args: argparse.Namespace) -> int:
     if len(report.rejected) > MAX_REJECTS_SHOWN:
         print(f"{name}: ... and {len(report.rejected) - MAX_REJECTS_SHOWN} more rejected lines", file=sys.stderr)
     if args.json:
-        print(json.dumps(report.to_json()))
+        out(json.dumps(report.to_json()))
     else:
-        print(
+        out(
             f"{name}: stored {report.stored}, duplicates {report.duplicates}, capped {report.capped}, "
             f"rejected {len(report.rejected)} (of {report.lines} lines)"
         )

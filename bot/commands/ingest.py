@@ -7,6 +7,7 @@ import sys
 
 from bot.config import Settings
 from bot.errors import UserError
+from bot.output import out
 
 
 def register(subparsers) -> None:
@@ -16,21 +17,25 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf"], help="override the index type")
     p.add_argument("--json", action="store_true", help="print a JSON report")
+    p.add_argument("--quiet", action="store_true", help="no progress display on stderr")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from bot.output import Progress
+
     settings = Settings.load(index_type=args.index_type)
-    report = ingest(args.paths, settings, prune=args.prune, force=args.force)
+    with Progress("ingesting: parsing, fine-tuning the encoder, building the index", quiet=args.quiet):
+        report = ingest(args.paths, settings, prune=args.prune, force=args.force)
     if args.json:
-        print(json.dumps(report))
+        out(json.dumps(report))
     else:
         if report["skipped"]:
             shown = ", ".join(report["skipped"][:10]) + (" …" if len(report["skipped"]) > 10 else "")
             print(f"skipped {len(report['skipped'])} file(s) of unsupported types: {shown}", file=sys.stderr)
         for note in report.get("notes", []):
             print(f"note: {note}", file=sys.stderr)
-        print(f"{report['documents']} articles ({report['summary']}); "
+        out(f"{report['documents']} articles ({report['summary']}); "
               + (f"model version {report['version']} built in {report['seconds']:.1f}s and now served"
                  if report["built"] else f"nothing changed, still serving {report['version']}"))
     return 0
@@ -44,6 +49,11 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
 
     skipped: list = []
     incoming = load_documents(paths, skipped)  # raises before anything is written
+    if not incoming:
+        shown = ", ".join(str(p) for p in skipped[:5]) + (" …" if len(skipped) > 5 else "")
+        raise UserError(f"no knowledge-base articles in {', '.join(map(str, paths))}"
+                        + (f" (skipped {len(skipped)} file(s) of unsupported types: {shown})" if skipped else "")
+                        + "; supported: .md .markdown .txt .html .htm .csv .jsonl")
     versions = VersionStore(settings.models_dir)
     versions.clean_partial()
     try:
@@ -61,10 +71,11 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
               "removed": merge.removed, "unchanged": len(merge.unchanged), "summary": merge.summary(),
               "skipped": [str(p) for p in skipped]}
     if up_to_date:
-        return {**result, "built": False, "version": champion.name, "seconds": 0.0}
+        return {**result, "built": False, "version": champion.name, "seconds": 0.0, "pruned": []}
     built = build_version(documents, settings, parent=champion.name if champion else None,
                           extra_examples=load_version_examples(champion) if champion else None,
                           meta={"reason": "ingest"})
     versions.promote(built.version.name, reason="ingest")
+    pruned = versions.prune(settings.keep_versions)["removed"]
     return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2),
-            "notes": built.version.meta.get("notes", [])}
+            "notes": built.version.meta.get("notes", []), "pruned": pruned}

@@ -1,49 +1,96 @@
-"""`csbot models [list | promote V | rollback]`: the model versions under CSBOT_HOME/models."""
+"""`csbot models [list | promote V | rollback | prune]`: the model versions under CSBOT_HOME/models."""
 
 from __future__ import annotations
 
 import json
 
+from bot.output import out
+
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("models", help="list model versions, promote one, or roll back")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback"])
+    p = subparsers.add_parser(
+        "models", help="list model versions, promote one, roll back, or prune old ones",
+        description="List the model versions (the served one is the champion), serve another one "
+        "(`promote VERSION`), go back to the champion's parent (`rollback`), or delete old versions "
+        "(`prune`: keeps the champion, its parent and the newest --keep, default the keep_versions "
+        "setting, 5). Ingest and retrain prune after each promotion.")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "prune"])
     p.add_argument("version", nargs="?", help="with promote: the version to serve")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--keep", type=int, metavar="N", help="with prune: newest versions to keep (default: keep_versions)")
+    p.add_argument("--dry-run", action="store_true", help="with prune: list what would be deleted, delete nothing")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)
+
+
+def served_threshold(settings, meta: dict) -> float:
+    """The confidence threshold the engine applies to a version (the setting wins over the version's)."""
+    from models.intent import DEFAULT_OOS_THRESHOLD
+
+    if settings.confidence_threshold is not None:
+        return float(settings.confidence_threshold)
+    return float(meta.get("oos_threshold", DEFAULT_OOS_THRESHOLD))
 
 
 def run(args) -> int:
     from bot.config import Settings
     from bot.errors import UserError
-    from models.versions import VersionStore
+    from models.versions import VersionStore, folder_bytes
 
-    versions = VersionStore(Settings.load().models_dir)
+    settings = Settings.load()
+    versions = VersionStore(settings.models_dir)
+    keep, dry_run = getattr(args, "keep", None), getattr(args, "dry_run", False)
+    if args.action != "promote" and args.version:
+        raise UserError(f"{args.action} takes no VERSION")
+    if args.action != "prune" and (keep is not None or dry_run):
+        raise UserError("--keep and --dry-run go with `csbot models prune`")
     if args.action == "promote":
         if not args.version:
-            raise UserError("promote needs a VERSION")
+            raise UserError("promote needs a VERSION (see `csbot models`)")
         versions.promote(args.version, reason="manual promote")
-        print(f"{args.version} is now the champion")
+        out(f"{args.version} is now the champion")
         return 0
     if args.action == "rollback":
+        before = versions.champion().name
         version = versions.rollback()
-        print(f"rolled back: {version.name} is now the champion")
+        out(f"rolled back: {version.name} (the parent of {before}) is now the champion")
+        return 0
+    if args.action == "prune":
+        keep = settings.keep_versions if keep is None else keep
+        if keep < 0:
+            raise UserError(f"--keep must be 0 or more, not {keep}")
+        report = versions.prune(keep, dry_run=dry_run)
+        if args.json:
+            out(json.dumps({**report, "keep": keep, "dry_run": bool(dry_run)}))
+        else:
+            verb = "would delete" if dry_run else "deleted"
+            out(f"{verb} {len(report['removed'])} version(s), {report['freed_bytes'] / 1e6:.0f} MB; "
+                f"kept {len(report['kept'])} (champion, its parent, newest {keep})")
         return 0
     champion = versions.champion_name()
     rows = []
     for name in versions.names():
         meta = versions.get(name).meta
+        metrics = meta.get("metrics", {})
         rows.append({"version": name, "champion": name == champion, "parent": meta.get("parent"),
                      "created": meta.get("created"), "reason": meta.get("reason"), "counts": meta.get("counts", {}),
-                     "metrics": meta.get("metrics", {})})
+                     "metrics": metrics, "threshold": served_threshold(settings, meta),
+                     "gate": metrics.get("gate"), "heldout": metrics.get("heldout"),
+                     "bytes": folder_bytes(versions.root / name)})
+    served = next((r for r in rows if r["champion"]), None)
     if args.json:
-        print(json.dumps({"champion": champion, "versions": rows}))
+        out(json.dumps({"champion": champion, "versions": rows,
+                        "threshold": served["threshold"] if served else None,
+                        "keep_versions": settings.keep_versions}))
         return 0
     if not rows:
-        print("no model versions yet: run `csbot ingest PATH`")
+        out("no model versions yet: run `csbot ingest PATH`")
     for row in rows:
         counts = row["counts"]
-        print(f"{'*' if row['champion'] else ' '} {row['version']}  {row['created']}  {row['reason'] or ''}  "
-              f"{counts.get('documents', '?')} articles, {counts.get('intents', '?')} intents, "
-              f"{counts.get('extra_examples', 0)} feedback examples  (parent {row['parent'] or '-'})")
+        gate = f", gate {row['gate']}" if row["gate"] else ""
+        heldout = (f", held-out accuracy {row['heldout']['accuracy']:.3f}"
+                   if row["heldout"] and row["heldout"].get("accuracy") is not None else "")
+        out(f"{'*' if row['champion'] else ' '} {row['version']}  {row['created']}  {row['reason'] or ''}  "
+            f"{counts.get('documents', '?')} articles, {counts.get('intents', '?')} intents, "
+            f"{counts.get('extra_examples', 0)} feedback examples, threshold {row['threshold']:.2f}{gate}{heldout}, "
+            f"{row['bytes'] / 1e6:.0f} MB  (parent {row['parent'] or '-'})")
     return 0

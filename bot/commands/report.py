@@ -21,6 +21,7 @@ import json
 import sys
 
 from bot.errors import UserError
+from bot.output import out
 
 
 def register(subparsers) -> None:
@@ -90,9 +91,9 @@ def run(args) -> int:
         render_chart(summary, args.out)
         summary["chart"] = str(args.out)
     if args.json:
-        print(json.dumps(summary, ensure_ascii=False))
+        out(json.dumps(summary, ensure_ascii=False))
     else:
-        print(describe(summary))
+        out(describe(summary))
         if args.out:
             print(f"chart written to {args.out}", file=sys.stderr)
     return 0

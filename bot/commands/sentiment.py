@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.errors import UserError
+from bot.output import out
 
 
 def register(subparsers) -> None:
@@ -19,16 +20,20 @@ def run(args) -> int:
     from bot.commands.ask import read_questions
     from bot.runtime import open_engine
 
-    if bool(args.text) == bool(args.file):
+    from bot.catalog import blank_check
+
+    if (args.text is not None) == bool(args.file):
         raise UserError("give either TEXT or --file")
-    texts = read_questions(args.file) if args.file else [args.text]
+    texts = read_questions(args.file) if args.file else [blank_check(args.text, "the text")]
+    if not texts:
+        raise UserError(f"{args.file} holds no text")
     engine = open_engine()
     for text, (label, scores) in zip(texts, engine.sentiment(texts)):
         if args.json:
-            print(json.dumps({"text": text, "sentiment": label,
+            out(json.dumps({"text": text, "sentiment": label,
                               "scores": {k: round(v, 4) for k, v in scores.items()},
                               "model_version": engine.model_version}, ensure_ascii=False))
         else:
             detail = " ".join(f"{k} {v:.2f}" for k, v in scores.items())
-            print(f"{label}  ({detail})  {text}")
+            out(f"{label}  ({detail})  {text}")
     return 0

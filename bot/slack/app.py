@@ -2,7 +2,12 @@
 
 Every listener acks first and does its model or API work in a lazy listener afterwards, so Slack
 gets its response within 3 seconds (`process_before_response=True` runs the acks and middleware
-before responding, and only them). The handlers live in bot/slack/handlers/, one per interaction.
+before responding, and only them). The app is a `DurableApp` (bot/slack/intake.py): the lazy work
+of every acknowledged request is in the store's inbox before the response goes out, and
+`app.workers` (bot/slack/workers.py, started by the server) runs it. The handlers live in
+bot/slack/handlers/, one per interaction. Signatures are checked by the HTTP server
+(bot/slack/server.py) before the app sees a request, so the App does not check them again (an
+inbox replay, minutes later, would fail bolt's 5-minute window).
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import logging
 import re
 
-from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
@@ -21,12 +25,15 @@ from bot.slack.handlers.app_home import AppHome
 from bot.slack.handlers.clarify import Clarify
 from bot.slack.handlers.correction_modal import CorrectionModal
 from bot.slack.handlers.feedback_buttons import FeedbackButtons
+from bot.slack.handlers.lifecycle import Lifecycle
 from bot.slack.handlers.messages import MessageHandler
 from bot.slack.handlers.monitoring import Monitoring
 from bot.slack.handlers.reactions import Reactions
 from bot.slack.handlers.slash_command import SlashCommand
+from bot.slack.intake import DurableApp
 from bot.slack.middleware import build_middleware
 from bot.slack.options import SlackOptions
+from bot.slack.workers import IntakeSettings, WorkerPool
 
 RATE_LIMIT_RETRIES = 3
 
@@ -38,29 +45,31 @@ def make_client(settings, token: str | None = None) -> WebClient:
     return client
 
 
-def build_app(settings, engine, store, client: WebClient | None = None, *, socket_mode: bool = False,
-              token_verification_enabled: bool = True, options: SlackOptions | None = None,
-              listener_executor=None) -> App:
-    """`listener_executor` runs the lazy listeners (default: slack-bolt's thread pool)."""
+def build_app(settings, engine, store, client: WebClient | None = None, *,
+              token_verification_enabled: bool = True, options: SlackOptions | None = None) -> DurableApp:
+    """The app (the same for HTTP and Socket Mode), with its worker pool, not yet started, as `app.workers`."""
     deps = Deps(engine=engine, store=store, options=options or SlackOptions.from_settings(settings))
-    app = App(
+    intake = IntakeSettings.from_settings(settings)
+    app = DurableApp(
+        store=store,
+        inbox_limit=intake.inbox_limit,
         name="csbot",
         client=client or make_client(settings),
         signing_secret=settings.slack_signing_secret or "",
-        request_verification_enabled=not socket_mode,
+        request_verification_enabled=False,
         token_verification_enabled=token_verification_enabled,
         process_before_response=True,
         logger=logging.getLogger("csbot.slack.bolt"),
-        listener_executor=listener_executor,
     )
     app.deps = deps
+    app.workers = WorkerPool(app, store, intake, engine=engine)
     for middleware in build_middleware(store, deps.options):
         app.middleware(middleware)
 
     messages, buttons, modal = MessageHandler(deps), FeedbackButtons(deps), CorrectionModal(deps)
     spike_config = SpikeConfig.from_settings(settings)
     reactions, slash, home = Reactions(deps), SlashCommand(deps, spike_config=spike_config), AppHome(deps)
-    monitoring, clarify = Monitoring(deps, spike_config), Clarify(deps)
+    monitoring, lifecycle, clarify = Monitoring(deps, spike_config), Lifecycle(deps), Clarify(deps)
     app.event("app_mention")(ack=ack_now, lazy=[messages.on_mention])
     app.event({"type": "message", "subtype": "message_changed"})(ack=ack_now, lazy=[messages.on_edit])
     app.event("message")(ack=ack_now, lazy=[messages.on_message, monitoring.on_message])
@@ -74,4 +83,6 @@ def build_app(settings, engine, store, client: WebClient | None = None, *, socke
     app.event("app_home_opened")(ack=ack_now, lazy=[home.on_opened])
     app.shortcut(ids.CORRECT_SENTIMENT_SHORTCUT)(ack=ack_now, lazy=[monitoring.on_shortcut])
     app.view(ids.SENTIMENT_MODAL)(ack=monitoring.ack_submission, lazy=[monitoring.on_submit])
+    app.event("app_uninstalled")(lifecycle.on_uninstalled)
+    app.event("tokens_revoked")(lifecycle.on_tokens_revoked)
     return app

@@ -87,7 +87,7 @@ def answer_blocks(answer: Answer, *, oncall_usergroup: str | None = None, feedba
     if answer.clarify:
         return clarify_blocks(answer)
     body = escape(answer.text) if answer.handoff else mrkdwn(answer.text)
-    if answer.section and not answer.handoff:
+    if answer.section and answer.section.get("heading") and not answer.handoff:
         body = f"*{escape(' › '.join(answer.section['path'][1:]))}*\n{body}"
     if answer.handoff:
         body = f":raising_hand: {body}"

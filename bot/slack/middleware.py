@@ -5,8 +5,12 @@
    changes...) are acknowledged and dropped.
 2. channel_allowlist: with `slack_allowed_channels` set, events and actions from other channels
    are dropped and the slash command says it is not enabled there (DMs are always allowed).
-3. dedupe_events: each Events API event id is processed once (store.claim_event, which persists
-   across restarts): Slack's retries (X-Slack-Retry-Num) and replays get a 200 and nothing else.
+3. skip_revoked: nothing is handled for a workspace that uninstalled the app or revoked its bot
+   token (bot/slack/handlers/lifecycle.py) - neither new requests nor pending inbox items.
+4. dedupe_events: each Events API event id is processed once. The claim itself is written with
+   the inbox items, in one transaction, when the request is acknowledged (bot/slack/intake.py);
+   this only skips, early, an event id already claimed (Slack's retries, X-Slack-Retry-Num, and
+   replays get a 200 and nothing else). Inbox replays are not checked.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 
 from slack_bolt import BoltResponse
 
+from bot.slack.intake import REPLAY
 from bot.slack.options import SlackOptions
 
 log = logging.getLogger("csbot.slack")
@@ -76,12 +81,20 @@ def build_middleware(store, options: SlackOptions) -> list:
                                                  "text": "csbot is not enabled in this channel."}))
         return _done()
 
-    def dedupe_events(body, request, next):
+    def skip_revoked(context, next):
+        if context.team_id and context.team_id in store.inbox.revoked():
+            log.debug("workspace %s is revoked: request ignored", context.team_id)
+            return _done()
+        return next()
+
+    def dedupe_events(body, context, request, next):
         event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        if event_id and not store.claim_event(event_id):
+        if context.get(REPLAY) is not None or not isinstance(event_id, str):
+            return next()
+        if store.inbox.event_claimed(event_id):
             retry = (request.headers.get("x-slack-retry-num") or [None])[0]
             log.info("event %s already processed (retry %s): skipped", event_id, retry)
             return _done()
         return next()
 
-    return [ignore_noise, channel_allowlist, dedupe_events]
+    return [ignore_noise, skip_revoked, channel_allowlist, dedupe_events]

@@ -1,9 +1,9 @@
 """Which Slack message holds which answer: needed for reactions (a message ts → answer id), for
 edits (a question ts → the bot's reply) and for follow-ups (threads the bot has answered in).
 
-Kept in a bounded in-memory LRU. After a restart, `answer_for_message` falls back to the answer id
-the bot put in the message's metadata (read back with conversations.replies), and to the store's
-`answer_for_message(channel, ts)` when the store offers one.
+Kept in a bounded in-memory LRU, in front of the store's reply ledger (bot/store/inbox.py), which
+every serving process shares and which survives restarts. `answer_for_message` finally falls back
+to the answer id the bot put in the message's metadata (read back with conversations.replies).
 """
 
 from __future__ import annotations
@@ -45,23 +45,35 @@ class PostedAnswers:
             if thread_ts:
                 self._threads.put((channel, thread_ts), True)
 
+    @property
+    def ledger(self):
+        return getattr(self.store, "inbox", None)
+
     def reply_to(self, channel: str, question_ts: str) -> tuple[str, str, str | None] | None:
         """(reply ts, answer id, question) of the bot's answer to that message, if it answered it."""
         with self._lock:
-            return self._by_question.get((channel, question_ts))
+            hit = self._by_question.get((channel, question_ts))
+        if hit is None and self.ledger is not None:
+            record = self.ledger.post_record(f"answer:{channel}:{question_ts}")
+            if record and record["ts"] and record["answer_id"]:
+                hit = (record["ts"], record["answer_id"], None)
+        return hit
 
     def answered_in_thread(self, channel: str, thread_ts: str | None) -> bool:
+        if not thread_ts:
+            return False
         with self._lock:
-            return bool(thread_ts) and (channel, thread_ts) in self._threads
+            if (channel, thread_ts) in self._threads:
+                return True
+        return self.ledger is not None and self.ledger.thread_answered(channel, thread_ts)
 
     def answer_for_message(self, channel: str, ts: str, client=None) -> str | None:
         with self._lock:
             hit = self._by_message.get((channel, ts))
         if hit:
             return hit
-        lookup = getattr(self.store, "answer_for_message", None)
-        if lookup is not None:
-            hit = lookup(channel, ts)
+        if self.ledger is not None:
+            hit = self.ledger.answer_for_message(channel, ts)
             if hit:
                 return hit
         if client is not None:

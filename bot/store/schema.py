@@ -216,10 +216,62 @@ def _m3_sentiment_corrections_alerts(db: Database) -> None:
     db["monitoring_alerts"].create_index(["channel", "time"])
 
 
+def _m4_slack_inbox(db: Database) -> None:
+    """Version 4: the durable Slack intake (docs/slack.md): the inbox of acknowledged requests, the
+    ledger of posted replies, revoked workspaces and the serving processes that take inbox work."""
+    db["slack_inbox"].create(
+        {
+            "id": int,
+            "received": float,  # unix time the request was acknowledged
+            "event_id": str,  # the Events API event id claimed with it (NULL for interactions)
+            "team": str,
+            "function": str,  # the lazy listener to run (its qualified name)
+            "work": str,  # interactive | answer | sentiment (the shedding class)
+            "priority": int,  # lower first
+            "mode": str,  # http | socket_mode
+            "content_type": str,
+            "body": str,  # the raw payload; NULL once the item failed for good
+            "state": str,  # pending | running | failed
+            "late": int,  # 1: queued while the inbox was full (answered with the busy note)
+            "owner": str,  # the serving process running it
+            "attempts": int,
+            "not_before": float,  # unix time of the next try (retries back off)
+            "error": str,
+        },
+        pk="id",
+        not_null=["received", "function", "work", "priority", "state"],
+        defaults={"attempts": 0, "late": 0, "not_before": 0},
+    )
+    db["slack_inbox"].create_index(["state", "priority", "id"])
+    db["slack_inbox"].create_index(["owner"])
+    db["slack_posts"].create(
+        {
+            "key": str,  # e.g. "answer:<channel>:<question ts>"
+            "answer_id": str,
+            "channel": str,
+            "thread_ts": str,
+            "question_ts": str,
+            "ts": str,  # the posted message; NULL while the post is under way
+            "message": str,  # JSON chat.postMessage arguments of a post still owed (escalations)
+            "time": str,
+        },
+        pk="key",
+        not_null=["time"],
+    )
+    db["slack_posts"].create_index(["channel", "ts"])
+    db["slack_posts"].create_index(["channel", "thread_ts"])
+    db["slack_posts"].create_index(["time"])
+    db["slack_workspaces"].create({"team": str, "state": str, "reason": str, "time": str}, pk="team",
+                                  not_null=["state", "time"])
+    db["slack_workers"].create({"owner": str, "host": str, "pid": int, "started": float, "heartbeat": float},
+                               pk="owner", not_null=["heartbeat"])
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "corrections_monitoring_training", _m2_corrections_monitoring_training),
     Migration(3, "sentiment_corrections_alerts", _m3_sentiment_corrections_alerts),
+    Migration(4, "slack_inbox", _m4_slack_inbox),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

@@ -102,17 +102,20 @@ def to_iso(value: Any) -> str:
     raise TypeError(f"cannot use {type(value).__name__} as a time")
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|secs|m|min|mins|h|hr|hrs|d|day|days|w|wk|weeks?)\s*$", re.I)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+# Units: s seconds, m/min minutes (not months), h hours, d days, w weeks, mo months (30 days).
+_UNITS = {"s": 1, "sec": 1, "secs": 1, "m": 60, "min": 60, "mins": 60, "h": 3600, "hr": 3600, "hrs": 3600,
+          "d": 86400, "day": 86400, "days": 86400, "w": 7 * 86400, "wk": 7 * 86400, "week": 7 * 86400,
+          "weeks": 7 * 86400, "mo": 30 * 86400, "month": 30 * 86400, "months": 30 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(" + "|".join(sorted(_UNITS, key=len, reverse=True)) + r")\s*$", re.I)
+DURATION_HELP = "a number and a unit: s, m (minutes), h, d, w, mo (months of 30 days); e.g. 90d, 12h, 30m, 6mo"
 
 
 def parse_duration(text: str) -> dt.timedelta:
-    """"90d", "12h", "30m", "45s", "2w" -> timedelta. A unit is required."""
+    """"90d", "12h", "30m" (minutes), "45s", "2w", "6mo" (30-day months) -> timedelta. A unit is required."""
     m = _DURATION.match(str(text))
     if not m:
-        raise UserError(f"cannot read {text!r} as a duration; use a number and a unit: 90d, 12h, 30m, 45s, 2w")
-    unit = m.group(2).lower()[0]
-    return dt.timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[unit])
+        raise UserError(f"cannot read {text!r} as a duration; use {DURATION_HELP}")
+    return dt.timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2).lower()])
 
 
 def parse_since(value: Any) -> str | None:
@@ -181,7 +184,8 @@ _FEEDBACK_SINCE_SQL = """
 SELECT f.id AS feedback_id, f.answer_id, f.vote, f.correct_intent, f.correct_doc_id,
        f.correct_answer, f.origin, f.user_hash, f.event_id, f.time, f.created,
        a.question, a.intent AS answer_intent, a.doc_id AS answer_doc_id,
-       a.confidence, a.model_version, a.answer_text, a.handoff, a.time AS answer_time
+       a.confidence, a.model_version, a.answer_text, a.handoff, a.time AS answer_time,
+       a.used_context
 FROM feedback f JOIN answers a ON a.answer_id = f.answer_id
 """
 
@@ -228,12 +232,17 @@ class Store:
         self.cap_exempt_origins = frozenset(cap_exempt_origins)
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
+        self._inbox = None
         self._conn = schema.open_database(self.path, busy_timeout=busy_timeout)
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "Store":
         """Build the store from `bot.config.Settings` (missing fields take the defaults)."""
         home = Path(getattr(settings, "home", ".csbot"))
+        if home.is_dir() and not os.access(home, os.W_OK):
+            # Say so plainly: SQLite would fail to open the WAL files and the error reads as corruption.
+            raise StoreError(f"the csbot home {home} is read-only (the database needs to write there); "
+                             "make it writable or point CSBOT_HOME at a writable folder")
         salt = getattr(settings, "user_hash_salt", None) or load_or_create_salt(home / SALT_FILE)
         cap = getattr(settings, "vote_daily_cap", DEFAULT_DAILY_VOTE_CAP)
         kwargs: dict[str, Any] = {
@@ -263,6 +272,15 @@ class Store:
 
     def __repr__(self) -> str:
         return f"Store({str(self.path)!r})"
+
+    @property
+    def inbox(self):
+        """The Slack inbox, reply ledger and revoked workspaces in this database (bot/store/inbox.py)."""
+        if self._inbox is None:
+            from bot.store.inbox import Inbox
+
+            self._inbox = Inbox(self)
+        return self._inbox
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -488,7 +506,8 @@ class Store:
         Keys: feedback_id, answer_id, vote (up/down; "retracted" only with include_retracted),
         correct_intent, correct_doc_id, correct_answer, origin, user_hash, event_id, time (of the
         vote's last change), created, question (redacted), answer_intent, answer_doc_id,
-        confidence, model_version, answer_text, handoff, answer_time.
+        confidence, model_version, answer_text, handoff, answer_time, used_context (the answer
+        read the question with the thread's earlier turn: a follow-up).
         `since` may be a training-run dict (its `data_until`); the newest row's `time` is the
         watermark to record as `data_until` for the next run.
         """
@@ -498,6 +517,7 @@ class Store:
         rows = self._read(sql, params)
         for row in rows:
             row["handoff"] = bool(row["handoff"])
+            row["used_context"] = bool(row["used_context"])
         return rows
 
     def iter_feedback_since(self, since: Any = None, *, include_retracted: bool = False) -> Iterator[dict]:
@@ -516,6 +536,7 @@ class Store:
                 for values in batch:
                     row = dict(zip(keys, values))
                     row["handoff"] = bool(row["handoff"])
+                    row["used_context"] = bool(row["used_context"])
                     yield row
         finally:
             conn.close()
@@ -766,8 +787,24 @@ class Store:
         extra = {
             "sentiment_corrections": "sentiment_corrections WHERE time < :c",
             "monitoring_alerts": "monitoring_alerts WHERE time < :c",
+            "slack_posts": "slack_posts WHERE time < :c",
         }
         return self._delete(statements, {"c": cutoff}, dry_run=dry_run, extra=extra)
+
+    def user_questions(self, user: str) -> list[str]:
+        """The (redacted) question texts a user asked or voted on: what `forget` must also remove
+        from the examples that model versions learned (training/forget.py)."""
+        user_hash = self.hash_user(user)
+        if user_hash is None:
+            raise UserError("forget needs a user id")
+        rows = self._read(
+            "SELECT question FROM answers WHERE user_hash = ? AND question IS NOT NULL"
+            " UNION SELECT a.question FROM feedback f JOIN answers a ON a.answer_id = f.answer_id"
+            " WHERE f.user_hash = ? AND a.question IS NOT NULL"
+            " UNION SELECT text FROM sentiment_corrections WHERE user_hash = ? AND text IS NOT NULL",
+            (user_hash, user_hash, user_hash),
+        )
+        return sorted({row["question"] for row in rows})
 
     def forget_user(self, user: str, *, dry_run: bool = False) -> dict[str, int]:
         """Delete every row of one user: their votes, their questions (answers, with the votes

@@ -12,7 +12,7 @@ import pytest
 
 from bot.answer import OUT_OF_SCOPE, Answer
 from tests.conftest import shared_data
-from tests.slack.conftest import Bot, StubEngine, TrackingExecutor, slack_mock  # noqa: F401 (fixture)
+from tests.slack.conftest import Bot, StubEngine, slack_mock  # noqa: F401 (fixture)
 from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET
 from tests.slack.slack_sender import SlackSender
 
@@ -105,19 +105,15 @@ def monitor_bot(tmp_path, slack_mock):  # noqa: F811 (the slack_mock fixture)
             setattr(settings, name, value)
         store = Store.from_settings(settings)
         stores.append(store)
-        executor = TrackingExecutor()
-        app = build_app(settings, engine, store, listener_executor=executor)
-        handler = CsbotRequestHandler(app, signing_secret=SIGNING_SECRET,
-                                      health=lambda: {"ok": True, "model_version": engine.model_version})
-        server = RunningServer(handler)
-        bot = Bot(app, server, SlackSender(server.url), slack_mock, store, executor, settings)
+        app = build_app(settings, engine, store)
+        server = RunningServer(CsbotRequestHandler(app, signing_secret=SIGNING_SECRET))
+        bot = Bot(app, server, SlackSender(server.url), slack_mock, store, settings)
         started.append(bot)
         return bot
 
     yield make
     for bot in started:
         bot.server.stop()
-        bot.executor.shutdown(wait=True)
     for store in stores:
         store.close()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -26,36 +25,6 @@ from tests.slack.slack_sender import SlackSender
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-
-
-class TrackingExecutor(ThreadPoolExecutor):
-    """The lazy-listener pool, with `wait_idle()` so tests know when all work has finished."""
-
-    def __init__(self):
-        super().__init__(max_workers=4, thread_name_prefix="csbot-lazy")
-        self._pending = set()
-        self._lock = threading.Lock()
-
-    def submit(self, fn, *args, **kwargs):
-        future = super().submit(fn, *args, **kwargs)
-        with self._lock:
-            self._pending.add(future)
-        future.add_done_callback(self._done)
-        return future
-
-    def _done(self, future):
-        with self._lock:
-            self._pending.discard(future)
-
-    def wait_idle(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if not self._pending:
-                    return
-            if time.monotonic() > deadline:
-                raise AssertionError("lazy listeners still running")
-            time.sleep(0.01)
 
 
 class StubEngine:
@@ -106,11 +75,11 @@ class Bot:
     sender: SlackSender
     mock: MockSlack
     store: object
-    executor: TrackingExecutor
     settings: object
 
     def idle(self) -> None:
-        self.executor.wait_idle()
+        """Until the inbox is drained: every acknowledged request's work is done."""
+        self.app.workers.wait_idle()
 
     def mention(self, text: str, *, channel: str = "C1", user: str = "U1", thread_ts: str | None = None,
                 event_id: str | None = None, retry_num: int | None = None):
@@ -181,18 +150,14 @@ def make_bot(tmp_path, slack_mock):
         if store is None:
             store = Store.from_settings(settings)
             stores.append(store)
-        executor = TrackingExecutor()
-        app = build_app(settings, engine, store, listener_executor=executor)
-        handler = CsbotRequestHandler(app, signing_secret=SIGNING_SECRET,
-                                      health=lambda: {"ok": True, "model_version": engine.model_version})
-        server = RunningServer(handler)
-        bot = Bot(app, server, SlackSender(server.url), slack_mock, store, executor, settings)
+        app = build_app(settings, engine, store)
+        server = RunningServer(CsbotRequestHandler(app, signing_secret=SIGNING_SECRET))
+        bot = Bot(app, server, SlackSender(server.url), slack_mock, store, settings)
         started.append(bot)
         return bot
 
     yield make
     for bot in started:
         bot.server.stop()
-        bot.executor.shutdown(wait=True)
     for store in stores:
         store.close()

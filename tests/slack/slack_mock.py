@@ -35,7 +35,9 @@ class MockSlack:
     reactions.*, files.* (files_upload_v2: getUploadURLExternal, the upload URL - its raw bytes are
     kept in `uploads[file_id]` - and completeUploadExternal) and response_url posts.
     `fail(method, status, headers, body, times)` queues error responses (e.g. 429 with
-    Retry-After). `channels` is what conversations.list returns."""
+    Retry-After). `delay(method, seconds)` holds each response back after the call is recorded (a
+    slow Slack; a process killed in that window has posted without learning the ts).
+    `channels` is what conversations.list returns."""
 
     def __init__(self):
         self.calls: list[Call] = []
@@ -46,6 +48,8 @@ class MockSlack:
         self._file_ids = itertools.count(1)
         self.uploads: dict[str, bytes] = {}  # file id -> the bytes POSTed to its upload URL
         self.channels: list[dict] = []  # conversations.list
+        self.delays: dict[str, float] = {}
+        self.socket_url: str | None = None  # what apps.connections.open hands out (tests/slack/socket_mock.py)
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_port
@@ -83,6 +87,9 @@ class MockSlack:
         with self._cond:
             self._failures.setdefault(method, []).extend(
                 [(status, headers or {}, body or {"ok": False, "error": "ratelimited"})] * times)
+
+    def delay(self, method: str, seconds: float) -> None:
+        self.delays[method] = seconds
 
     def calls_to(self, method: str, *, ok_only: bool = True) -> list[Call]:
         with self._cond:
@@ -155,6 +162,8 @@ class MockSlack:
             return {"ok": True, "files": [{"id": f.get("id"), "title": f.get("title")} for f in files]}
         if method == "files.upload":
             return {"ok": True, "files": [{"id": "F0001"}]}
+        if method == "apps.connections.open":
+            return {"ok": True, "url": self.socket_url} if self.socket_url else {"ok": False, "error": "no_socket"}
         if method == "conversations.list":
             return {"ok": True, "channels": list(self.channels), "response_metadata": {"next_cursor": ""}}
         return {"ok": True}  # reactions.add/remove/get and anything else
@@ -214,6 +223,8 @@ def _handler_for(mock: MockSlack):
             else:
                 method = url.path
             status, headers, body = mock.handle(method, args, dict(self.headers))
+            if mock.delays.get(method):
+                time.sleep(mock.delays[method])
             data = (body if isinstance(body, str) else json.dumps(body)).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")

@@ -99,9 +99,23 @@ def test_reaction_added_and_removed_vote_and_retract(make_bot, recorded_engine):
     assert {r["origin"] for r in bot.store.feedback_since()} == {"reaction"}
 
 
-def test_reaction_after_a_restart_is_mapped_through_message_metadata(make_bot, recorded_engine):
+def test_reaction_after_a_restart_is_mapped_through_the_reply_ledger(make_bot, recorded_engine):
     bot = make_bot(recorded_engine)
     _, _, ts, answer_id = ask(bot)
+    restarted = make_bot(recorded_engine, store=bot.store)  # empty in-memory map
+    event = {"type": "reaction_added", "user": "U7", "reaction": "thumbsdown", "item_user": BOT_USER,
+             "item": {"type": "message", "channel": "C1", "ts": ts}}
+    restarted.sender.event(event)
+    restarted.idle()
+    assert bot.mock.calls_to("conversations.replies") == []  # the store knew which answer that message holds
+    assert bot.store.get_answer(answer_id)["votes"] == {"up": 0, "down": 1}
+
+
+def test_reaction_on_an_answer_missing_from_the_ledger_is_mapped_through_message_metadata(make_bot, recorded_engine):
+    bot = make_bot(recorded_engine)
+    _, _, ts, answer_id = ask(bot)
+    with bot.store._write() as conn:  # e.g. answered before the ledger existed
+        conn.execute("DELETE FROM slack_posts")
     restarted = make_bot(recorded_engine, store=bot.store)  # empty in-memory map
     event = {"type": "reaction_added", "user": "U7", "reaction": "thumbsdown", "item_user": BOT_USER,
              "item": {"type": "message", "channel": "C1", "ts": ts}}

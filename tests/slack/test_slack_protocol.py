@@ -12,10 +12,12 @@ import time
 from tests.slack.slack_mock import BOT_ID, BOT_USER
 
 
-def test_healthz_reports_the_served_model(make_bot, recorded_engine):
+def test_healthz_reports_the_served_model_and_the_inbox(make_bot, recorded_engine):
     bot = make_bot(recorded_engine)
     status, body = bot.sender.get("/healthz")
-    assert status == 200 and json.loads(body) == {"ok": True, "model_version": recorded_engine.model_version}
+    assert status == 200 and json.loads(body) == {
+        "ok": True, "model_version": recorded_engine.model_version, "workers": 4, "shed": 0, "late": 0,
+        "inbox": {"pending": 0, "running": 0, "failed": 0}, "revoked_workspaces": {}}
     assert recorded_engine.model_version  # a real version id, not empty
     assert bot.sender.get("/nope")[0] == 404
 
@@ -132,8 +134,7 @@ def test_socket_mode_requests_are_dispatched_without_signatures(make_bot, record
     from bot.slack.app import build_app
 
     bot = make_bot(recorded_engine)
-    app = build_app(bot.settings, recorded_engine, bot.store, socket_mode=True,
-                    listener_executor=bot.executor)
+    app = build_app(bot.settings, recorded_engine, bot.store)  # its work is run by `bot`'s worker pool
     message = bot.mock.add_message("C1", "<@UBOT> password?")
     body = {"type": "event_callback", "team_id": "T0TEST", "event_id": "EvSOCK1",
             "event": {"type": "app_mention", "user": "U1", "text": message["text"], "ts": message["ts"], "channel": "C1"}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import getpass
 import io
 import json
 
@@ -40,7 +41,8 @@ def test_feedback_single_vote(cli, capsys, answers, home_store):
     assert json.loads(capsys.readouterr().out) == {"answer_id": answers[0], "vote": "down", "status": "stored"}
     with home_store() as s:
         rows = {r["user_hash"]: r for r in s.feedback_since()}
-        assert rows[None]["vote"] == "up" and rows[None]["origin"] == "cli"
+        me = s.hash_user(getpass.getuser())  # without --user, the CLI votes as the login user
+        assert rows[me]["vote"] == "up" and rows[me]["origin"] == "cli" and None not in rows
         assert rows[s.hash_user("U123")]["correct_intent"] == "billing"
 
 
@@ -179,6 +181,7 @@ def test_forget_cli(cli, capsys, home_store, answers):
     assert cli("forget", "--user", "ASKER0", "--json") == 0
     assert json.loads(capsys.readouterr().out) == {
         "users": 1, "dry_run": False, "deleted": {"feedback": 1, "answers": 1, "monitored_messages": 0},
+        "learned": {"learned_examples": 0, "versions_rebuilt": [], "versions_deleted": [], "heldout_rows": 0},
     }
     assert cli("forget", "--user", "ASKER1", "--user", "ASKER2") == 0
     assert "deleted: 0 feedback, 2 answers, 0 monitored_messages" in capsys.readouterr().out

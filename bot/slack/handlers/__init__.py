@@ -1,5 +1,12 @@
 """One module per Slack interaction. Each handler class takes the shared `Deps` and exposes an
-`ack` (fast, inside Slack's 3-second window) and lazy methods that do the slow work afterwards."""
+`ack` (fast, inside Slack's 3-second window) and lazy methods that do the slow work afterwards.
+
+Lazy methods run from the durable inbox (bot/slack/intake.py): possibly late, possibly twice after
+a crash, so their effects must be idempotent (votes carry event ids; answers go through the reply
+ledger). `@work(ANSWER)` / `@work(SENTIMENT)` put a lazy method in a shedding class (default:
+interactive, never shed); a late ANSWER method finds `context[LATE]` true and must not run the
+model (see MessageHandler).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +14,10 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from bot.slack.intake import LATE  # noqa: F401 (re-exported for handlers)
 from bot.slack.options import SlackOptions
 from bot.slack.posted import PostedAnswers
+from bot.store.inbox import ANSWER, INTERACTIVE, SENTIMENT  # noqa: F401 (re-exported for handlers)
 
 log = logging.getLogger("csbot.slack")
 
@@ -23,6 +32,27 @@ class Deps:
     def __post_init__(self):
         if self.posted is None:
             self.posted = PostedAnswers(self.store)
+
+
+def work(kind: str):
+    """Mark a lazy listener's shedding class (bot/store/inbox.py: ANSWER, SENTIMENT, INTERACTIVE)."""
+    def mark(function):
+        function.csbot_work = kind
+        return function
+    return mark
+
+
+def may_vote(store, answer_id: str | None, user: str | None, channel: str | None) -> bool:
+    """Only someone who could see the answer may vote on it: a click or reaction in the answer's own
+    channel; where the answer was private (a DM, or a `/csbot ask` reply shown only to the asker),
+    only the asker. Unknown answers pass (record_vote rejects them with its own message)."""
+    answer = store.get_answer(answer_id) if answer_id else None
+    if answer is None:
+        return True
+    if answer.get("channel") and channel != answer["channel"]:
+        return False
+    private = str(answer.get("channel") or "").startswith("D") or not answer.get("thread")
+    return not private or (user is not None and store.hash_user(user) == answer.get("user_hash"))
 
 
 def ack_now(ack) -> None:

@@ -5,6 +5,7 @@ Each is a button whose value names the answer and the article. A click:
 1. is stored as feedback on the original answer — an "up" vote with origin `clarify` whose
    correction names the picked article, so the nightly retrain learns the question as a labelled
    example of it (training/feedback_data.py); the click's trigger id makes a replay count once;
+   only a user who could see the question may pick (bot/slack/handlers: `may_vote`);
 2. replaces the question in place (chat.update) with the picked article's answer — its section
    when one was offered — with the usual 👍/👎 buttons; that answer is logged like any other.
 """
@@ -15,7 +16,7 @@ import json
 
 from bot.errors import UserError
 from bot.slack import blocks
-from bot.slack.handlers import Deps, log
+from bot.slack.handlers import Deps, log, may_vote
 
 
 class Clarify:
@@ -31,6 +32,12 @@ class Clarify:
             log.warning("ignored a clarify pick with a malformed value")
             return
         user = (body.get("user") or {}).get("id")
+        container = body.get("container") or {}
+        channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
+        if not may_vote(self.deps.store, answer_id, user, channel):
+            log.info("clarify pick on %s from %s in %s ignored: that user could not see the question", answer_id, user,
+                     channel)
+            return
         stored = self.deps.store.get_answer(answer_id)
         if stored is None:
             respond(text="Sorry, I can no longer find that question.", response_type="ephemeral", replace_original=False)
@@ -46,8 +53,6 @@ class Clarify:
             self.deps.store.record_vote(answer_id, "up", user=user, origin="clarify", event_id=event_id, doc_id=doc_id)
         except UserError as exc:
             log.info("clarify pick on %s not stored: %s", answer_id, exc)
-        container = body.get("container") or {}
-        channel = (body.get("channel") or {}).get("id") or container.get("channel_id")
         message_ts = container.get("message_ts") or (body.get("message") or {}).get("ts")
         thread_ts = (body.get("message") or {}).get("thread_ts") or message_ts
         self.deps.store.record_answer(picked, user=user, workspace=(body.get("team") or {}).get("id"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from bot.errors import UserError
 from bot.slack import ids
-from bot.slack.handlers import Deps, log
+from bot.slack.handlers import Deps, log, may_vote
 from bot.slack.handlers.feedback_buttons import modal_context
 
 MISSING = "Pick the right article or intent, or write the right answer."
@@ -44,6 +44,9 @@ class CorrectionModal:
         context = modal_context(view)
         answer_id, user = context.get("answer_id"), (body.get("user") or {}).get("id")
         if not any(correction.values()) or not answer_id:
+            return
+        if not may_vote(self.deps.store, answer_id, user, context.get("channel")):
+            log.info("correction for %s from %s ignored: that user could not see the answer", answer_id, user)
             return
         if correction["doc_id"] and not correction["intent"]:
             doc = (getattr(getattr(self.deps.engine, "served", None), "documents", {}) or {}).get(correction["doc_id"])

@@ -3,7 +3,10 @@
 👍 stores an "up" vote and thanks the user privately. 👎 opens the correction modal first (its
 trigger id is only valid for 3 seconds) and then stores a "down" vote; a correction submitted in
 the modal later refines that same vote. The interaction's trigger id is the vote's event id, so a
-replayed request is not counted twice.
+replayed request is not counted twice. Only someone who could see the answer may vote on it
+(`may_vote`: the answer's channel; in a DM or on a private `/csbot ask` reply, only the asker).
+The modal is opened in a try: when the click waited in the inbox past the trigger's 3 seconds,
+the vote still counts.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 
 from bot.errors import UserError
 from bot.slack import blocks
-from bot.slack.handlers import Deps, log
+from bot.slack.handlers import Deps, log, may_vote
 
 
 class FeedbackButtons:
@@ -24,12 +27,29 @@ class FeedbackButtons:
             respond(text="Thanks for the feedback! 👍", response_type="ephemeral", replace_original=False)
 
     def on_down(self, body, client, respond) -> None:
-        self.open_correction_modal(body, client)
+        if not self.visible(body):
+            return
+        try:
+            self.open_correction_modal(body, client)
+        except Exception as exc:  # noqa: BLE001 - e.g. expired_trigger_id: the vote still counts
+            log.info("could not open the correction modal: %s", exc)
         self.vote(body, "down", respond)
+
+    def visible(self, body: dict) -> bool:
+        action = (body.get("actions") or [{}])[0]
+        user = (body.get("user") or {}).get("id")
+        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
+        if may_vote(self.deps.store, action.get("value"), user, channel):
+            return True
+        log.info("vote on %s from %s in %s ignored: that user could not see the answer", action.get("value"), user,
+                 channel)
+        return False
 
     def vote(self, body: dict, vote: str, respond) -> bool:
         action = (body.get("actions") or [{}])[0]
         answer_id, user = action.get("value"), (body.get("user") or {}).get("id")
+        if not self.visible(body):
+            return False
         event_id = "action:" + str(body.get("trigger_id") or f"{action.get('action_ts')}:{user}")
         try:
             result = self.deps.store.record_vote(answer_id, vote, user=user, origin="button", event_id=event_id)

@@ -20,6 +20,15 @@ threads the bot answered in, and edits.
   in-thread mention of the on-call group) says it is a priority.
 * Watched channels (`slack_watched_channels`) are scored and stored without a reply by
   bot/slack/handlers/monitoring.py, which runs as a second lazy listener on the same events.
+* Exactly once: every reply goes through the store's reply ledger (bot/store/inbox.py). The post is
+  noted (with its answer id) before chat.postMessage and its ts after it, so a re-run of the same
+  inbox item never posts again; if a process died between the two, the thread is read back
+  (conversations.replies with metadata) to find the reply before deciding to post.
+* Late (the inbox was backed up, see bot/slack/workers.py): a mention or DM gets the ephemeral
+  busy note (and an escalation when `slack_escalation_channel` is set) instead of a model answer;
+  support-channel chatter stays unanswered.
+* Privacy: the escalation post, outside the asker's conversation, quotes the question redacted
+  (bot/store/redact.py, every kind, whatever `redact_pii` says) next to the thread's permalink.
 """
 
 from __future__ import annotations
@@ -27,9 +36,13 @@ from __future__ import annotations
 import dataclasses
 
 from bot.slack import blocks
-from bot.slack.handlers import Deps, log, mentions, strip_mention
+from bot.slack.handlers import ANSWER, LATE, Deps, log, mentions, strip_mention, work
+from bot.slack.ids import ANSWER_EVENT_TYPE
+from bot.store.redact import redact
 
 CONTEXT_TURNS = 5  # earlier user turns of a thread given to the engine
+BUSY_TEXT = ("I'm swamped right now and couldn't answer in time, sorry! A colleague from the support team "
+             "will follow up here.")
 
 
 class MessageHandler:
@@ -37,14 +50,19 @@ class MessageHandler:
         self.deps = deps
 
     # ----- lazy listeners ------------------------------------------------------------------------
+    @work(ANSWER)
     def on_mention(self, body, event, client, context) -> None:
-        self.answer(client, event, team=body.get("team_id"), bot_user_id=context.bot_user_id, bar=None)
+        self.answer(client, event, team=body.get("team_id"), bot_user_id=context.bot_user_id, bar=None,
+                    late=bool(context.get(LATE)))
 
+    @work(ANSWER)
     def on_message(self, body, event, client, context) -> None:
         bar = self._bar_for(event, context.bot_user_id)
         if bar is not False:
-            self.answer(client, event, team=body.get("team_id"), bot_user_id=context.bot_user_id, bar=bar)
+            self.answer(client, event, team=body.get("team_id"), bot_user_id=context.bot_user_id, bar=bar,
+                        late=bool(context.get(LATE)))
 
+    @work(ANSWER)
     def on_edit(self, body, event, client, context) -> None:
         message = dict(event.get("message") or {})
         previous = event.get("previous_message") or {}
@@ -53,16 +71,17 @@ class MessageHandler:
             return
         message.update(channel=channel, channel_type=event.get("channel_type"))
         bot_user_id = context.bot_user_id
+        late = bool(context.get(LATE))
         earlier = self.deps.posted.reply_to(channel, message["ts"])
         if earlier is not None:
-            self.answer(client, message, team=body.get("team_id"), bot_user_id=bot_user_id, bar=None,
-                        replace_ts=earlier[0])
+            if not late:  # a late edit keeps the earlier answer
+                self.answer(client, message, team=body.get("team_id"), bot_user_id=bot_user_id, bar=None,
+                            replace_ts=earlier[0])
             return
         bar = None if mentions(message.get("text"), bot_user_id) else self._bar_for(message, bot_user_id)
         if bar is not False:
-            self.answer(client, message, team=body.get("team_id"), bot_user_id=bot_user_id, bar=bar)
+            self.answer(client, message, team=body.get("team_id"), bot_user_id=bot_user_id, bar=bar, late=late)
 
-    # ----- helpers -------------------------------------------------------------------------------
     def _bar_for(self, event: dict, bot_user_id: str | None):
         """None: always answer; a float: answer only above it; False: not ours to answer."""
         options, channel = self.deps.options, event.get("channel")
@@ -77,15 +96,27 @@ class MessageHandler:
         return False
 
     def answer(self, client, event: dict, *, team: str | None, bot_user_id: str | None, bar: float | None,
-               replace_ts: str | None = None) -> str | None:
+               replace_ts: str | None = None, late: bool = False) -> str | None:
         """Answer one message in its thread; returns the reply's ts (None when the bot stays quiet)."""
         deps, channel, ts = self.deps, event["channel"], event["ts"]
         question = strip_mention(event.get("text") or "", bot_user_id)
         thread_ts = event.get("thread_ts") or ts
+        key = f"answer:{channel}:{ts}"
+        if replace_ts is None:
+            earlier = self.already_posted(client, key, channel, thread_ts)
+            if earlier:
+                self.settle(client, f"escalation:{channel}:{ts}")  # owed if the process died right after the answer
+                return earlier
         if not question:
             if bar is None and replace_ts is None:
-                client.chat_postMessage(channel=channel, thread_ts=thread_ts, blocks=blocks.help_blocks(),
-                                        text="Ask me a question, e.g. “how do I reset my password?”")
+                self.post_once(client, key, channel=channel, thread_ts=thread_ts, question_ts=ts, answer_id=None,
+                               blocks=blocks.help_blocks(), text="Ask me a question, e.g. “how do I reset my password?”")
+            return None
+        if late:
+            if bar is None and replace_ts is None:
+                self.busy(client, event, question, thread_ts)
+            else:
+                log.info("too late to answer %s/%s: staying quiet", channel, ts)
             return None
         turns = self.thread_turns(client, channel, event, bot_user_id) if event.get("thread_ts") else []
         answer = deps.engine.answer(question, turns)
@@ -99,21 +130,83 @@ class MessageHandler:
                                          sources=[])
         deps.store.record_answer(answer, user=event.get("user"), workspace=team, channel=channel,
                                  thread=thread_ts, origin="slack", question=question)
+        escalation = f"escalation:{channel}:{ts}"
+        if (answer.handoff or priority) and not replace_ts:
+            self.owe_escalation(client, escalation, answer, channel, thread_ts, ts, priority=priority)
         group = deps.options.oncall_usergroup if not deps.options.escalation_channel else None
         message = dict(channel=channel, text=blocks.answer_text(answer, oncall_usergroup=group),
                        blocks=blocks.answer_blocks(answer, oncall_usergroup=group),
                        metadata=blocks.answer_metadata(answer))
         if replace_ts:
             reply_ts = client.chat_update(ts=replace_ts, **message)["ts"]
+            deps.store.inbox.post_done(key, reply_ts, answer_id=answer.answer_id)
         else:
-            reply_ts = client.chat_postMessage(thread_ts=thread_ts, unfurl_links=False, unfurl_media=False,
-                                               **message)["ts"]
+            reply_ts = self.post_once(client, key, thread_ts=thread_ts, question_ts=ts, answer_id=answer.answer_id,
+                                      unfurl_links=False, unfurl_media=False, **message)
         deps.posted.remember(channel, reply_ts, answer.answer_id, question_ts=ts, thread_ts=thread_ts,
                              question=question)
-        if (answer.handoff or priority) and not replace_ts:
-            self.escalate(client, answer, channel, thread_ts, priority=priority)
+        if not replace_ts:
+            self.settle(client, escalation)
         return reply_ts
 
+    # ----- exactly-once posting --------------------------------------------------------------------
+    def post_once(self, client, key: str, *, channel: str, thread_ts: str | None, question_ts: str | None,
+                  answer_id: str | None, **message) -> str:
+        """chat.postMessage through the reply ledger: noted before, its ts recorded after."""
+        ledger = self.deps.store.inbox
+        ledger.post_begin(key, answer_id=answer_id, channel=channel, thread_ts=thread_ts, question_ts=question_ts)
+        reply_ts = client.chat_postMessage(channel=channel, thread_ts=thread_ts, **message)["ts"]
+        ledger.post_done(key, reply_ts)
+        return reply_ts
+
+    def already_posted(self, client, key: str, channel: str, thread_ts: str) -> str | None:
+        """The ts of the reply already posted for `key`, if any (reading the thread back when a
+        process died between chat.postMessage and recording its ts)."""
+        ledger = self.deps.store.inbox
+        record = ledger.post_record(key)
+        if record is None:
+            return None
+        if record["ts"]:
+            return record["ts"]
+        if not record["answer_id"]:
+            return None  # a help reply: nothing to find it by, post it again
+        response = client.conversations_replies(channel=channel, ts=thread_ts, limit=200, include_all_metadata=True)
+        for message in response.get("messages") or []:
+            metadata = message.get("metadata") or {}
+            if (metadata.get("event_type") == ANSWER_EVENT_TYPE
+                    and (metadata.get("event_payload") or {}).get("answer_id") == record["answer_id"]):
+                ledger.post_done(key, message["ts"])
+                log.info("found the reply to %s already posted (%s): not posting again", key, message["ts"])
+                return message["ts"]
+        return None
+
+    def busy(self, client, event: dict, question: str, thread_ts: str) -> None:
+        """The busy note: private to the asker, in the question's thread; escalated when configured."""
+        channel, ts, user = event["channel"], event["ts"], event.get("user")
+        ledger = self.deps.store.inbox
+        key = f"busy:{channel}:{ts}"
+        record = ledger.post_record(key)
+        if record is not None and record["ts"]:
+            return
+        ledger.post_begin(key, answer_id=None, channel=channel, thread_ts=thread_ts, question_ts=ts)
+        note_ts = ts
+        if user:
+            note_ts = client.chat_postEphemeral(channel=channel, user=user, text=BUSY_TEXT,
+                                                thread_ts=event.get("thread_ts")).get("message_ts") or ts
+        ledger.post_done(key, note_ts)
+        target = self.deps.options.escalation_channel
+        key = f"escalation:{channel}:{ts}"
+        if target and self.deps.store.inbox.post_record(key) is None:
+            group = self.deps.options.oncall_usergroup
+            permalink = self.permalink(client, channel, thread_ts)
+            who = f"<!subteam^{group}> " if group else ""
+            text = (f"{who}:hourglass: csbot was too busy to answer a question in <#{channel}> "
+                    f"({permalink or 'no link available'}):\n>{blocks.escape(redact(question))}")
+            ledger.post_begin(key, answer_id=None, channel=channel, thread_ts=thread_ts, question_ts=ts,
+                              message=dict(channel=target, unfurl_links=False, text=text))
+        self.settle(client, key)
+
+    # ----- helpers -------------------------------------------------------------------------------
     def thread_turns(self, client, channel: str, event: dict, bot_user_id: str | None) -> list[str]:
         """The thread's earlier messages from people (not bots), oldest first."""
         try:
@@ -132,19 +225,39 @@ class MessageHandler:
                 turns.append(text)
         return turns[-CONTEXT_TURNS:]
 
-    def escalate(self, client, answer, channel: str, thread_ts: str, *, priority: bool = False) -> None:
+    def permalink(self, client, channel: str, message_ts: str) -> str | None:
+        try:
+            return client.chat_getPermalink(channel=channel, message_ts=message_ts).get("permalink")
+        except Exception as exc:  # noqa: BLE001 - still escalate, without the link
+            log.warning("chat.getPermalink failed for %s/%s: %s", channel, message_ts, exc)
+            return None
+
+    def settle(self, client, key: str) -> None:
+        """Post what the ledger says is owed under `key` (an escalation), once."""
+        message = self.deps.store.inbox.owed(key)
+        if message is not None:
+            self.deps.store.inbox.post_done(key, client.chat_postMessage(**message)["ts"])
+
+    def owe_escalation(self, client, key: str, answer, channel: str, thread_ts: str, question_ts: str, *,
+                       priority: bool = False) -> None:
+        """Note the hand-off post in the ledger (posted by `settle` after the answer): with
+        `slack_escalation_channel` a notice there, else for a priority an in-thread ping of the
+        on-call group. At most once once its ts is recorded; a process dying mid-post may repeat it
+        (a second notice is better than none)."""
+        if self.deps.store.inbox.post_record(key) is not None:
+            return
         target, group = self.deps.options.escalation_channel, self.deps.options.oncall_usergroup
         if not target:
-            if priority and group and not answer.handoff:  # a hand-off reply already mentions the group
-                client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=blocks.priority_notice_text(group))
-            return
-        permalink = None
-        try:
-            permalink = client.chat_getPermalink(channel=channel, message_ts=thread_ts).get("permalink")
-        except Exception as exc:  # noqa: BLE001 - still escalate, without the link
-            log.warning("chat.getPermalink failed for %s/%s: %s", channel, thread_ts, exc)
-        what = "Priority: a very unhappy customer" if priority else "A question"
-        client.chat_postMessage(
-            channel=target, unfurl_links=False, text=f"{what} in <#{channel}> needs a human: {permalink or ''}",
-            blocks=blocks.escalation_blocks(answer, channel=channel, permalink=permalink,
-                                            oncall_usergroup=group, priority=priority))
+            if not (priority and group and not answer.handoff):  # a hand-off reply already mentions the group
+                return
+            message = dict(channel=channel, thread_ts=thread_ts, text=blocks.priority_notice_text(group))
+        else:
+            permalink = self.permalink(client, channel, thread_ts)
+            shown = dataclasses.replace(answer, question=redact(answer.question))  # it leaves the asker's conversation
+            what = "Priority: a very unhappy customer" if priority else "A question"
+            message = dict(channel=target, unfurl_links=False,
+                           text=f"{what} in <#{channel}> needs a human: {permalink or ''}",
+                           blocks=[b.to_dict() for b in blocks.escalation_blocks(
+                               shown, channel=channel, permalink=permalink, oncall_usergroup=group, priority=priority)])
+        self.deps.store.inbox.post_begin(key, answer_id=None, channel=channel, thread_ts=thread_ts,
+                                         question_ts=question_ts, message=message)

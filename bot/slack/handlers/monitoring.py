@@ -10,7 +10,8 @@
   the submission is stored (`Store.record_sentiment_correction`, event id `view:<view id>`) for the
   nightly retrain, and confirmed privately.
 
-Listeners ack at once; everything here runs in lazy listeners.
+Listeners ack at once; everything here runs in lazy listeners. Scoring is the first work shed
+when the inbox backs up (bot/slack/workers.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from bot.errors import UserError
 from bot.monitoring.spikes import SpikeConfig, as_utc
 from bot.monitoring.watch import alert_summary, watch_message
 from bot.slack import blocks, ids
-from bot.slack.handlers import Deps, log
+from bot.slack.handlers import SENTIMENT, Deps, log, work
 
 WATCHED_SUBTYPES = (None, "thread_broadcast", "file_share")
 HOME_DAYS = 7
@@ -34,6 +35,7 @@ class Monitoring:
         self.config = config or SpikeConfig()
 
     # ----- watched channels ------------------------------------------------------------------------
+    @work(SENTIMENT)
     def on_message(self, body, event, client) -> None:
         """Lazy: score and store a watched channel's message; post an alert on a new spike."""
         channel = event.get("channel")

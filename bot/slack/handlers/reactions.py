@@ -1,13 +1,14 @@
 """Reactions on the bot's answers as votes: an up emoji (default :+1:/:thumbsup:) or a down emoji
 (default :-1:/:thumbsdown:) counts as 👍/👎 (skin tones included); removing it retracts the
 user's vote. Reactions on other messages, and other emoji, are ignored. The Slack event id is
-the vote's event id, so a replayed event never counts twice.
+the vote's event id, so a replayed event never counts twice. A reaction counts only from someone
+who could see the answer (in a DM, only the asker; see `may_vote`).
 """
 
 from __future__ import annotations
 
 from bot.errors import UserError
-from bot.slack.handlers import Deps, log
+from bot.slack.handlers import Deps, log, may_vote
 
 
 class Reactions:
@@ -32,6 +33,9 @@ class Reactions:
         answer_id = self.deps.posted.answer_for_message(item["channel"], item["ts"], client)
         if not answer_id:
             log.debug("reaction on %s/%s: not an answer", item["channel"], item["ts"])
+            return
+        if not may_vote(self.deps.store, answer_id, event.get("user"), item["channel"]):
+            log.info("reaction on %s from %s ignored: that user could not see the answer", answer_id, event.get("user"))
             return
         try:
             result = self.deps.store.record_vote(answer_id, vote, user=event.get("user"), origin="reaction",

@@ -1,0 +1,53 @@
+"""What the served model knows: its articles and intents (read from the champion's kb.jsonl, with no
+model loaded), and who the CLI user is."""
+
+from __future__ import annotations
+
+import difflib
+import getpass
+import json
+import os
+
+from bot.errors import UserError
+
+
+def served_documents(settings) -> tuple[str, list]:
+    """(champion name, its Documents); a clear error when there is no model yet."""
+    from models.versions import VersionStore
+    from retrieval.kb import Document
+
+    champion = VersionStore(settings.models_dir).champion()
+    path = champion.path / "kb.jsonl"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    return champion.name, [Document.from_dict(json.loads(line)) for line in lines if line.strip()]
+
+
+def suggest(value: str, known: list[str], what: str, *, command: str) -> str:
+    """`unknown intent 'x'; did you mean: a, b? (N known: see `csbot intents`)`"""
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.5)
+    close += [k for k in known if value.lower() in k.lower() and k not in close][: 3 - len(close)]
+    hint = f"did you mean {', '.join(close)}?" if close else f"known: {', '.join(sorted(known)[:8])}" + (
+        ", ..." if len(known) > 8 else "")
+    return f"unknown {what} {value!r}; {hint} ({len(known)} known; `{command}` lists them)"
+
+
+def cli_user(explicit: str | None) -> str:
+    """The CLI's user identity: `--user` when given, else the operating-system user. The store keeps
+    only its salted hash, as for Slack ids, so `csbot forget --user NAME` finds the rows."""
+    if explicit is not None:
+        if not explicit.strip():
+            raise UserError("--user is blank")
+        return explicit.strip()
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (e.g. a container without passwd entry)
+        return f"uid-{os.getuid()}"
+
+
+def blank_check(text: str | None, what: str = "the question") -> str:
+    if text is None or not text.strip():
+        raise UserError(f"{what} is blank")
+    return text.strip()

@@ -1,0 +1,166 @@
+"""Durable intake: nothing csbot acknowledged to Slack is lost on a crash or a restart.
+
+`DurableApp` is slack-bolt's `App` with one change in `dispatch`: the lazy listeners a request
+starts are not run in a thread pool but collected, and written to the store's inbox
+(bot/store/inbox.py) - together with the claim of the request's Events API event id, in one
+transaction - before `dispatch` returns the response that becomes the HTTP 200 (or the Socket
+Mode ack). The worker pool (bot/slack/workers.py) takes items from the inbox and replays each
+through this same App with `lazy_only` set: the global middleware and listener matching run
+again, the ack functions do not, and only the one lazy listener named in the item runs, inline,
+so its outcome (done, or an exception to retry) is known.
+
+This is generic over listeners: any `app.event/action/view/command/shortcut(...)` with `lazy=[...]`
+is durable without more code. A lazy function may carry a shedding class with
+`bot.slack.handlers.work(...)` (default: interactive, never shed). Ack functions must stay cheap
+and must not need the lazy part to have run.
+
+Responses: a well-formed signed request no listener handles gets 200 and one log line (Slack
+counts a 404 as a failure and retries); a request whose ack or middleware raised gets 400 and one
+log line, never 500; when the inbox write fails the request gets 503 and Slack retries events.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from typing import Callable
+
+from slack_bolt import App, BoltResponse
+from slack_bolt.kwargs_injection import build_required_kwargs
+from slack_bolt.lazy_listener import LazyListenerRunner
+from slack_bolt.request import BoltRequest
+from slack_bolt.util.utils import get_arg_names_of_callable, get_name_for_callable
+
+from bot.store.inbox import INTERACTIVE, InboxItem
+from bot.store.schema import StoreError
+
+log = logging.getLogger("csbot.slack.intake")
+BATCH, REPLAY, LATE = "csbot_intake_batch", "csbot_replay", "csbot_late"
+
+
+def function_key(function: Callable) -> str:
+    """The stable name an inbox item uses for a lazy listener: its qualified name
+    ("MessageHandler.on_message"), unique where bolt's own lazy-function name ("on_message") is not."""
+    return getattr(function, "__qualname__", None) or get_name_for_callable(function)
+
+
+def request_kind(body: dict) -> str:
+    if body.get("type") == "event_callback":
+        return f"event {(body.get('event') or {}).get('type')}"
+    if body.get("command"):
+        return f"command {body.get('command')}"
+    return str(body.get("type") or "request")
+
+
+class _Shared:
+    """A context value shared (not deep-copied) between a request and its lazy-listener copies."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+class Batch(_Shared):
+    """The lazy work one request started, written to the inbox before the response goes out."""
+
+    def __init__(self):
+        self.items: list[InboxItem] = []
+
+
+class Replay(_Shared):
+    """One inbox item being replayed: which lazy listener to run, and how it went."""
+
+    def __init__(self, function: str):
+        self.function = function
+        self.ran = False
+        self.error: BaseException | None = None
+
+
+class InboxRunner(LazyListenerRunner):
+    """bolt's lazy-listener runner, replaced: collects at intake, runs one function inline on replay."""
+
+    def __init__(self, logger: logging.Logger):
+        self.logger = logger
+
+    def start(self, function: Callable[..., None], request: BoltRequest) -> None:
+        key = function_key(function)
+        replay = request.context.get(REPLAY)
+        if replay is not None:
+            if key == replay.function and not replay.ran:
+                replay.ran = True
+                try:
+                    self.run(function, request)
+                except Exception as exc:  # noqa: BLE001 - handed to the worker, which retries
+                    replay.error = exc
+            return
+        batch = request.context.get(BATCH)
+        if batch is None:
+            raise RuntimeError("a lazy listener was started outside DurableApp.dispatch")
+        body = request.raw_body if request.mode == "http" else json.dumps(request.body)
+        batch.items.append(InboxItem(function=key, work=getattr(function, "csbot_work", INTERACTIVE), body=body,
+                                     mode=request.mode, content_type=request.content_type,
+                                     team=request.context.team_id))
+
+    def run(self, function: Callable[..., None], request: BoltRequest) -> None:
+        """Run inline and let exceptions through (bolt's own `run` logs and swallows them)."""
+        function(**build_required_kwargs(logger=self.logger, required_arg_names=get_arg_names_of_callable(function),
+                                         request=request, response=None, this_func=function))
+
+
+class DurableApp(App):
+    """slack-bolt's App whose lazy work goes through the store's inbox (see the module docstring)."""
+
+    def __init__(self, *, store, inbox_limit: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.store = store
+        self.inbox_limit = inbox_limit
+        self.queued = threading.Condition()  # notified when this process queued work
+        self.shed_total = 0
+        # The one place csbot reaches into bolt: the lazy-listener runner of its listener runner.
+        self._listener_runner.lazy_listener_runner = InboxRunner(self._framework_logger)
+        self.error(self._on_error)
+
+    def dispatch(self, req: BoltRequest) -> BoltResponse:
+        if req.context.get(REPLAY) is not None:
+            return super().dispatch(req)
+        batch = Batch()
+        req.context[BATCH] = batch
+        body = req.body if isinstance(req.body, dict) else {}
+        resp = super().dispatch(req)
+        if resp.status == 404:
+            log.info("ignored a %s request: csbot has no listener for it", request_kind(body))
+            return BoltResponse(status=200, body="")
+        if resp.status >= 500:  # our ack or middleware raised on this payload (logged by _on_error)
+            return BoltResponse(status=400, body="csbot cannot handle this request")
+        if resp.status != 200:
+            return resp
+        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
+        event_id = event_id if isinstance(event_id, str) and event_id else None
+        if not batch.items and not event_id:
+            return resp
+        try:
+            accepted = self.store.inbox.accept(batch.items, event_id=event_id, limit=self.inbox_limit)
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("could not write a %s request to the inbox (%s): answering 503 so Slack retries",
+                      request_kind(body), exc)
+            return BoltResponse(status=503, body="try again")
+        if accepted.duplicate:
+            log.info("event %s already accepted: skipped", event_id)
+            return BoltResponse(status=200, body="")
+        if accepted.shed or accepted.late:
+            self.shed_total += accepted.shed
+            log.warning("inbox full (limit %s): %d sentiment item(s) shed, %d question(s) get the busy note",
+                        self.inbox_limit, accepted.shed, accepted.late)
+        if accepted.queued:
+            with self.queued:
+                self.queued.notify_all()
+        return resp
+
+    def _handle_unmatched_requests(self, req: BoltRequest, resp: BoltResponse) -> BoltResponse:
+        return resp  # dispatch logs one line and answers 200 (bolt would log a page of advice)
+
+    @staticmethod
+    def _on_error(error, body):
+        kind = request_kind(body if isinstance(body, dict) else {})
+        log.warning("cannot handle a %s request: %s: %s", kind, type(error).__name__, error)

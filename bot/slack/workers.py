@@ -1,0 +1,234 @@
+"""The worker pool: takes acknowledged work from the store's inbox and runs it (docs/slack.md).
+
+Each serving process runs `slack_workers` threads. A worker takes the most urgent pending item
+(interactive work - votes, modals, commands, shortcuts - first, then questions, then
+watched-channel sentiment; oldest first within a class), replays it through the DurableApp
+(bot/slack/intake.py) and deletes it once the lazy listener returned, i.e. once its effect is
+durable (a vote stored; an answer posted and its ts in the reply ledger). An exception retries
+the item with back-off, up to MAX_ATTEMPTS, then marks it failed.
+
+Shedding, decided when a worker takes an item (the wait is the time since the ack):
+* interactive items are never shed;
+* a question that waited longer than `slack_busy_after_seconds` (or was queued while the inbox was
+  full) is replayed "late": a mention or DM gets the ephemeral busy note instead of a model
+  answer, support-channel chatter stays unanswered;
+* watched-channel sentiment that waited longer than `slack_sentiment_max_wait_seconds` is dropped.
+Items received before this process started (a restart) are judged against
+`slack_inbox_max_age_seconds` instead: a pending question younger than that is still answered.
+
+A housekeeping thread keeps this process's heartbeat, gives the running items of dead processes
+back (reclaim), and reloads a newly promoted model so /healthz is current without traffic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+
+from slack_bolt.request import BoltRequest
+
+from bot.slack.intake import LATE, REPLAY, Replay
+from bot.store.inbox import ANSWER, INTERACTIVE, SENTIMENT
+
+log = logging.getLogger("csbot.slack.workers")
+MAX_ATTEMPTS = 5
+HOUSEKEEPING_SECONDS = 2.0
+STALE_AFTER_SECONDS = 15.0  # a process whose heartbeat is older is dead: its running items are reclaimed
+POLL_SECONDS = 0.25  # how often an idle worker looks for work queued by another process
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    workers: int = 4
+    stop_grace_seconds: float = 20.0
+    busy_after_seconds: float = 3.0
+    sentiment_max_wait_seconds: float = 120.0
+    inbox_max_age_seconds: float = 900.0
+    inbox_limit: int = 2000
+    http_threads: int = 8
+
+    @classmethod
+    def from_settings(cls, settings) -> "IntakeSettings":
+        values = {}
+        for name in cls.__dataclass_fields__:
+            value = getattr(settings, f"slack_{name}", None)
+            if value is not None:
+                values[name] = type(getattr(cls, name))(value)
+        return cls(**values)
+
+
+class WorkerPool:
+    def __init__(self, app, store, config: IntakeSettings | None = None, *, engine=None):
+        self.app, self.store, self.engine = app, store, engine
+        self.config = config or IntakeSettings()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.started_at: float | None = None
+        self.stats: Counter = Counter()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._in_flight = 0
+
+    # ----- life cycle --------------------------------------------------------------------------
+    def start(self) -> "WorkerPool":
+        with self._lock:
+            if self.started_at is not None:
+                return self
+            self.started_at = time.time()
+        inbox = self.store.inbox
+        inbox.register(self.owner)
+        resumed = inbox.reclaim(stale_after=STALE_AFTER_SECONDS)
+        depth = inbox.depth()
+        if resumed or depth["pending"]:
+            log.info("resuming the inbox: %d pending item(s) (%d taken back from a stopped process)",
+                     depth["pending"], resumed)
+        for i in range(max(1, self.config.workers)):
+            self._spawn(self._work_loop, f"csbot-worker-{i}")
+        self._spawn(self._housekeeping, "csbot-housekeeping")
+        return self
+
+    def _spawn(self, target, name: str) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    @property
+    def running(self) -> bool:
+        return self.started_at is not None and not self._stop.is_set()
+
+    def stop(self, grace: float | None = None) -> dict:
+        """Stop taking items; wait up to `grace` seconds for the running ones; leave the rest pending."""
+        grace = self.config.stop_grace_seconds if grace is None else grace
+        if self.started_at is None or self._stop.is_set():
+            return {"finished_in_time": True, "released": 0}
+        self._stop.set()
+        with self.app.queued:
+            self.app.queued.notify_all()
+        deadline = time.monotonic() + grace
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        late = [t.name for t in self._threads if t.is_alive()]
+        released = 0
+        try:
+            released = self.store.inbox.release(self.owner) if late else 0
+            self.store.inbox.unregister(self.owner)
+        except Exception as exc:  # noqa: BLE001 - a dead owner's items are reclaimed by the next start anyway
+            log.warning("could not hand back the running items: %s", exc)
+        if late:
+            log.warning("stop grace (%.0f s) ran out: %d item(s) still running were left in the inbox", grace, released)
+        return {"finished_in_time": not late, "released": released}
+
+    # ----- work --------------------------------------------------------------------------------
+    def _work_loop(self) -> None:
+        inbox = self.store.inbox
+        while not self._stop.is_set():
+            try:
+                item = inbox.take(self.owner)
+            except Exception as exc:  # noqa: BLE001 - e.g. the database is busy: try again shortly
+                log.warning("could not take an inbox item: %s", exc)
+                self._stop.wait(1.0)
+                continue
+            if item is None:
+                with self.app.queued:
+                    self.app.queued.wait(POLL_SECONDS)
+                continue
+            with self._lock:
+                self._in_flight += 1
+            try:
+                self._run(item)
+            finally:
+                with self._lock:
+                    self._in_flight -= 1
+
+    def is_late(self, item: dict, now: float) -> bool:
+        if item["work"] == INTERACTIVE:
+            return False
+        if item["late"]:
+            return True
+        waited = now - item["received"]
+        if item["received"] < (self.started_at or now):
+            return waited > self.config.inbox_max_age_seconds
+        limit = self.config.sentiment_max_wait_seconds if item["work"] == SENTIMENT else self.config.busy_after_seconds
+        return waited > limit
+
+    def _run(self, item: dict) -> None:
+        inbox = self.store.inbox
+        late = self.is_late(item, time.time())
+        if late and item["work"] == SENTIMENT:
+            self.stats["shed"] += 1
+            inbox.finish(item["id"])
+            return
+        replay = Replay(item["function"])
+        error: BaseException | None = None
+        status = None
+        try:
+            body = item["body"] if item["mode"] == "http" else json.loads(item["body"])
+            request = BoltRequest(body=body, headers={"content-type": item["content_type"] or ""}, mode=item["mode"],
+                                  context={REPLAY: replay, LATE: late})
+            request.lazy_only = True
+            status = self.app.dispatch(request).status
+        except Exception as exc:  # noqa: BLE001 - the item is retried
+            error = exc
+        error = error or replay.error
+        if error is None and status is not None and status >= 500:
+            error = RuntimeError(f"the app answered {status} on replay")
+        if error is None:
+            inbox.finish(item["id"])
+            self.stats["late" if late and item["work"] == ANSWER else ("done" if replay.ran else "skipped")] += 1
+            return
+        text = f"{type(error).__name__}: {error}"
+        if item["attempts"] >= MAX_ATTEMPTS:
+            self.stats["failed"] += 1
+            inbox.fail(item["id"], text)
+            log.error("inbox item %s (%s) failed %d times, giving up: %s", item["id"], item["function"],
+                      item["attempts"], text)
+        else:
+            self.stats["retried"] += 1
+            inbox.retry(item["id"], text, delay=min(60.0, 2.0 ** item["attempts"]))
+            log.warning("inbox item %s (%s) failed (attempt %d), will retry: %s", item["id"], item["function"],
+                        item["attempts"], text)
+
+    def _housekeeping(self) -> None:
+        inbox = self.store.inbox
+        while not self._stop.wait(HOUSEKEEPING_SECONDS):
+            try:
+                inbox.heartbeat(self.owner)
+                if inbox.reclaim(stale_after=STALE_AFTER_SECONDS):
+                    with self.app.queued:
+                        self.app.queued.notify_all()
+            except Exception as exc:  # noqa: BLE001 - try again at the next round
+                log.warning("inbox housekeeping failed: %s", exc)
+            reload = getattr(self.engine, "maybe_reload", None)
+            if reload is not None:
+                try:
+                    reload()
+                except Exception as exc:  # noqa: BLE001 - keep serving the loaded model
+                    log.warning("checking for a newly promoted model failed: %s", exc)
+
+    # ----- status ------------------------------------------------------------------------------
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until the inbox has nothing pending or running (tests, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            depth = self.store.inbox.depth()
+            with self._lock:
+                busy = self._in_flight
+            if not depth["pending"] and not depth["running"] and not busy:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the inbox is still busy: {depth}")
+            time.sleep(0.02)
+
+    def status(self) -> dict:
+        depth = self.store.inbox.depth()
+        return {"inbox": {"pending": depth["pending"], "running": depth["running"], "failed": depth["failed"]},
+                "workers": self.config.workers if self.running else 0,
+                "shed": self.stats["shed"] + getattr(self.app, "shed_total", 0), "late": self.stats["late"],
+                "revoked_workspaces": self.store.inbox.revoked()}

@@ -1,0 +1,252 @@
+"""The Slack inbox: every request csbot acknowledged, kept until its work is done (docs/slack.md).
+
+Owned by the store (same SQLite file, tables from schema migration 4), used by bot/slack/intake.py
+(the write before the ack) and bot/slack/workers.py (the worker pool):
+
+* `accept` writes a request's work items and claims its Events API event id in ONE transaction,
+  committed before the HTTP 200 / Socket Mode ack goes out: an event that was never acknowledged
+  is never marked processed, and one that was is never lost.
+* `take` hands the oldest item of the most urgent class to one worker of one serving process
+  (several processes may share the file); `finish` deletes it once its effect is durable; `retry`
+  and `fail` handle errors; `reclaim` gives the items of a dead process (kill -9, crash) back.
+* The reply ledger (`post_*`) records which Slack message answered which question, so a re-run
+  item never posts an answer twice and reactions map to answers across restarts and processes.
+* Revoked workspaces (`app_uninstalled`, `tokens_revoked`): nothing is posted there any more.
+
+Privacy: an item holds the raw payload (message text, user ids) only while it is pending or
+running; a finished item is deleted (secure_delete is on), a failed one keeps no body.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bot.store.store import to_iso, utcnow
+
+PENDING, RUNNING, FAILED = "pending", "running", "failed"
+INTERACTIVE, ANSWER, SENTIMENT = "interactive", "answer", "sentiment"
+PRIORITY = {INTERACTIVE: 0, ANSWER: 1, SENTIMENT: 2}
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """One unit of acknowledged work: run lazy listener `function` on this payload."""
+
+    function: str
+    work: str
+    body: str
+    mode: str = "http"
+    content_type: str | None = None
+    team: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    duplicate: bool  # the event id was already claimed: nothing was written
+    queued: int = 0
+    shed: int = 0  # sentiment items not queued because the inbox was full
+    late: int = 0  # answer items queued to get the busy note because the inbox was full
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Inbox:
+    def __init__(self, store):
+        self.store = store
+
+    # ----- intake ------------------------------------------------------------------------------
+    def accept(self, items: list[InboxItem], *, event_id: str | None = None, limit: int | None = None,
+               now: float | None = None) -> Accepted:
+        """Claim `event_id` (if any) and queue `items`, in one durable transaction.
+
+        With `limit` pending/running items already queued, sentiment items are shed and answer
+        items are queued marked late (they get the busy note); interactive items always queue."""
+        now = time.time() if now is None else now
+        with self.store._write() as conn:
+            if event_id and not conn.execute("INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)",
+                                             (event_id, to_iso(now))).rowcount:
+                return Accepted(duplicate=True)
+            full = False
+            if limit is not None and items:
+                (depth,) = conn.execute("SELECT count(*) FROM slack_inbox WHERE state IN (?, ?)",
+                                        (PENDING, RUNNING)).fetchone()
+                full = depth >= limit
+            queued = shed = late = 0
+            for item in items:
+                if full and item.work == SENTIMENT:
+                    shed += 1
+                    continue
+                is_late = int(full and item.work == ANSWER)
+                conn.execute(
+                    "INSERT INTO slack_inbox (received, event_id, team, function, work, priority, mode, content_type,"
+                    " body, state, late, attempts, not_before) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, 0)",
+                    (now, event_id, item.team, item.function, item.work, PRIORITY.get(item.work, 0), item.mode,
+                     item.content_type, item.body, PENDING, is_late))
+                queued += 1
+                late += is_late
+            return Accepted(duplicate=False, queued=queued, shed=shed, late=late)
+
+    def event_claimed(self, event_id: str) -> bool:
+        return bool(self.store._read("SELECT 1 AS x FROM processed_events WHERE event_id = ?", (event_id,)))
+
+    # ----- workers -----------------------------------------------------------------------------
+    def register(self, owner: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self.store._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO slack_workers (owner, host, pid, started, heartbeat) VALUES (?, ?, ?, ?, ?)",
+                         (owner, socket.gethostname(), os.getpid(), now, now))
+
+    def heartbeat(self, owner: str, now: float | None = None) -> None:
+        with self.store._write() as conn:
+            conn.execute("UPDATE slack_workers SET heartbeat = ? WHERE owner = ?",
+                         (time.time() if now is None else now, owner))
+
+    def unregister(self, owner: str) -> None:
+        with self.store._write() as conn:
+            conn.execute("DELETE FROM slack_workers WHERE owner = ?", (owner,))
+
+    def reclaim(self, *, stale_after: float, now: float | None = None) -> int:
+        """Put the running items of dead serving processes back to pending; returns how many.
+
+        A process is dead when it has no worker row, its heartbeat is older than `stale_after`
+        seconds, or it ran on this host and its pid is gone (so a restart after kill -9 resumes at once)."""
+        now = time.time() if now is None else now
+        host = socket.gethostname()
+        with self.store._write() as conn:
+            owners = [r[0] for r in conn.execute("SELECT DISTINCT owner FROM slack_inbox WHERE state = ?", (RUNNING,))]
+            workers = {r[0]: r for r in conn.execute("SELECT owner, host, pid, heartbeat FROM slack_workers")}
+            dead = set()
+            for owner, (_, w_host, pid, beat) in workers.items():
+                if beat < now - stale_after or (w_host == host and pid and not pid_alive(pid)):
+                    dead.add(owner)
+            dead.update(o for o in owners if o not in workers)
+            moved = 0
+            for owner in dead:
+                moved += conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL WHERE state = ? AND owner IS ?",
+                                      (PENDING, RUNNING, owner)).rowcount
+                conn.execute("DELETE FROM slack_workers WHERE owner IS ?", (owner,))
+            return moved
+
+    def take(self, owner: str, now: float | None = None) -> dict | None:
+        """The next item for `owner` (most urgent class first, then oldest), marked running."""
+        now = time.time() if now is None else now
+        if not self.store._read("SELECT 1 AS x FROM slack_inbox WHERE state = ? AND not_before <= ? LIMIT 1",
+                                (PENDING, now)):
+            return None  # a read, without the write lock, while idle
+        with self.store._write() as conn:
+            cursor = conn.execute(
+                "SELECT * FROM slack_inbox WHERE state = ? AND not_before <= ? ORDER BY priority, id LIMIT 1",
+                (PENDING, now))
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            item = dict(zip([d[0] for d in cursor.description], row))
+            conn.execute("UPDATE slack_inbox SET state = ?, owner = ?, attempts = attempts + 1 WHERE id = ?",
+                         (RUNNING, owner, item["id"]))
+            item["attempts"] += 1
+            return item
+
+    def finish(self, item_id: int) -> None:
+        """The item's effect is durable: delete it (and its payload)."""
+        with self.store._write() as conn:
+            conn.execute("DELETE FROM slack_inbox WHERE id = ?", (item_id,))
+
+    def retry(self, item_id: int, error: str, delay: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self.store._write() as conn:
+            conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, not_before = ?, error = ? WHERE id = ?",
+                         (PENDING, now + delay, error[:500], item_id))
+
+    def fail(self, item_id: int, error: str) -> None:
+        """Give up on an item: it stays (without its payload) for /healthz and the log."""
+        with self.store._write() as conn:
+            conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, body = NULL, error = ? WHERE id = ?",
+                         (FAILED, error[:500], item_id))
+
+    def release(self, owner: str) -> int:
+        """Hand `owner`'s running items back (a stop that ran out of grace)."""
+        with self.store._write() as conn:
+            return conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL WHERE state = ? AND owner = ?",
+                                (PENDING, RUNNING, owner)).rowcount
+
+    def depth(self) -> dict[str, int]:
+        rows = self.store._read("SELECT state, count(*) AS n FROM slack_inbox GROUP BY state")
+        counts = {PENDING: 0, RUNNING: 0, FAILED: 0}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    def items(self, state: str | None = None) -> list[dict]:
+        """Inbox rows (without payloads), oldest first."""
+        sql = ("SELECT id, received, event_id, team, function, work, priority, state, late, owner, attempts, error"
+               " FROM slack_inbox")
+        return self.store._read(sql + (" WHERE state = ?" if state else "") + " ORDER BY id", (state,) if state else ())
+
+    # ----- the reply ledger --------------------------------------------------------------------
+    def post_record(self, key: str) -> dict | None:
+        rows = self.store._read("SELECT * FROM slack_posts WHERE key = ?", (key,))
+        return rows[0] if rows else None
+
+    def post_begin(self, key: str, *, answer_id: str | None, channel: str, thread_ts: str | None,
+                   question_ts: str | None, message: dict | None = None) -> None:
+        """Note that a post is under way (before the Web API call), with the answer id it carries;
+        `message` (chat.postMessage arguments) makes it a post owed until `post_done`."""
+        with self.store._write() as conn:
+            conn.execute(
+                "INSERT INTO slack_posts (key, answer_id, channel, thread_ts, question_ts, ts, message, time)"
+                " VALUES (?, ?, ?, ?, ?, NULL, ?, ?) ON CONFLICT (key) DO UPDATE SET answer_id = excluded.answer_id,"
+                " message = excluded.message, time = excluded.time",
+                (key, answer_id, channel, thread_ts, question_ts, None if message is None else json.dumps(message),
+                 to_iso(utcnow())))
+
+    def post_done(self, key: str, ts: str, answer_id: str | None = None) -> None:
+        with self.store._write() as conn:
+            conn.execute("UPDATE slack_posts SET ts = ?, answer_id = coalesce(?, answer_id), message = NULL, time = ?"
+                         " WHERE key = ?", (ts, answer_id, to_iso(utcnow()), key))
+
+    def owed(self, key: str) -> dict | None:
+        """The chat.postMessage arguments of a post noted but not yet done, if any."""
+        record = self.post_record(key)
+        if record is None or record["ts"] or not record["message"]:
+            return None
+        return json.loads(record["message"])
+
+    def answer_for_message(self, channel: str, ts: str) -> str | None:
+        rows = self.store._read("SELECT answer_id FROM slack_posts WHERE channel = ? AND ts = ? AND answer_id IS NOT NULL",
+                                (channel, ts))
+        return rows[0]["answer_id"] if rows else None
+
+    def thread_answered(self, channel: str, thread_ts: str) -> bool:
+        return bool(self.store._read("SELECT 1 AS x FROM slack_posts WHERE channel = ? AND thread_ts = ?"
+                                     " AND ts IS NOT NULL AND answer_id IS NOT NULL"
+                                     " AND key LIKE 'answer:%' LIMIT 1", (channel, thread_ts)))
+
+    # ----- revoked workspaces ------------------------------------------------------------------
+    def revoke(self, team: str, reason: str) -> bool:
+        """Stop posting to `team`; True the first time."""
+        with self.store._write() as conn:
+            return conn.execute(
+                "INSERT INTO slack_workspaces (team, state, reason, time) VALUES (?, 'revoked', ?, ?)"
+                " ON CONFLICT (team) DO UPDATE SET state = 'revoked', reason = excluded.reason, time = excluded.time"
+                " WHERE state != 'revoked'", (team, reason, to_iso(utcnow()))).rowcount == 1
+
+    def restore(self, team: str) -> bool:
+        """The workspace works again (a valid token answered auth.test); True if it was revoked."""
+        with self.store._write() as conn:
+            return conn.execute("DELETE FROM slack_workspaces WHERE team = ? AND state = 'revoked'", (team,)).rowcount == 1
+
+    def revoked(self) -> dict[str, dict[str, Any]]:
+        return {r["team"]: {"reason": r["reason"], "since": r["time"]}
+                for r in self.store._read("SELECT team, reason, time FROM slack_workspaces WHERE state = 'revoked'")}

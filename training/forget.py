@@ -1,0 +1,108 @@
+"""`csbot forget --user` beyond the store: the questions a model version learned from a user.
+
+A retrain turns feedback into labelled examples; a version keeps them, as text, in
+`training_examples.jsonl` (which later builds replay) and in its FAISS index (learned entries), and an
+admin's corrections can sit in the frozen held-out set. Deleting the user's rows from the store stops
+future retrains from reading them, but not the replay. So `forget` also:
+
+- rebuilds the served version without those examples (same articles, same fine-tuned encoder and
+  sentiment head, heads refitted, index rebuilt), promotes it, and deletes every other version that
+  learned any of them (the rollback target included: the new champion's parent is the nearest
+  version that did not);
+- drops them from the held-out set.
+
+Matching is on the normalized question text (case and whitespace), so the same question learned
+from another user's vote goes too. The encoder's fine-tuned weights are kept: they hold no text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from training.feedback_data import normalize
+
+
+def _examples(path: Path) -> list[dict]:
+    file = path / "training_examples.jsonl"
+    if not file.is_file():
+        return []
+    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict:
+    """Remove the learned examples whose text is one of `texts` from every model version and the
+    held-out set (see the module doc). Returns what was (or, with dry_run, would be) done."""
+    from models.versions import VersionError, VersionStore
+
+    keys = {normalize(t) for t in texts if t and t.strip()}
+    report = {"learned_examples": 0, "versions_rebuilt": [], "versions_deleted": [], "heldout_rows": 0}
+    if not keys:
+        return report
+    versions = VersionStore(settings.models_dir)
+    champion = versions.champion_name()
+    tainted = []
+    for name in versions.names():
+        n = sum(normalize(ex.get("text", "")) in keys for ex in _examples(versions.root / name))
+        if n:
+            tainted.append(name)
+            if name == champion:
+                report["learned_examples"] = n
+    report["heldout_rows"] = _scrub_heldout(settings.home, keys, dry_run=dry_run)
+    if not tainted:
+        return report
+    if dry_run:
+        report["versions_rebuilt"] = [champion] if champion in tainted else []
+        report["versions_deleted"] = [n for n in tainted if n != champion] + (
+            [champion] if champion in tainted else [])
+        return report
+    if champion in tainted:
+        new = _rebuild_without(settings, versions, versions.get(champion), keys, tainted)
+        report["versions_rebuilt"] = [champion]
+        report["new_champion"] = new
+    for name in tainted:
+        try:
+            versions.delete(name)
+        except VersionError:
+            continue
+        report["versions_deleted"].append(name)
+    return report
+
+
+def _rebuild_without(settings, versions, champion, keys: set[str], tainted: list[str]) -> str:
+    from training.build import TrainingExample, build_version, load_version_documents
+
+    kept = [TrainingExample(**ex) for ex in _examples(champion.path) if normalize(ex.get("text", "")) not in keys]
+    parent = champion.parent
+    seen = set()
+    while parent in tainted and parent not in seen:  # the rollback target must not hold them either
+        seen.add(parent)
+        try:
+            parent = versions.get(parent).parent
+        except Exception:  # noqa: BLE001 - pruned or unreadable: no rollback target
+            parent = None
+    if parent not in versions.names():
+        parent = None
+    build_settings = dataclasses.replace(settings, sentiment_head=str(champion.path / "sentiment_head.npz"),
+                                         finetune_epochs=0)
+    encoder_dir = champion.path / "encoder"
+    meta = {key: champion.meta[key] for key in ("metrics", "data_until", "retrain") if key in champion.meta}
+    built = build_version(load_version_documents(champion), build_settings, extra_examples=kept,
+                          encoder_dir=encoder_dir if encoder_dir.is_dir() else None, parent=parent,
+                          meta={**meta, "reason": f"forget (rebuilt {champion.name} without a user's questions)"})
+    versions.promote(built.version.name, reason="forget")
+    return built.version.name
+
+
+def _scrub_heldout(home, keys: set[str], *, dry_run: bool) -> int:
+    from training.gate import HeldoutSet
+
+    heldout = HeldoutSet.load(Path(home))
+    keep = [r for r in heldout.rows if r.get("source") == "kb" or normalize(r.get("text", "")) not in keys]
+    removed = len(heldout.rows) - len(keep)
+    if removed and not dry_run:
+        heldout.rows = keep
+        heldout.save()
+    return removed
+
