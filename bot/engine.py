@@ -40,6 +40,7 @@ HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to 
 # about international orders?"); a weaker one is read with the thread's previous turn when that
 # makes the engine surer ("and for express?").
 FOLLOWUP_STANDALONE = 0.75
+CONTEXT_GAIN = 0.03  # cosine a longer message must gain from its thread's turns for them to be used
 
 
 @dataclass
@@ -155,26 +156,38 @@ class Engine:
             raise ValueError("one context per text")
         inputs = [" ".join(t.split()) for t in texts]
         # Short follow-ups are also read with the thread's previous turn; both go in the same batch.
+        # Longer messages in a thread are also read with the two turns before them, and that reading is
+        # used when it matches clearly closer or settles a clarifying question: "can I bring my dog?"
+        # after "I'm staying at the Acorn Guest House".
         followup_of: dict[int, int] = {}
         for i, (text, context) in enumerate(zip(inputs, contexts)):
-            if context and 0 < len(text.split()) <= self.settings.followup_max_words:
-                followup_of[i] = len(inputs)
-                inputs.append(f"{context[-1].strip()} {text}")
+            turns = [c.strip() for c in context if c and c.strip()]
+            if not turns or not text:
+                continue
+            followup_of[i] = len(inputs)
+            short = len(text.split()) <= self.settings.followup_max_words
+            inputs.append(" ".join((turns[-1:] if short else turns[-2:]) + [text]))
         encoded = served.encoder.encode(inputs)
         intent_probs = served.intent_head.predict_proba(encoded)
         sentiments = served.sentiment.predict(encoded)
         scores, positions = served.index.search(encoded.embeddings, SEARCH_K)
         decisions = [decide(served.index.entries, served.label_of, served.intent_head.labels, served.label_index,
                             intent_probs[i], scores[i], positions[i], served.index.lexical_search(inputs[i], SEARCH_K),
-                            served.params, served.threshold)
+                            served.params, served.threshold, served.docs_by_label)
                      for i in range(len(inputs))]
         answers = []
         for i, text in enumerate(texts):
             decision, used_context = decisions[i], False
             j = followup_of.get(i)
-            if (j is not None and decision.confidence < FOLLOWUP_STANDALONE
-                    and decisions[j].confidence > decision.confidence):
-                decision, used_context = decisions[j], True
+            if j is not None:
+                alt, short = decisions[j], len(inputs[i].split()) <= self.settings.followup_max_words
+                weak = short and decision.confidence < FOLLOWUP_STANDALONE and alt.confidence > decision.confidence
+                # A longer message is read with the thread when the thread makes the match clearly closer
+                # (the entity it is about was named earlier) or settles a clarifying question.
+                closer = alt.signals.get("top_cos", 0.0) > decision.signals.get("top_cos", 0.0) + CONTEXT_GAIN
+                settled = (bool(decision.clarify) or closer) and not alt.clarify and not alt.handoff
+                if weak or settled:
+                    decision, used_context = alt, True
             label, sentiment_scores = sentiments[i]
             answers.append(self._make_answer(served, text, decision, label, sentiment_scores, used_context))
         return answers

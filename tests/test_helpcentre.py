@@ -163,3 +163,32 @@ def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
     report = ingest([kb], settings)
     assert report["built"] and report["documents"] == 3
     assert report["notes"] and "no example questions" in report["notes"][0]
+
+
+def test_a_question_ambiguous_alone_is_settled_by_the_thread(tmp_path):
+    """Two hotels answer the same FAQ differently: alone the question could be either; after the
+    guest said where they are staying, the bot answers from that hotel's section."""
+    from bot.commands.ingest import ingest
+    from bot.config import Settings
+    from bot.engine import Engine
+
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    (kb / "acorn-guest-house.md").write_text(
+        "# Acorn Guest House\n\nA family-run guest house near the station.\n\n"
+        "## Can I bring my pet?\n\nDogs are welcome for 10 euro a night.\n\n"
+        "## Is there parking?\n\nFree parking behind the house.\n")
+    (kb / "bridge-hotel.md").write_text(
+        "# Bridge Hotel\n\nA riverside hotel in the old town.\n\n"
+        "## Can I bring my pet?\n\nSorry, pets are not allowed at the Bridge Hotel.\n\n"
+        "## Is there parking?\n\nParking costs 15 euro a day in the public garage.\n")
+    settings = Settings.load(env={}, home=tmp_path / "home")
+    ingest([kb], settings)
+    engine = Engine(settings)
+    for hotel, doc_id, says in (("Acorn Guest House", "acorn-guest-house", "Dogs are welcome"),
+                                ("Bridge Hotel", "bridge-hotel", "not allowed")):
+        thread = [f"hi, I booked two nights at the {hotel} next week", "great, how can I help?"]
+        answer = engine.answer("can I bring my dog with me when I come?", thread)
+        assert answer.doc_id == doc_id and not answer.clarify, hotel
+        assert answer.section["heading"] == "Can I bring my pet?" and says in answer.text
+        assert answer.used_context
