@@ -77,15 +77,17 @@ class SlackSender:
 
 # ----- interaction payloads (Slack's documented block_actions / view_submission shapes) -----------
 
-def button_payload(bot, action_id, answer_id, message_ts, *, user="U1", channel="C1", trigger="111.222.abc"):
+def button_payload(bot, action_id, answer_id, message_ts, *, user="U1", channel="C1", trigger="111.222.abc",
+                   block_id=ids.FEEDBACK_BLOCK, response="vote"):
+    """A click on a button whose value is `answer_id` (the feedback buttons; or any other block's)."""
     return {
         "type": "block_actions", "team": {"id": TEAM, "domain": "csbot-test"},
         "user": {"id": user, "team_id": TEAM}, "api_app_id": "A0CSBOT", "token": "legacy",
         "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
         "trigger_id": trigger, "channel": {"id": channel, "name": "general"},
         "message": {"type": "message", "ts": message_ts, "user": BOT_USER, "thread_ts": "1.0"},
-        "response_url": bot.mock.response_url("vote"),
-        "actions": [{"action_id": action_id, "block_id": ids.FEEDBACK_BLOCK, "value": answer_id, "type": "button",
+        "response_url": bot.mock.response_url(response),
+        "actions": [{"action_id": action_id, "block_id": block_id, "value": answer_id, "type": "button",
                      "action_ts": "1700000100.000200"}],
     }
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from bot.slack import ids
-from tests.slack.slack_mock import BOT_USER, TEAM
+from tests.slack.slack_sender import button_payload
 
 pytestmark = pytest.mark.slow
 
@@ -22,19 +22,6 @@ def clarifying_engine(helpcentre_home):
 
     # A wide margin makes the engine ask whenever two articles are close (the default is 0.02).
     return Engine(Settings.load(env={}, home=helpcentre_home, clarify_margin=0.15))
-
-
-def pick_payload(bot, button: dict, message_ts: str, *, user="U1", channel="C1", trigger="555.666.pick"):
-    return {
-        "type": "block_actions", "team": {"id": TEAM, "domain": "csbot-test"},
-        "user": {"id": user, "team_id": TEAM}, "api_app_id": "A0CSBOT", "token": "legacy",
-        "container": {"type": "message", "message_ts": message_ts, "channel_id": channel, "is_ephemeral": False},
-        "trigger_id": trigger, "channel": {"id": channel, "name": "general"},
-        "message": {"type": "message", "ts": message_ts, "user": BOT_USER, "thread_ts": "1.0"},
-        "response_url": bot.mock.response_url("pick"),
-        "actions": [{"action_id": button["action_id"], "block_id": ids.CLARIFY_BLOCK, "value": button["value"],
-                     "type": "button", "action_ts": "1700000200.000300"}],
-    }
 
 
 def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_bot, clarifying_engine):
@@ -55,7 +42,8 @@ def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_
     assert json.loads(change["value"])["a"] == answer_id
 
     message_ts = bot.mock.messages["C1"][-1]["ts"]
-    payload = pick_payload(bot, change, message_ts)
+    payload = button_payload(bot, change["action_id"], change["value"], message_ts, trigger="555.666.pick",
+                             block_id=ids.CLARIFY_BLOCK, response="pick")
     assert bot.sender.interaction(payload)[0] == 200
     assert bot.sender.interaction(payload)[0] == 200  # a replayed click counts once
     [update, *_] = bot.mock.wait_for("chat.update")
