@@ -185,7 +185,7 @@ class Engine:
                 # A longer message is read with the thread when the thread makes the match clearly closer
                 # (the entity it is about was named earlier) or settles a clarifying question.
                 closer = alt.signals.get("top_cos", 0.0) > decision.signals.get("top_cos", 0.0) + CONTEXT_GAIN
-                settled = (bool(decision.clarify) or closer) and not alt.clarify and not alt.handoff
+                settled = (bool(decision.clarify) or (closer and not short)) and not alt.clarify and not alt.handoff
                 if weak or settled:
                     decision, used_context = alt, True
             label, sentiment_scores = sentiments[i]

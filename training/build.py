@@ -27,6 +27,7 @@ from retrieval.ranking import DecisionParams, decide, tune
 
 log = logging.getLogger(__name__)
 
+HEAD_LEADS_COVERAGE = 0.8  # share of intents with KB example questions for the head to lead (ranking.py)
 SEARCH_K = 24  # hits per message from each index (the engine reads the same)
 DECISION_THRESHOLD = 0.5  # the confidence below which a version hands off: its tuned thresholds map to it
 
@@ -130,7 +131,10 @@ def tune_decision(encoder: Encoder, index: VectorIndex, head, documents: list[Do
         cos.append(d.signals["top_cos"])
         head_p.append(d.signals["head_p"])
     informative = any(doc.questions for doc in documents) or any(e.kind == LEARNED for e in index.entries)
-    return tune(cos, head_p, head_informative=informative)
+    labels = {doc.label for doc in documents}
+    with_questions = {doc.label for doc in documents if doc.questions}
+    return tune(cos, head_p, head_informative=informative,
+                head_leads=len(with_questions) >= HEAD_LEADS_COVERAGE * len(labels))
 
 
 def finetune_plan(documents: list[Document], extra: list[TrainingExample]) -> str | None:

@@ -218,25 +218,27 @@ def _assert_frozen_layers_identical(base: str, tuned: str) -> None:
 
 
 @pytest.mark.slow
-def test_one_user_flipping_labels_cannot_change_the_answers(tiny_settings):
-    """One user relabels every refund / tracking question as "cancel subscription" (48 votes). The
-    per-user cap (unit-tested in test_feedback_data.py) is raised here so that all of it gets
-    through. One user's word never enters the held-out set (an intent needs two users), and the
-    engine's retrieval evidence outweighs the poisoned labels: whatever the gate decides, the served
-    model still answers those very questions with their true intents."""
-    from conftest import USER_QUESTIONS
+def test_one_user_flipping_labels_is_rejected_by_the_gate(tiny_settings):
+    """One user relabels refund / tracking questions as "cancel subscription" (48 votes). The per-user
+    cap (unit-tested in test_feedback_data.py) is raised here so that all of it gets through: the gate
+    alone must see the damage on the held-out set and reject the candidate."""
+    from models.versions import VersionStore
 
-    from bot.engine import Engine
-
+    old = champion(tiny_settings)
+    names = VersionStore(tiny_settings.models_dir).names()
     with open_store(tiny_settings) as store:
         poisoned_feedback(store)
     outcome = retrain(tiny_settings, config(user_share_floor=100))
+    assert outcome.exit_code == EXIT_REJECTED, outcome.message
+    assert champion(tiny_settings) == old and VersionStore(tiny_settings.models_dir).names() == names
+    assert outcome.report["candidate"] is None and outcome.report["decision"]["reasons"]
     assert outcome.report["counts"]["corrections"] == 48
-    assert outcome.report["counts"]["heldout_added_feedback"] == 0
-    engine = Engine(tiny_settings)
-    for intent in ("refund", "track_order"):
-        for question in USER_QUESTIONS[intent] + [q + " please" for q in USER_QUESTIONS[intent]]:
-            assert engine.answer(question).intent == intent, question
+    assert outcome.report["counts"]["heldout_added_feedback"] == 0  # one user's word never enters the held-out set
+    with open_store(tiny_settings) as store:
+        run = store.training_runs()[0]
+    assert run["status"] == "rejected" and run["decision"]["promote"] is False and run["data_until"]
+    assert run["metrics"]["candidate"]["accuracy"] is not None and run["decision"]["reasons"]
+    assert Path(run["report_md"]).is_file()
     # The poisoned votes are used up: they are not retried every night.
     assert retrain(tiny_settings, config()).exit_code == EXIT_NOTHING
 
