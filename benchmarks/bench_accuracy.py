@@ -35,8 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from bot.commands.ingest import ingest  # noqa: E402
-from bot.config import Settings  # noqa: E402
-from bot.engine import Engine  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from serving.engine import Engine  # noqa: E402
 from models.encoder import Encoder  # noqa: E402
 from models.heads import fit_softmax_head  # noqa: E402
 

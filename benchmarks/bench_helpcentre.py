@@ -226,8 +226,8 @@ class Floor:
 
 def engine_answers(home: Path, texts: list[str], contexts: list[list[str]] | None = None, *, batch: int = 128) -> tuple[list[dict], float, str]:
     """Answers as their `--json` dicts, the seconds it took, and the served version."""
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     engine = Engine(Settings.load(env={}, home=home))
     contexts = contexts or [[] for _ in texts]
@@ -427,9 +427,9 @@ def score_dstc10(answers: list[dict], target: list, other: list) -> dict:
 def simulate_votes(home: Path, traffic: list[tuple[str, str]], doc_ids: list[str], *, adversarial: bool, seed: int) -> tuple[Path, dict]:
     """Ask each traffic question once (engine + store, as `csbot ask` and Slack do) and write one vote per
     answer to votes.jsonl (imported afterwards with `csbot feedback --file`)."""
-    from bot.config import Settings
-    from bot.engine import Engine
-    from bot.store import Store
+    from core.settings import Settings
+    from serving.engine import Engine
+    from store import Store
 
     rng = random.Random(seed)
     settings = Settings.load(env={}, home=home)

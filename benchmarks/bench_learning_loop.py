@@ -74,7 +74,7 @@ def write_kb(rows, path: Path) -> Path:
 
 
 def test_accuracy(settings, test_rows) -> tuple[float, str]:
-    from bot.engine import Engine
+    from serving.engine import Engine
 
     engine = Engine(settings)
     texts = [t for t, _ in test_rows]
@@ -86,8 +86,8 @@ def test_accuracy(settings, test_rows) -> tuple[float, str]:
 
 def simulate(settings, stream, labels, *, p: float, adversarial: bool, seed: int = 1) -> dict:
     """Answer the stream with the champion and record one vote per question."""
-    from bot.engine import Engine
-    from bot.store import Store
+    from serving.engine import Engine
+    from store import Store
 
     rng = random.Random(seed)
     engine = Engine(settings)
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from bot.commands.ingest import ingest
-    from bot.config import Settings
+    from core.settings import Settings
 
     folder = DATA / "banking77"
     if not folder.is_dir():

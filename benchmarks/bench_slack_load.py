@@ -35,7 +35,7 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_prox
     os.environ.pop(_var, None)
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
-from bot.config import Settings  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from tests.slack.serve_process import ServeProcess  # noqa: E402
 from tests.slack.slack_mock import MockSlack  # noqa: E402
 

@@ -28,9 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.answer import Answer, Source  # noqa: E402
-from bot.store import Store  # noqa: E402
-from bot.store.store import to_iso  # noqa: E402
+from core.answer import Answer, Source  # noqa: E402
+from store import Store  # noqa: E402
+from store.store import to_iso  # noqa: E402
 
 VOTE_TARGET = 2000.0  # votes per second
 READ_TARGET = 1.0  # seconds

@@ -8,12 +8,12 @@ import getpass
 import json
 import os
 
-from bot.errors import UserError
+from core.errors import UserError
 
 
 def served_documents(settings) -> tuple[str, list]:
     """(champion name, its Documents); a clear error when there is no model yet."""
-    from models.versions import VersionStore
+    from serving.versions import VersionStore
     from retrieval.kb import Document
 
     champion = VersionStore(settings.models_dir).champion()

@@ -3,7 +3,7 @@ adds its parser and sets `func(args) -> int`. Heavy libraries (torch, sentence-t
 imported inside the commands that need them.
 
 While a command runs, `sys.stdout` points at stderr, so whatever a library prints goes to the log;
-commands write their own results with `bot.output.out` (the real stdout). Errors the user can act on
+commands write their own results with `core.output.out` (the real stdout). Errors the user can act on
 (bad input, a missing or read-only home, a full disk, a closed pipe, an unreachable service) are one
 line on stderr and exit status 2.
 """
@@ -18,9 +18,10 @@ import os
 import sqlite3
 import sys
 
-from bot import __version__, output
-from bot.config import ConfigError
-from bot.errors import CsbotError
+from bot import __version__
+from core import output
+from core.settings import ConfigError
+from core.errors import CsbotError
 
 DESCRIPTION = ("csbot answers customer-service questions from your knowledge base, offline, and runs "
                "as a Slack bot. Start with `csbot ingest PATH` (Markdown, text, CSV or JSONL articles), "
@@ -94,7 +95,7 @@ def _silence_stdout() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from bot.runtime import quiet_libraries
+    from core.runtime import quiet_libraries
 
     quiet_libraries()
     real_stdout = sys.stdout

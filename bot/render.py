@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.answer import Answer
+from core.answer import Answer
 
 
 # The engine's hand-off text promises a colleague will follow up "here", which is true in Slack (the
@@ -14,7 +14,7 @@ TERMINAL_HANDOFF_TEXT = ("I'm not sure I can answer that correctly. In the termi
 def terminal_text(answer: Answer) -> str:
     """The answer's text as the terminal shows it (the engine's hand-off text is Slack's)."""
     if answer.handoff:
-        from bot.engine import HANDOFF_TEXT
+        from serving.engine import HANDOFF_TEXT
 
         if answer.text == HANDOFF_TEXT:
             return TERMINAL_HANDOFF_TEXT

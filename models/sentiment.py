@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.answer import SENTIMENT_LABELS
-from bot.errors import UserError
+from core.answer import SENTIMENT_LABELS
+from core.errors import UserError
 from models.encoder import Encoded
 from models.heads import SoftmaxHead, layers_read
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from bot.errors import UserError
+from core.errors import UserError
 from retrieval.lexical import LEXICAL_FILE, LexicalIndex, write_lexical
 
 # faiss only takes its BLAS path when n_queries * dim >= this; small batches are ~5x faster with it.

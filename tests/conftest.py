@@ -34,7 +34,7 @@ atexit.register(shutil.rmtree, _SUITE_HOME, True)
 def demo_home(tmp_path_factory) -> Path:
     """A CSBOT_HOME holding a champion built from the demo KB (built once; tests copy it)."""
     from bot.commands.ingest import ingest
-    from bot.config import Settings
+    from core.settings import Settings
 
     home = tmp_path_factory.mktemp("demo-home")
     ingest([DEMO_KB], Settings.load(env={}, home=home))
@@ -72,7 +72,7 @@ def home(demo_home, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def settings(home):
-    from bot.config import Settings
+    from core.settings import Settings
 
     return Settings.load(env={}, home=home, finetune_epochs=0)
 
@@ -80,8 +80,8 @@ def settings(home):
 @pytest.fixture(scope="session")
 def engine(demo_home):
     """A read-only engine on the session's demo home (tests must not change that home)."""
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     return Engine(Settings.load(env={}, home=demo_home))
 

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from bot.cli import main
-from models.versions import VersionStore
+from serving.versions import VersionStore
 from tests.conftest import DEMO_KB, REPO
 
 pytestmark = pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import DEFAULT_ENCODER, ConfigError, Settings
+from core.settings import DEFAULT_ENCODER, ConfigError, Settings
 
 
 def test_defaults(tmp_path, monkeypatch):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.answer import OUT_OF_SCOPE
+from core.answer import OUT_OF_SCOPE
 
 pytestmark = pytest.mark.slow
 
@@ -74,7 +74,7 @@ def test_sentiment_of_an_angry_message_is_negative(engine):
 def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_intent(settings):
     """A retrain's labelled feedback questions are indexed as `learned` entries, filed under the
     first article of their intent, and feed the nearest-neighbour vote for that intent."""
-    from bot.engine import Engine
+    from serving.engine import Engine
     from retrieval.index import LEARNED
     from retrieval.kb import load_documents
     from tests.conftest import DEMO_KB
@@ -97,7 +97,7 @@ def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_inten
 def test_answering_commands_apply_the_configured_torch_threads(home):
     import torch
 
-    from bot.config import Settings
+    from core.settings import Settings
     from bot.runtime import open_engine
 
     before = torch.get_num_threads()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.config import DEFAULT_ENCODER
+from core.settings import DEFAULT_ENCODER
 from models.finetune import FINETUNE_RECORD, FinetuneConfig, finetune_encoder
 from models.loading import load_sentence_transformer
 from retrieval.kb import load_documents

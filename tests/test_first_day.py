@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bot.cli import build_parser, main
-from models.versions import VersionStore
+from serving.versions import VersionStore
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -119,7 +119,7 @@ def test_ingest_json_with_fine_tuning_is_json_lines_only(tmp_path):
 def test_progress_shows_on_a_terminal_and_not_with_quiet():
     import io
 
-    from bot.output import Progress
+    from core.output import Progress
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -289,8 +289,8 @@ def test_the_terminal_hand_off_text_does_not_promise_a_colleague(home, capsys):
 
 
 def test_chat_commands_and_identity(home):
-    from bot.store import Store
-    from bot.config import Settings
+    from store import Store
+    from core.settings import Settings
 
     proc = csbot("chat", "--user", "U1", input="/help\nI forgot my password\n   \n/new\n/nope\n/quit\nnever read\n")
     assert proc.returncode == 0, proc.stderr
@@ -304,7 +304,7 @@ def test_chat_commands_and_identity(home):
 def test_purge_durations_say_what_they_mean(home, capsys):
     import datetime as dt
 
-    from bot.store import parse_duration
+    from store import parse_duration
 
     assert parse_duration("1m") == dt.timedelta(minutes=1)
     assert parse_duration("6mo") == parse_duration("6 months") == dt.timedelta(days=180)
@@ -347,8 +347,8 @@ def test_blank_input_is_exit_2(home, capsys, argv):
 # ----- 6. identity ----------------------------------------------------------------------------------
 
 def test_the_cli_always_has_a_user_identity(home, capsys):
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     assert main(["ask", "where is my order", "--json"]) == 0
     assert main(["ask", "can I get a refund", "--user", "U9", "--json"]) == 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import OUT_OF_SCOPE
+from core.answer import OUT_OF_SCOPE
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -28,8 +28,8 @@ def md_home(helpcentre_home) -> Path:
 
 @pytest.fixture(scope="session")
 def md_engine(md_home):
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     return Engine(Settings.load(env={}, home=md_home))
 
@@ -88,8 +88,8 @@ def test_sources_are_sorted_by_score(md_engine):
 
 
 def test_close_articles_get_a_clarifying_question(md_home):
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     engine = Engine(Settings.load(env={}, home=md_home, clarify_margin=0.15))
     answer = engine.answer("I need to change or cancel the order I placed")
@@ -101,8 +101,8 @@ def test_close_articles_get_a_clarifying_question(md_home):
 
 
 def test_csbot_chat_offers_a_numbered_choice_and_stores_the_pick(md_home, tmp_path):
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     home = tmp_path / "home"
     shutil.copytree(md_home, home)
@@ -123,8 +123,8 @@ def test_csbot_chat_offers_a_numbered_choice_and_stores_the_pick(md_home, tmp_pa
 
 def test_html_only_kb_ingests_and_answers_from_its_sections(tmp_path):
     from bot.commands.ingest import ingest
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     settings = Settings.load(env={}, home=tmp_path / "home")
     report = ingest([HTML_KB], settings)
@@ -139,8 +139,8 @@ def test_html_only_kb_ingests_and_answers_from_its_sections(tmp_path):
 
 def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
     from bot.commands.ingest import ingest
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     settings = Settings.load(env={}, home=tmp_path / "home")
     ingest([MD_KB / "refunds.md"], settings)
@@ -153,7 +153,7 @@ def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
 def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
     """The crash of issue 9: ingest-time fine-tuning of a KB with no example questions."""
     from bot.commands.ingest import ingest
-    from bot.config import Settings
+    from core.settings import Settings
 
     kb = tmp_path / "faq.csv"
     kb.write_text("title,answer\nOpening hours,We are open 9-17 on weekdays.\n"
@@ -169,8 +169,8 @@ def test_a_question_ambiguous_alone_is_settled_by_the_thread(tmp_path):
     """Two hotels answer the same FAQ differently: alone the question could be either; after the
     guest said where they are staying, the bot answers from that hotel's section."""
     from bot.commands.ingest import ingest
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     kb = tmp_path / "kb"
     kb.mkdir()

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from bot.cli import main
-from models.versions import VersionError, VersionStore, folder_bytes
+from serving.versions import VersionError, VersionStore, folder_bytes
 
 
 def _chain(root, n: int) -> list[str]:
@@ -95,7 +95,7 @@ def _learned_texts(version) -> set[str]:
 
 @pytest.mark.slow
 def test_forget_removes_the_users_learned_questions_from_the_model(home, settings, capsys):
-    from bot.store import Store
+    from store import Store
     from training.build import TrainingExample, build_version, load_version_documents, load_version_examples
     from training.feedback_data import normalize
 
@@ -136,8 +136,8 @@ def test_forget_removes_the_users_learned_questions_from_the_model(home, setting
 
 
 def test_follow_ups_are_not_learned_without_their_context(tmp_path):
-    from bot.answer import Answer
-    from bot.store import Store
+    from core.answer import Answer
+    from store import Store
     from retrieval.kb import Document
     from training.feedback_data import build_feedback_data
     from training.retrain_config import RetrainConfig

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bot.errors import UserError
+from core.errors import UserError
 from models.heads import SoftmaxHead, layers_read
 from models.sentiment import BUILTIN_HEAD, SENTIMENT_LABELS, SentimentModel
 

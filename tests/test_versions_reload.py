@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from bot.commands.ingest import ingest
-from bot.engine import Engine
+from serving.engine import Engine
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,7 @@
 """Build a model version from a knowledge base: encode, index, train the intent head, package.
 
 Used by `csbot ingest` (new or changed KB) and by the nightly retrain (new training data). The
-version is complete on disk before anyone can promote it (see models/versions.py).
+version is complete on disk before anyone can promote it (see serving/versions.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.config import Settings
+from core.settings import Settings
 from models.encoder import Encoder
 from models.finetune import FinetuneConfig, finetune_encoder
 from models.intent import train_intent_head
-from models.versions import ModelVersion, VersionStore
+from serving.versions import ModelVersion, VersionStore
 from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
 from retrieval.ranking import DecisionParams, decide, tune
@@ -62,7 +62,7 @@ def kb_hash(documents: list[Document]) -> str:
 def sentiment_head_path(spec: str) -> Path:
     path = BUILTIN_SENTIMENT_HEAD if spec == "builtin" else Path(spec)
     if not path.is_file():
-        from bot.errors import UserError
+        from core.errors import UserError
 
         raise UserError(f"sentiment head {path} is missing (setting sentiment_head={spec!r})")
     return path
@@ -164,7 +164,7 @@ def build_version(
     questions (`finetune_epochs` > 0), else the base encoder itself.
     """
     if not documents:
-        from bot.errors import UserError
+        from core.errors import UserError
 
         raise UserError("the knowledge base is empty: nothing to build")
     started = time.perf_counter()

@@ -12,8 +12,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from bot.answer import OUT_OF_SCOPE, SENTIMENT_LABELS
-from bot.errors import UserError
+from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS
+from core.errors import UserError
 
 OOS_ALIASES = {"oos", "out_of_scope", "out-of-scope"}
 

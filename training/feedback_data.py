@@ -39,7 +39,7 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from bot.answer import OUT_OF_SCOPE
+from core.answer import OUT_OF_SCOPE
 from retrieval.kb import Document
 from training.build import TrainingExample
 from training.evaluate import OOS_ALIASES

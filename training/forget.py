@@ -34,7 +34,7 @@ def _examples(path: Path) -> list[dict]:
 def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict:
     """Remove the learned examples whose text is one of `texts` from every model version and the
     held-out set (see the module doc). Returns what was (or, with dry_run, would be) done."""
-    from models.versions import VersionError, VersionStore
+    from serving.versions import VersionError, VersionStore
 
     keys = {normalize(t) for t in texts if t and t.strip()}
     report = {"learned_examples": 0, "versions_rebuilt": [], "versions_deleted": [], "heldout_rows": 0}

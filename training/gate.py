@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.answer import OUT_OF_SCOPE
+from core.answer import OUT_OF_SCOPE
 from retrieval.kb import Document
 from training.feedback_data import normalize, stable_fraction
 
@@ -203,7 +203,7 @@ def training_documents(documents: list[Document], exclude: set[str]) -> list[Doc
 
 def score_version(settings, version_name: str, rows: list[dict]) -> dict:
     """Evaluate one version (pinned, not necessarily the champion) on the held-out rows."""
-    from bot.engine import Engine
+    from serving.engine import Engine
     from training.evaluate import evaluate
 
     engine = Engine(settings, version=version_name, reload_check_seconds=1e9)

@@ -21,7 +21,7 @@ import socket
 import time
 from pathlib import Path
 
-from bot.errors import CsbotError
+from core.errors import CsbotError
 
 LOCK_FILE = "retrain.lock"
 

@@ -44,9 +44,9 @@ import traceback  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
-from bot.answer import OUT_OF_SCOPE  # noqa: E402
-from bot.config import ConfigError, Settings  # noqa: E402
-from bot.errors import CsbotError, UserError  # noqa: E402
+from core.answer import OUT_OF_SCOPE  # noqa: E402
+from core.settings import ConfigError, Settings  # noqa: E402
+from core.errors import CsbotError, UserError  # noqa: E402
 
 EXIT_PROMOTED = 0
 EXIT_EMPTY = 0
@@ -94,13 +94,13 @@ def run_cli(args) -> int:
         settings = Settings.load(device=args.device)
         config = RetrainConfig.load(settings=settings, device=args.device, method=args.method)
         if args.since is not None:
-            from bot.store.store import parse_since
+            from store.store import parse_since
 
             parse_since(args.since)  # a bad --since is bad usage, not a failed run
     except (ConfigError, CsbotError) as exc:
         print(f"retrain: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    from bot.output import Progress, out
+    from core.output import Progress, out
 
     # Our progress line on a terminal (not with --quiet, not when stderr is a file or pipe); the
     # stage log lines print above it.
@@ -128,8 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(exc.code or 0)
     import contextlib
 
-    from bot import output
-    from bot.runtime import quiet_libraries
+    from core import output
+    from core.runtime import quiet_libraries
 
     # As under `csbot retrain`: stdout carries only the result (one JSON object with --json);
     # whatever the libraries print while training goes to stderr.
@@ -215,7 +215,7 @@ class _Run:
         self.timings[name] = round(time.perf_counter() - started, 2)
 
     def _finish(self, status: str, code: int, message: str, *, consumed: bool = False, write_report: bool = False) -> Outcome:
-        from models.versions import code_revision
+        from serving.versions import code_revision
 
         self.report.update({"status": status, "message": message, "exit_code": code,
                             "seconds": round(time.perf_counter() - self.t0, 2), "timings": self.timings,
@@ -247,8 +247,8 @@ class _Run:
 
     # -- the steps --------------------------------------------------------------------------------
     def execute(self) -> Outcome:
-        from bot.store import Store
-        from models.versions import VersionStore
+        from store import Store
+        from serving.versions import VersionStore
 
         versions = VersionStore(self.settings.models_dir)
         try:
@@ -273,7 +273,7 @@ class _Run:
                 shutil.rmtree(self.work, ignore_errors=True)
 
     def _execute(self, versions) -> Outcome:
-        from models.versions import VersionError
+        from serving.versions import VersionError
         from training.build import load_version_documents, load_version_examples
         from training.feedback_data import build_feedback_data, merge_with_replay, normalize
         from training.gate import HeldoutSet, training_documents

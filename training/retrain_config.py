@@ -2,7 +2,7 @@
 
 Precedence (highest first): keyword overrides (command-line flags), the environment variable
 `CSBOT_RETRAIN_<FIELD>` (e.g. `CSBOT_RETRAIN_MIN_NEW_EXAMPLES=50`), a `retrain_<field>` attribute of
-the Settings object (for the knobs surfaced in `bot.config.Settings`, which reads them from the
+the Settings object (for the knobs surfaced in `core.settings.Settings`, which reads them from the
 TOML file under the same name), the default here.
 See docs/retrain.md for what each knob does.
 """
@@ -13,7 +13,7 @@ import os
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from bot.config import ConfigError
+from core.settings import ConfigError
 
 ENV_PREFIX = "CSBOT_RETRAIN_"
 

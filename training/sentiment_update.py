@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.answer import SENTIMENT_LABELS
+from core.answer import SENTIMENT_LABELS
 from training.feedback_data import normalize, stable_fraction
 
 log = logging.getLogger("csbot.retrain")

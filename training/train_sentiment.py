@@ -49,7 +49,7 @@ class Split:
 
 
 def _read_csv(path: Path) -> list[dict]:
-    from bot.errors import UserError
+    from core.errors import UserError
 
     if not path.is_file():
         raise UserError(f"data file {path} is missing (pass --data-dir or set CSBOT_DATA_DIR)")
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from bot.errors import UserError
+    from core.errors import UserError
 
     torch.set_num_threads(max(1, args.threads))
     cache_dir = args.cache_dir if str(args.cache_dir) else None

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from bot.errors import UserError
-from bot.output import out
+from core.errors import UserError
+from core.output import out
 from bot.render import answer_text
 
 
@@ -52,8 +52,8 @@ def run(args) -> int:
 def record_answers(answers, origin: str, user: str | None = None) -> None:
     """Log answers to the store so that feedback (`csbot feedback ANSWER_ID up`) can refer to them;
     `user` (stored hashed) lets `csbot forget --user` find them."""
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     with Store.from_settings(Settings.load()) as store:
         for answer in answers:

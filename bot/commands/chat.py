@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-from bot.output import out, stdout
+from core.output import out, stdout
 from bot.render import answer_text
 
 CLARIFY_PROMPT = "I found more than one article that could answer this. Which one did you mean?"
@@ -98,8 +98,8 @@ def run(args) -> int:
 
 def record_vote(answer_id: str, vote: str, user: str) -> str:
     """Store the vote through the same code path as Slack's buttons; returns a line for the user."""
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     with Store.from_settings(Settings.load()) as store:
         result = store.record_vote(answer_id, vote, user=user, origin="cli")
@@ -110,8 +110,8 @@ def record_vote(answer_id: str, vote: str, user: str) -> str:
 
 def record_pick(answer_id: str, doc_id: str, user: str) -> str:
     """Store a clarifying pick like Slack's buttons do: an "up" vote naming the picked article."""
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     with Store.from_settings(Settings.load()) as store:
         result = store.record_vote(answer_id, "up", user=user, origin="clarify", doc_id=doc_id)

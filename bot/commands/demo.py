@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from bot.output import out
+from core.output import out
 
 DEMO_DIR = Path(__file__).resolve().parents[2] / "demo"
 
@@ -20,9 +20,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from bot.commands.ask import read_questions, record_answers
     from bot.commands.ingest import ingest
-    from bot.config import Settings
+    from core.settings import Settings
     from bot.render import answer_text
-    from bot.runtime import open_engine, quiet_libraries
+    from bot.runtime import open_engine
+    from core.runtime import quiet_libraries
 
     quiet_libraries()
     settings = Settings.load()

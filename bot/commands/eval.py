@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.output import out
+from core.output import out
 
 
 def register(subparsers) -> None:

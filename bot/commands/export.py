@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bot.output import stdout
+from core.output import stdout
 
 KIND_NAMES = {"answers": "answers", "feedback": "feedback", "messages": "monitored_messages"}
 
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bot.config import Settings
-    from bot.store import Store, parse_since
+    from core.settings import Settings
+    from store import Store, parse_since
 
     since = parse_since(args.since)  # validate before opening anything
     kinds = [KIND_NAMES[k] for k in (args.kind or KIND_NAMES)]
@@ -66,7 +66,7 @@ def _write(records, fh) -> int:
 
 def _write_file(records, path: Path) -> int:
     """Write to a temporary file next to `path`, then rename: a crash never leaves half a file."""
-    from bot.errors import UserError
+    from core.errors import UserError
 
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")

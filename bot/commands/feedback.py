@@ -16,8 +16,8 @@ import json
 import sys
 from pathlib import Path
 
-from bot.errors import UserError
-from bot.output import out
+from core.errors import UserError
+from core.output import out
 
 MAX_REJECTS_SHOWN = 50
 
@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     if args.file is not None:
         if args.answer_id or args.vote or args.intent or args.doc_id or args.answer_text or args.user:
@@ -82,7 +82,7 @@ def _check_correction(args: argparse.Namespace, settings) -> None:
             blank_check(value, flag)
     if args.intent is None and args.doc_id is None:
         return
-    from models.versions import VersionError
+    from serving.versions import VersionError
 
     try:
         _, documents = served_documents(settings)
@@ -101,7 +101,7 @@ def _check_correction(args: argparse.Namespace, settings) -> None:
 def _run_single(store, args: argparse.Namespace) -> int:
     from bot.catalog import cli_user
 
-    from bot.store import parse_vote
+    from store import parse_vote
 
     vote = parse_vote(args.vote)
     if vote is None:
@@ -130,7 +130,7 @@ def _run_single(store, args: argparse.Namespace) -> int:
 
 
 def _run_file(store, args: argparse.Namespace) -> int:
-    from bot.store import import_votes
+    from store import import_votes
 
     name = "<stdin>" if str(args.file) == "-" else str(args.file)
     try:

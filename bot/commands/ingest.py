@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from bot.config import Settings
-from bot.errors import UserError
-from bot.output import out
+from core.settings import Settings
+from core.errors import UserError
+from core.output import out
 
 
 def register(subparsers) -> None:
@@ -22,7 +22,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from bot.output import Progress
+    from core.output import Progress
 
     settings = Settings.load(index_type=args.index_type)
     with Progress("ingesting: parsing, fine-tuning the encoder, building the index", quiet=args.quiet):
@@ -43,7 +43,7 @@ def run(args) -> int:
 
 def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = False) -> dict:
     """Parse PATHS, merge them into the served KB, build and promote a new version if anything changed."""
-    from models.versions import VersionError, VersionStore
+    from serving.versions import VersionError, VersionStore
     from retrieval.kb import load_documents, merge_documents
     from training.build import build_version, kb_hash, load_version_documents, load_version_examples
 

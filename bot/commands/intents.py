@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from bot.output import out
+from core.output import out
 
 
 def register(subparsers) -> None:
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from bot.catalog import served_documents
-    from bot.config import Settings
+    from core.settings import Settings
 
     version, documents = served_documents(Settings.load())
     by_intent: dict[str, list] = {}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.output import out
+from core.output import out
 
 
 def register(subparsers) -> None:
@@ -32,9 +32,9 @@ def served_threshold(settings, meta: dict) -> float:
 
 
 def run(args) -> int:
-    from bot.config import Settings
-    from bot.errors import UserError
-    from models.versions import VersionStore, folder_bytes
+    from core.settings import Settings
+    from core.errors import UserError
+    from serving.versions import VersionStore, folder_bytes
 
     settings = Settings.load()
     versions = VersionStore(settings.models_dir)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from bot.output import out
+from core.output import out
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _open_store():
-    from bot.config import Settings
-    from bot.store import Store
+    from core.settings import Settings
+    from store import Store
 
     return Store.from_settings(Settings.load())
 
@@ -58,7 +58,7 @@ def _report(verb: str, counts: dict[str, int], args: argparse.Namespace, extra: 
 
 
 def run_purge(args: argparse.Namespace) -> int:
-    from bot.store import parse_duration
+    from store import parse_duration
 
     age = parse_duration(args.older_than)
     store = _open_store()
@@ -71,12 +71,12 @@ def run_purge(args: argparse.Namespace) -> int:
 
 
 def run_forget(args: argparse.Namespace) -> int:
-    from bot.errors import UserError
+    from core.errors import UserError
 
     users = [u.strip() for u in args.user if u and u.strip()]
     if not users:
         raise UserError("--user needs a user id")
-    from bot.config import Settings
+    from core.settings import Settings
     from training.forget import forget_learned
 
     settings = Settings.load()

@@ -20,8 +20,8 @@ import argparse
 import json
 import sys
 
-from bot.errors import UserError
-from bot.output import out
+from core.errors import UserError
+from core.output import out
 
 
 def register(subparsers) -> None:
@@ -47,7 +47,7 @@ def register(subparsers) -> None:
 
 def _bounds(since_text: str, until_text: str | None, default_until):
     from bot.monitoring.spikes import as_utc
-    from bot.store.store import _DURATION, parse_duration, to_iso
+    from store.store import _DURATION, parse_duration, to_iso
 
     try:
         until = as_utc(to_iso(until_text)) if until_text else as_utc(default_until)
@@ -65,10 +65,10 @@ def _bounds(since_text: str, until_text: str | None, default_until):
 def run(args) -> int:
     import datetime as dt
 
-    from bot.config import Settings
+    from core.settings import Settings
     from bot.monitoring.report import build_report, render_chart
     from bot.monitoring.spikes import SpikeConfig
-    from bot.store import Store
+    from store import Store
 
     where = {}
     for item in args.where:
@@ -144,8 +144,8 @@ def describe(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bot.commands.report ...`: the same as `csbot report ...`."""
-    from bot.config import ConfigError
-    from bot.errors import CsbotError
+    from core.settings import ConfigError
+    from core.errors import CsbotError
 
     parser = argparse.ArgumentParser(prog="csbot")
     register(parser.add_subparsers(dest="command", required=True))

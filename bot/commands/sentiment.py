@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bot.errors import UserError
-from bot.output import out
+from core.errors import UserError
+from core.output import out
 
 
 def register(subparsers) -> None:

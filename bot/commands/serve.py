@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 from urllib.error import URLError
 
-from bot.errors import UserError
-from bot.output import out
+from core.errors import UserError
+from core.output import out
 
 
 def register(subparsers) -> None:
@@ -58,7 +58,7 @@ def restore_workspace(app, store) -> None:
 
 
 def run(args) -> int:
-    from bot.config import Settings
+    from core.settings import Settings
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings.load()
@@ -70,7 +70,7 @@ def run(args) -> int:
     from bot.runtime import open_engine
     from bot.slack.app import build_app
     from bot.slack.server import serve_http, serve_socket_mode
-    from bot.store import Store
+    from store import Store
 
     engine = open_engine(settings)
     store = Store.from_settings(settings)

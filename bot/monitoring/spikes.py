@@ -227,7 +227,7 @@ def check_channel(store, channel: str, now: Any, config: SpikeConfig | None = No
     result's status is ALERT (new, `alert_id` set) or COOLDOWN. With claim=False nothing is written
     and a spike is reported as ALERT.
     """
-    from bot.store.store import to_iso
+    from store.store import to_iso
 
     config = config or SpikeConfig()
     now = as_utc(now)
@@ -332,7 +332,7 @@ def scan(history: Iterable[Observation], config: SpikeConfig | None = None, *, c
 def scan_store(store, channel: str, since: Any, until: Any, config: SpikeConfig | None = None) -> list[SpikeCheck]:
     """The alerts `scan` finds in the stored history of `channel` between `since` and `until`
     (the baseline before `since` is read too)."""
-    from bot.store.store import to_iso
+    from store.store import to_iso
 
     config = config or SpikeConfig()
     since, until = as_utc(since), as_utc(until)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.errors import UserError
+from core.errors import UserError
 from bot.monitoring.spikes import ALERT, SpikeCheck, SpikeConfig, as_utc, check_channel
 
 SENTIMENTS = ("negative", "neutral", "positive")

@@ -30,7 +30,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.metadata import Metadata
 from slack_sdk.models.views import View
 
-from bot.answer import Answer
+from core.answer import Answer
 from bot.slack import ids
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters per section text

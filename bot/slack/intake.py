@@ -2,7 +2,7 @@
 
 `DurableApp` is slack-bolt's `App` with one change in `dispatch`: the lazy listeners a request
 starts are not run in a thread pool but collected, and written to the store's inbox
-(bot/store/inbox.py) - together with the claim of the request's Events API event id, in one
+(store/inbox.py) - together with the claim of the request's Events API event id, in one
 transaction - before `dispatch` returns the response that becomes the HTTP 200 (or the Socket
 Mode ack). The worker pool (bot/slack/workers.py) takes items from the inbox and replays each
 through this same App with `lazy_only` set: the global middleware and listener matching run
@@ -33,8 +33,8 @@ from slack_bolt.lazy_listener import LazyListenerRunner
 from slack_bolt.request import BoltRequest
 from slack_bolt.util.utils import get_arg_names_of_callable, get_name_for_callable
 
-from bot.store.inbox import INTERACTIVE, InboxItem
-from bot.store.schema import StoreError
+from store.inbox import INTERACTIVE, InboxItem
+from store.schema import StoreError
 
 log = logging.getLogger("csbot.slack.intake")
 BATCH, REPLAY, LATE = "csbot_intake_batch", "csbot_replay", "csbot_late"

@@ -1,4 +1,4 @@
-"""The Slack-specific settings, read once from `bot.config.Settings`.
+"""The Slack-specific settings, read once from `core.settings.Settings`.
 
 Each is a `Settings` field (env `CSBOT_<NAME>`, or the TOML file); lists are comma-separated
 strings. Fields missing from an older Settings take the defaults below.

@@ -1,7 +1,7 @@
 """Which Slack message holds which answer: needed for reactions (a message ts → answer id), for
 edits (a question ts → the bot's reply) and for follow-ups (threads the bot has answered in).
 
-Kept in a bounded in-memory LRU, in front of the store's reply ledger (bot/store/inbox.py), which
+Kept in a bounded in-memory LRU, in front of the store's reply ledger (store/inbox.py), which
 every serving process shares and which survives restarts. `answer_for_message` finally falls back
 to the answer id the bot put in the message's metadata (read back with conversations.replies).
 """

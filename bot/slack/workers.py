@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from slack_bolt.request import BoltRequest
 
 from bot.slack.intake import LATE, REPLAY, Replay
-from bot.store.inbox import ANSWER, INTERACTIVE, SENTIMENT
+from store.inbox import ANSWER, INTERACTIVE, SENTIMENT
 
 log = logging.getLogger("csbot.slack.workers")
 MAX_ATTEMPTS = 5

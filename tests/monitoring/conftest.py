@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.answer import OUT_OF_SCOPE, Answer
+from core.answer import OUT_OF_SCOPE, Answer
 from tests.conftest import shared_data
 from tests.slack.conftest import Bot, StubEngine, slack_mock  # noqa: F401 (fixture)
 from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET
@@ -88,10 +88,10 @@ def label_engine():
 def monitor_bot(tmp_path, slack_mock):  # noqa: F811 (the slack_mock fixture)
     """`monitor_bot(engine, store_message_text=False, slack={...}, **settings)`: a running bot with
     the given Settings fields (e.g. alert_min_messages=5) and slack_<name> fields from `slack`."""
-    from bot.config import Settings
+    from core.settings import Settings
     from bot.slack.app import build_app
     from bot.slack.server import CsbotRequestHandler, RunningServer
-    from bot.store import Store
+    from store import Store
 
     started, stores = [], []
 
@@ -120,7 +120,7 @@ def monitor_bot(tmp_path, slack_mock):  # noqa: F811 (the slack_mock fixture)
 
 @pytest.fixture
 def store(tmp_path):
-    from bot.store import Store
+    from store import Store
 
     s = Store(tmp_path / "db" / "csbot.sqlite3", salt="test-salt", store_message_text=True)
     yield s

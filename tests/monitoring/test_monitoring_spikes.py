@@ -25,7 +25,7 @@ from bot.monitoring.spikes import (
     wilson_lower,
     wilson_upper,
 )
-from bot.store import Store
+from store import Store
 from tests.monitoring.conftest import utc
 
 T0 = utc(2025, 3, 1, 0, 0)

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.answer import OUT_OF_SCOPE, Answer, Source
+from core.answer import OUT_OF_SCOPE, Answer, Source
 from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET, MockSlack
 from tests.slack.slack_sender import SlackSender
 
@@ -135,10 +135,10 @@ def recorded_engine(engine):
 
 @pytest.fixture
 def make_bot(tmp_path, slack_mock):
-    from bot.config import Settings
+    from core.settings import Settings
     from bot.slack.app import build_app
     from bot.slack.server import CsbotRequestHandler, RunningServer
-    from bot.store import Store
+    from store import Store
 
     started, stores = [], []
 

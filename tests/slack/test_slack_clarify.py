@@ -17,8 +17,8 @@ QUESTION = "I need to change or cancel the order I placed"
 
 @pytest.fixture(scope="module")
 def clarifying_engine(helpcentre_home):
-    from bot.config import Settings
-    from bot.engine import Engine
+    from core.settings import Settings
+    from serving.engine import Engine
 
     # A wide margin makes the engine ask whenever two articles are close (the default is 0.02).
     return Engine(Settings.load(env={}, home=helpcentre_home, clarify_margin=0.15))
@@ -63,10 +63,10 @@ def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_
 
 def test_a_clarify_pick_becomes_a_labelled_example_not_a_complaint(helpcentre_home):
     """What the retrain reads from a pick: the picked article labels the question, no hard negative."""
-    from bot.config import Settings
+    from core.settings import Settings
     from training.build import load_version_documents
     from training.feedback_data import build_feedback_data
-    from models.versions import VersionStore
+    from serving.versions import VersionStore
     from training.retrain_config import RetrainConfig
 
     documents = load_version_documents(VersionStore(Settings.load(env={}, home=helpcentre_home).models_dir).champion())

@@ -14,9 +14,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.config import Settings
+from core.settings import Settings
 from bot.slack import ids
-from bot.store import Store
+from store import Store
 from tests.slack.serve_process import ServeProcess
 from tests.slack.slack_mock import TEAM
 from tests.slack.slack_sender import button_payload

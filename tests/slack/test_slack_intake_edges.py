@@ -16,7 +16,7 @@ import pytest
 
 from bot.slack import ids
 from bot.slack.handlers.messages import BUSY_TEXT
-from bot.store.inbox import ANSWER, SENTIMENT, InboxItem
+from store.inbox import ANSWER, SENTIMENT, InboxItem
 from tests.slack.slack_mock import BOT_USER, TEAM
 from tests.slack.slack_sender import button_payload
 
@@ -82,7 +82,7 @@ def test_a_backed_up_inbox_sheds_by_the_policy_and_acks_stay_fast(make_bot, reco
 
 
 def test_a_full_inbox_sheds_sentiment_and_marks_questions_late_at_intake(tmp_path):
-    from bot.store import Store
+    from store import Store
 
     store = Store(tmp_path / "csbot.sqlite3", salt="test-salt")
     inbox = store.inbox
@@ -200,7 +200,7 @@ def test_votes_count_only_from_users_who_could_see_the_answer(make_bot, recorded
 @pytest.mark.slow
 def test_healthz_shows_a_newly_promoted_model_without_traffic(make_bot, settings, tmp_path):
     from bot.commands.ingest import ingest
-    from bot.engine import Engine
+    from serving.engine import Engine
 
     engine = Engine(settings, reload_check_seconds=0.0)
     bot = make_bot(engine)  # on the same CSBOT_HOME as `settings`

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.answer import Answer, Source
-from bot.errors import UserError
+from core.answer import Answer, Source
+from core.errors import UserError
 from bot.slack import blocks
 from bot.slack.middleware import is_noise, request_channel
 from bot.slack.options import SlackOptions, csv_set

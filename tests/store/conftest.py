@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.answer import Answer, Source
-from bot.errors import CsbotError
-from bot.store import Store
+from core.answer import Answer, Source
+from core.errors import CsbotError
+from store import Store
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _ids = itertools.count(1)
@@ -75,7 +75,7 @@ def clock(monkeypatch):
             return self.now
 
     c = Clock()
-    monkeypatch.setattr("bot.store.store.utcnow", c)
+    monkeypatch.setattr("store.store.utcnow", c)
     return c
 
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bot.errors import UserError
-from bot.store import Store, load_or_create_salt, parse_duration, parse_since, to_iso
+from core.errors import UserError
+from store import Store, load_or_create_salt, parse_duration, parse_since, to_iso
 
 DAY = dt.timedelta(days=1)
 
@@ -210,7 +210,7 @@ def test_from_settings_reads_optional_fields(tmp_path, answer_factory):
 
 
 def test_from_real_settings(csbot_home):
-    from bot.config import Settings
+    from core.settings import Settings
 
     with Store.from_settings(Settings.load()) as s:
         assert s.path == csbot_home / "csbot.sqlite3"

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from bot.config import Settings
-from bot.store import Store
+from core.settings import Settings
+from store import Store
 
 
 @pytest.fixture

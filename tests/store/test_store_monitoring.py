@@ -8,9 +8,9 @@ import sqlite3
 
 import pytest
 
-from bot.errors import UserError
-from bot.store import SCHEMA_VERSION, Store
-from bot.store import schema
+from core.errors import UserError
+from store import SCHEMA_VERSION, Store
+from store import schema
 
 UTC = dt.timezone.utc
 HOUR = dt.timedelta(hours=1)

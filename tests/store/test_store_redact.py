@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from bot.store import REDACTION_KINDS, Redactor, Store, redact
-from bot.store.redact import iban_ok, luhn_ok
+from store import REDACTION_KINDS, Redactor, Store, redact
+from store.redact import iban_ok, luhn_ok
 
 REDACTED = [
     # (text, expected)

@@ -11,14 +11,14 @@ import time
 
 import pytest
 
-from bot.store import Store
+from store import Store
 
 N_ANSWERS = 20
 
 # Writes votes as fast as it can, printing "ACK <i>" only after record_vote returned (committed).
 VOTE_WRITER = r"""
 import sys
-from bot.store import Store
+from store import Store
 path, start, count, salt = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 store = Store(path, salt=salt, daily_vote_cap=0)
 print("READY", flush=True)
@@ -34,7 +34,7 @@ print("DONE", flush=True)
 # Reads everything since the last run (and more) in a loop until told to stop; any error exits 1.
 READER = r"""
 import os, sys, time
-from bot.store import Store
+from store import Store
 path, stop_file, salt = sys.argv[1], sys.argv[2], sys.argv[3]
 reads = most = 0
 deadline = time.monotonic() + 30

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
-from bot.errors import CsbotError
-from bot.store import (
+from core.errors import CsbotError
+from store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     CorruptDatabaseError,
@@ -17,7 +17,7 @@ from bot.store import (
     SchemaTooNewError,
     Store,
 )
-from bot.store import schema
+from store import schema
 
 TABLES = {"answers", "feedback", "monitored_messages", "processed_events", "training_runs"}
 

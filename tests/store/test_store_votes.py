@@ -6,8 +6,8 @@ import datetime as dt
 
 import pytest
 
-from bot.errors import UserError
-from bot.store import InvalidVoteError, Store, UnknownAnswerError, parse_vote
+from core.errors import UserError
+from store import InvalidVoteError, Store, UnknownAnswerError, parse_vote
 
 
 @pytest.fixture

@@ -77,7 +77,7 @@ def write_kb(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_home_template(tmp_path_factory) -> Path:
     from bot.commands.ingest import ingest
-    from bot.config import Settings
+    from core.settings import Settings
 
     home = tmp_path_factory.mktemp("tiny-home")
     kb = write_kb(tmp_path_factory.mktemp("tiny-kb") / "kb.jsonl")
@@ -99,7 +99,7 @@ def tiny_home(tiny_home_template, tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def tiny_settings(tiny_home):
-    from bot.config import Settings
+    from core.settings import Settings
 
     return Settings.load(env={}, home=tiny_home)
 
@@ -113,7 +113,7 @@ def fast_config(**overrides):
 def record(store, question: str, intent: str, user: str | None, vote: str, *, correct_intent: str | None = None,
            correct_doc: str | None = None, model_version: str = "v-test", handoff: bool = False):
     """Store one answer (as if the bot had answered `intent`) and one vote on it."""
-    from bot.answer import Answer
+    from core.answer import Answer
 
     doc = None if handoff else intent.replace("_", "-")
     answer = Answer(answer_id=uuid.uuid4().hex[:16], question=question, text="...", intent="out_of_scope" if handoff else intent,

@@ -154,7 +154,7 @@ def test_config_reads_overrides_then_env_then_settings_then_defaults():
 
 
 def test_config_rejects_bad_values():
-    from bot.config import ConfigError
+    from core.settings import ConfigError
 
     with pytest.raises(ConfigError, match="min_new_examples"):
         RetrainConfig.load(env={"CSBOT_RETRAIN_MIN_NEW_EXAMPLES": "abc"})

@@ -30,7 +30,7 @@ def config(**kw):
 
 
 def open_store(settings):
-    from bot.store import Store
+    from store import Store
 
     return Store.from_settings(settings)
 
@@ -50,7 +50,7 @@ def run_script(home: Path, *args, **retrain) -> subprocess.CompletedProcess:
 
 
 def champion(settings) -> str:
-    from models.versions import VersionStore
+    from serving.versions import VersionStore
 
     return VersionStore(settings.models_dir).champion_name()
 
@@ -99,7 +99,7 @@ def test_lock_held_by_another_run_means_nothing_to_do(tiny_settings):
 
 
 def test_dry_run_builds_datasets_and_writes_nothing(tiny_settings, capsys):
-    from models.versions import VersionStore
+    from serving.versions import VersionStore
 
     with open_store(tiny_settings) as store:
         good_feedback(store)
@@ -137,8 +137,8 @@ def test_csbot_retrain_command_is_the_same_code(tiny_settings, capsys):
 
 @pytest.mark.slow
 def test_promotion_hot_reload_sentiment_invariant_and_rollback(tiny_settings):
-    from bot.engine import Engine
-    from models.versions import VersionStore
+    from serving.engine import Engine
+    from serving.versions import VersionStore
 
     old = champion(tiny_settings)
     engine = Engine(tiny_settings, reload_check_seconds=0.0)
@@ -222,7 +222,7 @@ def test_one_user_flipping_labels_is_rejected_by_the_gate(tiny_settings):
     """One user relabels refund / tracking questions as "cancel subscription" (48 votes). The per-user
     cap (unit-tested in test_feedback_data.py) is raised here so that all of it gets through: the gate
     alone must see the damage on the held-out set and reject the candidate."""
-    from models.versions import VersionStore
+    from serving.versions import VersionStore
 
     old = champion(tiny_settings)
     names = VersionStore(tiny_settings.models_dir).names()
@@ -249,7 +249,7 @@ def test_colluding_users_among_honest_votes_are_ignored(tiny_settings):
     three are outlier voters: their votes are dropped and the honest feedback is learned."""
     from conftest import USER_QUESTIONS
 
-    from models.versions import VersionStore
+    from serving.versions import VersionStore
 
     with open_store(tiny_settings) as store:
         good_feedback(store)
@@ -267,7 +267,7 @@ def test_colluding_users_among_honest_votes_are_ignored(tiny_settings):
 
 @pytest.mark.slow
 def test_sigkill_during_training_and_build_leaves_the_champion_serving(tiny_settings):
-    from bot.engine import Engine
+    from serving.engine import Engine
 
     home = tiny_settings.home
     old = champion(tiny_settings)

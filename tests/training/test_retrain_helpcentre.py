@@ -42,10 +42,10 @@ USERS = ("ana", "ben", "cho", "dev")
 
 
 def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre_home, tmp_path, monkeypatch):
-    from bot.config import Settings
-    from bot.engine import Engine
-    from bot.store import Store
-    from models.versions import VersionStore
+    from core.settings import Settings
+    from serving.engine import Engine
+    from store import Store
+    from serving.versions import VersionStore
     from retrieval.index import LEARNED
     from training.retrain_config import RetrainConfig
 
@@ -95,9 +95,9 @@ def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre
 
 
 def test_too_little_held_out_data_means_the_gate_does_not_decide(helpcentre_home, tmp_path):
-    from bot.config import Settings
-    from bot.engine import Engine
-    from bot.store import Store
+    from core.settings import Settings
+    from serving.engine import Engine
+    from store import Store
     from training.retrain_config import RetrainConfig
 
     home = tmp_path / "home"

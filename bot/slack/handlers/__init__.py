@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from bot.slack.intake import LATE  # noqa: F401 (re-exported for handlers)
 from bot.slack.options import SlackOptions
 from bot.slack.posted import PostedAnswers
-from bot.store.inbox import ANSWER, INTERACTIVE, SENTIMENT  # noqa: F401 (re-exported for handlers)
+from store.inbox import ANSWER, INTERACTIVE, SENTIMENT  # noqa: F401 (re-exported for handlers)
 
 log = logging.getLogger("csbot.slack")
 
@@ -35,7 +35,7 @@ class Deps:
 
 
 def work(kind: str):
-    """Mark a lazy listener's shedding class (bot/store/inbox.py: ANSWER, SENTIMENT, INTERACTIVE)."""
+    """Mark a lazy listener's shedding class (store/inbox.py: ANSWER, SENTIMENT, INTERACTIVE)."""
     def mark(function):
         function.csbot_work = kind
         return function

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 
-from bot.errors import UserError
+from core.errors import UserError
 from bot.slack import blocks
 from bot.slack.handlers import Deps, log, may_vote
 

@@ -8,7 +8,7 @@ confirms privately in the thread.
 
 from __future__ import annotations
 
-from bot.errors import UserError
+from core.errors import UserError
 from bot.slack import ids
 from bot.slack.handlers import Deps, log, may_vote
 from bot.slack.handlers.feedback_buttons import modal_context

@@ -20,7 +20,7 @@ threads the bot answered in, and edits.
   in-thread mention of the on-call group) says it is a priority.
 * Watched channels (`slack_watched_channels`) are scored and stored without a reply by
   bot/slack/handlers/monitoring.py, which runs as a second lazy listener on the same events.
-* Exactly once: every reply goes through the store's reply ledger (bot/store/inbox.py). The post is
+* Exactly once: every reply goes through the store's reply ledger (store/inbox.py). The post is
   noted (with its answer id) before chat.postMessage and its ts after it, so a re-run of the same
   inbox item never posts again; if a process died between the two, the thread is read back
   (conversations.replies with metadata) to find the reply before deciding to post.
@@ -28,7 +28,7 @@ threads the bot answered in, and edits.
   busy note (and an escalation when `slack_escalation_channel` is set) instead of a model answer;
   support-channel chatter stays unanswered.
 * Privacy: the escalation post, outside the asker's conversation, quotes the question redacted
-  (bot/store/redact.py, every kind, whatever `redact_pii` says) next to the thread's permalink.
+  (store/redact.py, every kind, whatever `redact_pii` says) next to the thread's permalink.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import dataclasses
 from bot.slack import blocks
 from bot.slack.handlers import ANSWER, LATE, Deps, log, mentions, strip_mention, work
 from bot.slack.ids import ANSWER_EVENT_TYPE
-from bot.store.redact import redact
+from store.redact import redact
 
 CONTEXT_TURNS = 5  # earlier user turns of a thread given to the engine
 BUSY_TEXT = ("I'm swamped right now and couldn't answer in time, sorry! A colleague from the support team "

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from bot.errors import UserError
+from core.errors import UserError
 from bot.monitoring.spikes import SpikeConfig, as_utc
 from bot.monitoring.watch import alert_summary, watch_message
 from bot.slack import blocks, ids

@@ -7,7 +7,7 @@ who could see the answer (in a DM, only the asker; see `may_vote`).
 
 from __future__ import annotations
 
-from bot.errors import UserError
+from core.errors import UserError
 from bot.slack.handlers import Deps, log, may_vote
 
 

@@ -3,9 +3,9 @@
 See docs/store.md for the schema, privacy rules, retention and the CLI commands.
 """
 
-from bot.store.redact import KINDS as REDACTION_KINDS
-from bot.store.redact import Redactor, redact
-from bot.store.schema import (
+from store.redact import KINDS as REDACTION_KINDS
+from store.redact import Redactor, redact
+from store.schema import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     CorruptDatabaseError,
@@ -14,7 +14,7 @@ from bot.store.schema import (
     StoreBusyError,
     StoreError,
 )
-from bot.store.store import (
+from store.store import (
     ORIGINS,
     VOTES,
     InvalidVoteError,
@@ -26,7 +26,7 @@ from bot.store.store import (
     parse_since,
     to_iso,
 )
-from bot.store.votes import ImportReport, import_votes, parse_vote
+from store.votes import ImportReport, import_votes, parse_vote
 
 __all__ = [
     "APPLICATION_ID",

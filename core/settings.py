@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin
 
-from bot.errors import CsbotError
+from core.errors import CsbotError
 
 DEFAULT_ENCODER = "builtin:all-MiniLM-L6-v2"
 SLACK_API_URL = "https://slack.com/api/"
@@ -66,7 +66,7 @@ class Settings:
     # Model versions kept besides the champion and its parent (the rollback target): the newest N.
     # `csbot models prune` applies it, and every ingest and retrain runs it after a promotion.
     keep_versions: int = 5
-    # Store (bot/store): salted user hashes, per-user daily vote cap, PII redaction, message text.
+    # Store (store/): salted user hashes, per-user daily vote cap, PII redaction, message text.
     user_hash_salt: str | None = field(default=None, repr=False)  # None: a salt kept in $CSBOT_HOME/salt
     vote_daily_cap: int = 200
     redact_pii: bool = True

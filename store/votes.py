@@ -12,8 +12,8 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from bot.errors import UserError
-from bot.store.store import CAPPED, DUPLICATE, STORED, Store
+from core.errors import UserError
+from store.store import CAPPED, DUPLICATE, STORED, Store
 
 _UP = {"up", "+1", "👍", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", ":+1:", "thumbsup", ":thumbsup:", "thumbs_up", "y", "yes", "good", "helpful"}
 _DOWN = {"down", "-1", "👎", "👎🏻", "👎🏼", "👎🏽", "👎🏾", "👎🏿", ":-1:", "thumbsdown", ":thumbsdown:", "thumbs_down", "n", "no", "bad", "unhelpful"}

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from bot.errors import UserError
+from core.errors import UserError
 
 CHAMPION_FILE = "CHAMPION"
 HISTORY_FILE = "promotions.jsonl"

@@ -28,7 +28,7 @@ from urllib.request import pathname2url
 
 from typing import TYPE_CHECKING
 
-from bot.errors import CsbotError
+from core.errors import CsbotError
 
 if TYPE_CHECKING:  # sqlite-utils is imported only when a migration runs (it is slow to import)
     from sqlite_utils import Database

@@ -22,13 +22,13 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from bot.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
-from bot.config import Settings
+from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
+from core.settings import Settings
 from models.encoder import Encoder
 from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
 from models.sentiment import SentimentModel
-from models.versions import ModelVersion, VersionStore
+from serving.versions import ModelVersion, VersionStore
 from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
 from retrieval.ranking import Decision, DecisionParams, decide

@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bot.errors import UserError
-from bot.store import schema
-from bot.store.redact import KINDS, Redactor
-from bot.store.schema import StoreBusyError, StoreError
+from core.errors import UserError
+from store import schema
+from store.redact import KINDS, Redactor
+from store.schema import StoreBusyError, StoreError
 
 VOTES = ("up", "down", "retract")
 ORIGINS = ("button", "reaction", "modal", "cli", "import", "clarify")
@@ -237,7 +237,7 @@ class Store:
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "Store":
-        """Build the store from `bot.config.Settings` (missing fields take the defaults)."""
+        """Build the store from `core.settings.Settings` (missing fields take the defaults)."""
         home = Path(getattr(settings, "home", ".csbot"))
         if home.is_dir() and not os.access(home, os.W_OK):
             # Say so plainly: SQLite would fail to open the WAL files and the error reads as corruption.
@@ -275,9 +275,9 @@ class Store:
 
     @property
     def inbox(self):
-        """The Slack inbox, reply ledger and revoked workspaces in this database (bot/store/inbox.py)."""
+        """The Slack inbox, reply ledger and revoked workspaces in this database (store/inbox.py)."""
         if self._inbox is None:
-            from bot.store.inbox import Inbox
+            from store.inbox import Inbox
 
             self._inbox = Inbox(self)
         return self._inbox

@@ -1,0 +1,30 @@
+"""Process set-up shared by every entry point: quiet third-party logging, torch thread limits."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from core.settings import Settings
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own progress bars and chatter (csbot shows its own progress).
+
+    Set before the libraries are imported: tqdm reads TQDM_DISABLE when it is imported."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    for name in ("sentence_transformers", "transformers", "datasets", "accelerate", "peft", "httpx", "faiss"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def limit_threads(settings: Settings) -> None:
+    """Apply `torch_threads` (0: leave torch's default)."""
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)

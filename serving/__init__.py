@@ -1,0 +1,1 @@
+"""Serving: the model versions on disk and the engine that answers from the champion (docs/architecture.md)."""
