@@ -29,7 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from bot.commands.ingest import ingest  # noqa: E402
+from training.ingest import ingest  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from serving.engine import Engine  # noqa: E402
 from serving.versions import VersionStore  # noqa: E402

@@ -122,10 +122,9 @@ def simulate(settings, stream, labels, *, p: float, adversarial: bool, seed: int
 
 def run_retrain(settings):
     from training.retrain import retrain
-    from training.retrain_config import RetrainConfig
 
     start, cpu = time.perf_counter(), _cpu_seconds()
-    outcome = retrain(settings, RetrainConfig.load(settings=settings), quiet=True)
+    outcome = retrain(settings, quiet=True)
     return outcome, time.perf_counter() - start, _cpu_seconds() - cpu
 
 
@@ -149,7 +148,7 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
 
     folder = DATA / "banking77"

@@ -144,7 +144,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="csbot-bench-load-") as tmp:
         home = Path(args.home) if args.home else Path(tmp) / "home"
         if not args.home:
-            from bot.commands.ingest import ingest
+            from training.ingest import ingest
 
             print("ingesting the demo KB (not timed)...", file=sys.stderr)
             ingest([REPO / "demo" / "kb"], Settings.load(env={}, home=home, finetune_epochs=0))

@@ -1,11 +1,10 @@
-"""What the served model knows: its articles and intents (read from the champion's kb.jsonl, with no
+"""What the served model knows: its articles and intents (read from the champion version, with no
 model loaded), and who the CLI user is."""
 
 from __future__ import annotations
 
 import difflib
 import getpass
-import json
 import os
 
 from core.errors import UserError
@@ -14,15 +13,9 @@ from core.errors import UserError
 def served_documents(settings) -> tuple[str, list]:
     """(champion name, its Documents); a clear error when there is no model yet."""
     from serving.versions import VersionStore
-    from retrieval.kb import Document
 
     champion = VersionStore(settings.models_dir).champion()
-    path = champion.path / "kb.jsonl"
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    return champion.name, [Document.from_dict(json.loads(line)) for line in lines if line.strip()]
+    return champion.name, champion.documents()
 
 
 def suggest(value: str, known: list[str], what: str, *, command: str) -> str:

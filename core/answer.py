@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-SENTIMENT_LABELS = ("negative", "neutral", "positive")
-OUT_OF_SCOPE = "out_of_scope"
+SENTIMENT_LABELS = ("negative", "neutral", "positive")  # the one definition of the sentiment vocabulary
+OUT_OF_SCOPE = "out_of_scope"  # the intent of a question the KB does not answer (a hand-off)
+OOS_ALIASES = frozenset({"oos", "out_of_scope", "out-of-scope"})  # how evaluation files may spell it
 
 
 @dataclass(frozen=True)

@@ -7,3 +7,7 @@ class CsbotError(Exception):
 
 class UserError(CsbotError):
     """Bad input: a malformed file, an unknown id, a missing model."""
+
+
+class ConfigError(CsbotError, ValueError):
+    """A setting could not be read or has an invalid value."""

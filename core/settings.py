@@ -1,28 +1,224 @@
-"""Settings: one object read from `csbot.toml` and `CSBOT_*` environment variables.
+"""Settings: one typed tree read by one loader from `csbot.toml`, `CSBOT_*` environment variables and
+the defaults below — the only place a knob's default is written.
 
-Precedence (highest first): environment variable `CSBOT_<NAME>`, the TOML file, the default here.
-The TOML file is `$CSBOT_CONFIG` if set, else `./csbot.toml` if present, else `$CSBOT_HOME/csbot.toml`.
-Keys in the TOML file are the field names below (a flat table; a `[csbot]` table also works).
-Slack credentials are read under Slack's own names: SLACK_BOT_TOKEN, SLACK_APP_TOKEN,
-SLACK_SIGNING_SECRET.
+Precedence (highest first): keyword overrides (command-line flags), the environment, the TOML file,
+the default here. The TOML file is `$CSBOT_CONFIG` if set, else `./csbot.toml` if present, else
+`$CSBOT_HOME/csbot.toml`.
+
+The tree: general fields on `Settings`, and four sections, each a typed dataclass handed on as it is:
+`settings.slack` (SlackSettings), `settings.alert` (AlertSettings, sentiment monitoring),
+`settings.finetune` (FinetuneSettings, the ingest-time fine-tuning) and `settings.retrain`
+(RetrainSettings, the nightly retrain). A section's field is named, everywhere, `<section>_<field>`:
+
+    TOML   retrain_min_new_examples = 50      or   [retrain]
+                                                  min_new_examples = 50
+    env    CSBOT_RETRAIN_MIN_NEW_EXAMPLES=50
+    code   Settings.load(retrain_min_new_examples=50).retrain.min_new_examples
+
+(a `[csbot]` table holding all of it also works). Slack credentials are read under Slack's own
+names too: SLACK_BOT_TOKEN, SLACK_APP_TOKEN, SLACK_SIGNING_SECRET.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin
+from typing import Any, get_args, get_origin, get_type_hints
 
-from core.errors import CsbotError
+from core.errors import ConfigError
 
 DEFAULT_ENCODER = "builtin:all-MiniLM-L6-v2"
 SLACK_API_URL = "https://slack.com/api/"
 
 
-class ConfigError(CsbotError, ValueError):
-    """A setting could not be read or has an invalid value."""
+@dataclass
+class SlackSettings:
+    """`slack_*`: the Slack app (docs/slack.md)."""
+
+    api_url: str = SLACK_API_URL
+    bot_token: str | None = field(default=None, repr=False)  # also SLACK_BOT_TOKEN
+    app_token: str | None = field(default=None, repr=False)  # also SLACK_APP_TOKEN (Socket Mode)
+    signing_secret: str | None = field(default=None, repr=False)  # also SLACK_SIGNING_SECRET (HTTP mode)
+    support_channels: str = ""  # comma-separated channel ids answered without a mention
+    allowed_channels: str = ""  # when set, the bot answers only there (and in DMs)
+    admin_users: str = ""  # user ids allowed to run admin commands (and trusted by the retrain)
+    oncall_usergroup: str | None = None  # mentioned on hand-off (S0123...)
+    escalation_channel: str | None = None  # hand-offs are posted there with a thread link
+    up_reactions: str = "+1,thumbsup"
+    down_reactions: str = "-1,thumbsdown"
+    support_min_confidence: float = 0.6  # the bar for un-mentioned answers in support channels
+    # Sentiment monitoring (bot/monitoring, docs/monitoring.md).
+    watched_channels: str = ""  # comma-separated channel ids scored without a reply
+    alert_channel: str | None = None  # where negative-spike alerts go
+    # Durable intake (docs/slack.md "Inbox, stop and shedding").
+    workers: int = 4  # threads per serving process taking work from the inbox
+    http_threads: int = 8  # waitress threads acknowledging requests (HTTP mode)
+    stop_grace_seconds: float = 20  # SIGTERM/SIGINT: time to finish running items; the rest stay queued
+    busy_after_seconds: float = 3  # a question that waited longer gets the busy note, not an answer
+    sentiment_max_wait_seconds: float = 120  # watched-channel scoring that waited longer is dropped
+    inbox_max_age_seconds: float = 900  # after a restart, queued work younger than this is still done
+    inbox_limit: int = 2000  # queued items at which new sentiment work is shed and questions get the busy note
+
+
+@dataclass
+class AlertSettings:
+    """`alert_*`: negative-spike alerts on watched channels (bot/monitoring/spikes.py)."""
+
+    window_minutes: float = 60  # the recent window compared with the baseline
+    baseline_days: float = 7
+    min_messages: int = 20  # in the recent window
+    min_baseline: int = 100  # in the baseline
+    confidence: float = 0.999  # one-sided confidence that the recent share beats the baseline
+    z: float | None = None  # a z-score; overrides confidence
+    min_lift: float = 0.10  # the recent negative share must be at least this much higher
+    cooldown_minutes: float = 60
+
+
+@dataclass
+class FinetuneSettings:
+    """`finetune_*`: the contrastive fine-tuning of the encoder's top layers on the KB's example
+    questions at ingest (training/finetune.py; the SetFit idea)."""
+
+    epochs: float = 2  # passes at most (0: no fine-tuning at ingest)
+    max_steps: int = 600  # batches in all at most (0: no cap), so a large KB's ingest stays bounded
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    trainable_layers: int = 2  # only the top N transformer layers change (the sentiment head reads the rest)
+    # "mnrl": MultipleNegativesRankingLoss on (question, another question of its intent) pairs, which
+    # measured best on BANKING77 10-shot; "batch_hard_soft_margin" / "batch_all": batch triplet losses.
+    loss: str = "mnrl"
+    warmup_ratio: float = 0.1
+
+    def __post_init__(self):
+        if self.loss not in LOSSES:
+            raise ConfigError(f"finetune settings: loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.trainable_layers < 1:
+            raise ConfigError("finetune settings: trainable_layers must be at least 1")
+
+
+LOSSES = ("mnrl", "batch_hard_soft_margin", "batch_all")
+
+
+@dataclass
+class RetrainSettings:
+    """`retrain_*`: every knob of the nightly retrain (training/retrain.py; docs/retrain.md)."""
+
+    # ----- data from feedback (training/feedback_data.py) ---------------------------------------
+    # Minimum new training items (labelled examples + hard negatives) before a run trains.
+    min_new_examples: int = 20
+    # A user's uncorroborated examples (no other user agrees) per run: at most this many ...
+    max_examples_per_user: int = 200
+    # ... and at most this share of all accepted examples, but never fewer than user_share_floor.
+    max_user_share: float = 0.25
+    user_share_floor: int = 20
+    # Outlier voters: a user with at least suspicious_min_votes votes whose 👎 rate is above both
+    # suspicious_factor × and suspicious_margin + the median user's rate is ignored for the run.
+    suspicious_min_votes: int = 10
+    suspicious_factor: float = 2.0
+    suspicious_margin: float = 0.3
+    # Admin users (slack.admin_users) are trusted: exempt from the per-user caps.
+    trust_admins: bool = True
+    # Feedback rows read per run at most (oldest first; the rest waits for the next run).
+    max_feedback_rows: int = 200_000
+    # Earlier feedback examples replayed per run at most (the KB's own questions are always replayed).
+    replay_max: int = 20_000
+
+    # ----- frozen held-out set (training/gate.py) ------------------------------------------------
+    heldout_fraction: float = 0.2  # of each intent's KB example questions, frozen once
+    heldout_min_questions: int = 3  # intents with fewer example questions give none
+    admin_heldout_fraction: float = 0.5  # of trusted admin corrections (by a hash of the text)
+    # Of the labelled feedback (👍, corrections, clarifying picks) of intents that at least
+    # heldout_feedback_min_users distinct users confirmed in the run, this share (by a hash of
+    # the text) is frozen into the held-out set: a KB without example questions gets one too.
+    heldout_feedback_fraction: float = 0.2
+    heldout_feedback_min_users: int = 2
+    builtin_oos: bool = True  # add generic off-topic questions to measure out-of-scope recall
+
+    # ----- encoder training (training/finetune.py) ---------------------------------------
+    stages: str = "intent,retrieval"  # "intent" (contrastive on labels), "retrieval" (MNRL), or both
+    method: str = "full"  # "full": full-weight update of the top layers; "lora": LoRA adapters on them
+    trainable_layers: int = 2  # only the top N transformer layers change (the sentiment head reads the rest)
+    start_from: str = "champion"  # "champion" (continual, with replay) or "base" (the configured encoder)
+    epochs: float = 1.0  # per stage, at most (early stopping may end it sooner)
+    max_steps: int = 0  # per stage, at most (0: no cap)
+    # Rows per stage at most: all new examples first, then a deterministic sample of the KB questions
+    # and replayed examples, so a run's cost does not grow with the history.
+    max_stage_rows: int = 1024
+    batch_size: int = 32
+    learning_rate: float = 2e-5
+    intent_loss: str = "batch_hard_soft_margin"  # or "batch_all", "mnrl" (training/finetune.py)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    lora_learning_rate: float = 2e-4
+    max_seq_length: int = 64
+    article_words: int = 40  # an article's text for retrieval pairs: title + its first N words
+    validation_fraction: float = 0.1  # of the labelled training rows, for early stopping
+    validation_max: int = 300
+    eval_every: float = 0.5  # validation every this many epochs
+    patience: int = 2  # evaluations without improvement before stopping
+    seed: int = 13
+    mixed_precision: str = "auto"  # "auto" (fp16 on CUDA), "no", "fp16", "bf16"
+    device: str = ""  # "": the top-level `device`; else auto | cpu | cuda
+    launcher: str = ""  # "": in process; e.g. "torchrun --nproc_per_node=4" or "accelerate launch"
+    progress: str = "auto"  # progress bars: "auto" (when stderr is a terminal), "on", "off"
+
+    # ----- sentiment head (training/sentiment_update.py) -----------------------------------------
+    sentiment_update: bool = True
+    sentiment_min_corrections: int = 20
+    sentiment_min_agreement: float = 0.85  # new head must agree with the old one on replay texts
+
+    # ----- gate (training/gate.py) -----------------------------------------------------------------
+    gate_accuracy_tolerance: float = 0.0  # overall accuracy may not drop by more than this
+    gate_intent_max_drop: float = 0.10  # no intent with enough support loses more recall than this
+    gate_min_support: int = 5  # held-out rows an intent needs for the per-intent rule
+    gate_oos_tolerance: float = 0.0  # out-of-scope recall may not drop by more than this
+    # With fewer in-scope held-out rows the gate does not decide: the run ends "not enough held-out
+    # data" (exit 3) before training, and its feedback waits for the next run.
+    gate_min_heldout: int = 10
+    keep_rejected: bool = False  # keep a rejected candidate's version folder (else deleted)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        problems = []
+        if self.method not in ("full", "lora"):
+            problems.append(f"method must be full or lora, not {self.method!r}")
+        if self.start_from not in ("champion", "base"):
+            problems.append(f"start_from must be champion or base, not {self.start_from!r}")
+        bad_stages = set(self.stage_list) - {"intent", "retrieval"}
+        if bad_stages:
+            problems.append(f"unknown stage(s) {', '.join(sorted(bad_stages))}; use intent, retrieval")
+        if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
+            problems.append(f"mixed_precision must be auto, no, fp16 or bf16, not {self.mixed_precision!r}")
+        if self.progress not in ("auto", "on", "off"):
+            problems.append(f"progress must be auto, on or off, not {self.progress!r}")
+        if self.trainable_layers < 1:
+            problems.append("trainable_layers must be at least 1")
+        if self.intent_loss not in LOSSES:
+            problems.append(f"intent_loss must be one of {', '.join(LOSSES)}, not {self.intent_loss!r}")
+        for name in ("heldout_fraction", "admin_heldout_fraction", "heldout_feedback_fraction", "max_user_share",
+                     "validation_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                problems.append(f"{name} must be between 0 and 1")
+        if problems:
+            raise ConfigError("retrain settings: " + "; ".join(problems))
+
+    @property
+    def stage_list(self) -> list[str]:
+        return [s.strip() for s in self.stages.split(",") if s.strip()]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SECTIONS: dict[str, type] = {"slack": SlackSettings, "alert": AlertSettings, "finetune": FinetuneSettings,
+                             "retrain": RetrainSettings}
+SLACK_ENV = {"SLACK_BOT_TOKEN": "bot_token", "SLACK_APP_TOKEN": "app_token", "SLACK_SIGNING_SECRET": "signing_secret"}
 
 
 @dataclass
@@ -58,10 +254,6 @@ class Settings:
     clarify_margin: float = 0.02
     # Follow-ups of at most this many words are read together with the thread's earlier turn.
     followup_max_words: int = 6
-    # Encoder fine-tuning on the KB's example questions at ingest (SetFit-style contrastive step):
-    # up to finetune_epochs passes, at most finetune_max_steps batches of 32 pairs in all.
-    finetune_epochs: float = 2
-    finetune_max_steps: int = 600
     seed: int = 13
     # Model versions kept besides the champion and its parent (the rollback target): the newest N.
     # `csbot models prune` applies it, and every ingest and retrain runs it after a promotion.
@@ -71,39 +263,12 @@ class Settings:
     vote_daily_cap: int = 200
     redact_pii: bool = True
     store_message_text: bool = False
-    # Slack.
-    slack_api_url: str = SLACK_API_URL
-    slack_support_channels: str = ""  # comma-separated channel ids answered without a mention
-    slack_allowed_channels: str = ""  # when set, the bot answers only there (and in DMs)
-    slack_admin_users: str = ""  # user ids allowed to run admin commands
-    slack_oncall_usergroup: str | None = None  # mentioned on hand-off (S0123...)
-    slack_escalation_channel: str | None = None  # hand-offs are posted there with a thread link
-    slack_up_reactions: str = "+1,thumbsup"
-    slack_down_reactions: str = "-1,thumbsdown"
-    slack_support_min_confidence: float = 0.6  # the bar for un-mentioned answers in support channels
-    # Sentiment monitoring (bot/monitoring, docs/monitoring.md).
-    slack_watched_channels: str = ""  # comma-separated channel ids scored without a reply
-    slack_alert_channel: str | None = None  # where negative-spike alerts go
-    alert_window_minutes: float = 60  # the recent window compared with the baseline
-    alert_baseline_days: float = 7
-    alert_min_messages: int = 20  # in the recent window
-    alert_min_baseline: int = 100  # in the baseline
-    alert_confidence: float = 0.999  # one-sided confidence that the recent share beats the baseline
-    alert_z: float | None = None  # a z-score; overrides alert_confidence
-    alert_min_lift: float = 0.10  # the recent negative share must be at least this much higher
-    alert_cooldown_minutes: float = 60
-    priority_negative_threshold: float = 0.85  # negative probability for a priority hand-off (>1: off)
-    slack_bot_token: str | None = field(default=None, repr=False)
-    slack_app_token: str | None = field(default=None, repr=False)
-    slack_signing_secret: str | None = field(default=None, repr=False)
-    # Durable Slack intake (docs/slack.md "Inbox, stop and shedding").
-    slack_workers: int = 4  # threads per serving process taking work from the inbox
-    slack_http_threads: int = 8  # waitress threads acknowledging requests (HTTP mode)
-    slack_stop_grace_seconds: float = 20  # SIGTERM/SIGINT: time to finish running items; the rest stay queued
-    slack_busy_after_seconds: float = 3  # a question that waited longer gets the busy note, not an answer
-    slack_sentiment_max_wait_seconds: float = 120  # watched-channel scoring that waited longer is dropped
-    slack_inbox_max_age_seconds: float = 900  # after a restart, queued work younger than this is still done
-    slack_inbox_limit: int = 2000  # queued items at which new sentiment work is shed and questions get the busy note
+    # Negative probability at which a support-channel message gets a priority hand-off (> 1: off).
+    priority_negative_threshold: float = 0.85
+    slack: SlackSettings = field(default_factory=SlackSettings)
+    alert: AlertSettings = field(default_factory=AlertSettings)
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    retrain: RetrainSettings = field(default_factory=RetrainSettings)
     config_file: Path | None = None
 
     @property
@@ -116,27 +281,93 @@ class Settings:
 
     @classmethod
     def load(cls, env: dict[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Read the tree. `overrides` use the flat names (`home=`, `retrain_epochs=`, ...); None
+        values are ignored (an unset command-line flag)."""
         env = dict(os.environ if env is None else env)
+        general = {f.name: f for f in fields(cls) if f.name not in SECTIONS and f.name != "config_file"}
         values: dict[str, Any] = {}
+        parts: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        unknown: list[str] = []
+
+        def put(key: str, value: Any) -> None:
+            if key in general:
+                values[key] = value
+                return
+            section, _, name = key.partition("_")
+            if section in SECTIONS and name in _field_names(SECTIONS[section]):
+                parts[section][name] = value
+            else:
+                unknown.append(key)
+
         config_file = _find_config_file(env)
         if config_file is not None:
-            values.update(_read_toml(config_file))
-        by_name = {f.name: f for f in fields(cls)}
-        for name in by_name:
-            key = f"CSBOT_{name.upper()}"
-            if key in env:
-                values[name] = env[key]
-        for slack_name in ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"):
+            for key, value in _read_toml(config_file).items():
+                if key in SECTIONS and isinstance(value, dict):
+                    for name, item in value.items():
+                        put(f"{key}_{name}", item)
+                else:
+                    put(key, value)
+        for name in general:
+            if f"CSBOT_{name.upper()}" in env:
+                values[name] = env[f"CSBOT_{name.upper()}"]
+        for section, kind in SECTIONS.items():
+            for name in _field_names(kind):
+                key = f"CSBOT_{section.upper()}_{name.upper()}"
+                if key in env:
+                    parts[section][name] = env[key]
+        for slack_name, name in SLACK_ENV.items():
             if env.get(slack_name):
-                values[slack_name.lower()] = env[slack_name]
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        values.setdefault("home", default_home(env))
-        unknown = sorted(set(values) - set(by_name))
+                parts["slack"][name] = env[slack_name]
+        for key, value in overrides.items():
+            if value is not None:
+                put(key, value)
         if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} in {config_file or 'overrides'}")
-        converted = {name: _convert(name, by_name[name].type, value) for name, value in values.items()}
+            raise ConfigError(f"unknown setting(s) {', '.join(sorted(unknown))} in {config_file or 'overrides'}")
+        values.setdefault("home", default_home(env))
+        converted = {name: _convert(name, _hints(cls)[name], value) for name, value in values.items()}
+        for section, kind in SECTIONS.items():
+            hints = _hints(kind)
+            converted[section] = kind(**{name: _convert(f"{section}_{name}", hints[name], value)
+                                         for name, value in parts[section].items()})
         converted["config_file"] = config_file
         return cls(**converted)
+
+    def replace(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed, by their flat names (`finetune_epochs=0`, `home=...`)."""
+        direct = {k: v for k, v in changes.items() if k in {f.name for f in fields(self)}}
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in changes.items():
+            if key in direct:
+                continue
+            section, _, name = key.partition("_")
+            if section not in SECTIONS or name not in _field_names(SECTIONS[section]):
+                raise ConfigError(f"unknown setting {key}")
+            nested.setdefault(section, {})[name] = value
+        for section, items in nested.items():
+            direct[section] = dataclasses.replace(getattr(self, section), **items)
+        return dataclasses.replace(self, **direct)
+
+    def to_dict(self) -> dict:
+        """Every setting by its flat name (secrets left out), e.g. for `--dry-run` reports."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECTIONS:
+                out.update({f"{f.name}_{k}": v for k, v in asdict(value).items() if k not in _SECRETS})
+            elif f.name != "user_hash_salt":
+                out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+_SECRETS = {"bot_token", "app_token", "signing_secret"}
+
+
+def _field_names(kind: type) -> set[str]:
+    return {f.name for f in fields(kind)}
+
+
+def _hints(kind: type) -> dict[str, Any]:
+    return get_type_hints(kind, {"Path": Path, **globals()})
 
 
 def default_home(env: dict[str, str]) -> Path:
@@ -171,8 +402,6 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _convert(name: str, annotation: Any, value: Any) -> Any:
     """Convert a TOML or environment value to the field's type."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, {"Path": Path})  # annotations are strings under `from __future__`
     optional = type(None) in get_args(annotation)
     base = next((a for a in get_args(annotation) if a is not type(None)), annotation)
     if get_origin(annotation) is None:
@@ -186,8 +415,12 @@ def _convert(name: str, annotation: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 return value
             return str(value).strip().lower() in ("1", "true", "yes", "on")
-        if base in (int, float):
-            return base(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name}: cannot read {value!r} as {base.__name__}") from exc

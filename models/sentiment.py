@@ -14,11 +14,19 @@ import numpy as np
 from core.answer import SENTIMENT_LABELS
 from core.errors import UserError
 from models.encoder import Encoded
-from models.heads import SoftmaxHead, layers_read
+from models.heads import SoftmaxHead
 
 BUILTIN_HEAD = Path(__file__).resolve().parent / "assets" / "sentiment_head.npz"
-# Layers that encoder fine-tuning may change; a head reading them would go stale.
-TRAINABLE_LAYERS = (5, 6, -1)
+
+
+def head_path(spec: str | Path = "builtin") -> Path:
+    """The head file a `sentiment_head` setting names: `"builtin"` (the shipped head) or a path;
+    a clear error when it is missing."""
+    path = BUILTIN_HEAD if str(spec) == "builtin" else Path(spec).expanduser()
+    if not path.is_file():
+        hint = " (reinstall csbot or run training/train_sentiment.py)" if path == BUILTIN_HEAD else ""
+        raise UserError(f"sentiment head {path} is missing (setting sentiment_head={str(spec)!r}){hint}")
+    return path
 
 
 class SentimentModel:
@@ -33,20 +41,12 @@ class SentimentModel:
     @classmethod
     def load(cls, spec: str | Path = "builtin") -> "SentimentModel":
         """`"builtin"` (the shipped head) or a path to a head file written by SoftmaxHead.save."""
-        path = BUILTIN_HEAD if str(spec) == "builtin" else Path(spec).expanduser()
-        if not path.is_file():
-            hint = " (reinstall csbot or run training/train_sentiment.py)" if path == BUILTIN_HEAD else ""
-            raise UserError(f"sentiment head {path} is missing{hint}")
+        path = head_path(spec)
         try:
             head = SoftmaxHead.load(path)
         except UserError as exc:  # "model head PATH is unreadable: ..." -> name what it is for
             raise UserError(str(exc).replace("model head", "sentiment head", 1)) from exc
         return cls(head, str(path))
-
-    @property
-    def reads_trainable_layers(self) -> bool:
-        """True when the head reads encoder layers that intent fine-tuning may update."""
-        return any(layer in TRAINABLE_LAYERS for layer in layers_read(self.head.feature_spec))
 
     def predict(self, encoded: Encoded) -> list[tuple[str, dict[str, float]]]:
         """One (label, {label: probability}) per encoded text, in input order."""

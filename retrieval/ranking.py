@@ -40,6 +40,7 @@ HEAD_LEAD = 2.0  # with `head_leads`, the head's intent wins a disagreement at t
 HEAD_OFF = 1.01  # a head threshold no probability reaches: retrieval alone decides
 NEIGHBOUR_WEIGHT = 0.3  # share of the nearest-neighbour vote in the intent probabilities
 NEIGHBOUR_TEMPERATURE = 0.05
+SEARCH_K = 24  # hits per message from each index (FAISS and lexical), at build-time tuning and serving alike
 
 
 @dataclass

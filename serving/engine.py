@@ -31,8 +31,7 @@ from models.sentiment import SentimentModel
 from serving.versions import ModelVersion, VersionStore
 from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
-from retrieval.ranking import Decision, DecisionParams, decide
-from training.build import SEARCH_K, load_version_documents
+from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")
@@ -62,6 +61,22 @@ class Served:
     label_of: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Catalogue:
+    """What the served version knows, for front ends: its articles (by id) and its intents."""
+
+    model_version: str
+    articles: dict[str, Document]
+    intents: list[str]
+
+    def article(self, doc_id: str | None) -> Document | None:
+        return self.articles.get(doc_id) if doc_id else None
+
+    def titles(self) -> list[tuple[str, str]]:
+        """(doc id, title) of every article, sorted by title."""
+        return sorted(((doc_id, doc.title) for doc_id, doc in self.articles.items()), key=lambda a: a[1].lower())
+
+
 class Engine:
     def __init__(self, settings: Settings, *, version: str | None = None, reload_check_seconds: float = 2.0):
         """Serve the champion (following promotions), or exactly `version` when given (pinned)."""
@@ -84,6 +99,11 @@ class Engine:
     @property
     def model_version(self) -> str:
         return self._served.version.name
+
+    def catalogue(self) -> Catalogue:
+        """The served version's articles and intents (front ends list them; they never read `served`)."""
+        served = self._served
+        return Catalogue(served.version.name, served.documents, sorted(served.intent_head.labels))
 
     def reload(self, force: bool = False) -> bool:
         """Load the champion if it changed (or `force`); returns True when a new version is served."""
@@ -115,15 +135,15 @@ class Engine:
         return self._encoders[name]
 
     def _load(self, version: ModelVersion) -> Served:
-        documents = {doc.id: doc for doc in load_version_documents(version)}
+        documents = {doc.id: doc for doc in version.documents()}
         by_label: dict[str, list[str]] = defaultdict(list)
         for doc in documents.values():
             by_label[doc.label].append(doc.id)
-        index = VectorIndex.load(version.path / "index", expect_encoder_version=version.meta.get("encoder_version"))
+        index = version.load_index()
         threshold = self.settings.confidence_threshold
         if threshold is None:
             threshold = float(version.meta.get("oos_threshold", DEFAULT_OOS_THRESHOLD))
-        intent_head = SoftmaxHead.load(version.path / "intent_head.npz")
+        intent_head = version.load_intent_head()
         params = DecisionParams.from_dict(version.meta.get("decision"), max_sources=self.settings.max_sources,
                                           clarify_margin=self.settings.clarify_margin)
         sections = {s.id: s for doc in documents.values() for s in split_sections(doc)}
@@ -136,7 +156,7 @@ class Engine:
             encoder=self._encoder_for(version),
             intent_head=intent_head,
             label_index={label: i for i, label in enumerate(intent_head.labels)},
-            sentiment=SentimentModel.load(str(version.path / "sentiment_head.npz")),
+            sentiment=version.load_sentiment(),
             index=index,
             documents=documents,
             docs_by_label=dict(by_label),

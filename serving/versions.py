@@ -1,14 +1,22 @@
-"""Model versions under `CSBOT_HOME/models/`: the one owner of that layout and of the champion pointer.
+"""Model versions under `CSBOT_HOME/models/`: the one owner of that layout, of every file inside a
+version folder, and of the champion pointer.
 
     models/
       CHAMPION                 text file: the served version's name (replaced atomically)
       <version>/
         meta.json              parent, created, code revision, encoder, counts, metrics
         kb.jsonl               the knowledge base the version was built from
+        training_examples.jsonl  labelled feedback questions it was trained on (later builds replay them)
         intent_head.npz        intent classifier head
         sentiment_head.npz     sentiment head
         encoder/               fine-tuned encoder (absent when the version uses the base encoder)
         index/                 FAISS index built with this version's encoder
+
+Nothing else names these files: builders write a version through a `VersionDraft`
+(`VersionStore.draft()`, then `draft.commit(meta)`), and the engine, the gate and the retrain read
+one through `ModelVersion` (`documents()`, `examples()`, `load_index()`, `load_intent_head()`,
+`load_sentiment()`, `encoder_dir`, `sentiment_head_path`) — the `save_pretrained` /
+`from_pretrained` idea for the whole bundle.
 
 A version folder is written under a temporary name and renamed into place when complete, so a
 crash never leaves a half-written version that looks real. `promote` flips CHAMPION with one
@@ -31,9 +39,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.errors import UserError
+from retrieval.kb import Document
 
 CHAMPION_FILE = "CHAMPION"
 HISTORY_FILE = "promotions.jsonl"
+META_FILE = "meta.json"
+KB_FILE = "kb.jsonl"
+EXAMPLES_FILE = "training_examples.jsonl"
+INTENT_HEAD_FILE = "intent_head.npz"
+SENTIMENT_HEAD_FILE = "sentiment_head.npz"
+ENCODER_DIR = "encoder"
+INDEX_DIR = "index"
 
 
 class VersionError(UserError):
@@ -41,21 +57,130 @@ class VersionError(UserError):
 
 
 @dataclass
+class TrainingExample:
+    """A labelled question beyond the KB's own examples (feedback, corrections, clarifying picks)."""
+
+    text: str
+    intent: str
+    origin: str = "feedback"
+    doc_id: str | None = None  # the article it was confirmed or corrected to, when known
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass
 class ModelVersion:
+    """One committed version folder, read through the methods below (never by file name)."""
+
     name: str
     path: Path
     meta: dict
 
     @property
+    def encoder_dir(self) -> Path | None:
+        """The version's own fine-tuned encoder folder, or None when it serves the base encoder."""
+        folder = self.path / ENCODER_DIR
+        return folder if folder.is_dir() else None
+
+    @property
     def encoder_name(self) -> str:
         """The encoder to load: the version's own fine-tuned folder, else the configured base."""
-        if (self.path / "encoder").is_dir():
-            return str(self.path / "encoder")
-        return self.meta["encoder"]
+        return str(self.encoder_dir) if self.encoder_dir else self.meta["encoder"]
+
+    @property
+    def base_encoder(self) -> str | None:
+        """The configured encoder the version was built from (its fine-tuning started there)."""
+        return self.meta.get("encoder")
 
     @property
     def parent(self) -> str | None:
         return self.meta.get("parent")
+
+    @property
+    def sentiment_head_path(self) -> Path:
+        return self.path / SENTIMENT_HEAD_FILE
+
+    def documents(self) -> list[Document]:
+        """The knowledge base the version was built from."""
+        return [Document.from_dict(row) for row in _read_jsonl(self.path / KB_FILE, self.name)]
+
+    def examples(self) -> list[TrainingExample]:
+        """Labelled examples the version was trained on beyond its KB (carried over by later builds)."""
+        path = self.path / EXAMPLES_FILE
+        return [TrainingExample(**row) for row in _read_jsonl(path, self.name)] if path.is_file() else []
+
+    def load_index(self):
+        """The FAISS + lexical index, checked to have been built by this version's encoder."""
+        from retrieval.index import VectorIndex
+
+        return VectorIndex.load(self.path / INDEX_DIR, expect_encoder_version=self.meta.get("encoder_version"))
+
+    def load_intent_head(self):
+        from models.heads import SoftmaxHead
+
+        return SoftmaxHead.load(self.path / INTENT_HEAD_FILE)
+
+    def load_sentiment(self):
+        from models.sentiment import SentimentModel
+
+        return SentimentModel.load(str(self.sentiment_head_path))
+
+
+class VersionDraft:
+    """A version being built, in a temporary folder under the versions root; `commit` names it and
+    moves it into place (complete, fsynced), `discard` removes it. As a context manager it is
+    discarded when the block raises."""
+
+    def __init__(self, versions: "VersionStore", path: Path):
+        self.versions = versions
+        self.path = Path(path)
+
+    def __enter__(self) -> "VersionDraft":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is not None:
+            self.discard()
+
+    @property
+    def encoder_dir(self) -> Path:
+        """Where the version's own encoder goes (fine-tuning writes there, or `copy_encoder`)."""
+        return self.path / ENCODER_DIR
+
+    @property
+    def has_encoder(self) -> bool:
+        return self.encoder_dir.is_dir()
+
+    def copy_encoder(self, source: Path) -> None:
+        shutil.copytree(source, self.encoder_dir)
+
+    def save_index(self, index) -> None:
+        index.save(self.path / INDEX_DIR)
+
+    def load_index(self):
+        from retrieval.index import VectorIndex
+
+        return VectorIndex.load(self.path / INDEX_DIR)
+
+    def save_intent_head(self, head) -> None:
+        head.save(self.path / INTENT_HEAD_FILE)
+
+    def save_sentiment_head(self, source: Path) -> None:
+        shutil.copyfile(source, self.path / SENTIMENT_HEAD_FILE)
+
+    def save_documents(self, documents: list[Document]) -> None:
+        _write_jsonl(self.path / KB_FILE, (doc.to_dict() for doc in documents))
+
+    def save_examples(self, examples: list[TrainingExample]) -> None:
+        if examples:
+            _write_jsonl(self.path / EXAMPLES_FILE, (ex.to_dict() for ex in examples))
+
+    def commit(self, meta: dict) -> ModelVersion:
+        return self.versions.commit(self.path, meta)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def code_revision() -> str:
@@ -76,12 +201,12 @@ class VersionStore:
         if not self.root.is_dir():
             return []
         return sorted((p.name for p in self.root.iterdir()
-                       if p.is_dir() and not p.name.startswith(".") and (p / "meta.json").is_file()), key=_age_key)
+                       if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()), key=_age_key)
 
     def get(self, name: str) -> ModelVersion:
         path = self.root / name
         try:
-            meta = json.loads((path / "meta.json").read_text())
+            meta = json.loads((path / META_FILE).read_text())
         except FileNotFoundError as exc:
             raise VersionError(f"no model version {name!r} under {self.root}") from exc
         except (OSError, ValueError) as exc:
@@ -110,10 +235,10 @@ class VersionStore:
         return (st.st_mtime_ns, st.st_ino)
 
     # ----- writing -------------------------------------------------------------------------
-    def new_build_dir(self) -> Path:
-        """A fresh temporary folder to build a version in; `commit` gives it its name."""
+    def draft(self) -> VersionDraft:
+        """A fresh temporary folder to build a version in; `VersionDraft.commit` gives it its name."""
         self.root.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".building-", dir=self.root))
+        return VersionDraft(self, Path(tempfile.mkdtemp(prefix=".building-", dir=self.root)))
 
     def commit(self, tmp: Path, meta: dict) -> ModelVersion:
         """Name the built folder, write its metadata and move it into place (not yet champion)."""
@@ -125,7 +250,7 @@ class VersionStore:
             name = f"v{stamp}-{suffix}"
         meta = {**meta, "version": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "code_revision": meta.get("code_revision") or code_revision()}
-        _write_atomic(tmp / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+        _write_atomic(tmp / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
         _fsync_tree(tmp)
         tmp.rename(self.root / name)
         return ModelVersion(name, self.root / name, meta)
@@ -177,10 +302,7 @@ class VersionStore:
             freed += folder_bytes(self.root / name)
             removed.append(name)
             if not dry_run:
-                # Renamed first so a half-deleted folder never looks like a version.
-                doomed = self.root / f".deleting-{name}"
-                (self.root / name).rename(doomed)
-                shutil.rmtree(doomed, ignore_errors=True)
+                self._remove(name)
         return {"kept": sorted(kept), "removed": removed, "freed_bytes": freed}
 
     def delete(self, name: str) -> None:
@@ -188,9 +310,24 @@ class VersionStore:
         if name == self.champion_name():
             raise VersionError(f"{name} is the champion; promote another version first")
         self.get(name)
+        self._remove(name)
+
+    def discard(self, name: str) -> bool:
+        """Remove a never-served candidate if it is still there and not the champion (no error
+        otherwise); returns whether it was removed."""
+        if name == self.champion_name() or not (self.root / name).is_dir():
+            return False
+        return self._remove(name)
+
+    def _remove(self, name: str) -> bool:
+        # Renamed first so a half-deleted folder never looks like a version.
         doomed = self.root / f".deleting-{name}"
-        (self.root / name).rename(doomed)
+        try:
+            (self.root / name).rename(doomed)
+        except OSError:
+            return False
         shutil.rmtree(doomed, ignore_errors=True)
+        return True
 
     def history(self) -> list[dict]:
         try:
@@ -221,6 +358,20 @@ def _age_key(name: str) -> tuple:
 def folder_bytes(root: Path) -> int:
     """Bytes of the files under `root`."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def _read_jsonl(path: Path, version: str) -> list[dict]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+    except (OSError, ValueError) as exc:
+        raise VersionError(f"model version {version!r}: cannot read {path.name}: {exc}") from exc
+
+
+def _write_jsonl(path: Path, rows) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -33,7 +33,7 @@ atexit.register(shutil.rmtree, _SUITE_HOME, True)
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory) -> Path:
     """A CSBOT_HOME holding a champion built from the demo KB (built once; tests copy it)."""
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
 
     home = tmp_path_factory.mktemp("demo-home")

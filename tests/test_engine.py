@@ -78,7 +78,8 @@ def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_inten
     from retrieval.index import LEARNED
     from retrieval.kb import load_documents
     from tests.conftest import DEMO_KB
-    from training.build import TrainingExample, build_version
+    from serving.versions import TrainingExample
+    from training.build import build_version
 
     question = "Can I send back a sweater that doesn't fit and get my money back?"
     before = Engine(settings).answer(question)

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from core.settings import DEFAULT_ENCODER
-from models.finetune import FINETUNE_RECORD, FinetuneConfig, finetune_encoder
+from core.settings import FinetuneSettings
+from training.finetune import FINETUNE_RECORD, finetune_encoder
 from models.loading import load_sentence_transformer
 from retrieval.kb import load_documents
 from tests.conftest import DEMO_KB
@@ -24,7 +25,7 @@ def demo_questions():
 def test_the_step_cap_stops_a_long_fine_tuning_and_the_record_says_so(tmp_path):
     texts, labels = demo_questions()
     out = finetune_encoder(DEFAULT_ENCODER, texts, labels, tmp_path / "encoder",
-                           FinetuneConfig(epochs=50, max_steps=3, device="cpu"))
+                           FinetuneSettings(epochs=50, max_steps=3), device="cpu")
     record = json.loads((out / FINETUNE_RECORD).read_text())
     assert record["steps"] == 3 and record["epochs"] < 1
     model = load_sentence_transformer(str(out), "cpu", cached=False)  # a normal sentence-transformers folder
@@ -35,6 +36,6 @@ def test_without_the_cap_every_epoch_runs(tmp_path):
     texts, labels = demo_questions()
     texts, labels = texts[:64], labels[:64]  # two batches of pairs
     out = finetune_encoder(DEFAULT_ENCODER, texts, labels, tmp_path / "encoder",
-                           FinetuneConfig(epochs=2, max_steps=None, device="cpu"))
+                           FinetuneSettings(epochs=2, max_steps=0), device="cpu")
     record = json.loads((out / FINETUNE_RECORD).read_text())
     assert record["epochs"] == pytest.approx(2, abs=0.5) and record["steps"] >= 2

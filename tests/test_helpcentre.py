@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from core.answer import OUT_OF_SCOPE
-from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +121,7 @@ def test_csbot_chat_offers_a_numbered_choice_and_stores_the_pick(md_home, tmp_pa
 
 
 def test_html_only_kb_ingests_and_answers_from_its_sections(tmp_path):
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
     from serving.engine import Engine
 
@@ -138,7 +137,7 @@ def test_html_only_kb_ingests_and_answers_from_its_sections(tmp_path):
 
 
 def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
     from serving.engine import Engine
 
@@ -152,14 +151,14 @@ def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
 
 def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
     """The crash of issue 9: ingest-time fine-tuning of a KB with no example questions."""
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
 
     kb = tmp_path / "faq.csv"
     kb.write_text("title,answer\nOpening hours,We are open 9-17 on weekdays.\n"
                   "Parking,There is free parking behind the shop.\nGift wrapping,We wrap gifts for 2 euro.\n")
     settings = Settings.load(env={}, home=tmp_path / "home")
-    assert settings.finetune_epochs > 0
+    assert settings.finetune.epochs > 0
     report = ingest([kb], settings)
     assert report["built"] and report["documents"] == 3
     assert report["notes"] and "no example questions" in report["notes"][0]
@@ -168,7 +167,7 @@ def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
 def test_a_question_ambiguous_alone_is_settled_by_the_thread(tmp_path):
     """Two hotels answer the same FAQ differently: alone the question could be either; after the
     guest said where they are staying, the bot answers from that hotel's section."""
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
     from serving.engine import Engine
 

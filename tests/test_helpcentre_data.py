@@ -5,7 +5,6 @@ ids and titles. Skipped when ../shared/data is absent."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from tests.conftest import REPO, shared_data
 

@@ -17,9 +17,9 @@ def _chain(root, n: int) -> list[str]:
     versions = VersionStore(root)
     names, parent = [], None
     for i in range(n):
-        tmp = versions.new_build_dir()
-        (tmp / "kb.jsonl").write_text("x" * 1000)
-        version = versions.commit(tmp, {"parent": parent, "reason": f"build {i}", "encoder": "builtin"})
+        draft = versions.draft()
+        (draft.path / "kb.jsonl").write_text("x" * 1000)
+        version = draft.commit({"parent": parent, "reason": f"build {i}", "encoder": "builtin"})
         names.append(version.name)
         parent = version.name
     return names
@@ -96,7 +96,8 @@ def _learned_texts(version) -> set[str]:
 @pytest.mark.slow
 def test_forget_removes_the_users_learned_questions_from_the_model(home, settings, capsys):
     from store import Store
-    from training.build import TrainingExample, build_version, load_version_documents, load_version_examples
+    from serving.versions import TrainingExample
+    from training.build import build_version
     from training.feedback_data import normalize
 
     mine, theirs = "My parcel 42 never came, what now", "is there a student discount"
@@ -110,7 +111,7 @@ def test_forget_removes_the_users_learned_questions_from_the_model(home, setting
     base = versions.champion()
     learned = [TrainingExample(mine.lower(), "lost_package", origin="feedback:correction"),
                TrainingExample(theirs, "discount_code_not_working", origin="feedback:correction")]
-    built = build_version(load_version_documents(base), settings, extra_examples=learned, parent=base.name,
+    built = build_version(base.documents(), settings, extra_examples=learned, parent=base.name,
                           meta={"reason": "retrain"})
     versions.promote(built.version.name)
     assert mine.lower() in _learned_texts(versions.champion())
@@ -127,9 +128,9 @@ def test_forget_removes_the_users_learned_questions_from_the_model(home, setting
     assert champion.name == report["learned"]["new_champion"] and champion.parent == base.name
     # Gone from the served index, from what later builds replay, and from every kept version.
     assert _learned_texts(champion) == {theirs}
-    assert [ex.text for ex in load_version_examples(champion)] == [theirs]
+    assert [ex.text for ex in champion.examples()] == [theirs]
     for name in versions.names():
-        assert all(normalize(ex.text) != normalize(mine) for ex in load_version_examples(versions.get(name)))
+        assert all(normalize(ex.text) != normalize(mine) for ex in versions.get(name).examples())
     assert built.version.name not in versions.names()
     with Store.from_settings(settings) as store:  # what the next retrain reads
         assert all(row["question"] != mine for row in store.feedback_since())
@@ -140,7 +141,7 @@ def test_follow_ups_are_not_learned_without_their_context(tmp_path):
     from store import Store
     from retrieval.kb import Document
     from training.feedback_data import build_feedback_data
-    from training.retrain_config import RetrainConfig
+    from core.settings import RetrainSettings
 
     docs = [Document("shipping-times", "Shipping times", "2-4 days.", questions=["how long does shipping take"]),
             Document("international-shipping", "International", "We ship to the EU.", questions=["do you ship abroad"])]
@@ -153,6 +154,6 @@ def test_follow_ups_are_not_learned_without_their_context(tmp_path):
             store.record_vote(answer_id, "up", user="U1", origin="button")
         rows = store.feedback_since()
     assert [r["used_context"] for r in rows] == [False, True]
-    data = build_feedback_data(rows, docs, config=RetrainConfig())
+    data = build_feedback_data(rows, docs, config=RetrainSettings())
     assert [q.text for q in data.labelled] == ["how long does shipping take to Berlin"]
     assert data.counts["skipped_followup"] == 1

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bot.commands.ingest import ingest
+from training.ingest import ingest
 from serving.engine import Engine
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,7 @@ version is complete on disk before anyone can promote it (see serving/versions.p
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,31 +16,20 @@ import numpy as np
 
 from core.settings import Settings
 from models.encoder import Encoder
-from models.finetune import FinetuneConfig, finetune_encoder
-from models.intent import train_intent_head
-from serving.versions import ModelVersion, VersionStore
+from training.fit_heads import train_intent_head
+from models.sentiment import head_path
 from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
-from retrieval.ranking import DecisionParams, decide, tune
+from retrieval.ranking import SEARCH_K, DecisionParams, decide, tune
+from serving.versions import ModelVersion, TrainingExample, VersionStore
+from training.finetune import finetune_encoder
 
 log = logging.getLogger(__name__)
 
 HEAD_LEADS_COVERAGE = 0.8  # share of intents with KB example questions for the head to lead (ranking.py)
-SEARCH_K = 24  # hits per message from each index (the engine reads the same)
 DECISION_THRESHOLD = 0.5  # the confidence below which a version hands off: its tuned thresholds map to it
 
-BUILTIN_SENTIMENT_HEAD = Path(__file__).resolve().parent.parent / "models" / "assets" / "sentiment_head.npz"
 OFFTOPIC_QUESTIONS = Path(__file__).resolve().parent.parent / "models" / "assets" / "offtopic_questions.txt"
-
-
-@dataclass
-class TrainingExample:
-    """A labelled question beyond the KB's own examples (feedback, corrections)."""
-
-    text: str
-    intent: str
-    origin: str = "feedback"
-    doc_id: str | None = None  # the article it was confirmed or corrected to, when known
 
 
 @dataclass
@@ -57,15 +44,6 @@ def kb_hash(documents: list[Document]) -> str:
     for doc in sorted(documents, key=lambda d: d.id):
         digest.update(doc.content_hash().encode())
     return digest.hexdigest()[:16]
-
-
-def sentiment_head_path(spec: str) -> Path:
-    path = BUILTIN_SENTIMENT_HEAD if spec == "builtin" else Path(spec)
-    if not path.is_file():
-        from core.errors import UserError
-
-        raise UserError(f"sentiment head {path} is missing (setting sentiment_head={spec!r})")
-    return path
 
 
 def index_entries(documents: list[Document], chunk_words: int,
@@ -161,7 +139,7 @@ def build_version(
 
     The version's encoder is `encoder_dir` when given (an already fine-tuned sentence-transformers
     folder, copied into the version), else the configured base encoder fine-tuned on the KB's
-    questions (`finetune_epochs` > 0), else the base encoder itself.
+    questions (`finetune.epochs` > 0), else the base encoder itself.
     """
     if not documents:
         from core.errors import UserError
@@ -173,29 +151,27 @@ def build_version(
     label_of = {doc.id: doc.label for doc in documents}
     known_labels = set(label_of.values())
     extra = [ex for ex in extra_examples if ex.intent in known_labels]
-    build_dir = versions.new_build_dir()
     notes: list[str] = []
-    try:
+    with versions.draft() as draft:
         entries = index_entries(documents, settings.chunk_words, learned=extra)
         train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "heading", "question")]
         learned_rows = [i for i, e in enumerate(entries) if e.kind == LEARNED]
         texts = [entries[i].text for i in train_rows] + [ex.text for ex in extra]
         labels = [label_of[entries[i].doc_id] for i in train_rows] + [ex.intent for ex in extra]
         if encoder_dir is not None:
-            shutil.copytree(encoder_dir, build_dir / "encoder")
-        elif settings.finetune_epochs > 0 and (skip := finetune_plan(documents, extra)):
+            draft.copy_encoder(encoder_dir)
+        elif settings.finetune.epochs > 0 and (skip := finetune_plan(documents, extra)):
             log.warning("not fine-tuning the encoder at ingest: %s", skip)
             notes.append(f"not fine-tuned: {skip}")
-        elif settings.finetune_epochs > 0 and len(known_labels) > 1:
+        elif settings.finetune.epochs > 0 and len(known_labels) > 1:
             tune_texts = [t for t, i in zip(texts, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
             tune_labels = [l for l, i in zip(labels, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
             log.info("fine-tuning the encoder on %d titles and labelled questions", len(tune_texts))
-            finetune_encoder(settings.encoder, tune_texts, tune_labels, build_dir / "encoder",
-                             FinetuneConfig(epochs=settings.finetune_epochs, max_steps=settings.finetune_max_steps,
-                                            seed=settings.seed, device=settings.device))
-        if (build_dir / "encoder").is_dir():
-            encoder = Encoder(str(build_dir / "encoder"), settings.device, cached=False)
-            encoder_version = _folder_version(build_dir / "encoder")
+            finetune_encoder(settings.encoder, tune_texts, tune_labels, draft.encoder_dir, settings.finetune,
+                             seed=settings.seed, device=settings.device)
+        if draft.has_encoder:
+            encoder = Encoder(str(draft.encoder_dir), settings.device, cached=False)
+            encoder_version = _folder_version(draft.encoder_dir)
         else:
             encoder = Encoder(settings.encoder, settings.device)
             encoder_version = _encoder_version(settings.encoder)
@@ -205,26 +181,20 @@ def build_version(
         index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
                                   index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
                                   seed=settings.seed)
-        index.save(build_dir / "index")
+        draft.save_index(index)
 
         features = vectors[train_rows + learned_rows]  # learned rows are `extra`, in order
         head = train_intent_head(features, labels, seed=settings.seed)
-        head.save(build_dir / "intent_head.npz")
-        decision = tune_decision(encoder, VectorIndex.load(build_dir / "index"), head, documents, search_k=SEARCH_K)
+        draft.save_intent_head(head)
+        decision = tune_decision(encoder, draft.load_index(), head, documents, search_k=SEARCH_K)
         log.info("thresholds tuned for this version: cosine %.3f, intent probability %.3f",
                  decision["cos_threshold"], decision["head_threshold"])
-        shutil.copyfile(sentiment_head_path(settings.sentiment_head), build_dir / "sentiment_head.npz")
-
-        with open(build_dir / "kb.jsonl", "w", encoding="utf-8") as fh:
-            for doc in documents:
-                fh.write(json.dumps(doc.to_dict(), ensure_ascii=False) + "\n")
-        if extra:
-            with open(build_dir / "training_examples.jsonl", "w", encoding="utf-8") as fh:
-                for ex in extra:
-                    fh.write(json.dumps({k: v for k, v in ex.__dict__.items() if v is not None}, ensure_ascii=False) + "\n")
+        draft.save_sentiment_head(head_path(settings.sentiment_head))
+        draft.save_documents(documents)
+        draft.save_examples(extra)
         counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(train_rows),
                   "extra_examples": len(extra), "intents": len(known_labels)}
-        version = versions.commit(build_dir, {
+        version = draft.commit({
             **(meta or {}),
             "parent": parent,
             "encoder": settings.encoder,
@@ -236,9 +206,6 @@ def build_version(
             "counts": counts,
             "build_seconds": round(time.perf_counter() - started, 2),
         })
-    except BaseException:
-        shutil.rmtree(build_dir, ignore_errors=True)
-        raise
     return BuildResult(version, time.perf_counter() - started, counts)
 
 
@@ -254,16 +221,3 @@ def _folder_version(folder: Path) -> str:
             for block in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()[:12]
-
-
-def load_version_documents(version: ModelVersion) -> list[Document]:
-    path = version.path / "kb.jsonl"
-    return [Document.from_dict(json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def load_version_examples(version: ModelVersion) -> list[TrainingExample]:
-    """Labelled examples a version was trained on beyond its KB (carried over by later builds)."""
-    path = version.path / "training_examples.jsonl"
-    if not path.is_file():
-        return []
-    return [TrainingExample(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -12,10 +12,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS
+from core.answer import OOS_ALIASES, OUT_OF_SCOPE, SENTIMENT_LABELS
 from core.errors import UserError
 
-OOS_ALIASES = {"oos", "out_of_scope", "out-of-scope"}
 
 
 def read_eval_rows(path: str | Path) -> list[dict]:

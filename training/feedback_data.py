@@ -39,10 +39,9 @@ import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from core.answer import OUT_OF_SCOPE
+from core.answer import OOS_ALIASES, OUT_OF_SCOPE
 from retrieval.kb import Document
-from training.build import TrainingExample
-from training.evaluate import OOS_ALIASES
+from serving.versions import TrainingExample
 
 ANONYMOUS = "anonymous"
 

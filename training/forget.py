@@ -17,18 +17,9 @@ from another user's vote goes too. The encoder's fine-tuned weights are kept: th
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 
 from training.feedback_data import normalize
-
-
-def _examples(path: Path) -> list[dict]:
-    file = path / "training_examples.jsonl"
-    if not file.is_file():
-        return []
-    return [json.loads(line) for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict:
@@ -44,7 +35,7 @@ def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict
     champion = versions.champion_name()
     tainted = []
     for name in versions.names():
-        n = sum(normalize(ex.get("text", "")) in keys for ex in _examples(versions.root / name))
+        n = sum(normalize(ex.text) in keys for ex in versions.get(name).examples())
         if n:
             tainted.append(name)
             if name == champion:
@@ -71,9 +62,9 @@ def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict
 
 
 def _rebuild_without(settings, versions, champion, keys: set[str], tainted: list[str]) -> str:
-    from training.build import TrainingExample, build_version, load_version_documents
+    from training.build import build_version
 
-    kept = [TrainingExample(**ex) for ex in _examples(champion.path) if normalize(ex.get("text", "")) not in keys]
+    kept = [ex for ex in champion.examples() if normalize(ex.text) not in keys]
     parent = champion.parent
     seen = set()
     while parent in tainted and parent not in seen:  # the rollback target must not hold them either
@@ -84,12 +75,10 @@ def _rebuild_without(settings, versions, champion, keys: set[str], tainted: list
             parent = None
     if parent not in versions.names():
         parent = None
-    build_settings = dataclasses.replace(settings, sentiment_head=str(champion.path / "sentiment_head.npz"),
-                                         finetune_epochs=0)
-    encoder_dir = champion.path / "encoder"
+    build_settings = settings.replace(sentiment_head=str(champion.sentiment_head_path), finetune_epochs=0)
     meta = {key: champion.meta[key] for key in ("metrics", "data_until", "retrain") if key in champion.meta}
-    built = build_version(load_version_documents(champion), build_settings, extra_examples=kept,
-                          encoder_dir=encoder_dir if encoder_dir.is_dir() else None, parent=parent,
+    built = build_version(champion.documents(), build_settings, extra_examples=kept,
+                          encoder_dir=champion.encoder_dir, parent=parent,
                           meta={**meta, "reason": f"forget (rebuilt {champion.name} without a user's questions)"})
     versions.promote(built.version.name, reason="forget")
     return built.version.name

@@ -30,7 +30,6 @@ Held-out protocol (see docs/retrain.md):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tempfile
@@ -85,13 +84,6 @@ class HeldoutSet:
 
     def texts(self) -> set[str]:
         return {normalize(r["text"]) for r in self.rows}
-
-    def kb_fingerprint(self) -> str:
-        """Identity of what builds must exclude; a champion built with another fingerprint saw some of it."""
-        digest = hashlib.sha256()
-        for key in sorted(self.texts()):
-            digest.update(key.encode("utf-8") + b"\n")
-        return digest.hexdigest()[:16]
 
     def update_from_kb(self, documents: list[Document], config) -> int:
         """Freeze the held-out share of every intent that has none yet; returns rows added."""
@@ -186,12 +178,6 @@ class HeldoutSet:
                      for q in BUILTIN_OOS if normalize(q) not in taken][:wanted]
         return rows
 
-    def counts(self) -> dict:
-        out: dict[str, int] = {}
-        for row in self.rows:
-            out[row.get("source", "?")] = out.get(row.get("source", "?"), 0) + 1
-        return out
-
 
 def training_documents(documents: list[Document], exclude: set[str]) -> list[Document]:
     """Copies of the articles without the held-out example questions (titles and answers unchanged)."""
@@ -262,12 +248,9 @@ def reference_build(settings, champion, documents: list[Document], examples, wor
     from training.build import build_version
 
     home = Path(tempfile.mkdtemp(prefix="reference-", dir=work_dir))
-    ref_settings = dataclasses.replace(settings, home=home, finetune_epochs=0,
-                                       encoder=champion.meta.get("encoder") or settings.encoder,
-                                       sentiment_head=str(champion.path / "sentiment_head.npz"))
-    encoder_dir = champion.path / "encoder"
-    result = build_version(documents, ref_settings, extra_examples=examples,
-                           encoder_dir=encoder_dir if encoder_dir.is_dir() else None,
+    ref_settings = settings.replace(home=home, finetune_epochs=0, encoder=champion.base_encoder or settings.encoder,
+                                    sentiment_head=str(champion.sentiment_head_path))
+    result = build_version(documents, ref_settings, extra_examples=examples, encoder_dir=champion.encoder_dir,
                            parent=champion.name, meta={"reason": "gate reference"})
     return ref_settings, result.version.name
 
@@ -294,14 +277,6 @@ def write_report(home: Path, report: dict) -> tuple[Path, Path]:
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
     return json_path, md_path
-
-
-def latest_report(home: Path) -> dict | None:
-    """The newest run report (for `/csbot status`), or None."""
-    try:
-        return json.loads((Path(home) / REPORTS_DIR / "retrain-latest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def markdown_report(report: dict) -> str:

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
 from core.answer import OUT_OF_SCOPE  # noqa: E402
-from core.settings import ConfigError, Settings  # noqa: E402
+from core.settings import ConfigError, RetrainSettings, Settings  # noqa: E402
 from core.errors import CsbotError, UserError  # noqa: E402
 
 EXIT_PROMOTED = 0
@@ -88,11 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args) -> int:
     """The shared body of `python training/retrain.py` and `csbot retrain`."""
-    from training.retrain_config import RetrainConfig
-
     try:
-        settings = Settings.load(device=args.device)
-        config = RetrainConfig.load(settings=settings, device=args.device, method=args.method)
+        settings = Settings.load(device=args.device, retrain_device=args.device, retrain_method=args.method)
+        config = settings.retrain
         if args.since is not None:
             from store.store import parse_since
 
@@ -144,9 +142,11 @@ def main(argv: list[str] | None = None) -> int:
 
 # ----- the run ------------------------------------------------------------------------------------
 
-def retrain(settings: Settings, config, *, since=None, force: bool = False, dry_run: bool = False,
+def retrain(settings: Settings, config: RetrainSettings | None = None, *, since=None, force: bool = False, dry_run: bool = False,
             quiet: bool = False) -> Outcome:
-    """One retrain under the lock; never raises (errors become Outcome(status="error"))."""
+    """One retrain under the lock; never raises (errors become Outcome(status="error")). `config`
+    defaults to `settings.retrain`."""
+    config = config or settings.retrain
     from training.lock import LockBusy, RetrainLock
 
     home = Path(settings.home)
@@ -199,13 +199,13 @@ def _now() -> str:
 
 
 class _Run:
-    def __init__(self, settings: Settings, config, *, since, force: bool, dry_run: bool):
+    def __init__(self, settings: Settings, config: RetrainSettings, *, since, force: bool, dry_run: bool):
         self.settings, self.config = settings, config
         self.since, self.force, self.dry_run = since, force, dry_run
         self.started_at = _now()
         self.t0 = time.perf_counter()
         self.timings: dict[str, float] = {}
-        self.report: dict = {"started_at": self.started_at, "dry_run": dry_run}
+        self.report: dict = {"started_at": self.started_at, "dry_run": dry_run, "config": config.to_dict()}
         self.store = None
         self.work: Path | None = None
         self.rows: list[dict] = []
@@ -274,7 +274,6 @@ class _Run:
 
     def _execute(self, versions) -> Outcome:
         from serving.versions import VersionError
-        from training.build import load_version_documents, load_version_examples
         from training.feedback_data import build_feedback_data, merge_with_replay, normalize
         from training.gate import HeldoutSet, training_documents
 
@@ -294,10 +293,10 @@ class _Run:
         if not self.rows and not self.force:
             return self._finish(NOTHING, EXIT_NOTHING, f"nothing to do: no new feedback since {since}")
 
-        documents = load_version_documents(champion)
+        documents = champion.documents()
         heldout = HeldoutSet.load(settings.home)
         added_kb = heldout.update_from_kb(documents, config)
-        admins = {store.hash_user(u) for u in (settings.slack_admin_users or "").split(",") if u.strip()}
+        admins = {store.hash_user(u) for u in (settings.slack.admin_users).split(",") if u.strip()}
         data = build_feedback_data(self.rows, documents, config=config, admin_hashes=admins, heldout_texts=heldout.texts())
         added_admin = heldout.add_admin(data.admin_heldout)
         added_feedback = heldout.add_feedback(data.labelled, config)
@@ -306,7 +305,7 @@ class _Run:
         exclude = heldout.texts()
         self.exclude = exclude
         train_docs = training_documents(documents, exclude)
-        replay = load_version_examples(champion)
+        replay = champion.examples()
         examples, replay_counts = merge_with_replay(data.examples(), replay, replay_max=config.replay_max, exclude=exclude)
         eval_rows = heldout.eval_rows(documents, builtin_oos=config.builtin_oos)
         counts = {**data.counts, **replay_counts, "feedback_rows": len(self.rows), "new_training_items": data.n_new,
@@ -345,7 +344,7 @@ class _Run:
         self.report["training"] = _run_encoder_job(job, config, self.work)
         self._timed("encoder_training", step)
         step = time.perf_counter()
-        sentiment_head = champion.path / "sentiment_head.npz"
+        sentiment_head = champion.sentiment_head_path
         self.report["sentiment"] = self._sentiment(sentiment_head, train_docs, Path(job.out_dir))
         if self.report["sentiment"].get("status") == "updated":
             sentiment_head = Path(self.report["sentiment"]["path"])
@@ -353,7 +352,7 @@ class _Run:
 
         # The gate scores a build of the candidate without the held-out questions (in a temporary
         # folder); only if it passes is the served version built, from the whole KB.
-        self.build_settings = dataclasses.replace(settings, sentiment_head=str(sentiment_head))
+        self.build_settings = settings.replace(sentiment_head=str(sentiment_head))
         self.version_meta = {"reason": "retrain", "data_until": data.data_until, "feedback_counts": counts,
                              "retrain": {"method": config.method, "stages": config.stages, "start_from": config.start_from,
                                          "sentiment_updated": self.report["sentiment"].get("status") == "updated"}}
@@ -361,7 +360,7 @@ class _Run:
                           [ex for ex in replay if normalize(ex.text) not in exclude], eval_rows, Path(job.out_dir))
 
     def _encoder_job(self, champion, train_docs, examples, data):
-        from training.encoder_training import EncoderJob
+        from training.finetune import EncoderJob
         from training.feedback_data import normalize, stable_fraction
 
         config = self.config
@@ -405,10 +404,8 @@ class _Run:
     def _sentiment(self, head_path: Path, train_docs, encoder_dir: Path) -> dict:
         from training.sentiment_update import update_sentiment_head
 
-        if not self.config.sentiment_update or not hasattr(self.store, "sentiment_corrections"):
-            return {"status": "unavailable" if self.config.sentiment_update else "skipped",
-                    "reason": "the store records no sentiment corrections" if self.config.sentiment_update
-                    else "sentiment_update is off"}
+        if not self.config.sentiment_update:
+            return {"status": "skipped", "reason": "sentiment_update is off"}
         from models.encoder import Encoder
 
         replay = [q for d in train_docs for q in d.questions] + [r.get("question") or "" for r in self.rows[-2000:]]
@@ -424,7 +421,7 @@ class _Run:
 
         step = time.perf_counter()
         gate_home = Path(tempfile.mkdtemp(prefix="candidate-", dir=self.work))
-        gate_settings = dataclasses.replace(self.build_settings, home=gate_home)
+        gate_settings = self.build_settings.replace(home=gate_home)
         scored = build_version(train_docs, gate_settings, extra_examples=examples, encoder_dir=encoder_dir,
                                parent=champion.name, meta={"reason": "gate candidate"})
         self._timed("candidate_build", step)
@@ -498,7 +495,7 @@ def _stderr_fd() -> int | None:
 
 def _run_encoder_job(job, config, work: Path) -> dict:
     """In process, or through the configured launcher (torchrun / accelerate launch / python)."""
-    from training.encoder_training import train_encoder
+    from training.finetune import train_encoder
 
     if not config.launcher:
         return train_encoder(job)
@@ -506,7 +503,7 @@ def _run_encoder_job(job, config, work: Path) -> dict:
     launcher = shlex.split(config.launcher)
     if launcher == ["python"]:
         launcher = [sys.executable]
-    cmd = launcher + ["-m", "training.encoder_training", str(job_path)]
+    cmd = launcher + ["-m", "training.finetune", str(job_path)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
     log.info("launching encoder training: %s", " ".join(cmd))
     result = subprocess.run(cmd, cwd=str(REPO), env=env, stdout=_stderr_fd())  # its chatter is log, not output
@@ -516,19 +513,6 @@ def _run_encoder_job(job, config, work: Path) -> dict:
     if not Path(job.out_dir).is_dir() or not summary_path.is_file():
         raise RuntimeError(f"encoder training ({' '.join(launcher)}) wrote no model to {job.out_dir}")
     return {**json.loads(summary_path.read_text(encoding="utf-8")), "launcher": config.launcher}
-
-
-def _discard_version(versions, name: str) -> None:
-    """Remove a rejected, never-served candidate: renamed out of sight first, so it vanishes atomically."""
-    if versions.champion_name() == name:
-        return
-    path = versions.root / name
-    hidden = versions.root / f".building-discarded-{name}"
-    try:
-        path.rename(hidden)
-    except OSError:
-        return
-    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def _remove_orphan_candidates(versions) -> int:
@@ -541,8 +525,7 @@ def _remove_orphan_candidates(versions) -> int:
         except CsbotError:
             continue
         if meta.get("reason") == "retrain" and "gate" not in (meta.get("metrics") or {}) and name not in served:
-            _discard_version(versions, name)
-            removed += 1
+            removed += versions.discard(name)
     return removed
 
 

@@ -73,8 +73,6 @@ def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[st
     """
     if not config.sentiment_update:
         return {"status": "skipped", "reason": "sentiment_update is off"}
-    if not hasattr(store, "sentiment_corrections"):
-        return {"status": "unavailable", "reason": "the store records no sentiment corrections"}
     try:
         rows = list(store.sentiment_corrections(since=since))
     except Exception as exc:  # noqa: BLE001 - optional step: never fail the retrain over it

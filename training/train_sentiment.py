@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
-import json
 import os
 import re
 import sys
@@ -29,8 +28,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-LABELS = ["negative", "neutral", "positive"]
-DEFAULT_ENCODER = "builtin:all-MiniLM-L6-v2"
+from core.answer import SENTIMENT_LABELS  # noqa: E402
+from core.settings import DEFAULT_ENCODER  # noqa: E402
+
+LABELS = list(SENTIMENT_LABELS)
+
 DEFAULT_OUT = REPO / "models" / "assets" / "sentiment_head.npz"
 DEFAULT_CACHE = Path(os.environ.get("CSBOT_SENTIMENT_CACHE", "/tmp/csbot-sentiment-cache"))
 _MENTION = re.compile(r"(?<!\w)@\w+")
@@ -168,7 +170,8 @@ def metrics(head, split: Split, encoded) -> dict:
 
 
 def train_floor_head(train, labels):
-    from models.heads import features_for, fit_softmax_head
+    from models.heads import features_for
+    from training.fit_heads import fit_softmax_head
 
     return fit_softmax_head(features_for(FLOOR["feature_spec"], train), labels, feature_spec=FLOOR["feature_spec"],
                             c=FLOOR["c"], class_weight=FLOOR["class_weight"], calibrate=False, seed=SEED)
@@ -176,7 +179,8 @@ def train_floor_head(train, labels):
 
 def train_head(train, labels, sample_weight, calibration=None, *, feature_spec=FEATURE_SPEC, log=print):
     """The shipped head: a one-hidden-layer MLP over the layer mean pools, temperature-calibrated."""
-    from models.heads import features_for, fit_mlp_head
+    from models.heads import features_for
+    from training.fit_heads import fit_mlp_head
 
     def on_epoch(member, epoch, head):
         log(f"  member {member + 1}/{MLP['members']} epoch {epoch + 1}/{MLP['epochs']}")

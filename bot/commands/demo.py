@@ -19,7 +19,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from bot.commands.ask import read_questions, record_answers
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
     from bot.render import answer_text
     from bot.runtime import open_engine

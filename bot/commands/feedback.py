@@ -75,7 +75,7 @@ def _check_correction(args: argparse.Namespace, settings) -> None:
     """A blank correction, or an intent or article the served model does not know, is bad input
     (the message suggests the closest known names)."""
     from bot.catalog import blank_check, served_documents, suggest
-    from training.evaluate import OOS_ALIASES
+    from core.answer import OOS_ALIASES
 
     for flag, value in (("--intent", args.intent), ("--doc", args.doc_id), ("--answer", args.answer_text)):
         if value is not None:

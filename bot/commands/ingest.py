@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from core.settings import Settings
-from core.errors import UserError
 from core.output import out
+from core.settings import Settings
 
 
 def register(subparsers) -> None:
@@ -23,6 +22,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from core.output import Progress
+    from training.ingest import ingest
 
     settings = Settings.load(index_type=args.index_type)
     with Progress("ingesting: parsing, fine-tuning the encoder, building the index", quiet=args.quiet):
@@ -39,43 +39,3 @@ def run(args) -> int:
               + (f"model version {report['version']} built in {report['seconds']:.1f}s and now served"
                  if report["built"] else f"nothing changed, still serving {report['version']}"))
     return 0
-
-
-def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = False) -> dict:
-    """Parse PATHS, merge them into the served KB, build and promote a new version if anything changed."""
-    from serving.versions import VersionError, VersionStore
-    from retrieval.kb import load_documents, merge_documents
-    from training.build import build_version, kb_hash, load_version_documents, load_version_examples
-
-    skipped: list = []
-    incoming = load_documents(paths, skipped)  # raises before anything is written
-    if not incoming:
-        shown = ", ".join(str(p) for p in skipped[:5]) + (" …" if len(skipped) > 5 else "")
-        raise UserError(f"no knowledge-base articles in {', '.join(map(str, paths))}"
-                        + (f" (skipped {len(skipped)} file(s) of unsupported types: {shown})" if skipped else "")
-                        + "; supported: .md .markdown .txt .html .htm .csv .jsonl")
-    versions = VersionStore(settings.models_dir)
-    versions.clean_partial()
-    try:
-        champion = versions.champion()
-        existing = load_version_documents(champion)
-    except VersionError:
-        champion, existing = None, []
-    documents, merge = merge_documents(existing, incoming, prune=prune)
-    if not documents:
-        raise UserError("the knowledge base would be empty: no articles in " + ", ".join(map(str, paths)))
-    up_to_date = (champion is not None and not merge.modified and not force
-                  and champion.meta.get("kb_hash") == kb_hash(documents)
-                  and champion.meta.get("encoder") == settings.encoder)
-    result = {"documents": len(documents), "added": merge.added, "changed": merge.changed,
-              "removed": merge.removed, "unchanged": len(merge.unchanged), "summary": merge.summary(),
-              "skipped": [str(p) for p in skipped]}
-    if up_to_date:
-        return {**result, "built": False, "version": champion.name, "seconds": 0.0, "pruned": []}
-    built = build_version(documents, settings, parent=champion.name if champion else None,
-                          extra_examples=load_version_examples(champion) if champion else None,
-                          meta={"reason": "ingest"})
-    versions.promote(built.version.name, reason="ingest")
-    pruned = versions.prune(settings.keep_versions)["removed"]
-    return {**result, "built": True, "version": built.version.name, "seconds": round(built.seconds, 2),
-            "notes": built.version.meta.get("notes", []), "pruned": pruned}

@@ -34,15 +34,15 @@ def _drop_token_unused_warning(record: logging.LogRecord) -> bool:
 
 def check_credentials(settings, *, socket_mode: bool) -> None:
     missing = []
-    if not settings.slack_bot_token:
+    if not settings.slack.bot_token:
         missing.append("SLACK_BOT_TOKEN")
-    if socket_mode and not settings.slack_app_token:
+    if socket_mode and not settings.slack.app_token:
         missing.append("SLACK_APP_TOKEN")
-    if not socket_mode and not settings.slack_signing_secret:
+    if not socket_mode and not settings.slack.signing_secret:
         missing.append("SLACK_SIGNING_SECRET")
     if missing:
         raise UserError(f"set {' and '.join(missing)} (see docs/slack.md)")
-    if socket_mode and not str(settings.slack_app_token).startswith("xapp-"):
+    if socket_mode and not str(settings.slack.app_token).startswith("xapp-"):
         raise UserError("SLACK_APP_TOKEN must be an app-level token (xapp-...) with connections:write")
 
 
@@ -87,18 +87,18 @@ def run(args) -> int:
             raise UserError(f"Slack refused the bot token: {exc}") from exc
         except (URLError, OSError, TimeoutError) as exc:  # auth.test could not reach the Web API
             reason = getattr(exc, "reason", None) or exc
-            raise UserError(f"cannot reach the Slack API at {settings.slack_api_url} ({reason}); check the "
+            raise UserError(f"cannot reach the Slack API at {settings.slack.api_url} ({reason}); check the "
                             "network, or CSBOT_SLACK_API_URL") from exc
         finally:
             sdk_log.setLevel(level)
         restore_workspace(app, store)
         if socket_mode:
             out(f"csbot serving model {engine.model_version} over Socket Mode (Ctrl-C stops)", flush=True)
-            serve_socket_mode(app, app_token=settings.slack_app_token)
+            serve_socket_mode(app, app_token=settings.slack.app_token)
         else:
             out(f"csbot serving model {engine.model_version} on http://{args.host}:{args.http}/slack/events"
                   " (Ctrl-C stops)", flush=True)
-            serve_http(app, port=args.http, host=args.host, signing_secret=settings.slack_signing_secret,
+            serve_http(app, port=args.http, host=args.host, signing_secret=settings.slack.signing_secret,
                        threads=app.workers.config.http_threads)
     finally:
         store.close()

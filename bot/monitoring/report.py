@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from bot.monitoring.spikes import NEGATIVE, SpikeConfig, as_utc, scan_store, topic_of
+from core.answer import SENTIMENT_LABELS
 
-LABELS = ("negative", "neutral", "positive")
+LABELS = SENTIMENT_LABELS
 NEGATIVE_COLOR = "#d62728"
 NEUTRAL_COLOR = "#b8b8b8"
 POSITIVE_COLOR = "#2ca02c"

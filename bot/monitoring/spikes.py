@@ -14,7 +14,7 @@ A spike is declared when all of these hold:
    is very unlikely to be binomial noise around the channel's usual rate, and a thin baseline
    (a new channel) needs a bigger surge. The confidence is high because the check runs after
    every message, over overlapping windows: at 0.99 a week of a busy channel sees a false alarm
-   or two (measured on the airline replay, see tests/monitoring/test_spikes_replay.py);
+   or two (measured on the airline replay, see tests/monitoring/test_monitoring_replay.py);
 3. the recent share is at least `min_lift` (default 0.10) above the baseline share, so a
    statistically certain but tiny rise in a very busy channel does not page anyone.
 
@@ -35,9 +35,11 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
+from core.answer import OUT_OF_SCOPE
+from core.settings import AlertSettings, Settings
+
 NEGATIVE = "negative"
 OTHER_TOPIC = "other"
-OUT_OF_SCOPE = "out_of_scope"
 
 # Statuses of a check.
 ALERT = "alert"  # a spike, and a new alert was raised
@@ -74,15 +76,18 @@ def as_utc(value: Any) -> dt.datetime:
     raise TypeError(f"cannot use {type(value).__name__} as a time")
 
 
+_ALERT = AlertSettings()  # the defaults (core/settings.py holds every one)
+
+
 @dataclass(frozen=True)
 class SpikeConfig:
-    window: dt.timedelta = dt.timedelta(minutes=60)
-    baseline: dt.timedelta = dt.timedelta(days=7)
-    min_messages: int = 20
-    min_baseline: int = 100
-    confidence: float = 0.999
-    min_lift: float = 0.10
-    cooldown: dt.timedelta = dt.timedelta(minutes=60)
+    window: dt.timedelta = dt.timedelta(minutes=_ALERT.window_minutes)
+    baseline: dt.timedelta = dt.timedelta(days=_ALERT.baseline_days)
+    min_messages: int = _ALERT.min_messages
+    min_baseline: int = _ALERT.min_baseline
+    confidence: float = _ALERT.confidence
+    min_lift: float = _ALERT.min_lift
+    cooldown: dt.timedelta = dt.timedelta(minutes=_ALERT.cooldown_minutes)
     examples: int = 3
     top_topics: int = 3
 
@@ -97,29 +102,20 @@ class SpikeConfig:
         return NormalDist().inv_cdf(self.confidence)
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> "SpikeConfig":
-        """Read the alert_* settings (missing fields take the defaults above).
-
-        alert_window_minutes, alert_baseline_days, alert_min_messages, alert_min_baseline,
-        alert_confidence (or alert_z, a z-score), alert_min_lift, alert_cooldown_minutes.
-        """
-        def get(name, default):
-            value = getattr(settings, name, None)
-            return default if value is None or value == "" else value
-
-        d = cls()
-        confidence = float(get("alert_confidence", d.confidence))
-        z = getattr(settings, "alert_z", None)
-        if z not in (None, ""):
-            confidence = NormalDist().cdf(float(z))
+    def from_settings(cls, settings: Settings, **overrides: Any) -> "SpikeConfig":
+        """From `settings.alert` (alert_window_minutes, alert_baseline_days, alert_min_messages,
+        alert_min_baseline, alert_confidence or alert_z (a z-score), alert_min_lift,
+        alert_cooldown_minutes)."""
+        alert = settings.alert
+        confidence = alert.confidence if alert.z is None else NormalDist().cdf(alert.z)
         values = dict(
-            window=dt.timedelta(minutes=float(get("alert_window_minutes", 60))),
-            baseline=dt.timedelta(days=float(get("alert_baseline_days", 7))),
-            min_messages=int(get("alert_min_messages", d.min_messages)),
-            min_baseline=int(get("alert_min_baseline", d.min_baseline)),
+            window=dt.timedelta(minutes=alert.window_minutes),
+            baseline=dt.timedelta(days=alert.baseline_days),
+            min_messages=alert.min_messages,
+            min_baseline=alert.min_baseline,
             confidence=confidence,
-            min_lift=float(get("alert_min_lift", d.min_lift)),
-            cooldown=dt.timedelta(minutes=float(get("alert_cooldown_minutes", 60))),
+            min_lift=alert.min_lift,
+            cooldown=dt.timedelta(minutes=alert.cooldown_minutes),
         )
         values.update(overrides)
         return cls(**values)

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from core.answer import SENTIMENT_LABELS
 from core.errors import UserError
 from bot.monitoring.spikes import ALERT, SpikeCheck, SpikeConfig, as_utc, check_channel
 
-SENTIMENTS = ("negative", "neutral", "positive")
+SENTIMENTS = SENTIMENT_LABELS
 REPLAY_BATCH = 64
 TIME_FORMATS = ("%m/%d/%Y %H:%M", "%m/%d/%Y %H:%M:%S", "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M", "%d/%m/%Y %H:%M")
 
@@ -53,11 +54,10 @@ def scored_from_answer(answer: Any) -> Scored:
 
 
 def score_texts(engine, texts: list[str]) -> list[Scored]:
-    """Sentiment and intent for many texts (the engine's batched path when it has one)."""
+    """Sentiment and intent for many texts (one batched engine pass)."""
     if not texts:
         return []
-    batch = getattr(engine, "answer_batch", None)
-    answers = batch(list(texts)) if batch is not None else [engine.answer(t) for t in texts]
+    answers = engine.answer_batch(list(texts))
     return [scored_from_answer(a) for a in answers]
 
 

@@ -33,14 +33,14 @@ from bot.slack.handlers.slash_command import SlashCommand
 from bot.slack.intake import DurableApp
 from bot.slack.middleware import build_middleware
 from bot.slack.options import SlackOptions
-from bot.slack.workers import IntakeSettings, WorkerPool
+from bot.slack.workers import WorkerPool
 
 RATE_LIMIT_RETRIES = 3
 
 
 def make_client(settings, token: str | None = None) -> WebClient:
-    """The Web API client: settings.slack_api_url as base URL; HTTP 429 waits Retry-After and retries."""
-    client = WebClient(token=token or settings.slack_bot_token, base_url=settings.slack_api_url)
+    """The Web API client: settings.slack.api_url as base URL; HTTP 429 waits Retry-After and retries."""
+    client = WebClient(token=token or settings.slack.bot_token, base_url=settings.slack.api_url)
     client.retry_handlers.append(RateLimitErrorRetryHandler(max_retry_count=RATE_LIMIT_RETRIES))
     return client
 
@@ -49,13 +49,13 @@ def build_app(settings, engine, store, client: WebClient | None = None, *,
               token_verification_enabled: bool = True, options: SlackOptions | None = None) -> DurableApp:
     """The app (the same for HTTP and Socket Mode), with its worker pool, not yet started, as `app.workers`."""
     deps = Deps(engine=engine, store=store, options=options or SlackOptions.from_settings(settings))
-    intake = IntakeSettings.from_settings(settings)
+    intake = settings.slack
     app = DurableApp(
         store=store,
         inbox_limit=intake.inbox_limit,
         name="csbot",
         client=client or make_client(settings),
-        signing_secret=settings.slack_signing_secret or "",
+        signing_secret=settings.slack.signing_secret or "",
         request_verification_enabled=False,
         token_verification_enabled=token_verification_enabled,
         process_before_response=True,

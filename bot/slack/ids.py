@@ -36,6 +36,3 @@ CORRECT_SENTIMENT_SHORTCUT = "csbot_correct_sentiment"
 SENTIMENT_MODAL = "csbot_sentiment_correction"
 SENTIMENT_LABEL_BLOCK = "csbot_sentiment_label"
 SENTIMENT_LABEL = "csbot_sentiment_label_choice"
-
-# Message metadata on negative-spike alerts and sentiment reports.
-SPIKE_ALERT_EVENT_TYPE = "csbot_spike_alert"

@@ -1,17 +1,14 @@
-"""The Slack-specific settings, read once from `core.settings.Settings`.
-
-Each is a `Settings` field (env `CSBOT_<NAME>`, or the TOML file); lists are comma-separated
-strings. Fields missing from an older Settings take the defaults below.
-"""
+"""The Slack options the handlers read: `settings.slack` (core/settings.py, which holds every
+default) parsed once into sets and thresholds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-DEFAULT_UP_REACTIONS = ("+1", "thumbsup")
-DEFAULT_DOWN_REACTIONS = ("-1", "thumbsdown")
-DEFAULT_SUPPORT_MIN_CONFIDENCE = 0.6
-DEFAULT_PRIORITY_NEGATIVE_THRESHOLD = 0.85
+from core.settings import Settings, SlackSettings
+
+_DEFAULTS = SlackSettings()
+_PRIORITY_DEFAULT = Settings.__dataclass_fields__["priority_negative_threshold"].default
 
 
 def csv_set(value) -> frozenset[str]:
@@ -31,33 +28,29 @@ class SlackOptions:
     admin_users: frozenset[str] = frozenset()  # user ids allowed to run admin sub-commands
     oncall_usergroup: str | None = None  # subteam id (S…) mentioned on hand-offs
     escalation_channel: str | None = None  # channel id that gets a link to handed-off threads
-    up_reactions: frozenset[str] = frozenset(DEFAULT_UP_REACTIONS)
-    down_reactions: frozenset[str] = frozenset(DEFAULT_DOWN_REACTIONS)
-    support_min_confidence: float = DEFAULT_SUPPORT_MIN_CONFIDENCE
+    up_reactions: frozenset[str] = csv_set(_DEFAULTS.up_reactions)
+    down_reactions: frozenset[str] = csv_set(_DEFAULTS.down_reactions)
+    support_min_confidence: float = _DEFAULTS.support_min_confidence
     watched_channels: frozenset[str] = frozenset()  # every message there is scored and stored, no reply
     alert_channel: str | None = None  # channel id that gets negative-spike alerts
     # A support-channel message at least this negative gets a priority hand-off (None: off).
-    priority_negative_threshold: float | None = DEFAULT_PRIORITY_NEGATIVE_THRESHOLD
+    priority_negative_threshold: float | None = _PRIORITY_DEFAULT
 
     @classmethod
-    def from_settings(cls, settings) -> "SlackOptions":
-        def get(name, default=None):
-            value = getattr(settings, name, None)
-            return default if value is None or value == "" else value
-
+    def from_settings(cls, settings: Settings) -> "SlackOptions":
+        slack = settings.slack
         return cls(
-            support_channels=csv_set(get("slack_support_channels")),
-            allowed_channels=csv_set(get("slack_allowed_channels")),
-            admin_users=csv_set(get("slack_admin_users")),
-            oncall_usergroup=(str(get("slack_oncall_usergroup")).strip() or None) if get("slack_oncall_usergroup") else None,
-            escalation_channel=(str(get("slack_escalation_channel")).strip() or None) if get("slack_escalation_channel") else None,
-            up_reactions=csv_set(get("slack_up_reactions", DEFAULT_UP_REACTIONS)),
-            down_reactions=csv_set(get("slack_down_reactions", DEFAULT_DOWN_REACTIONS)),
-            support_min_confidence=float(get("slack_support_min_confidence", DEFAULT_SUPPORT_MIN_CONFIDENCE)),
-            watched_channels=csv_set(get("slack_watched_channels")),
-            alert_channel=(str(get("slack_alert_channel")).strip() or None) if get("slack_alert_channel") else None,
-            priority_negative_threshold=_threshold(get("priority_negative_threshold",
-                                                       DEFAULT_PRIORITY_NEGATIVE_THRESHOLD)),
+            support_channels=csv_set(slack.support_channels),
+            allowed_channels=csv_set(slack.allowed_channels),
+            admin_users=csv_set(slack.admin_users),
+            oncall_usergroup=_blank_none(slack.oncall_usergroup),
+            escalation_channel=_blank_none(slack.escalation_channel),
+            up_reactions=csv_set(slack.up_reactions),
+            down_reactions=csv_set(slack.down_reactions),
+            support_min_confidence=float(slack.support_min_confidence),
+            watched_channels=csv_set(slack.watched_channels),
+            alert_channel=_blank_none(slack.alert_channel),
+            priority_negative_threshold=_threshold(settings.priority_negative_threshold),
         )
 
     def channel_allowed(self, channel: str | None, channel_type: str | None = None) -> bool:
@@ -82,6 +75,10 @@ class SlackOptions:
         if base in self.down_reactions:
             return "down"
         return None
+
+
+def _blank_none(value: str | None) -> str | None:
+    return (str(value).strip() or None) if value else None
 
 
 def _threshold(value) -> float | None:

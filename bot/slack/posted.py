@@ -47,13 +47,13 @@ class PostedAnswers:
 
     @property
     def ledger(self):
-        return getattr(self.store, "inbox", None)
+        return self.store.inbox
 
     def reply_to(self, channel: str, question_ts: str) -> tuple[str, str, str | None] | None:
         """(reply ts, answer id, question) of the bot's answer to that message, if it answered it."""
         with self._lock:
             hit = self._by_question.get((channel, question_ts))
-        if hit is None and self.ledger is not None:
+        if hit is None:
             record = self.ledger.post_record(f"answer:{channel}:{question_ts}")
             if record and record["ts"] and record["answer_id"]:
                 hit = (record["ts"], record["answer_id"], None)
@@ -65,17 +65,16 @@ class PostedAnswers:
         with self._lock:
             if (channel, thread_ts) in self._threads:
                 return True
-        return self.ledger is not None and self.ledger.thread_answered(channel, thread_ts)
+        return self.ledger.thread_answered(channel, thread_ts)
 
     def answer_for_message(self, channel: str, ts: str, client=None) -> str | None:
         with self._lock:
             hit = self._by_message.get((channel, ts))
         if hit:
             return hit
-        if self.ledger is not None:
-            hit = self.ledger.answer_for_message(channel, ts)
-            if hit:
-                return hit
+        hit = self.ledger.answer_for_message(channel, ts)
+        if hit:
+            return hit
         if client is not None:
             hit = _answer_id_from_metadata(client, channel, ts)
             if hit:

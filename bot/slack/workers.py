@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass
+from core.settings import SlackSettings
 
 from slack_bolt.request import BoltRequest
 
@@ -44,30 +44,10 @@ STALE_AFTER_SECONDS = 15.0  # a process whose heartbeat is older is dead: its ru
 POLL_SECONDS = 0.25  # how often an idle worker looks for work queued by another process
 
 
-@dataclass(frozen=True)
-class IntakeSettings:
-    workers: int = 4
-    stop_grace_seconds: float = 20.0
-    busy_after_seconds: float = 3.0
-    sentiment_max_wait_seconds: float = 120.0
-    inbox_max_age_seconds: float = 900.0
-    inbox_limit: int = 2000
-    http_threads: int = 8
-
-    @classmethod
-    def from_settings(cls, settings) -> "IntakeSettings":
-        values = {}
-        for name in cls.__dataclass_fields__:
-            value = getattr(settings, f"slack_{name}", None)
-            if value is not None:
-                values[name] = type(getattr(cls, name))(value)
-        return cls(**values)
-
-
 class WorkerPool:
-    def __init__(self, app, store, config: IntakeSettings | None = None, *, engine=None):
+    def __init__(self, app, store, config: SlackSettings | None = None, *, engine=None):
         self.app, self.store, self.engine = app, store, engine
-        self.config = config or IntakeSettings()
+        self.config = config or SlackSettings()  # the intake knobs: workers, inbox_limit, ...
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.started_at: float | None = None
         self.stats: Counter = Counter()
@@ -205,10 +185,9 @@ class WorkerPool:
                         self.app.queued.notify_all()
             except Exception as exc:  # noqa: BLE001 - try again at the next round
                 log.warning("inbox housekeeping failed: %s", exc)
-            reload = getattr(self.engine, "maybe_reload", None)
-            if reload is not None:
+            if self.engine is not None:
                 try:
-                    reload()
+                    self.engine.maybe_reload()
                 except Exception as exc:  # noqa: BLE001 - keep serving the loaded model
                     log.warning("checking for a newly promoted model failed: %s", exc)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from types import SimpleNamespace
 
 import pytest
 
@@ -98,11 +97,8 @@ def monitor_bot(tmp_path, slack_mock):  # noqa: F811 (the slack_mock fixture)
     def make(engine, *, store_message_text: bool = False, slack: dict | None = None, **fields) -> Bot:
         settings = Settings.load(env={}, home=tmp_path / "home", slack_api_url=slack_mock.api_url,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
-                                 store_message_text=store_message_text)
-        for name, value in (slack or {}).items():
-            setattr(settings, f"slack_{name}", value)
-        for name, value in fields.items():
-            setattr(settings, name, value)
+                                 store_message_text=store_message_text,
+                                 **{f"slack_{name}": value for name, value in (slack or {}).items()}, **fields)
         store = Store.from_settings(settings)
         stores.append(store)
         app = build_app(settings, engine, store)
@@ -126,6 +122,3 @@ def store(tmp_path):
     yield s
     s.close()
 
-
-def settings_ns(**fields):
-    return SimpleNamespace(**fields)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from types import SimpleNamespace
 
 import pytest
 
@@ -59,15 +58,21 @@ def test_evaluate_needs_counts_a_baseline_a_significant_and_a_large_enough_rise(
     assert evaluate("C", T0, 15, 20, 2000, 10000, cfg).status == ALERT
 
 
-def test_config_from_settings_reads_the_alert_settings():
-    cfg = SpikeConfig.from_settings(SimpleNamespace(alert_window_minutes=30, alert_baseline_days=2,
-                                                    alert_min_messages="10", alert_cooldown_minutes=15,
-                                                    alert_z=2.0, alert_min_lift=0.2))
+def test_config_from_settings_reads_the_alert_settings(tmp_path):
+    from core.settings import Settings
+
+    def load(**fields):
+        return SpikeConfig.from_settings(Settings.load(env={}, home=tmp_path, **fields))
+
+    cfg = load(alert_window_minutes=30, alert_baseline_days=2, alert_min_messages="10", alert_cooldown_minutes=15,
+               alert_z=2.0, alert_min_lift=0.2)
     assert cfg.window == dt.timedelta(minutes=30) and cfg.baseline == dt.timedelta(days=2)
     assert cfg.min_messages == 10 and cfg.cooldown == dt.timedelta(minutes=15) and cfg.min_lift == 0.2
     assert cfg.z == pytest.approx(2.0)
-    assert SpikeConfig.from_settings(SimpleNamespace()) == SpikeConfig()  # nothing set: the defaults
-    assert SpikeConfig.from_settings(SimpleNamespace(alert_confidence=0.99)).z == pytest.approx(2.326, abs=1e-3)
+    assert load() == SpikeConfig()  # nothing set: the defaults, from core/settings.py
+    assert load(alert_confidence=0.99).z == pytest.approx(2.326, abs=1e-3)
+    env = {"CSBOT_ALERT_WINDOW_MINUTES": "15"}  # the environment names are unchanged
+    assert SpikeConfig.from_settings(Settings.load(env=env, home=tmp_path)).window == dt.timedelta(minutes=15)
 
 
 def synthetic(start=T0, n_base=150, base_share=0.2, n_surge=30, surge_share=0.8):

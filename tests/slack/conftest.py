@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import pytest
 
@@ -36,13 +34,16 @@ class StubEngine:
     model_version = "stub-v1"
 
     def __init__(self):
+        from retrieval.kb import Document
+        from serving.engine import Catalogue
+
         docs = {
-            "reset-password": SimpleNamespace(id="reset-password", title="Resetting a forgotten password",
-                                              label="reset_password", url="https://help.example/reset"),
-            "track-order": SimpleNamespace(id="track-order", title="Tracking an order", label="track_order",
-                                           url="https://help.example/track"),
+            "reset-password": Document("reset-password", "Resetting a forgotten password", "Click Forgot password?",
+                                       intent="reset_password", url="https://help.example/reset"),
+            "track-order": Document("track-order", "Tracking an order", "Open Orders.", intent="track_order",
+                                    url="https://help.example/track"),
         }
-        self.served = SimpleNamespace(documents=docs, intent_head=SimpleNamespace(labels=["reset_password", "track_order"]))
+        self._catalogue = Catalogue(self.model_version, docs, ["reset_password", "track_order"])
         self.calls: list[tuple[str, list[str]]] = []
         self.lock = threading.Lock()
         self.counter = 0
@@ -61,10 +62,19 @@ class StubEngine:
         return Answer(answer_id, text, "A colleague will follow up here.", OUT_OF_SCOPE, 0.12, "neutral", sentiment,
                       [], True, self.model_version, None, False)
 
+    def answer_batch(self, texts, contexts=None):
+        return [self.answer(t, c) for t, c in zip(texts, contexts or [None] * len(texts))]
+
     def sentiment(self, texts):
         return [("negative", {"negative": 0.7, "neutral": 0.2, "positive": 0.1}) for _ in texts]
 
+    def catalogue(self):
+        return self._catalogue
+
     def reload(self, force=False):
+        return False
+
+    def maybe_reload(self):
         return False
 
 
@@ -144,9 +154,8 @@ def make_bot(tmp_path, slack_mock):
 
     def make(engine, *, store=None, **slack_settings) -> Bot:
         settings = Settings.load(env={}, home=tmp_path / "home", slack_api_url=slack_mock.api_url,
-                                 slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET)
-        for name, value in slack_settings.items():
-            setattr(settings, f"slack_{name}", value)
+                                 slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                                 **{f"slack_{name}": value for name, value in slack_settings.items()})
         if store is None:
             store = Store.from_settings(settings)
             stores.append(store)

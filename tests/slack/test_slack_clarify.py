@@ -64,17 +64,16 @@ def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_
 def test_a_clarify_pick_becomes_a_labelled_example_not_a_complaint(helpcentre_home):
     """What the retrain reads from a pick: the picked article labels the question, no hard negative."""
     from core.settings import Settings
-    from training.build import load_version_documents
     from training.feedback_data import build_feedback_data
     from serving.versions import VersionStore
-    from training.retrain_config import RetrainConfig
+    from core.settings import RetrainSettings
 
-    documents = load_version_documents(VersionStore(Settings.load(env={}, home=helpcentre_home).models_dir).champion())
+    documents = VersionStore(Settings.load(env={}, home=helpcentre_home).models_dir).champion().documents()
     row = {"answer_id": "a1", "vote": "up", "origin": "clarify", "correct_doc_id": "change-an-order",
            "correct_intent": None, "correct_answer": None, "user_hash": "u1", "time": "2026-12-01T10:00:00Z",
            "question": QUESTION, "answer_intent": "cancel-an-order", "answer_doc_id": "cancel-an-order",
            "handoff": False}
-    data = build_feedback_data([row], documents, config=RetrainConfig())
+    data = build_feedback_data([row], documents, config=RetrainSettings())
     [labelled] = data.labelled
     assert (labelled.text, labelled.intent, labelled.doc_id) == (QUESTION, "change-an-order", "change-an-order")
     assert data.hard_negatives == [] and data.counts["clarify_picks"] == 1

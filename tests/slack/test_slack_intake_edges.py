@@ -199,7 +199,7 @@ def test_votes_count_only_from_users_who_could_see_the_answer(make_bot, recorded
 
 @pytest.mark.slow
 def test_healthz_shows_a_newly_promoted_model_without_traffic(make_bot, settings, tmp_path):
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from serving.engine import Engine
 
     engine = Engine(settings, reload_check_seconds=0.0)

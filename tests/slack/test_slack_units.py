@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from slack_sdk.signature import SignatureVerifier
@@ -21,15 +20,18 @@ from tests.slack.slack_sender import sign
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_options_read_comma_separated_settings_with_defaults():
-    opts = SlackOptions.from_settings(SimpleNamespace(
-        slack_support_channels="C1, C2", slack_admin_users=["U1"], slack_up_reactions=":white_check_mark:,+1",
-        slack_support_min_confidence="0.7", slack_oncall_usergroup=" S123 "))
+def test_options_read_comma_separated_settings_with_defaults(tmp_path):
+    from core.settings import Settings
+
+    opts = SlackOptions.from_settings(Settings.load(
+        env={}, home=tmp_path, slack_support_channels="C1, C2", slack_admin_users=["U1"],
+        slack_up_reactions=":white_check_mark:,+1", slack_support_min_confidence="0.7", slack_oncall_usergroup=" S123 "))
     assert opts.support_channels == {"C1", "C2"} and opts.admin_users == {"U1"}
     assert opts.support_min_confidence == 0.7 and opts.oncall_usergroup == "S123"
     assert opts.reaction_vote("white_check_mark") == "up" and opts.reaction_vote("-1::skin-tone-2") == "down"
     assert opts.reaction_vote("tada") is None
-    defaults = SlackOptions.from_settings(SimpleNamespace())  # an older Settings without the fields
+    defaults = SlackOptions.from_settings(Settings.load(env={}, home=tmp_path))
+    assert defaults == SlackOptions()  # one default per knob: the settings' and the options' agree
     assert defaults.allowed_channels == frozenset() and defaults.reaction_vote("thumbsup") == "up"
     assert csv_set(None) == frozenset() and csv_set(" , ") == frozenset()
     assert csv_set(str(["C1", "C2"])) == {"C1", "C2"}  # a TOML list read as a string
@@ -136,10 +138,13 @@ def test_serve_command_parses_modes_and_checks_credentials():
     assert parser.parse_args(["serve", "--socket"]).socket
     with pytest.raises(SystemExit):
         parser.parse_args(["serve", "--socket", "--http", "1"])
-    creds = SimpleNamespace(slack_bot_token="xoxb-1", slack_app_token=None, slack_signing_secret=None)
+    from core.settings import Settings
+
+    creds = Settings.load(env={}, slack_bot_token="xoxb-1")
     with pytest.raises(UserError, match="SLACK_APP_TOKEN"):
         serve.check_credentials(creds, socket_mode=True)
     with pytest.raises(UserError, match="SLACK_SIGNING_SECRET"):
         serve.check_credentials(creds, socket_mode=False)
     with pytest.raises(UserError, match="xapp-"):
-        serve.check_credentials(SimpleNamespace(slack_bot_token="xoxb-1", slack_app_token="xoxb-2"), socket_mode=True)
+        serve.check_credentials(Settings.load(env={}, slack_bot_token="xoxb-1", slack_app_token="xoxb-2"),
+                                socket_mode=True)

@@ -76,7 +76,7 @@ def write_kb(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_home_template(tmp_path_factory) -> Path:
-    from bot.commands.ingest import ingest
+    from training.ingest import ingest
     from core.settings import Settings
 
     home = tmp_path_factory.mktemp("tiny-home")
@@ -105,9 +105,9 @@ def tiny_settings(tiny_home):
 
 
 def fast_config(**overrides):
-    from training.retrain_config import RetrainConfig
+    from core.settings import RetrainSettings
 
-    return RetrainConfig.load(env={}, **{**FAST, **overrides})
+    return RetrainSettings(**{**FAST, **overrides})
 
 
 def record(store, question: str, intent: str, user: str | None, vote: str, *, correct_intent: str | None = None,

@@ -7,9 +7,9 @@ import itertools
 import pytest
 
 from retrieval.kb import Document
-from training.build import TrainingExample
+from serving.versions import TrainingExample
 from training.feedback_data import build_feedback_data, merge_with_replay, normalize
-from training.retrain_config import RetrainConfig
+from core.settings import RetrainSettings
 
 DOCS = [
     Document("reset-password", "Reset", "a", intent="reset_password", questions=["I forgot my password"]),
@@ -28,7 +28,7 @@ def row(question, vote, user, answered="reset_password", *, correct_intent=None,
 
 
 def config(**kw):
-    return RetrainConfig.load(env={}, **kw)
+    return RetrainSettings(**kw)
 
 
 def build(rows, **kw):
@@ -143,25 +143,29 @@ def test_replay_keeps_old_examples_and_new_labels_replace_old_ones():
     assert [e.text for e in merged] == ["b", "c"]  # the newest
 
 
-def test_config_reads_overrides_then_env_then_settings_then_defaults():
-    from types import SimpleNamespace
+def test_retrain_settings_read_overrides_then_env_then_toml_then_defaults(tmp_path):
+    from core.settings import Settings
 
-    settings = SimpleNamespace(retrain_min_new_examples=7, retrain_method="lora", retrain_gate_intent_max_drop=None)
-    cfg = RetrainConfig.load(env={"CSBOT_RETRAIN_MIN_NEW_EXAMPLES": "9", "CSBOT_RETRAIN_BUILTIN_OOS": "false"},
-                             settings=settings, patience=5)
+    toml = tmp_path / "csbot.toml"
+    toml.write_text('retrain_min_new_examples = 7\n[retrain]\nmethod = "lora"\npatience = 3\n')
+    env = {"CSBOT_CONFIG": str(toml), "CSBOT_RETRAIN_MIN_NEW_EXAMPLES": "9", "CSBOT_RETRAIN_BUILTIN_OOS": "false"}
+    cfg = Settings.load(env=env, home=tmp_path, retrain_patience=5).retrain
     assert (cfg.min_new_examples, cfg.method, cfg.gate_intent_max_drop, cfg.builtin_oos, cfg.patience) == (9, "lora", 0.1, False, 5)
-    assert RetrainConfig.load(env={}).min_new_examples == 20
+    assert Settings.load(env={"CSBOT_CONFIG": str(toml)}, home=tmp_path).retrain.min_new_examples == 7
+    assert RetrainSettings().min_new_examples == 20
 
 
-def test_config_rejects_bad_values():
-    from core.settings import ConfigError
+def test_retrain_settings_reject_bad_values(tmp_path):
+    from core.settings import ConfigError, Settings
 
     with pytest.raises(ConfigError, match="min_new_examples"):
-        RetrainConfig.load(env={"CSBOT_RETRAIN_MIN_NEW_EXAMPLES": "abc"})
+        Settings.load(env={"CSBOT_RETRAIN_MIN_NEW_EXAMPLES": "abc"}, home=tmp_path)
     with pytest.raises(ConfigError, match="method"):
-        RetrainConfig.load(env={"CSBOT_RETRAIN_METHOD": "qlora"})
+        Settings.load(env={"CSBOT_RETRAIN_METHOD": "qlora"}, home=tmp_path)
     with pytest.raises(ConfigError, match="heldout_fraction"):
-        RetrainConfig.load(env={"CSBOT_RETRAIN_HELDOUT_FRACTION": "1.5"})
+        Settings.load(env={"CSBOT_RETRAIN_HELDOUT_FRACTION": "1.5"}, home=tmp_path)
+    with pytest.raises(ConfigError, match="retrain_no_such_knob"):
+        Settings.load(env={}, home=tmp_path, retrain_no_such_knob=1)
 
 
 def test_outlier_voters_who_thumbs_down_right_answers_are_ignored():

@@ -254,15 +254,15 @@ def test_colluding_users_among_honest_votes_are_ignored(tiny_settings):
     with open_store(tiny_settings) as store:
         good_feedback(store)
         poisoned_feedback(store, helpers=("sock1", "sock2"))
-    outcome = retrain(tiny_settings, config())
+    # The gate is opened wide: this test is about what the served version learns, not the verdict.
+    outcome = retrain(tiny_settings, config(gate_accuracy_tolerance=1.0, gate_intent_max_drop=1.0,
+                                            gate_oos_tolerance=1.0))
     assert outcome.report["counts"]["suspicious_users"] == 3
     assert outcome.report["counts"]["labelled"] == 48  # exactly the honest examples
-    assert outcome.exit_code in (EXIT_PROMOTED, EXIT_REJECTED), outcome.message
-    if outcome.exit_code == EXIT_PROMOTED:
-        version = VersionStore(tiny_settings.models_dir).get(champion(tiny_settings))
-        examples = [json.loads(line) for line in (version.path / "training_examples.jsonl").read_text().splitlines()]
-        flipped = {q for intent in ("refund", "track_order") for q in USER_QUESTIONS[intent]}
-        assert not [e for e in examples if e["text"] in flipped and e["intent"] == "cancel_subscription"]
+    assert outcome.exit_code == EXIT_PROMOTED, outcome.message
+    examples = VersionStore(tiny_settings.models_dir).get(champion(tiny_settings)).examples()
+    flipped = {q for intent in ("refund", "track_order") for q in USER_QUESTIONS[intent]}
+    assert examples and not [e for e in examples if e.text in flipped and e.intent == "cancel_subscription"]
 
 
 @pytest.mark.slow

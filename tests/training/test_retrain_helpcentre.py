@@ -47,7 +47,7 @@ def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre
     from store import Store
     from serving.versions import VersionStore
     from retrieval.index import LEARNED
-    from training.retrain_config import RetrainConfig
+    from core.settings import RetrainSettings
 
     home = tmp_path / "home"
     shutil.copytree(helpcentre_home, home)
@@ -71,7 +71,7 @@ def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre
                     wrong += 1
                     store.record_vote(answer.answer_id, "down", user=user, origin="modal", doc_id=gold)
     # 64 questions are a small night: freeze 30 % of them (the default 20 % needs more traffic).
-    config = RetrainConfig.load(env={}, epochs=1.0, max_steps=4, batch_size=16, min_new_examples=5,
+    config = RetrainSettings(epochs=1.0, max_steps=4, batch_size=16, min_new_examples=5,
                                 eval_every=1.0, gate_min_support=2, validation_max=20, progress="off",
                                 heldout_feedback_fraction=0.3)
     outcome = retrain(settings, config)
@@ -98,7 +98,7 @@ def test_too_little_held_out_data_means_the_gate_does_not_decide(helpcentre_home
     from core.settings import Settings
     from serving.engine import Engine
     from store import Store
-    from training.retrain_config import RetrainConfig
+    from core.settings import RetrainSettings
 
     home = tmp_path / "home"
     shutil.copytree(helpcentre_home, home)
@@ -109,7 +109,7 @@ def test_too_little_held_out_data_means_the_gate_does_not_decide(helpcentre_home
             answer = engine.answer(question)
             store.record_answer(answer, user=USERS[n % 2], origin="slack")
             store.record_vote(answer.answer_id, "up", user=USERS[n % 2], origin="button")
-    config = RetrainConfig.load(env={}, min_new_examples=5, progress="off")
+    config = RetrainSettings(min_new_examples=5, progress="off")
     outcome = retrain(settings, config)
     assert outcome.exit_code == EXIT_NOTHING
     assert outcome.message.startswith("not enough held-out data")

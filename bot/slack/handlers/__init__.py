@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 
+from bot.slack.contracts import AnswerEngine, SlackStore
 from bot.slack.intake import LATE  # noqa: F401 (re-exported for handlers)
 from bot.slack.options import SlackOptions
 from bot.slack.posted import PostedAnswers
@@ -24,8 +25,8 @@ log = logging.getLogger("csbot.slack")
 
 @dataclass
 class Deps:
-    engine: object
-    store: object
+    engine: AnswerEngine
+    store: SlackStore
     options: SlackOptions
     posted: PostedAnswers = field(default=None)
 

@@ -11,11 +11,11 @@ from bot.slack.handlers import Deps, log
 
 def collect_status(engine, store) -> dict:
     """Model version, KB size, last retrain (with metrics) and feedback counts."""
-    served = getattr(engine, "served", None)
+    catalogue = engine.catalogue()
     status = {
-        "model_version": getattr(engine, "model_version", None),
-        "articles": len(getattr(served, "documents", {}) or {}),
-        "intents": len(getattr(getattr(served, "intent_head", None), "labels", []) or []),
+        "model_version": catalogue.model_version,
+        "articles": len(catalogue.articles),
+        "intents": len(catalogue.intents),
         "last_training_run": None,
         "counts": {},
     }

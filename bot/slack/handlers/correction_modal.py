@@ -49,8 +49,8 @@ class CorrectionModal:
             log.info("correction for %s from %s ignored: that user could not see the answer", answer_id, user)
             return
         if correction["doc_id"] and not correction["intent"]:
-            doc = (getattr(getattr(self.deps.engine, "served", None), "documents", {}) or {}).get(correction["doc_id"])
-            correction["intent"] = getattr(doc, "label", None)
+            doc = self.deps.engine.catalogue().article(correction["doc_id"])
+            correction["intent"] = doc.label if doc else None
         try:
             result = self.deps.store.record_vote(answer_id, "down", user=user, origin="modal",
                                                  event_id=f"view:{view.get('id')}", **correction)

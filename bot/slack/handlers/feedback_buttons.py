@@ -72,17 +72,14 @@ class FeedbackButtons:
         context = {"channel": (body.get("channel") or {}).get("id") or container.get("channel_id"),
                    "message_ts": container.get("message_ts") or message.get("ts"),
                    "thread_ts": message.get("thread_ts") or container.get("thread_ts")}
-        stored = self.deps.store.get_answer(answer_id) if hasattr(self.deps.store, "get_answer") else None
+        stored = self.deps.store.get_answer(answer_id)
         client.views_open(trigger_id=body["trigger_id"], view=self.modal(answer_id, stored or {}, context))
 
     def modal(self, answer_id: str, stored: dict, context: dict):
-        served = getattr(self.deps.engine, "served", None)
-        documents = getattr(served, "documents", {}) or {}
-        articles = sorted(((doc_id, doc.title) for doc_id, doc in documents.items()), key=lambda a: a[1].lower())
-        labels = list(getattr(getattr(served, "intent_head", None), "labels", []) or [])
+        catalogue = self.deps.engine.catalogue()
         return blocks.correction_modal(answer_id=answer_id, question=stored.get("question"),
-                                       answer=stored.get("answer_text"), articles=articles,
-                                       intents=sorted(labels), context=context)
+                                       answer=stored.get("answer_text"), articles=catalogue.titles(),
+                                       intents=catalogue.intents, context=context)
 
 
 def modal_context(view: dict) -> dict:

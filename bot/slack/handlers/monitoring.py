@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from core.answer import SENTIMENT_LABELS
 from core.errors import UserError
 from bot.monitoring.spikes import SpikeConfig, as_utc
 from bot.monitoring.watch import alert_summary, watch_message
@@ -51,7 +52,7 @@ class Monitoring:
 
     def post_alert(self, client, check) -> str | None:
         target = self.deps.options.alert_channel
-        summary = alert_summary(check, text_stored=bool(getattr(self.deps.store, "store_message_text", False)))
+        summary = alert_summary(check, text_stored=self.deps.store.store_message_text)
         if not target:
             log.warning("negative spike in %s (%d/%d negative) but no slack_alert_channel is set", check.channel,
                         check.recent_negative, check.recent_n)
@@ -116,7 +117,7 @@ def read_label(view: dict) -> str | None:
     values = (view.get("state") or {}).get("values") or {}
     option = ((values.get(ids.SENTIMENT_LABEL_BLOCK) or {}).get(ids.SENTIMENT_LABEL) or {}).get("selected_option") or {}
     value = option.get("value")
-    return value if value in ("negative", "neutral", "positive") else None
+    return value if value in SENTIMENT_LABELS else None
 
 
 def collect_monitoring(store, options, now, days: int = HOME_DAYS) -> list[dict]:

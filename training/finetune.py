@@ -1,9 +1,13 @@
-"""Fine-tuning the shared encoder's top layers for the retrain, with sentence-transformers' trainer.
+"""Fine-tuning the shared encoder's top layers, with sentence-transformers' trainer: the one module
+for it, used by ingest (`finetune_encoder`: the SetFit-style contrastive step on the KB's example
+questions, knobs in `settings.finetune`) and by the nightly retrain (`train_encoder`: the stages
+below, knobs in `settings.retrain`). Both freeze the same lower layers (`frozen_layers`) and pick the
+contrastive loss by the same names (`contrastive_loss`).
 
-Two short stages on the same top `trainable_layers` layers (the lower ones stay frozen: the
+The retrain runs two short stages on the same top `trainable_layers` layers (the lower ones stay frozen: the
 sentiment head reads them, see models/sentiment.py — checked bit for bit before saving):
 
-1. **intent** — the contrastive step of models/finetune.py (batch-hard soft-margin triplet loss,
+1. **intent** — the contrastive step (`intent_loss`: batch-hard soft-margin triplet loss by default,
    batches grouped by label) on the labelled questions: the KB's example questions and titles,
    replayed earlier feedback examples and the new ones;
 2. **retrieval** — MultipleNegativesRankingLoss on (question, article text) pairs, and on
@@ -21,7 +25,7 @@ merges them, so the saved folder is a plain sentence-transformers model either w
 
 Multi-GPU: the retrain can launch this module with an existing launcher (`launcher =
 "torchrun --nproc_per_node=4"` or `"accelerate launch --num_processes 4"`); the trainer then runs
-data-parallel and rank 0 saves. The single-process form is `python -m training.encoder_training
+data-parallel and rank 0 saves. The single-process form is `python -m training.finetune
 JOB.json` (what the launcher starts on each rank).
 """
 
@@ -32,19 +36,128 @@ import logging
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # `python training/encoder_training.py JOB.json`
+if __package__ in (None, ""):  # `python training/finetune.py JOB.json`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core.settings import LOSSES, FinetuneSettings, RetrainSettings  # noqa: E402
+from models.loading import load_sentence_transformer, pick_device  # noqa: E402
 
 log = logging.getLogger("csbot.retrain")
 
 LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
                 "intermediate.dense", "output.dense")
 
+
+# ----- shared: frozen layers, losses ----------------------------------------------------------
+
+FINETUNE_RECORD = "csbot_finetune.json"  # what the fine-tuning did, saved beside the weights
+
+
+def frozen_layers(model, trainable_layers: int) -> int:
+    """Freeze embeddings and all but the top `trainable_layers` layers; returns the first trainable layer."""
+    first = model[0]
+    auto_model = getattr(first, "model", None) or getattr(first, "auto_model")
+    layers = auto_model.encoder.layer
+    cut = max(0, len(layers) - trainable_layers)
+    for param in auto_model.embeddings.parameters():
+        param.requires_grad = False
+    for layer in layers[:cut]:
+        for param in layer.parameters():
+            param.requires_grad = False
+    return cut + 1  # hidden_states index of the first changed layer (0 = embeddings)
+
+
+def contrastive_loss(model, name: str):
+    from sentence_transformers.sentence_transformer import losses
+
+    if name == "batch_hard_soft_margin":
+        return losses.BatchHardSoftMarginTripletLoss(model)
+    if name == "batch_all":
+        return losses.BatchAllTripletLoss(model)
+    if name == "mnrl":
+        return losses.MultipleNegativesRankingLoss(model)
+    raise ValueError(f"unknown loss {name!r}; use one of {', '.join(LOSSES)}")
+
+
+def _pairs(texts: list[str], labels: list[str], seed: int) -> dict[str, list[str]]:
+    """(anchor, positive) pairs of the same label for MNRL: each text paired with another of its label."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[str]] = {}
+    for text, label in zip(texts, labels):
+        by_label.setdefault(label, []).append(text)
+    anchors, positives = [], []
+    for text, label in zip(texts, labels):
+        others = [t for t in by_label[label] if t != text]
+        if others:
+            anchors.append(text)
+            positives.append(rng.choice(others))
+    return {"anchor": anchors, "positive": positives}
+
+
+def finetune_encoder(base: str, texts: list[str], labels: list[str], out_dir: Path,
+                     config: FinetuneSettings | None = None, *, seed: int = 13, device: str = "auto") -> Path:
+    """Ingest's contrastive step: fine-tune `base` on (text, label) rows and save it to `out_dir`
+    (a plain sentence-transformers folder, with what it did in FINETUNE_RECORD); returns `out_dir`."""
+    import torch
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+
+    config = config or FinetuneSettings()
+    device = pick_device(device)
+    torch.manual_seed(seed)
+    random.seed(seed)
+    model = load_sentence_transformer(base, device, cached=False)
+    frozen_layers(model, config.trainable_layers)
+    if config.loss == "mnrl":
+        data = Dataset.from_dict(_pairs(texts, labels, seed))
+        sampler = BatchSamplers.NO_DUPLICATES
+    else:
+        label_ids = {label: i for i, label in enumerate(sorted(set(labels)))}
+        data = Dataset.from_dict({"text": list(texts), "label": [label_ids[label] for label in labels]})
+        sampler = BatchSamplers.GROUP_BY_LABEL
+    work_dir = Path(out_dir).with_name(Path(out_dir).name + ".trainer")
+    steps_per_epoch = max(1, len(data) // config.batch_size)
+    total_steps = max(1, int(steps_per_epoch * config.epochs))
+    capped = bool(config.max_steps) and total_steps > config.max_steps
+    if capped:
+        total_steps = config.max_steps
+        log.info("fine-tuning capped at %d steps (%.1f epochs)", total_steps, total_steps / steps_per_epoch)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work_dir),
+        num_train_epochs=config.epochs,
+        max_steps=total_steps if capped else -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=int(config.warmup_ratio * total_steps),
+        batch_sampler=sampler,
+        seed=seed,
+        save_strategy="no",
+        logging_strategy="no",
+        report_to="none",
+        disable_tqdm=os.environ.get("CSBOT_PROGRESS", "") != "1",
+        fp16=device.startswith("cuda"),
+        use_cpu=not device.startswith("cuda"),
+        dataloader_drop_last=False,
+    )
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=contrastive_loss(model, config.loss))
+    trainer.train()
+    model.save(str(out_dir))
+    record = {"steps": trainer.state.global_step, "epochs": round(trainer.state.global_step / steps_per_epoch, 2),
+              "pairs_or_rows": len(data), "loss": config.loss, "trainable_layers": config.trainable_layers,
+              "learning_rate": config.learning_rate, "seed": seed}
+    (Path(out_dir) / FINETUNE_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    shutil.rmtree(work_dir, ignore_errors=True)
+    return Path(out_dir)
+
+
+# ----- the retrain's stages ------------------------------------------------------------------------
 
 @dataclass
 class EncoderJob:
@@ -59,7 +172,7 @@ class EncoderJob:
     val_texts: list[str] = field(default_factory=list)
     val_labels: list[str] = field(default_factory=list)
     articles: list[list[str]] = field(default_factory=list)  # [label, article text] for validation
-    config: dict = field(default_factory=dict)  # RetrainConfig.to_dict()
+    config: dict = field(default_factory=dict)  # RetrainSettings.to_dict()
 
     def save(self, path: Path) -> Path:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -170,15 +283,15 @@ def _early_stopping_callback(model, validator, every: int, patience: int, initia
     return EarlyStopping()
 
 
-def _apply_lora(model, config: dict, first_trainable_layer: int, n_layers: int):
+def _apply_lora(model, config: RetrainSettings, first_trainable_layer: int, n_layers: int):
     from peft import LoraConfig, inject_adapter_in_model
 
     inner = getattr(model[0], "model", None) or model[0].auto_model
     for param in inner.parameters():
         param.requires_grad = False
     targets = [f"encoder.layer.{i}.{name}" for i in range(first_trainable_layer, n_layers) for name in LORA_TARGETS]
-    lora = LoraConfig(r=int(config.get("lora_r", 8)), lora_alpha=int(config.get("lora_alpha", 16)),
-                      lora_dropout=float(config.get("lora_dropout", 0.1)), target_modules=targets)
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                      lora_dropout=config.lora_dropout, target_modules=targets)
     inject_adapter_in_model(lora, inner)
     return inner
 
@@ -235,25 +348,21 @@ def train_encoder(job: EncoderJob) -> dict:
     from transformers import set_seed
     from transformers.trainer_callback import PrinterCallback
 
-    from models.finetune import _loss as contrastive_loss
-    from models.finetune import frozen_layers
-    from models.loading import load_sentence_transformer, pick_device
-
-    cfg = job.config
-    seed = int(cfg.get("seed", 13))
+    cfg = RetrainSettings(**job.config)
+    seed = cfg.seed
     set_seed(seed)
     random.seed(seed)
     started = time.perf_counter()
-    device = pick_device(cfg.get("device") or "auto")
+    device = pick_device(cfg.device or "auto")
     if os.environ.get("LOCAL_RANK") is not None and device.startswith("cuda"):
         device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     model = load_sentence_transformer(job.base, device, cached=False)
-    model.max_seq_length = min(int(model.max_seq_length or 512), int(cfg.get("max_seq_length", 128)))
+    model.max_seq_length = min(int(model.max_seq_length or 512), cfg.max_seq_length)
     inner = getattr(model[0], "model", None) or model[0].auto_model
     n_layers = len(inner.encoder.layer)
-    first_trainable = frozen_layers(model, int(cfg.get("trainable_layers", 2))) - 1  # module index
+    first_trainable = frozen_layers(model, cfg.trainable_layers) - 1  # module index
     frozen = _frozen_state(model, first_trainable)
-    lora = cfg.get("method", "full") == "lora"
+    lora = cfg.method == "lora"
     if lora:
         _apply_lora(model, cfg, first_trainable, n_layers)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -262,13 +371,13 @@ def train_encoder(job: EncoderJob) -> dict:
 
     validator = _Validator(job, seed)
     validator = validator if validator.usable else None
-    mixed = cfg.get("mixed_precision", "auto")
+    mixed = cfg.mixed_precision
     cuda = device.startswith("cuda")
-    progress = cfg.get("progress", "auto")
+    progress = cfg.progress
     show_progress = progress == "on" or (progress == "auto" and sys.stderr.isatty())
     work_dir = Path(job.out_dir).with_name(Path(job.out_dir).name + ".trainer")
     stages = []
-    for stage in [s.strip() for s in str(cfg.get("stages", "intent,retrieval")).split(",") if s.strip()]:
+    for stage in cfg.stage_list:
         if stage == "intent":
             label_ids = {label: i for i, label in enumerate(sorted(set(job.labels)))}
             groups = {}
@@ -278,7 +387,7 @@ def train_encoder(job: EncoderJob) -> dict:
                 log.info("stage intent skipped: fewer than two intents with two examples")
                 continue
             train = Dataset.from_dict({"text": list(job.texts), "label": [label_ids[x] for x in job.labels]})
-            loss = contrastive_loss(model, cfg.get("intent_loss", "batch_hard_soft_margin"))
+            loss = contrastive_loss(model, cfg.intent_loss)
             sampler = BatchSamplers.GROUP_BY_LABEL
             n_rows = len(train)
         elif stage == "retrieval":
@@ -299,21 +408,21 @@ def train_encoder(job: EncoderJob) -> dict:
             n_rows = sum(len(d) for d in parts.values())
         else:
             raise ValueError(f"unknown stage {stage!r}")
-        batch_size = int(cfg.get("batch_size", 32))
+        batch_size = cfg.batch_size
         steps_per_epoch = max(1, math.ceil(n_rows / batch_size))
-        max_steps = max(1, int(steps_per_epoch * float(cfg.get("epochs", 2.0))))
-        if int(cfg.get("max_steps", 0) or 0) > 0:
-            max_steps = min(max_steps, int(cfg["max_steps"]))
-        every = max(1, int(round(steps_per_epoch * float(cfg.get("eval_every", 0.5)))))
+        max_steps = max(1, int(steps_per_epoch * cfg.epochs))
+        if cfg.max_steps > 0:
+            max_steps = min(max_steps, cfg.max_steps)
+        every = max(1, int(round(steps_per_epoch * cfg.eval_every)))
         stage_started = time.perf_counter()
         initial = validator(model) if validator else None
         if initial is not None:
             log.info("stage %s: %d rows, up to %d steps; validation before %.4f", stage, n_rows, max_steps, initial)
         else:
             log.info("stage %s: %d rows, %d steps (no validation split)", stage, n_rows, max_steps)
-        callback = _early_stopping_callback(model, validator, every, int(cfg.get("patience", 2)),
+        callback = _early_stopping_callback(model, validator, every, cfg.patience,
                                             initial if initial is not None else -1.0)
-        lr = float(cfg.get("lora_learning_rate", 2e-4) if lora else cfg.get("learning_rate", 2e-5))
+        lr = (cfg.lora_learning_rate if lora else cfg.learning_rate)
         args = SentenceTransformerTrainingArguments(
             output_dir=str(work_dir / stage),
             max_steps=max_steps,
@@ -361,10 +470,10 @@ def train_encoder(job: EncoderJob) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m training.encoder_training JOB.json`: the form a multi-GPU launcher starts per rank."""
+    """`python -m training.finetune JOB.json`: the form a multi-GPU launcher starts per rank."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m training.encoder_training JOB.json", file=sys.stderr)
+        print("usage: python -m training.finetune JOB.json", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     job = EncoderJob.load(Path(argv[0]))
