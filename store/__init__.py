@@ -14,18 +14,9 @@ from store.schema import (
     StoreBusyError,
     StoreError,
 )
-from store.store import (
-    ORIGINS,
-    VOTES,
-    InvalidVoteError,
-    Store,
-    UnknownAnswerError,
-    VoteResult,
-    load_or_create_salt,
-    parse_duration,
-    parse_since,
-    to_iso,
-)
+from store.answers import ORIGINS, VOTES, InvalidVoteError, UnknownAnswerError, VoteResult
+from store.clock import parse_duration, parse_since, to_iso
+from store.store import Store, load_or_create_salt
 from store.votes import ImportReport, import_votes, parse_vote
 
 __all__ = [

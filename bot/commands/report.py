@@ -47,13 +47,13 @@ def register(subparsers) -> None:
 
 def _bounds(since_text: str, until_text: str | None, default_until):
     from bot.monitoring.spikes import as_utc
-    from store.store import _DURATION, parse_duration, to_iso
+    from store.clock import is_duration, parse_duration, to_iso
 
     try:
         until = as_utc(to_iso(until_text)) if until_text else as_utc(default_until)
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot read --until {until_text!r}") from exc
-    if _DURATION.match(str(since_text)):
+    if is_duration(str(since_text)):
         since = until - parse_duration(since_text)
     else:
         since = as_utc(to_iso(since_text))
