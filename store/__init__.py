@@ -16,11 +16,13 @@ from store.schema import (
 )
 from store.answers import ORIGINS, VOTES, InvalidVoteError, UnknownAnswerError, VoteResult
 from store.clock import parse_duration, parse_since, to_iso
+from store.runs import CONSUMING_STATUSES
 from store.store import Store, load_or_create_salt
 from store.votes import ImportReport, import_votes, parse_vote
 
 __all__ = [
     "APPLICATION_ID",
+    "CONSUMING_STATUSES",
     "ORIGINS",
     "REDACTION_KINDS",
     "SCHEMA_VERSION",

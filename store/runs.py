@@ -1,7 +1,13 @@
-"""Training runs.
+"""Training runs and the feedback watermark: the one place that says which feedback is new.
 
 Mixed into store.store.Store, which provides the connection (`_write`, `_read`) and
 `feedback_since` (store/answers.py).
+
+A retrain (training/retrain.py) records one run per attempt with its outcome as the status.
+The statuses in CONSUMING_STATUSES used up the feedback they read: the next retrain reads only
+feedback changed after the newest `data_until` among them (`feedback_watermark`). Every other
+status (nothing-to-do, error, or anything else recorded by hand) leaves the watermark where it
+was, so that feedback is read again.
 """
 
 from __future__ import annotations
@@ -13,7 +19,9 @@ from store import clock
 from store.clock import to_iso
 from store.rows import loads
 
-SUCCESS_STATUS = "ok"
+PROMOTED, REJECTED = "promoted", "rejected"  # the gate's two verdicts (training/gate.py)
+SUCCESS_STATUS = "ok"  # the default status; runs recorded before the retrain named its verdicts
+CONSUMING_STATUSES = (PROMOTED, REJECTED, SUCCESS_STATUS)
 RUN_COLUMNS = ("started_at", "finished_at", "status", "model_version", "data_until", "n_feedback", "n_messages",
                "metrics", "notes")
 
@@ -39,7 +47,7 @@ class Runs:
 
     def record_training_run(self, **fields: Any) -> int:
         """Record one retrain. Known fields: started_at, finished_at (default now), status
-        (default "ok"; only "ok" runs count for last_training_run), model_version,
+        (default "ok"; the statuses in CONSUMING_STATUSES move the feedback watermark), model_version,
         data_until (the newest feedback `time` the run learned from), n_feedback, n_messages, metrics
         (JSON-able), notes. Any other field is kept in `extra`. Returns the run id."""
         row: dict[str, Any] = {k: fields.pop(k) for k in list(fields) if k in RUN_COLUMNS}
@@ -66,13 +74,24 @@ class Runs:
         return [decode_run(r) for r in rows]
 
     def last_training_run(self, *, any_status: bool = False) -> dict | None:
-        """The newest run with status "ok" (any status with any_status=True), or None."""
+        """The newest run that used up its feedback (status in CONSUMING_STATUSES), or with
+        any_status=True the newest run of any status; None if there is none."""
         if any_status:
             rows = self._read("SELECT * FROM training_runs ORDER BY id DESC LIMIT 1")
         else:
-            rows = self._read("SELECT * FROM training_runs WHERE status = ? ORDER BY id DESC LIMIT 1", (SUCCESS_STATUS,))
+            marks = ", ".join("?" * len(CONSUMING_STATUSES))
+            rows = self._read(f"SELECT * FROM training_runs WHERE status IN ({marks}) ORDER BY id DESC LIMIT 1",
+                              CONSUMING_STATUSES)
         return decode_run(rows[0]) if rows else None
 
+    def feedback_watermark(self) -> str | None:
+        """The newest `data_until` of a run that used up its feedback (status in CONSUMING_STATUSES):
+        feedback changed after it is new to the next retrain. None if no such run has one."""
+        marks = ", ".join("?" * len(CONSUMING_STATUSES))
+        rows = self._read(f"SELECT max(data_until) AS mark FROM training_runs WHERE status IN ({marks})",
+                          CONSUMING_STATUSES)
+        return rows[0]["mark"]
+
     def feedback_since_last_run(self, **kwargs: Any) -> list[dict]:
-        """feedback_since(the last successful training run's watermark)."""
-        return self.feedback_since(training_run_watermark(self.last_training_run()), **kwargs)
+        """feedback_since(feedback_watermark()): the feedback no consuming run has learned from yet."""
+        return self.feedback_since(self.feedback_watermark(), **kwargs)

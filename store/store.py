@@ -42,7 +42,7 @@ from store.answers import (  # noqa: F401
     InvalidVoteError, UnknownAnswerError, VoteResult,
 )
 from store.clock import DURATION_HELP, parse_duration, parse_since, to_iso, utcnow  # noqa: F401
-from store.runs import SUCCESS_STATUS, training_run_watermark  # noqa: F401
+from store.runs import CONSUMING_STATUSES, SUCCESS_STATUS, training_run_watermark  # noqa: F401
 
 SALT_FILE = "salt"
 

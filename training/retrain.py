@@ -55,9 +55,10 @@ EXIT_USAGE = 2
 EXIT_NOTHING = 3
 EXIT_REJECTED = 4
 
-PROMOTED, REJECTED, NOTHING, ERROR, DRY_RUN = "promoted", "rejected", "nothing-to-do", "error", "dry-run"
-# Runs whose feedback is used up: the next run reads only feedback newer than their data_until.
-CONSUMING_STATUSES = ("promoted", "rejected", "ok")
+# The gate's verdicts; runs with them use up their feedback (the store owns that and the watermark).
+from store.runs import PROMOTED, REJECTED  # noqa: E402
+
+NOTHING, ERROR, DRY_RUN = "nothing-to-do", "error", "dry-run"
 
 log = logging.getLogger("csbot.retrain")
 
@@ -287,7 +288,7 @@ class _Run:
         except VersionError:
             return self._finish(NOTHING, EXIT_NOTHING, "nothing to do: no model version yet (run `csbot ingest PATH`)")
         self.report.update({"champion": champion.name, "served": champion.name})
-        since = self.since if self.since is not None else _watermark(store)
+        since = self.since if self.since is not None else store.feedback_watermark()
         self.report["since"] = since
         self.rows = store.feedback_since(since, limit=config.max_feedback_rows)
         log.info("champion %s; %d feedback rows since %s", champion.name, len(self.rows), since or "the beginning")
@@ -480,13 +481,6 @@ def _summary(report: dict | None) -> dict | None:
         return None
     return {k: report.get(k) for k in ("model_version", "n", "accuracy", "macro_f1", "in_scope_accuracy", "oos_recall")
             if k in report}
-
-
-def _watermark(store) -> str | None:
-    """The newest data_until of a run that used its feedback (promoted, rejected, or a legacy "ok")."""
-    marks = [r.get("data_until") for r in store.training_runs(limit=100_000)
-             if r.get("status") in CONSUMING_STATUSES and r.get("data_until")]
-    return max(marks) if marks else None
 
 
 def _stderr_fd() -> int | None:
