@@ -34,11 +34,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from training.ingest import ingest  # noqa: E402
 from core.settings import Settings  # noqa: E402
-from serving.engine import Engine  # noqa: E402
 from models.encoder import Encoder  # noqa: E402
+from serving.engine import Engine  # noqa: E402
 from training.fit_heads import fit_softmax_head  # noqa: E402
+from training.ingest import ingest  # noqa: E402
 
 DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "data"))
 OOS = "oos"

@@ -29,11 +29,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 
-from training.ingest import ingest  # noqa: E402
 from core.settings import Settings  # noqa: E402
+from retrieval.index import Entry, VectorIndex  # noqa: E402
 from serving.engine import Engine  # noqa: E402
 from serving.versions import VersionStore  # noqa: E402
-from retrieval.index import Entry, VectorIndex  # noqa: E402
+from training.ingest import ingest  # noqa: E402
 
 DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "data"))
 QUESTIONS = [

@@ -64,9 +64,8 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np  # noqa: E402
-
 import helpcentre_data as hd  # noqa: E402
+import numpy as np  # noqa: E402
 
 FLOOR_MODEL = "builtin:all-MiniLM-L6-v2"
 FLOOR_THRESHOLD = 0.5

@@ -148,8 +148,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    from training.ingest import ingest
     from core.settings import Settings
+    from training.ingest import ingest
 
     folder = DATA / "banking77"
     if not folder.is_dir():

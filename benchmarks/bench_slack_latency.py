@@ -28,9 +28,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 
-from core.settings import Settings  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
 from bot.slack.server import CsbotRequestHandler, RunningServer  # noqa: E402
+from core.settings import Settings  # noqa: E402
 from store import Store  # noqa: E402
 from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET, MockSlack  # noqa: E402
 from tests.slack.slack_sender import SlackSender  # noqa: E402

@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.answer import Answer, Source  # noqa: E402
+from core.clock import to_iso  # noqa: E402
 from store import Store  # noqa: E402
-from store.store import to_iso  # noqa: E402
 
 VOTE_TARGET = 2000.0  # votes per second
 READ_TARGET = 1.0  # seconds

@@ -20,8 +20,8 @@ import sys
 
 from bot import __version__
 from core import output
-from core.settings import ConfigError
 from core.errors import CsbotError
+from core.settings import ConfigError
 
 DESCRIPTION = ("csbot answers customer-service questions from your knowledge base, offline, and runs "
                "as a Slack bot. Start with `csbot ingest PATH` (Markdown, text, CSV or JSONL articles), "

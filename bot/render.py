@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from core.answer import Answer
 
-
 # The engine's hand-off text promises a colleague will follow up "here", which is true in Slack (the
 # on-call group is mentioned) and not in a terminal, where nobody is told.
 TERMINAL_HANDOFF_TEXT = ("I'm not sure I can answer that correctly. In the terminal nobody is notified: "

@@ -28,10 +28,10 @@ from models.encoder import Encoder
 from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
 from models.sentiment import SentimentModel
-from serving.versions import ModelVersion, VersionStore
 from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
 from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
+from serving.versions import ModelVersion, VersionStore
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from store.store import to_iso, utcnow
+from core.clock import to_iso, utcnow
 
 PENDING, RUNNING, FAILED = "pending", "running", "failed"
 INTERACTIVE, ANSWER, SENTIMENT = "interactive", "answer", "sentiment"

@@ -24,9 +24,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.request import pathname2url
-
 from typing import TYPE_CHECKING
+from urllib.request import pathname2url
 
 from core.errors import CsbotError
 

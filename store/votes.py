@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from core.errors import UserError
-from store.store import CAPPED, DUPLICATE, STORED, Store
+from store.answers import CAPPED, DUPLICATE, STORED
+from store.store import Store
 
 _UP = {"up", "+1", "👍", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", ":+1:", "thumbsup", ":thumbsup:", "thumbs_up", "y", "yes", "good", "helpful"}
 _DOWN = {"down", "-1", "👎", "👎🏻", "👎🏼", "👎🏽", "👎🏾", "👎🏿", ":-1:", "thumbsdown", ":thumbsdown:", "thumbs_down", "n", "no", "bad", "unhelpful"}

@@ -33,8 +33,8 @@ atexit.register(shutil.rmtree, _SUITE_HOME, True)
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory) -> Path:
     """A CSBOT_HOME holding a champion built from the demo KB (built once; tests copy it)."""
-    from training.ingest import ingest
     from core.settings import Settings
+    from training.ingest import ingest
 
     home = tmp_path_factory.mktemp("demo-home")
     ingest([DEMO_KB], Settings.load(env={}, home=home))

@@ -74,11 +74,11 @@ def test_sentiment_of_an_angry_message_is_negative(engine):
 def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_intent(settings):
     """A retrain's labelled feedback questions are indexed as `learned` entries, filed under the
     first article of their intent, and feed the nearest-neighbour vote for that intent."""
-    from serving.engine import Engine
     from retrieval.index import LEARNED
     from retrieval.kb import load_documents
-    from tests.conftest import DEMO_KB
+    from serving.engine import Engine
     from serving.versions import TrainingExample
+    from tests.conftest import DEMO_KB
     from training.build import build_version
 
     question = "Can I send back a sweater that doesn't fit and get my money back?"
@@ -98,8 +98,8 @@ def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_inten
 def test_answering_commands_apply_the_configured_torch_threads(home):
     import torch
 
-    from core.settings import Settings
     from bot.runtime import open_engine
+    from core.settings import Settings
 
     before = torch.get_num_threads()
     try:

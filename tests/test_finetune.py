@@ -6,12 +6,11 @@ import json
 
 import pytest
 
-from core.settings import DEFAULT_ENCODER
-from core.settings import FinetuneSettings
-from training.finetune import FINETUNE_RECORD, finetune_encoder
+from core.settings import DEFAULT_ENCODER, FinetuneSettings
 from models.loading import load_sentence_transformer
 from retrieval.kb import load_documents
 from tests.conftest import DEMO_KB
+from training.finetune import FINETUNE_RECORD, finetune_encoder
 
 pytestmark = pytest.mark.slow
 

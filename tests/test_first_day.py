@@ -289,8 +289,8 @@ def test_the_terminal_hand_off_text_does_not_promise_a_colleague(home, capsys):
 
 
 def test_chat_commands_and_identity(home):
-    from store import Store
     from core.settings import Settings
+    from store import Store
 
     proc = csbot("chat", "--user", "U1", input="/help\nI forgot my password\n   \n/new\n/nope\n/quit\nnever read\n")
     assert proc.returncode == 0, proc.stderr

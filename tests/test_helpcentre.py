@@ -121,9 +121,9 @@ def test_csbot_chat_offers_a_numbered_choice_and_stores_the_pick(md_home, tmp_pa
 
 
 def test_html_only_kb_ingests_and_answers_from_its_sections(tmp_path):
-    from training.ingest import ingest
     from core.settings import Settings
     from serving.engine import Engine
+    from training.ingest import ingest
 
     settings = Settings.load(env={}, home=tmp_path / "home")
     report = ingest([HTML_KB], settings)
@@ -137,9 +137,9 @@ def test_html_only_kb_ingests_and_answers_from_its_sections(tmp_path):
 
 
 def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
-    from training.ingest import ingest
     from core.settings import Settings
     from serving.engine import Engine
+    from training.ingest import ingest
 
     settings = Settings.load(env={}, home=tmp_path / "home")
     ingest([MD_KB / "refunds.md"], settings)
@@ -151,8 +151,8 @@ def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
 
 def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
     """The crash of issue 9: ingest-time fine-tuning of a KB with no example questions."""
-    from training.ingest import ingest
     from core.settings import Settings
+    from training.ingest import ingest
 
     kb = tmp_path / "faq.csv"
     kb.write_text("title,answer\nOpening hours,We are open 9-17 on weekdays.\n"
@@ -167,9 +167,9 @@ def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
 def test_a_question_ambiguous_alone_is_settled_by_the_thread(tmp_path):
     """Two hotels answer the same FAQ differently: alone the question could be either; after the
     guest said where they are staying, the bot answers from that hotel's section."""
-    from training.ingest import ingest
     from core.settings import Settings
     from serving.engine import Engine
+    from training.ingest import ingest
 
     kb = tmp_path / "kb"
     kb.mkdir()

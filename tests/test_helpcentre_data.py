@@ -11,6 +11,7 @@ from tests.conftest import REPO, shared_data
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 import helpcentre_data as hd  # noqa: E402
+
 from retrieval.kb import load_documents  # noqa: E402
 
 try:

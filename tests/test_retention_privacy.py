@@ -95,8 +95,8 @@ def _learned_texts(version) -> set[str]:
 
 @pytest.mark.slow
 def test_forget_removes_the_users_learned_questions_from_the_model(home, settings, capsys):
-    from store import Store
     from serving.versions import TrainingExample
+    from store import Store
     from training.build import build_version
     from training.feedback_data import normalize
 
@@ -138,10 +138,10 @@ def test_forget_removes_the_users_learned_questions_from_the_model(home, setting
 
 def test_follow_ups_are_not_learned_without_their_context(tmp_path):
     from core.answer import Answer
-    from store import Store
-    from retrieval.kb import Document
-    from training.feedback_data import build_feedback_data
     from core.settings import RetrainSettings
+    from retrieval.kb import Document
+    from store import Store
+    from training.feedback_data import build_feedback_data
 
     docs = [Document("shipping-times", "Shipping times", "2-4 days.", questions=["how long does shipping take"]),
             Document("international-shipping", "International", "We ship to the EU.", questions=["do you ship abroad"])]

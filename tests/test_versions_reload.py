@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from training.ingest import ingest
 from serving.engine import Engine
+from training.ingest import ingest
 
 pytestmark = pytest.mark.slow
 

@@ -16,13 +16,13 @@ import numpy as np
 
 from core.settings import Settings
 from models.encoder import Encoder
-from training.fit_heads import train_intent_head
 from models.sentiment import head_path
 from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
 from retrieval.ranking import SEARCH_K, DecisionParams, decide, tune
 from serving.versions import ModelVersion, TrainingExample, VersionStore
 from training.finetune import finetune_encoder
+from training.fit_heads import train_intent_head
 
 log = logging.getLogger(__name__)
 

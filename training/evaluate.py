@@ -16,7 +16,6 @@ from core.answer import OOS_ALIASES, OUT_OF_SCOPE, SENTIMENT_LABELS
 from core.errors import UserError
 
 
-
 def read_eval_rows(path: str | Path) -> list[dict]:
     """CSV (header with `text`) or JSONL rows; errors name the file and line."""
     path = Path(path)

@@ -45,8 +45,8 @@ from dataclasses import dataclass, field  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
 
 from core.answer import OUT_OF_SCOPE  # noqa: E402
-from core.settings import ConfigError, RetrainSettings, Settings  # noqa: E402
 from core.errors import CsbotError, UserError  # noqa: E402
+from core.settings import ConfigError, RetrainSettings, Settings  # noqa: E402
 
 EXIT_PROMOTED = 0
 EXIT_EMPTY = 0
@@ -55,9 +55,10 @@ EXIT_USAGE = 2
 EXIT_NOTHING = 3
 EXIT_REJECTED = 4
 
-PROMOTED, REJECTED, NOTHING, ERROR, DRY_RUN = "promoted", "rejected", "nothing-to-do", "error", "dry-run"
-# Runs whose feedback is used up: the next run reads only feedback newer than their data_until.
-CONSUMING_STATUSES = ("promoted", "rejected", "ok")
+# The gate's verdicts; runs with them use up their feedback (the store owns that and the watermark).
+from store.runs import PROMOTED, REJECTED  # noqa: E402
+
+NOTHING, ERROR, DRY_RUN = "nothing-to-do", "error", "dry-run"
 
 log = logging.getLogger("csbot.retrain")
 
@@ -92,7 +93,7 @@ def run_cli(args) -> int:
         settings = Settings.load(device=args.device, retrain_device=args.device, retrain_method=args.method)
         config = settings.retrain
         if args.since is not None:
-            from store.store import parse_since
+            from core.clock import parse_since
 
             parse_since(args.since)  # a bad --since is bad usage, not a failed run
     except (ConfigError, CsbotError) as exc:
@@ -247,8 +248,8 @@ class _Run:
 
     # -- the steps --------------------------------------------------------------------------------
     def execute(self) -> Outcome:
-        from store import Store
         from serving.versions import VersionStore
+        from store import Store
 
         versions = VersionStore(self.settings.models_dir)
         try:
@@ -286,7 +287,7 @@ class _Run:
         except VersionError:
             return self._finish(NOTHING, EXIT_NOTHING, "nothing to do: no model version yet (run `csbot ingest PATH`)")
         self.report.update({"champion": champion.name, "served": champion.name})
-        since = self.since if self.since is not None else _watermark(store)
+        since = self.since if self.since is not None else store.feedback_watermark()
         self.report["since"] = since
         self.rows = store.feedback_since(since, limit=config.max_feedback_rows)
         log.info("champion %s; %d feedback rows since %s", champion.name, len(self.rows), since or "the beginning")
@@ -360,8 +361,8 @@ class _Run:
                           [ex for ex in replay if normalize(ex.text) not in exclude], eval_rows, Path(job.out_dir))
 
     def _encoder_job(self, champion, train_docs, examples, data):
-        from training.finetune import EncoderJob
         from training.feedback_data import normalize, stable_fraction
+        from training.finetune import EncoderJob
 
         config = self.config
         article = {d.id: _article_text(d, config.article_words) for d in train_docs}
@@ -477,13 +478,6 @@ def _summary(report: dict | None) -> dict | None:
         return None
     return {k: report.get(k) for k in ("model_version", "n", "accuracy", "macro_f1", "in_scope_accuracy", "oos_recall")
             if k in report}
-
-
-def _watermark(store) -> str | None:
-    """The newest data_until of a run that used its feedback (promoted, rejected, or a legacy "ok")."""
-    marks = [r.get("data_until") for r in store.training_runs(limit=100_000)
-             if r.get("status") in CONSUMING_STATUSES and r.get("data_until")]
-    return max(marks) if marks else None
 
 
 def _stderr_fd() -> int | None:

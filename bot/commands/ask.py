@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
+from bot.render import answer_text
 from core.errors import UserError
 from core.output import out
-from bot.render import answer_text
 
 
 def register(subparsers) -> None:
@@ -31,9 +31,8 @@ def read_questions(path: str) -> list[str]:
 
 
 def run(args) -> int:
-    from bot.runtime import open_engine
-
     from bot.catalog import blank_check, cli_user
+    from bot.runtime import open_engine
 
     if (args.question is not None) == bool(args.file):
         raise UserError("give either a QUESTION or --file")

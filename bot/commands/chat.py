@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 
-from core.output import out, stdout
 from bot.render import answer_text
+from core.output import out, stdout
 
 CLARIFY_PROMPT = "I found more than one article that could answer this. Which one did you mean?"
 HELP = """commands:

@@ -19,11 +19,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from bot.commands.ask import read_questions, record_answers
-    from training.ingest import ingest
-    from core.settings import Settings
     from bot.render import answer_text
     from bot.runtime import open_engine
     from core.runtime import quiet_libraries
+    from core.settings import Settings
+    from training.ingest import ingest
 
     quiet_libraries()
     settings = Settings.load()

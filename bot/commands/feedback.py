@@ -100,7 +100,6 @@ def _check_correction(args: argparse.Namespace, settings) -> None:
 
 def _run_single(store, args: argparse.Namespace) -> int:
     from bot.catalog import cli_user
-
     from store import parse_vote
 
     vote = parse_vote(args.vote)

@@ -32,8 +32,8 @@ def served_threshold(settings, meta: dict) -> float:
 
 
 def run(args) -> int:
-    from core.settings import Settings
     from core.errors import UserError
+    from core.settings import Settings
     from serving.versions import VersionStore, folder_bytes
 
     settings = Settings.load()

@@ -47,13 +47,13 @@ def register(subparsers) -> None:
 
 def _bounds(since_text: str, until_text: str | None, default_until):
     from bot.monitoring.spikes import as_utc
-    from store.store import _DURATION, parse_duration, to_iso
+    from core.clock import is_duration, parse_duration, to_iso
 
     try:
         until = as_utc(to_iso(until_text)) if until_text else as_utc(default_until)
     except (TypeError, ValueError) as exc:
         raise UserError(f"cannot read --until {until_text!r}") from exc
-    if _DURATION.match(str(since_text)):
+    if is_duration(str(since_text)):
         since = until - parse_duration(since_text)
     else:
         since = as_utc(to_iso(since_text))
@@ -65,9 +65,9 @@ def _bounds(since_text: str, until_text: str | None, default_until):
 def run(args) -> int:
     import datetime as dt
 
-    from core.settings import Settings
     from bot.monitoring.report import build_report, render_chart
     from bot.monitoring.spikes import SpikeConfig
+    from core.settings import Settings
     from store import Store
 
     where = {}
@@ -144,8 +144,8 @@ def describe(summary: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m bot.commands.report ...`: the same as `csbot report ...`."""
-    from core.settings import ConfigError
     from core.errors import CsbotError
+    from core.settings import ConfigError
 
     parser = argparse.ArgumentParser(prog="csbot")
     register(parser.add_subparsers(dest="command", required=True))

@@ -17,10 +17,9 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from bot.catalog import blank_check
     from bot.commands.ask import read_questions
     from bot.runtime import open_engine
-
-    from bot.catalog import blank_check
 
     if (args.text is not None) == bool(args.file):
         raise UserError("give either TEXT or --file")

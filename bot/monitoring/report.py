@@ -104,9 +104,9 @@ def build_report(store, channel: str, since: Any, until: Any, *, config: SpikeCo
 def render_chart(summary: dict, out: str | Path | None = None, *, figsize: tuple[float, float] = FIGSIZE,
                  dpi: int = DPI) -> bytes:
     """Draw the summary as a PNG; returns its bytes (and writes them to `out` when given)."""
+    import matplotlib.dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    import matplotlib.dates as mdates
 
     fig = Figure(figsize=figsize, dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
@@ -171,3 +171,33 @@ def render_chart(summary: dict, out: str | Path | None = None, *, figsize: tuple
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_bytes(data)
     return data
+
+
+HOME_DAYS = 7  # the App Home's summary window
+
+
+def channel_summaries(store, channels, now, days: int = HOME_DAYS) -> list[dict]:
+    """Per watched channel: messages and negative share over the last `days` (and the `days` before),
+    the top negative topic and the last alert (the App Home shows it)."""
+    now = as_utc(now)
+    start, previous_start = now - dt.timedelta(days=days), now - dt.timedelta(days=2 * days)
+    found = []
+    for channel in sorted(channels):
+        counts = store.monitored_sentiment_counts(channel, start, now)
+        before = store.monitored_sentiment_counts(channel, previous_start, start)
+        total, total_before = sum(counts.values()), sum(before.values())
+        topics: dict[str, int] = {}
+        if counts.get("negative"):
+            for row in store.monitored_messages(channel, since=start):
+                if row.get("sentiment") == "negative":
+                    topic = topic_of(row.get("intent"))
+                    topics[topic] = topics.get(topic, 0) + 1
+        alerts = store.monitoring_alerts(channel, since=start)
+        found.append({
+            "channel": channel, "days": days, "total": total,
+            "negative_share": counts.get("negative", 0) / total if total else None,
+            "previous_share": before.get("negative", 0) / total_before if total_before else None,
+            "top_topic": max(sorted(topics), key=lambda t: topics[t]) if topics else None,
+            "last_alert": alerts[-1]["time"][:16].replace("T", " ") + " UTC" if alerts else None,
+        })
+    return found

@@ -35,7 +35,9 @@ from dataclasses import asdict, dataclass, field, replace
 from statistics import NormalDist
 from typing import Any
 
+from core import clock
 from core.answer import OUT_OF_SCOPE
+from core.clock import to_iso
 from core.settings import AlertSettings, Settings
 
 NEGATIVE = "negative"
@@ -57,23 +59,14 @@ def topic_of(intent: str | None) -> str:
 
 
 def as_utc(value: Any) -> dt.datetime:
-    """datetime (naive = UTC) / unix seconds / Slack ts / ISO string -> an aware UTC datetime."""
-    if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.timezone.utc)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return dt.datetime.fromtimestamp(float(value), dt.timezone.utc)
+    """datetime (naive = UTC) / unix seconds / Slack ts / ISO string -> an aware UTC datetime:
+    the store's parser (core.clock.as_utc), plus numeric strings read as unix seconds (Slack ts)."""
     if isinstance(value, str):
-        text = value.strip()
         try:
-            return as_utc(float(text))
+            return clock.as_utc(float(value.strip()))
         except ValueError:
             pass
-        if text.endswith("Z"):
-            text = text[:-1] + "+00:00"
-        return as_utc(dt.datetime.fromisoformat(text))
-    raise TypeError(f"cannot use {type(value).__name__} as a time")
+    return clock.as_utc(value)
 
 
 _ALERT = AlertSettings()  # the defaults (core/settings.py holds every one)
@@ -223,8 +216,6 @@ def check_channel(store, channel: str, now: Any, config: SpikeConfig | None = No
     result's status is ALERT (new, `alert_id` set) or COOLDOWN. With claim=False nothing is written
     and a spike is reported as ALERT.
     """
-    from store.store import to_iso
-
     config = config or SpikeConfig()
     now = as_utc(now)
     start = now - config.window
@@ -328,8 +319,6 @@ def scan(history: Iterable[Observation], config: SpikeConfig | None = None, *, c
 def scan_store(store, channel: str, since: Any, until: Any, config: SpikeConfig | None = None) -> list[SpikeCheck]:
     """The alerts `scan` finds in the stored history of `channel` between `since` and `until`
     (the baseline before `since` is read too)."""
-    from store.store import to_iso
-
     config = config or SpikeConfig()
     since, until = as_utc(since), as_utc(until)
     end = to_iso(until)

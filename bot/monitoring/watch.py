@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.monitoring.spikes import ALERT, SpikeCheck, SpikeConfig, as_utc, check_channel
 from core.answer import SENTIMENT_LABELS
 from core.errors import UserError
-from bot.monitoring.spikes import ALERT, SpikeCheck, SpikeConfig, as_utc, check_channel
 
 SENTIMENTS = SENTIMENT_LABELS
 REPLAY_BATCH = 64

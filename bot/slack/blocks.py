@@ -30,8 +30,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.metadata import Metadata
 from slack_sdk.models.views import View
 
-from core.answer import Answer
 from bot.slack import ids
+from core.answer import Answer
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters per section text
 OPTION_LIMIT = 75  # characters per select option text

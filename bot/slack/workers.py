@@ -30,11 +30,11 @@ import threading
 import time
 import uuid
 from collections import Counter
-from core.settings import SlackSettings
 
 from slack_bolt.request import BoltRequest
 
 from bot.slack.intake import LATE, REPLAY, Replay
+from core.settings import SlackSettings
 from store.inbox import ANSWER, INTERACTIVE, SENTIMENT
 
 log = logging.getLogger("csbot.slack.workers")

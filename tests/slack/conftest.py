@@ -145,9 +145,9 @@ def recorded_engine(engine):
 
 @pytest.fixture
 def make_bot(tmp_path, slack_mock):
-    from core.settings import Settings
     from bot.slack.app import build_app
     from bot.slack.server import CsbotRequestHandler, RunningServer
+    from core.settings import Settings
     from store import Store
 
     started, stores = [], []

@@ -63,10 +63,9 @@ def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_
 
 def test_a_clarify_pick_becomes_a_labelled_example_not_a_complaint(helpcentre_home):
     """What the retrain reads from a pick: the picked article labels the question, no hard negative."""
-    from core.settings import Settings
-    from training.feedback_data import build_feedback_data
+    from core.settings import RetrainSettings, Settings
     from serving.versions import VersionStore
-    from core.settings import RetrainSettings
+    from training.feedback_data import build_feedback_data
 
     documents = VersionStore(Settings.load(env={}, home=helpcentre_home).models_dir).champion().documents()
     row = {"answer_id": "a1", "vote": "up", "origin": "clarify", "correct_doc_id": "change-an-order",

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from core.settings import Settings
 from bot.slack import ids
+from core.settings import Settings
 from store import Store
 from tests.slack.serve_process import ServeProcess
 from tests.slack.slack_mock import TEAM

@@ -199,8 +199,8 @@ def test_votes_count_only_from_users_who_could_see_the_answer(make_bot, recorded
 
 @pytest.mark.slow
 def test_healthz_shows_a_newly_promoted_model_without_traffic(make_bot, settings, tmp_path):
-    from training.ingest import ingest
     from serving.engine import Engine
+    from training.ingest import ingest
 
     engine = Engine(settings, reload_check_seconds=0.0)
     bot = make_bot(engine)  # on the same CSBOT_HOME as `settings`

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from slack_sdk.signature import SignatureVerifier
 
-from core.answer import Answer, Source
-from core.errors import UserError
 from bot.slack import blocks
 from bot.slack.middleware import is_noise, request_channel
 from bot.slack.options import SlackOptions, csv_set
 from bot.slack.server import malformed
+from core.answer import Answer, Source
+from core.errors import UserError
 from tests.slack.slack_sender import sign
 
 REPO = Path(__file__).resolve().parents[2]

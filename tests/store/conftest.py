@@ -75,7 +75,7 @@ def clock(monkeypatch):
             return self.now
 
     c = Clock()
-    monkeypatch.setattr("store.store.utcnow", c)
+    monkeypatch.setattr("core.clock.utcnow", c)
     return c
 
 

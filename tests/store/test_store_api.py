@@ -7,7 +7,6 @@ import datetime as dt
 import json
 import os
 import stat
-from types import SimpleNamespace
 
 import pytest
 
@@ -183,38 +182,43 @@ def test_counts(store, answer_factory):
     assert c["processed_events"] == 1 and c["training_runs"] == 0 and c["monitored_messages"] == 0
 
 
-def test_from_settings_creates_a_private_salt_once(tmp_path):
-    home = tmp_path / "home"
-    settings = SimpleNamespace(home=home, db_path=home / "csbot.sqlite3")
-    with Store.from_settings(settings) as s1:
+def test_from_settings_creates_a_private_salt_once(csbot_home):
+    from core.settings import Settings
+
+    with Store.from_settings(Settings.load()) as s1:
+        assert s1.path == csbot_home / "csbot.sqlite3"
         h1 = s1.hash_user("U1")
         assert s1.daily_vote_cap == 200 and s1.redactor.kinds and not s1.store_message_text
-    salt_file = home / "salt"
+    salt_file = csbot_home / "salt"
     assert stat.S_IMODE(os.stat(salt_file).st_mode) == 0o600
     salt = salt_file.read_text()
-    with Store.from_settings(settings) as s2:
+    with Store.from_settings(Settings.load()) as s2:
         assert s2.hash_user("U1") == h1
     assert salt_file.read_text() == salt
-    assert sorted(p.name for p in home.iterdir() if not p.name.startswith("csbot.sqlite3")) == ["salt"]
+    assert sorted(p.name for p in csbot_home.iterdir() if not p.name.startswith("csbot.sqlite3")) == ["salt"]
     assert load_or_create_salt(salt_file) == salt.strip()
 
 
-def test_from_settings_reads_optional_fields(tmp_path, answer_factory):
-    home = tmp_path / "home"
-    settings = SimpleNamespace(home=home, db_path=home / "csbot.sqlite3", user_hash_salt="configured",
-                               vote_daily_cap=5, redact_pii=False, store_message_text=True)
-    with Store.from_settings(settings) as s:
-        assert s.daily_vote_cap == 5 and s.redactor.kinds == () and s.store_message_text
-        assert s.hash_user("U1") == Store(tmp_path / "x.sqlite3", salt="configured").hash_user("U1")
-    assert not (home / "salt").exists()
-
-
-def test_from_real_settings(csbot_home):
+def test_from_settings_reads_the_privacy_and_cap_settings_from_csbot_toml(csbot_home, tmp_path, answer_factory):
     from core.settings import Settings
 
+    csbot_home.mkdir(parents=True)
+    (csbot_home / "csbot.toml").write_text('user_hash_salt = "configured"\nvote_daily_cap = 2\n'
+                                           "redact_pii = false\nstore_message_text = true\n", encoding="utf-8")
     with Store.from_settings(Settings.load()) as s:
-        assert s.path == csbot_home / "csbot.sqlite3"
-    assert (csbot_home / "salt").exists()
+        assert s.hash_user("U1") == Store(tmp_path / "x.sqlite3", salt="configured").hash_user("U1")
+        a = answer_factory(question="mail bob@x.io")
+        s.record_answer(a)
+        assert s.get_answer(a.answer_id)["question"] == "mail bob@x.io"  # redaction off
+        s.record_monitored_message(channel="C1", ts="1.0", user="U1", sentiment="neutral", scores={},
+                                   intent=None, confidence=None, text="kept")
+        assert s.monitored_message("C1", "1.0")["text"] == "kept"  # message text kept
+        others = [answer_factory() for _ in range(3)]
+        for other in others:
+            s.record_answer(other)
+        statuses = [s.record_vote(o.answer_id, "up", user="U1", origin="button").status for o in others]
+        assert statuses == ["stored", "stored", "capped"]  # two new votes a day
+    assert not (csbot_home / "salt").exists()
 
 
 def test_time_helpers(clock):

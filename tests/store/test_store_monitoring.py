@@ -9,8 +9,7 @@ import sqlite3
 import pytest
 
 from core.errors import UserError
-from store import SCHEMA_VERSION, Store
-from store import schema
+from store import SCHEMA_VERSION, Store, schema
 
 UTC = dt.timezone.utc
 HOUR = dt.timedelta(hours=1)

@@ -16,8 +16,8 @@ from store import (
     ForeignDatabaseError,
     SchemaTooNewError,
     Store,
+    schema,
 )
-from store import schema
 
 TABLES = {"answers", "feedback", "monitored_messages", "processed_events", "training_runs"}
 

@@ -183,8 +183,51 @@ def test_feedback_since_a_time_and_the_last_training_run(store, answer_factory, 
     assert store.feedback_since(clock.now + dt.timedelta(seconds=1)) == []
     assert len(store.feedback_since("2000-01-01")) == 2
     assert len(store.feedback_since(dt.date(2000, 1, 1))) == 2
-    assert list(store.iter_feedback_since(watermark)) == store.feedback_since(watermark)
-    assert list(store.iter_feedback_since(include_retracted=True)) == store.feedback_since(include_retracted=True)
+
+
+def _vote(store, answer_factory, user):
+    a = answer_factory()
+    store.record_answer(a)
+    store.record_vote(a.answer_id, "up", user=user, origin="button")
+    return store.feedback_since()[-1]["time"]
+
+
+@pytest.mark.parametrize("status", ["promoted", "rejected", "ok"])
+def test_a_run_that_used_its_feedback_moves_the_watermark(store, answer_factory, clock, status):
+    # The statuses training/retrain.py records for runs that read feedback (and legacy "ok").
+    learned = _vote(store, answer_factory, "U1")
+    assert store.feedback_watermark() is None and len(store.feedback_since_last_run()) == 1
+    store.record_training_run(status=status, model_version="v2", data_until=learned, n_feedback=1)
+    clock.advance(dt.timedelta(minutes=5))
+    _vote(store, answer_factory, "U2")
+    assert store.feedback_watermark() == learned
+    assert [r["user_hash"] for r in store.feedback_since_last_run()] == [store.hash_user("U2")]
+    assert store.last_training_run()["status"] == status
+
+
+@pytest.mark.parametrize("status", ["nothing-to-do", "error", "failed"])
+def test_a_run_that_did_not_use_its_feedback_leaves_the_watermark(store, answer_factory, clock, status):
+    first = _vote(store, answer_factory, "U1")
+    store.record_training_run(status="promoted", model_version="v2", data_until=first, n_feedback=1)
+    clock.advance(dt.timedelta(minutes=5))
+    pending = _vote(store, answer_factory, "U2")
+    # Even with a data_until (retrain records none for these), the feedback stays new.
+    store.record_training_run(status=status, model_version="v2", data_until=pending, notes="too little new data")
+    assert store.feedback_watermark() == first
+    assert [r["user_hash"] for r in store.feedback_since_last_run()] == [store.hash_user("U2")]
+    assert store.last_training_run()["status"] == "promoted"
+    assert store.last_training_run(any_status=True)["status"] == status
+
+
+def test_the_watermark_is_the_newest_data_until_and_a_run_without_one_keeps_it(store, answer_factory, clock):
+    early = _vote(store, answer_factory, "U1")
+    clock.advance(dt.timedelta(minutes=5))
+    late = _vote(store, answer_factory, "U2")
+    store.record_training_run(status="promoted", data_until=late)
+    store.record_training_run(status="rejected", data_until=early)  # e.g. a run with --since
+    store.record_training_run(status="promoted")  # a forced run that read no feedback
+    assert store.feedback_watermark() == late and store.feedback_since_last_run() == []
+
 
 
 @pytest.mark.parametrize(

@@ -76,8 +76,8 @@ def write_kb(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_home_template(tmp_path_factory) -> Path:
-    from training.ingest import ingest
     from core.settings import Settings
+    from training.ingest import ingest
 
     home = tmp_path_factory.mktemp("tiny-home")
     kb = write_kb(tmp_path_factory.mktemp("tiny-kb") / "kb.jsonl")

@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 
+from core.settings import RetrainSettings
 from retrieval.kb import Document
 from serving.versions import TrainingExample
 from training.feedback_data import build_feedback_data, merge_with_replay, normalize
-from core.settings import RetrainSettings
 
 DOCS = [
     Document("reset-password", "Reset", "a", intent="reset_password", questions=["I forgot my password"]),

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import RetrainSettings
 from retrieval.kb import Document
 from training.gate import BUILTIN_OOS, HeldoutSet, decide, training_documents, write_report
 from training.lock import LockBusy, RetrainLock
-from core.settings import RetrainSettings
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = RetrainSettings(gate_min_support=3, gate_intent_max_drop=0.1)

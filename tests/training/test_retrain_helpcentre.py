@@ -42,12 +42,11 @@ USERS = ("ana", "ben", "cho", "dev")
 
 
 def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre_home, tmp_path, monkeypatch):
-    from core.settings import Settings
-    from serving.engine import Engine
-    from store import Store
-    from serving.versions import VersionStore
+    from core.settings import RetrainSettings, Settings
     from retrieval.index import LEARNED
-    from core.settings import RetrainSettings
+    from serving.engine import Engine
+    from serving.versions import VersionStore
+    from store import Store
 
     home = tmp_path / "home"
     shutil.copytree(helpcentre_home, home)
@@ -95,10 +94,9 @@ def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre
 
 
 def test_too_little_held_out_data_means_the_gate_does_not_decide(helpcentre_home, tmp_path):
-    from core.settings import Settings
+    from core.settings import RetrainSettings, Settings
     from serving.engine import Engine
     from store import Store
-    from core.settings import RetrainSettings
 
     home = tmp_path / "home"
     shutil.copytree(helpcentre_home, home)

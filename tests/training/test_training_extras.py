@@ -15,8 +15,8 @@ pytestmark = pytest.mark.slow
 
 
 def test_lora_under_torchrun_single_process_on_cpu(tiny_settings):
-    from store import Store
     from serving.versions import VersionStore
+    from store import Store
 
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.is_file():

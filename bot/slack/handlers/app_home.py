@@ -39,10 +39,11 @@ class AppHome:
         client.views_publish(user_id=event["user"], view=blocks.home_view(status))
 
     def monitoring_summary(self, now: dt.datetime | None = None) -> list[dict] | None:
-        from bot.slack.handlers.monitoring import collect_monitoring
+        from bot.monitoring.report import channel_summaries
 
         try:
-            return collect_monitoring(self.deps.store, self.deps.options, now or dt.datetime.now(dt.timezone.utc))
+            return channel_summaries(self.deps.store, self.deps.options.watched_channels,
+                                     now or dt.datetime.now(dt.timezone.utc))
         except Exception as exc:  # noqa: BLE001 - the Home tab still shows the rest
             log.warning("monitoring summary unavailable: %s", exc)
             return None

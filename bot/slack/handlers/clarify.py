@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 
-from core.errors import UserError
 from bot.slack import blocks
 from bot.slack.handlers import Deps, log, may_vote
+from core.errors import UserError
 
 
 class Clarify:

@@ -8,10 +8,10 @@ confirms privately in the thread.
 
 from __future__ import annotations
 
-from core.errors import UserError
 from bot.slack import ids
 from bot.slack.handlers import Deps, log, may_vote
 from bot.slack.handlers.feedback_buttons import modal_context
+from core.errors import UserError
 
 MISSING = "Pick the right article or intent, or write the right answer."
 

@@ -16,18 +16,16 @@ when the inbox backs up (bot/slack/workers.py).
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 
-from core.answer import SENTIMENT_LABELS
-from core.errors import UserError
-from bot.monitoring.spikes import SpikeConfig, as_utc
+from bot.monitoring.spikes import SpikeConfig
 from bot.monitoring.watch import alert_summary, watch_message
 from bot.slack import blocks, ids
 from bot.slack.handlers import SENTIMENT, Deps, log, work
+from core.answer import SENTIMENT_LABELS
+from core.errors import UserError
 
 WATCHED_SUBTYPES = (None, "thread_broadcast", "file_share")
-HOME_DAYS = 7
 
 
 class Monitoring:
@@ -120,30 +118,3 @@ def read_label(view: dict) -> str | None:
     return value if value in SENTIMENT_LABELS else None
 
 
-def collect_monitoring(store, options, now, days: int = HOME_DAYS) -> list[dict]:
-    """Per watched channel: messages and negative share over the last `days` (and the `days` before),
-    the top negative topic and the last alert - for the App Home."""
-    from bot.monitoring.spikes import topic_of
-
-    now = as_utc(now)
-    start, previous_start = now - dt.timedelta(days=days), now - dt.timedelta(days=2 * days)
-    found = []
-    for channel in sorted(options.watched_channels):
-        counts = store.monitored_sentiment_counts(channel, start, now)
-        before = store.monitored_sentiment_counts(channel, previous_start, start)
-        total, total_before = sum(counts.values()), sum(before.values())
-        topics: dict[str, int] = {}
-        if counts.get("negative"):
-            for row in store.monitored_messages(channel, since=start):
-                if row.get("sentiment") == "negative":
-                    topic = topic_of(row.get("intent"))
-                    topics[topic] = topics.get(topic, 0) + 1
-        alerts = store.monitoring_alerts(channel, since=start)
-        found.append({
-            "channel": channel, "days": days, "total": total,
-            "negative_share": counts.get("negative", 0) / total if total else None,
-            "previous_share": before.get("negative", 0) / total_before if total_before else None,
-            "top_topic": max(sorted(topics), key=lambda t: topics[t]) if topics else None,
-            "last_alert": alerts[-1]["time"][:16].replace("T", " ") + " UTC" if alerts else None,
-        })
-    return found

@@ -7,8 +7,8 @@ who could see the answer (in a DM, only the asker; see `may_vote`).
 
 from __future__ import annotations
 
-from core.errors import UserError
 from bot.slack.handlers import Deps, log, may_vote
+from core.errors import UserError
 
 
 class Reactions:

@@ -1,0 +1,16 @@
+"""Small helpers shared by the store's table modules: rows as dicts, JSON columns decoded."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+
+def dicts(cursor: sqlite3.Cursor) -> list[dict]:
+    keys = [d[0] for d in cursor.description]
+    return [dict(zip(keys, row)) for row in cursor]
+
+
+def loads(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
