@@ -12,6 +12,8 @@ DEFAULT_UP_REACTIONS = ("+1", "thumbsup")
 DEFAULT_DOWN_REACTIONS = ("-1", "thumbsdown")
 DEFAULT_SUPPORT_MIN_CONFIDENCE = 0.6
 DEFAULT_PRIORITY_NEGATIVE_THRESHOLD = 0.85
+DEFAULT_SUGGESTED_PROMPTS = 4
+MAX_SUGGESTED_PROMPTS = 4  # Slack's limit (assistant.threads.setSuggestedPrompts)
 
 
 def csv_set(value) -> frozenset[str]:
@@ -38,6 +40,9 @@ class SlackOptions:
     alert_channel: str | None = None  # channel id that gets negative-spike alerts
     # A support-channel message at least this negative gets a priority hand-off (None: off).
     priority_negative_threshold: float | None = DEFAULT_PRIORITY_NEGATIVE_THRESHOLD
+    stream: bool = True  # stream answers in DMs and agent threads (bot/slack/streaming.py)
+    stream_channels: bool = False  # also in channels (with the recipient ids Slack requires there)
+    suggested_prompts: int = DEFAULT_SUGGESTED_PROMPTS  # 0: none
 
     @classmethod
     def from_settings(cls, settings) -> "SlackOptions":
@@ -58,6 +63,10 @@ class SlackOptions:
             alert_channel=(str(get("slack_alert_channel")).strip() or None) if get("slack_alert_channel") else None,
             priority_negative_threshold=_threshold(get("priority_negative_threshold",
                                                        DEFAULT_PRIORITY_NEGATIVE_THRESHOLD)),
+            stream=_flag(get("slack_stream", True)),
+            stream_channels=_flag(get("slack_stream_channels", False)),
+            suggested_prompts=max(0, min(MAX_SUGGESTED_PROMPTS, int(get("slack_suggested_prompts",
+                                                                        DEFAULT_SUGGESTED_PROMPTS)))),
         )
 
     def channel_allowed(self, channel: str | None, channel_type: str | None = None) -> bool:
@@ -90,3 +99,10 @@ def _threshold(value) -> float | None:
         return None
     value = float(value)
     return None if value > 1 else value
+
+
+def _flag(value) -> bool:
+    """True/False, or a string such as "true", "0", "off"."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("0", "false", "off", "no", "")
+    return bool(value)
