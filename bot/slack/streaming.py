@@ -1,7 +1,8 @@
 """Streaming an answer into one Slack message, with the fallback to a whole post.
 
-`stream_reply` takes the answer as an iterator of Markdown text pieces - the article section split
-at its lines today (`pieces`), the tokens of a composer later - and streams them through
+`stream_reply` takes the answer as an iterator of Markdown text pieces - the whole article section
+in select mode (it exists whole, so one piece: chat.startStream shows it at once), the tokens of a
+composer later - and streams them through
 slack_sdk's `WebClient.chat_stream` (chat.startStream / chat.appendStream / chat.stopStream):
 
 * the stream starts with the first piece, at once (not when slack_sdk's buffer fills), so the
@@ -21,9 +22,8 @@ setTitle), best effort: a workspace or thread that refuses them only logs a line
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from slack_bolt.context.set_status import SetStatus
 from slack_bolt.context.set_title import SetTitle
@@ -38,13 +38,6 @@ TITLE_LIMIT = 80  # characters of the question a thread's title keeps
 class Delivery:
     ts: str
     streamed: bool  # False: posted (or replaced) whole by the fallback
-
-
-def pieces(markdown: str) -> Iterator[str]:
-    """Select mode's stream: the answer's Markdown a line at a time (newlines kept)."""
-    for line in re.split(r"(?<=\n)", markdown or ""):
-        if line:
-            yield line
 
 
 def stream_reply(client, *, channel: str, thread_ts: str, chunks: Iterable[str], footer: list, metadata,

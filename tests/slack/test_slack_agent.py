@@ -111,6 +111,7 @@ def test_dm_shows_a_status_then_streams_the_answer_with_sources_and_feedback(mak
 
     [start] = bot.mock.calls_to("chat.startStream")
     [stop] = bot.mock.calls_to("chat.stopStream")
+    assert bot.mock.calls_to("chat.appendStream") == []
     assert start.time > engine_started[0] and start.args["thread_ts"] == event["ts"]
     assert bot.mock.calls_to("chat.postMessage") == []
     [reply] = bot.mock.bot_replies("D1")
@@ -120,7 +121,8 @@ def test_dm_shows_a_status_then_streams_the_answer_with_sources_and_feedback(mak
     assert stored["intent"] == "reset_password" and stored["channel"] == "D1" and stored["thread"] == event["ts"]
     assert "Forgot password?" in reply["text"]  # the article's Markdown, streamed
     assert reply["text"] == "".join(bot.mock.streams[reply["ts"]]["chunks"])
-    assert start.args["chunks"][0]["text"] and reply["text"].startswith(start.args["chunks"][0]["text"])
+    assert start.args["chunks"] == [{"type": "markdown_text", "text": reply["text"]}]  # select mode: shown at once
+    assert title.time > stop.time  # the title after the answer
     shown = json.dumps(stop.args["blocks"])
     assert "Resetting a forgotten password" in shown and "Confidence" in shown  # sources, details
     assert feedback_answer_id(stop.args["blocks"]) == answer_id

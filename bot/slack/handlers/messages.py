@@ -29,10 +29,10 @@ threads the bot answered in, and edits.
   support-channel chatter stays unanswered.
 * The agent surface (DMs, the app's messages tab / agent threads; with `slack_stream_channels`
   also mentions in channels): before the engine runs, the thread shows the status "Searching the
-  help centre…" and a new DM thread is titled after its question; an article's answer is then
-  streamed into the reply (bot/slack/streaming.py, `slack_stream`), ending with the sources and
+  help centre…"; an article's answer is then streamed into the reply (bot/slack/streaming.py, `slack_stream`), ending with the sources and
   the feedback buttons, and posted whole where streaming is unavailable. Hand-offs, clarifying
-  questions, edits and support-channel answers are posted whole.
+  questions, edits and support-channel answers are posted whole. A new DM thread is then titled
+  after its question.
 * Privacy: the escalation post, outside the asker's conversation, quotes the question redacted
   (store/redact.py, every kind, whatever `redact_pii` says) next to the thread's permalink.
 """
@@ -128,8 +128,7 @@ class MessageHandler:
         working = (dm or deps.options.stream_channels) and bar is None and replace_ts is None
         if working:  # the first visible sign of work, before anything slow
             streaming.show_status(client, channel, thread_ts, WORKING_STATUS)
-            if dm and not deps.posted.answered_in_thread(channel, thread_ts):
-                streaming.set_title(client, channel, thread_ts, question)
+        new_thread = working and dm and not deps.posted.answered_in_thread(channel, thread_ts)
         turns = self.thread_turns(client, channel, event, bot_user_id) if event.get("thread_ts") else []
         answer = deps.engine.answer(question, turns)
         priority = not replace_ts and deps.options.priority(channel, answer.sentiment_scores)
@@ -162,6 +161,8 @@ class MessageHandler:
                              question=question)
         if not replace_ts:
             self.settle(client, escalation)
+        if new_thread:  # after the answer: a title is no sign of work, the answer comes first
+            streaming.set_title(client, channel, thread_ts, question)
         return reply_ts
 
     # ----- exactly-once posting --------------------------------------------------------------------
@@ -176,14 +177,17 @@ class MessageHandler:
 
     def stream_once(self, client, key: str, answer, message: dict, *, thread_ts: str, question_ts: str,
                     team: str | None, user: str | None, chunks=None) -> str:
-        """Stream the answer (`chunks`: an iterator of Markdown pieces; default, the article section
-        line by line) through the reply ledger, like `post_once`: noted before, its ts after."""
+        """Stream the answer through the reply ledger, like `post_once`: noted before, its ts after.
+
+        `chunks`: an iterator of Markdown pieces (a composer's tokens). By default the article
+        section, which exists whole by now, goes as one piece: chat.startStream shows it at once and
+        chat.stopStream adds the footer (two calls; more pieces would only add round trips)."""
         ledger, channel = self.deps.store.inbox, message["channel"]
         ledger.post_begin(key, answer_id=answer.answer_id, channel=channel, thread_ts=thread_ts, question_ts=question_ts)
         whole = {k: v for k, v in message.items() if k != "channel"}
         delivery = streaming.stream_reply(
             client, channel=channel, thread_ts=thread_ts,
-            chunks=chunks if chunks is not None else streaming.pieces(blocks.answer_markdown(answer)),
+            chunks=chunks if chunks is not None else [blocks.answer_markdown(answer)],
             footer=blocks.answer_footer_blocks(answer), metadata=message["metadata"], fallback=whole,
             recipient_team_id=team, recipient_user_id=user)
         ledger.post_done(key, delivery.ts)
