@@ -4,14 +4,16 @@ sends the local mock Slack Web API (figures printed; nothing asserted). Everythi
 real store (a temporary SQLite file per app), tests/slack's mock Slack.
 
 Events are sent one after another (each waits for its answer), so the figures are per-event
-latency without queueing. Three apps on the same engine and mock, taking turns event by event:
+latency without queueing. Four apps on the same engine and mock, taking turns event by event:
 * mention: an app_mention in a channel, answered by chat.postMessage (today's post; unchanged);
 * DM, streamed (`slack_stream = true`): the first visible sign of work (assistant.threads.setStatus),
   the first streamed text (chat.startStream) and the whole answer (chat.stopStream);
-* DM, posted (`slack_stream = false`): the status, then the whole answer by chat.postMessage.
+* DM, posted (`slack_stream = false`): the status, then the whole answer by chat.postMessage;
+* DM as answered before the agent surface (`slack_stream = false`, `slack_status = false`): one
+  chat.postMessage, "today's post", which the DM ratios are against.
 The floor, measured in the same run: the HTTP ack plus one bare Web API round trip to the mock
-(`auth.test` from a WebClient), the least any visible reply could take; ratios are printed against
-it and against today's post.
+(`auth.test` from a WebClient), the least any visible reply could take; the first sign is
+printed as a ratio to it, the whole answers as ratios to today's DM post.
 
 Usage: python benchmarks/bench_slack_latency.py [--events 200] [--home CSBOT_HOME]
 Without --home the demo KB is ingested into a temporary home first (~30 s, not timed).
@@ -96,10 +98,12 @@ def main() -> int:
             stores.append(store)
             return SlackSender(server.url)
 
-        mention_app, streamed_app, posted_app = serve("mention"), serve("streamed"), serve("posted", slack_stream=False)
+        mention_app, streamed_app = serve("mention"), serve("streamed")
+        posted_app = serve("posted", slack_stream=False)
+        today_app = serve("today", slack_stream=False, slack_status=False)  # a DM as answered before issue 14
         client = WebClient(token=BOT_TOKEN, base_url=mock.api_url)
         f = {k: [] for k in ("ack", "mention_post", "stream_status", "stream_first_text", "stream_whole",
-                             "posted_status", "posted_whole", "round_trip")}
+                             "posted_status", "posted_whole", "today_dm_post", "round_trip")}
 
         def first_call(method: str, thread_ts: str, key: str = "thread_ts"):
             for call in mock.calls_to(method):
@@ -132,8 +136,8 @@ def main() -> int:
                     f["ack"].append((acked - started) * 1000)
                     f["mention_post"].append((call.time - started) * 1000)
                 # a DM, streamed and posted
-                for name, sender in (("stream", streamed_app), ("posted", posted_app)):
-                    channel = "DSTREAM" if name == "stream" else "DPOST"
+                for name, sender in (("stream", streamed_app), ("posted", posted_app), ("today", today_app)):
+                    channel = {"stream": "DSTREAM", "posted": "DPOST", "today": "DTODAY"}[name]
                     message = mock.add_message(channel, text, user=user)
                     event = {"type": "message", "channel_type": "im", "channel": channel, "event_ts": message["ts"],
                              **message}
@@ -160,6 +164,10 @@ def main() -> int:
                             f["stream_status"].append((status_call.time - started) * 1000)
                             f["stream_first_text"].append((first_text.time - started) * 1000)
                             f["stream_whole"].append((end.time - started) * 1000)
+                    elif name == "today":
+                        post_call = wait_call("chat.postMessage", message["ts"])
+                        if keep:
+                            f["today_dm_post"].append((post_call.time - started) * 1000)
                     else:
                         post_call = wait_call("chat.postMessage", message["ts"])
                         status_call = wait_call("assistant.threads.setStatus", message["ts"])
@@ -178,7 +186,7 @@ def main() -> int:
                 store.close()
 
     floor = median(f["ack"]) + median(f["round_trip"])
-    today = median(f["mention_post"])
+    today = median(f["today_dm_post"])
     figures = {
         "events": len(f["ack"]), "model_version": engine.model_version, "cpus": os.cpu_count(),
         **{f"{name}_ms": summary(values) for name, values in f.items()},
@@ -189,6 +197,7 @@ def main() -> int:
             "first_text_vs_today_post": median(f["stream_first_text"]) / today,
             "stream_whole_vs_today_post": median(f["stream_whole"]) / today,
             "posted_whole_vs_today_post": median(f["posted_whole"]) / today,
+            "mention_post_vs_today_dm_post": median(f["mention_post"]) / today,
         },
     }
     if args.json:
@@ -200,7 +209,8 @@ def main() -> int:
                 ("mention_post_ms", "mention -> chat.postMessage (today)"),
                 ("stream_status_ms", "DM -> status (first sign)"), ("stream_first_text_ms", "DM -> first streamed text"),
                 ("stream_whole_ms", "DM -> chat.stopStream (whole)"),
-                ("posted_status_ms", "DM, stream off -> status"), ("posted_whole_ms", "DM, stream off -> postMessage"))
+                ("posted_status_ms", "DM, stream off -> status"), ("posted_whole_ms", "DM, stream off -> postMessage"),
+                ("today_dm_post_ms", "DM as before (no status/stream) -> post"))
         for name, label in rows:
             v = figures[name]
             print(f"  {label:36s} p50 {v['p50']:7.1f} ms   p99 {v['p99']:7.1f} ms   max {v['max']:7.1f} ms")

@@ -104,6 +104,7 @@ class Settings:
     slack_sentiment_max_wait_seconds: float = 120  # watched-channel scoring that waited longer is dropped
     slack_inbox_max_age_seconds: float = 900  # after a restart, queued work younger than this is still done
     slack_inbox_limit: int = 2000  # queued items at which new sentiment work is shed and questions get the busy note
+    slack_status: bool = True  # show "Searching the help centre…" in DMs / agent threads while the engine works
     slack_stream: bool = True  # stream answers (chat.startStream) in DMs and agent threads; off: post them whole
     slack_stream_channels: bool = False  # also stream answers to mentions in channels (Slack needs the recipient ids)
     slack_suggested_prompts: int = 4  # suggested prompts on the messages tab / a new agent thread (0: none; Slack allows 4)

@@ -40,6 +40,7 @@ class SlackOptions:
     alert_channel: str | None = None  # channel id that gets negative-spike alerts
     # A support-channel message at least this negative gets a priority hand-off (None: off).
     priority_negative_threshold: float | None = DEFAULT_PRIORITY_NEGATIVE_THRESHOLD
+    status: bool = True  # the "Searching the help centre…" status in DMs and agent threads
     stream: bool = True  # stream answers in DMs and agent threads (bot/slack/streaming.py)
     stream_channels: bool = False  # also in channels (with the recipient ids Slack requires there)
     suggested_prompts: int = DEFAULT_SUGGESTED_PROMPTS  # 0: none
@@ -63,6 +64,7 @@ class SlackOptions:
             alert_channel=(str(get("slack_alert_channel")).strip() or None) if get("slack_alert_channel") else None,
             priority_negative_threshold=_threshold(get("priority_negative_threshold",
                                                        DEFAULT_PRIORITY_NEGATIVE_THRESHOLD)),
+            status=_flag(get("slack_status", True)),
             stream=_flag(get("slack_stream", True)),
             stream_channels=_flag(get("slack_stream_channels", False)),
             suggested_prompts=max(0, min(MAX_SUGGESTED_PROMPTS, int(get("slack_suggested_prompts",

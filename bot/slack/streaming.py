@@ -17,11 +17,13 @@ slack_sdk's `WebClient.chat_stream` (chat.startStream / chat.appendStream / chat
 
 `show_status` / `set_title` are bolt's `SetStatus` / `SetTitle` (assistant.threads.setStatus /
 setTitle), best effort: a workspace or thread that refuses them only logs a line.
+`StatusInBackground` makes the status call while the engine works and is settled before the reply.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -70,6 +72,30 @@ def stream_reply(client, *, channel: str, thread_ts: str, chunks: Iterable[str],
         client.chat_update(channel=channel, ts=streamer.ts, **fallback)
         return Delivery(streamer.ts, streamed=False)
     return Delivery(streamer.ts, streamed=True)
+
+
+class StatusInBackground:
+    """The status call, made on its own thread while the engine works (so its round trip does not
+    delay the answer); `settled()` waits for it before the reply goes out, so a slow status can
+    never land after the answer (Slack clears the status when the reply arrives)."""
+
+    def __init__(self, client, channel: str, thread_ts: str, status: str, *, wait_seconds: float = 2.0):
+        self.wait_seconds = wait_seconds
+        self.shown: bool | None = None
+        self._thread = threading.Thread(target=self._run, args=(client, channel, thread_ts, status),
+                                        name="csbot-status", daemon=True)
+        self._thread.start()
+
+    def _run(self, client, channel, thread_ts, status) -> None:
+        try:
+            self.shown = show_status(client, channel, thread_ts, status)
+        except Exception as exc:  # noqa: BLE001 - e.g. a connection error: the answer goes out anyway
+            log.info("no status in %s/%s: %s", channel, thread_ts, exc)
+            self.shown = False
+
+    def settled(self) -> bool | None:
+        self._thread.join(self.wait_seconds)
+        return self.shown
 
 
 def show_status(client, channel: str, thread_ts: str, status: str) -> bool:

@@ -126,8 +126,9 @@ class MessageHandler:
             return None
         dm = event.get("channel_type") == "im" or str(channel).startswith("D")
         working = (dm or deps.options.stream_channels) and bar is None and replace_ts is None
-        if working:  # the first visible sign of work, before anything slow
-            streaming.show_status(client, channel, thread_ts, WORKING_STATUS)
+        status = None
+        if working and deps.options.status:  # the first visible sign of work, sent while the engine works
+            status = streaming.StatusInBackground(client, channel, thread_ts, WORKING_STATUS)
         new_thread = working and dm and not deps.posted.answered_in_thread(channel, thread_ts)
         turns = self.thread_turns(client, channel, event, bot_user_id) if event.get("thread_ts") else []
         answer = deps.engine.answer(question, turns)
@@ -148,6 +149,8 @@ class MessageHandler:
         message = dict(channel=channel, text=blocks.answer_text(answer, oncall_usergroup=group),
                        blocks=blocks.answer_blocks(answer, oncall_usergroup=group),
                        metadata=blocks.answer_metadata(answer))
+        if status is not None:
+            status.settled()  # never after the reply: Slack clears the status when the reply arrives
         if replace_ts:
             reply_ts = client.chat_update(ts=replace_ts, **message)["ts"]
             deps.store.inbox.post_done(key, reply_ts, answer_id=answer.answer_id)
