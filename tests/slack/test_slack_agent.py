@@ -146,6 +146,26 @@ def test_a_follow_up_in_the_dm_thread_gets_no_new_title(make_bot, recorded_engin
     assert [len(recorded_engine.calls[1][1])] == [1]  # read with the thread's earlier turn
 
 
+def test_an_edited_question_in_a_dm_thread_replaces_the_streamed_answer(make_bot, recorded_engine):
+    """bolt's Assistant middleware would acknowledge and drop edits in DM threads: csbot gives it only
+    the assistant_thread_* events, so the edit still reaches the message handler."""
+    bot = make_bot(recorded_engine)
+    first = dm(bot, "how long does shipping take")
+    follow = dm(bot, "how do I reset my password", thread_ts=first["ts"])
+    [_, reply] = bot.mock.bot_replies("D1")
+    edited = {"type": "message", "subtype": "message_changed", "channel": "D1", "channel_type": "im", "hidden": True,
+              "ts": "1700009000.000100",
+              "message": {"type": "message", "user": "U1", "text": "how do I cancel my subscription",
+                          "ts": follow["ts"], "thread_ts": first["ts"], "edited": {"user": "U1", "ts": "1700009000.000100"}},
+              "previous_message": {"type": "message", "user": "U1", "text": follow["text"], "ts": follow["ts"],
+                                   "thread_ts": first["ts"]}}
+    assert bot.sender.event(edited)[0] == 200
+    bot.idle()
+    [update] = bot.mock.calls_to("chat.update")
+    assert update.args["ts"] == reply["ts"] and update.args["channel"] == "D1"
+    assert bot.store.get_answer(update.args["metadata"]["event_payload"]["answer_id"])["intent"] == "cancel_subscription"
+
+
 def test_thumbs_down_on_the_native_buttons_opens_the_correction_modal(make_bot, recorded_engine):
     bot = make_bot(recorded_engine)
     dm(bot)
