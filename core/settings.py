@@ -61,6 +61,11 @@ class SlackSettings:
     sentiment_max_wait_seconds: float = 120  # watched-channel scoring that waited longer is dropped
     inbox_max_age_seconds: float = 900  # after a restart, queued work younger than this is still done
     inbox_limit: int = 2000  # queued items at which new sentiment work is shed and questions get the busy note
+    # Slack's AI-app surface (docs/slack.md "The agent surface").
+    status: bool = True  # show "Searching the help centre…" in DMs / agent threads while the engine works
+    stream: bool = True  # stream answers (chat.startStream) in DMs and agent threads; off: post them whole
+    stream_channels: bool = False  # also stream answers to mentions in channels (Slack needs the recipient ids)
+    suggested_prompts: int = 4  # suggested prompts on the messages tab / a new agent thread (0: none; Slack allows 4)
 
 
 @dataclass

@@ -128,6 +128,13 @@ class Answers:
             )
             return cur.rowcount == 1
 
+    def most_answered_docs(self, limit: int = 10) -> list[tuple[str, int]]:
+        """(doc id, answers) of the articles answered most often (hand-offs not counted), most first:
+        the Slack messages tab suggests them."""
+        rows = self._read("SELECT doc_id, count(*) AS n FROM answers WHERE doc_id IS NOT NULL AND NOT handoff"
+                          " GROUP BY doc_id ORDER BY n DESC, doc_id LIMIT ?", (int(limit),))
+        return [(row["doc_id"], row["n"]) for row in rows]
+
     def get_answer(self, answer_id: str) -> dict | None:
         rows = self._read("SELECT * FROM answers WHERE answer_id = ?", (answer_id,))
         if not rows:

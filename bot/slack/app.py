@@ -22,6 +22,7 @@ from bot.monitoring.spikes import SpikeConfig
 from bot.slack import ids
 from bot.slack.handlers import Deps, ack_now
 from bot.slack.handlers.app_home import AppHome
+from bot.slack.handlers.assistant import AgentSurface, legacy_assistant, messages_tab
 from bot.slack.handlers.clarify import Clarify
 from bot.slack.handlers.correction_modal import CorrectionModal
 from bot.slack.handlers.feedback_buttons import FeedbackButtons
@@ -65,6 +66,8 @@ def build_app(settings, engine, store, client: WebClient | None = None, *,
     app.workers = WorkerPool(app, store, intake, engine=engine)
     for middleware in build_middleware(store, deps.options):
         app.middleware(middleware)
+    agent = AgentSurface(deps)  # suggested prompts from the engine's catalogue of served articles
+    app.middleware(legacy_assistant(agent))  # assistant_thread_started / _context_changed (bolt's Assistant)
 
     messages, buttons, modal = MessageHandler(deps), FeedbackButtons(deps), CorrectionModal(deps)
     spike_config = SpikeConfig.from_settings(settings)
@@ -73,6 +76,7 @@ def build_app(settings, engine, store, client: WebClient | None = None, *,
     app.event("app_mention")(ack=ack_now, lazy=[messages.on_mention])
     app.event({"type": "message", "subtype": "message_changed"})(ack=ack_now, lazy=[messages.on_edit])
     app.event("message")(ack=ack_now, lazy=[messages.on_message, monitoring.on_message])
+    app.action(ids.FEEDBACK)(ack=ack_now, lazy=[buttons.on_feedback])
     app.action(ids.VOTE_UP)(ack=ack_now, lazy=[buttons.on_up])
     app.action(ids.VOTE_DOWN)(ack=ack_now, lazy=[buttons.on_down])
     app.view(ids.CORRECTION_MODAL)(ack=modal.ack, lazy=[modal.on_submit])
@@ -80,6 +84,7 @@ def build_app(settings, engine, store, client: WebClient | None = None, *,
     app.event("reaction_added")(ack=ack_now, lazy=[reactions.on_added])
     app.event("reaction_removed")(ack=ack_now, lazy=[reactions.on_removed])
     app.command(ids.SLASH_COMMAND)(ack=slash.ack, lazy=[slash.run])
+    app.event("app_home_opened", matchers=[messages_tab])(ack=ack_now, lazy=[agent.on_messages_tab])
     app.event("app_home_opened")(ack=ack_now, lazy=[home.on_opened])
     app.shortcut(ids.CORRECT_SENTIMENT_SHORTCUT)(ack=ack_now, lazy=[monitoring.on_shortcut])
     app.view(ids.SENTIMENT_MODAL)(ack=monitoring.ack_submission, lazy=[monitoring.on_submit])

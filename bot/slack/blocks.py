@@ -1,9 +1,11 @@
 """Every Block Kit surface csbot shows in Slack, built with slack_sdk's typed classes.
 
-Answer message: the answer (the article section's Markdown rendered as Slack mrkdwn by
-slackify-markdown: headings, bold, lists, links, code), where it comes from (article › section),
-its sources (title + link), the confidence, 👍/👎 buttons (value = answer id) and, on a hand-off, a
-mention of the on-call user group. A clarifying question shows one button per candidate article
+Answer message: the answer in a `markdown` block (the article section's standard Markdown as the
+knowledge base has it, so lists, links and code survive; the message's `text` is the same as Slack
+mrkdwn, by slackify-markdown, for notifications), where it comes from (article › section), its
+sources (title + link), the confidence, Slack's native 👍/👎 (`feedback_buttons` in a
+`context_actions` block) and, on a hand-off, a mention of the on-call user group. A streamed answer
+(bot/slack/streaming.py) streams `answer_markdown` and ends with `answer_footer_blocks`. A clarifying question shows one button per candidate article
 instead of the answer. Also the correction modal,
 the status blocks (slash command and App Home) and the escalation notice.
 """
@@ -15,10 +17,14 @@ import json
 from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
+    ContextActionsBlock,
     ContextBlock,
     DividerBlock,
     HeaderBlock,
+    FeedbackButtonObject,
+    FeedbackButtonsElement,
     InputBlock,
+    MarkdownBlock,
     MarkdownTextObject,
     Option,
     PlainTextInputElement,
@@ -34,6 +40,7 @@ from bot.slack import ids
 from core.answer import Answer
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters per section text
+MARKDOWN_LIMIT = 12_000  # a markdown block's text (and a streamed markdown_text)
 OPTION_LIMIT = 75  # characters per select option text
 MAX_OPTIONS = 100  # options per static select
 HELP_TEXT = (
@@ -83,17 +90,38 @@ def answer_text(answer: Answer, *, oncall_usergroup: str | None = None) -> str:
     return _clip(text, SECTION_LIMIT)
 
 
+def answer_markdown(answer: Answer) -> str:
+    """The answer as standard Markdown: where it comes from (article › section) in bold, then the
+    section's text as the knowledge base has it. What a markdown block shows and a stream streams."""
+    body = (answer.text or "").strip()
+    if answer.section and answer.section.get("heading"):
+        path = " › ".join(answer.section["path"][1:]).replace("*", "\\*")
+        body = f"**{path}**\n\n{body}"
+    return _clip(body, MARKDOWN_LIMIT)
+
+
+def streams(answer: Answer) -> bool:
+    """Whether an answer can be streamed: an article's answer (a hand-off or a clarifying question,
+    short and with a mention or buttons in the text, is posted whole)."""
+    return not answer.clarify and not answer.handoff and bool((answer.text or "").strip())
+
+
 def answer_blocks(answer: Answer, *, oncall_usergroup: str | None = None, feedback: bool = True) -> list:
     if answer.clarify:
         return clarify_blocks(answer)
-    body = escape(answer.text) if answer.handoff else mrkdwn(answer.text)
-    if answer.section and answer.section.get("heading") and not answer.handoff:
-        body = f"*{escape(' › '.join(answer.section['path'][1:]))}*\n{body}"
     if answer.handoff:
-        body = f":raising_hand: {body}"
+        body = f":raising_hand: {escape(answer.text)}"
         if oncall_usergroup:
             body += f"\n<!subteam^{oncall_usergroup}> could someone take a look?"
-    blocks = [SectionBlock(text=MarkdownTextObject(text=_clip(body, SECTION_LIMIT)))]
+        first = SectionBlock(text=MarkdownTextObject(text=_clip(body, SECTION_LIMIT)))
+    else:
+        first = MarkdownBlock(text=answer_markdown(answer))
+    return [first, *answer_footer_blocks(answer, feedback=feedback)]
+
+
+def answer_footer_blocks(answer: Answer, *, feedback: bool = True) -> list:
+    """Below the answer's text: sources, confidence and model, the native 👍/👎."""
+    blocks = []
     if answer.sources and not answer.handoff:
         links = [f"<{s.url}|{escape(s.title)}>" if s.url else escape(s.title) for s in answer.sources]
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_clip("*Sources:* " + " · ".join(links), SECTION_LIMIT))]))
@@ -102,13 +130,29 @@ def answer_blocks(answer: Answer, *, oncall_usergroup: str | None = None, feedba
         details += " · read with the earlier turns of this thread"
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=details)]))
     if feedback:
-        blocks.append(ActionsBlock(block_id=ids.FEEDBACK_BLOCK, elements=[
-            ButtonElement(text=PlainTextObject(text="👍 Helpful", emoji=True), action_id=ids.VOTE_UP,
-                          value=answer.answer_id),
-            ButtonElement(text=PlainTextObject(text="👎 Not helpful", emoji=True), action_id=ids.VOTE_DOWN,
-                          value=answer.answer_id),
-        ]))
+        blocks.append(feedback_block(answer.answer_id))
     return blocks
+
+
+def feedback_block(answer_id: str) -> ContextActionsBlock:
+    """Slack's native 👍/👎 for AI answers; the value says which button and which answer."""
+    return ContextActionsBlock(block_id=ids.FEEDBACK_ACTIONS_BLOCK, elements=[FeedbackButtonsElement(
+        action_id=ids.FEEDBACK,
+        positive_button=FeedbackButtonObject(text=PlainTextObject(text="Helpful", emoji=True),
+                                             accessibility_label="This answer was helpful",
+                                             value=ids.FEEDBACK_UP_PREFIX + answer_id),
+        negative_button=FeedbackButtonObject(text=PlainTextObject(text="Not helpful", emoji=True),
+                                             accessibility_label="This answer was not helpful: tell csbot the right one",
+                                             value=ids.FEEDBACK_DOWN_PREFIX + answer_id),
+    )])
+
+
+def read_feedback_value(value: str | None) -> tuple[str | None, str | None]:
+    """("up" | "down", answer id) from a feedback button's value; (None, None) if it is not one."""
+    for vote, prefix in (("up", ids.FEEDBACK_UP_PREFIX), ("down", ids.FEEDBACK_DOWN_PREFIX)):
+        if isinstance(value, str) and value.startswith(prefix) and len(value) > len(prefix):
+            return vote, value[len(prefix):]
+    return None, None
 
 
 def clarify_blocks(answer: Answer) -> list:

@@ -4,7 +4,15 @@ Listeners in bot/slack/app.py match on these; bot/slack/blocks.py puts them on t
 Changing a value breaks the buttons on messages already posted, so treat them as a stable API.
 """
 
-# Feedback buttons on an answer message (the button value is the answer id).
+# Slack's native feedback buttons (a `feedback_buttons` element in a `context_actions` block) under
+# every answer: one action id, the clicked button's value is FEEDBACK_UP/DOWN_PREFIX + answer id.
+FEEDBACK_ACTIONS_BLOCK = "csbot_feedback_actions"
+FEEDBACK = "csbot_feedback_buttons"
+FEEDBACK_UP_PREFIX = "up:"
+FEEDBACK_DOWN_PREFIX = "down:"
+
+# The classic 👍/👎 buttons answers carried before (the button value is the answer id): no longer
+# posted, still handled for the messages that have them.
 FEEDBACK_BLOCK = "csbot_feedback"
 VOTE_UP = "csbot_vote_up"
 VOTE_DOWN = "csbot_vote_down"
@@ -27,6 +35,9 @@ CORRECTION_TEXT = "csbot_correction_text_input"
 
 # Message metadata on every answer the bot posts (maps a Slack message back to its answer id).
 ANSWER_EVENT_TYPE = "csbot_answer"
+
+# Status shown in an agent thread / DM while the engine works (assistant.threads.setStatus).
+WORKING_STATUS = "Searching the help centre…"
 
 # The slash command.
 SLASH_COMMAND = "/csbot"

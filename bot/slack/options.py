@@ -9,6 +9,7 @@ from core.settings import Settings, SlackSettings
 
 _DEFAULTS = SlackSettings()
 _PRIORITY_DEFAULT = Settings.__dataclass_fields__["priority_negative_threshold"].default
+MAX_SUGGESTED_PROMPTS = 4  # Slack's limit (assistant.threads.setSuggestedPrompts)
 
 
 def csv_set(value) -> frozenset[str]:
@@ -35,6 +36,10 @@ class SlackOptions:
     alert_channel: str | None = None  # channel id that gets negative-spike alerts
     # A support-channel message at least this negative gets a priority hand-off (None: off).
     priority_negative_threshold: float | None = _PRIORITY_DEFAULT
+    status: bool = _DEFAULTS.status  # the "Searching the help centre…" status in DMs and agent threads
+    stream: bool = _DEFAULTS.stream  # stream answers in DMs and agent threads (bot/slack/streaming.py)
+    stream_channels: bool = _DEFAULTS.stream_channels  # also in channels (with the recipient ids Slack requires)
+    suggested_prompts: int = _DEFAULTS.suggested_prompts  # 0: none
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SlackOptions":
@@ -51,6 +56,10 @@ class SlackOptions:
             watched_channels=csv_set(slack.watched_channels),
             alert_channel=_blank_none(slack.alert_channel),
             priority_negative_threshold=_threshold(settings.priority_negative_threshold),
+            status=bool(slack.status),
+            stream=bool(slack.stream),
+            stream_channels=bool(slack.stream_channels),
+            suggested_prompts=max(0, min(MAX_SUGGESTED_PROMPTS, int(slack.suggested_prompts))),
         )
 
     def channel_allowed(self, channel: str | None, channel_type: str | None = None) -> bool:
@@ -87,3 +96,4 @@ def _threshold(value) -> float | None:
         return None
     value = float(value)
     return None if value > 1 else value
+

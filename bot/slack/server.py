@@ -138,14 +138,11 @@ class CsbotRequestHandler(SlackRequestHandler):
 def health_status(app) -> dict:
     """/healthz: the served model version (kept current by the worker pool's housekeeping, without
     waiting for traffic), the inbox depth, shedding counts and revoked workspaces."""
-    engine = getattr(getattr(app, "deps", None), "engine", None)
-    status = {"ok": True, "model_version": getattr(engine, "model_version", None)}
-    workers = getattr(app, "workers", None)
-    if workers is not None:
-        try:
-            status.update(workers.status())
-        except Exception as exc:  # noqa: BLE001 - the health check itself must answer
-            status.update(ok=False, error=f"store unavailable: {exc}")
+    status = {"ok": True, "model_version": app.deps.engine.model_version}
+    try:
+        status.update(app.workers.status())
+    except Exception as exc:  # noqa: BLE001 - the health check itself must answer
+        status.update(ok=False, error=f"store unavailable: {exc}")
     return status
 
 

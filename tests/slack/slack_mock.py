@@ -37,7 +37,13 @@ class MockSlack:
     `fail(method, status, headers, body, times)` queues error responses (e.g. 429 with
     Retry-After). `delay(method, seconds)` holds each response back after the call is recorded (a
     slow Slack; a process killed in that window has posted without learning the ts).
-    `channels` is what conversations.list returns."""
+    `channels` is what conversations.list returns.
+
+    Slack's AI-app methods, with the argument checks Slack documents: assistant.threads.setStatus /
+    setTitle / setSuggestedPrompts (kept in `statuses`, `titles`, `prompts`), and text streaming,
+    chat.startStream / appendStream / stopStream (the message is stored like a posted one and grows
+    with each append; `streams[ts]` records its chunks and state). Set `streaming = False` for a
+    workspace without streaming: chat.startStream then answers `unknown_method`."""
 
     def __init__(self):
         self.calls: list[Call] = []
@@ -50,6 +56,11 @@ class MockSlack:
         self.channels: list[dict] = []  # conversations.list
         self.delays: dict[str, float] = {}
         self.socket_url: str | None = None  # what apps.connections.open hands out (tests/slack/socket_mock.py)
+        self.streaming = True  # False: chat.startStream is refused (a workspace without streaming)
+        self.streams: dict[str, dict] = {}  # stream ts -> {"channel", "state", "chunks": [text, ...]}
+        self.statuses: list[dict] = []  # assistant.threads.setStatus calls that passed the checks
+        self.titles: list[dict] = []
+        self.prompts: list[dict] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_port
@@ -108,6 +119,11 @@ class MockSlack:
                                          f"{[c.method for c in self.calls]}")
                 self._cond.wait(remaining)
 
+    def bot_replies(self, channel: str) -> list[dict]:
+        """The bot's messages in a channel as they stand now (posted, updated or streamed)."""
+        with self._cond:
+            return [dict(m) for m in self.messages.get(channel, []) if m.get("user") == BOT_USER]
+
     # ----- the API -------------------------------------------------------------------------------
     def handle(self, method: str, args: dict, headers: dict) -> tuple[int, dict, object]:
         with self._cond:
@@ -126,6 +142,8 @@ class MockSlack:
         if method == "auth.test":
             return {"ok": True, "url": "https://csbot-test.slack.com/", "team": "Test", "user": "csbot",
                     "team_id": TEAM, "user_id": BOT_USER, "bot_id": BOT_ID, "is_enterprise_install": False}
+        if method.startswith("assistant.threads.") or method in STREAM_METHODS:
+            return self._agent(method, args)
         if method == "chat.postMessage":
             message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": args.get("text", ""),
                        "blocks": args.get("blocks"), "ts": self.next_ts(), "metadata": args.get("metadata")}
@@ -168,6 +186,54 @@ class MockSlack:
             return {"ok": True, "channels": list(self.channels), "response_metadata": {"next_cursor": ""}}
         return {"ok": True}  # reactions.add/remove/get and anything else
 
+    def _agent(self, method: str, args: dict) -> dict:
+        """assistant.threads.* and chat.*Stream, checked as Slack documents them."""
+        problem = _check_agent_args(method, args)
+        if problem:
+            return {"ok": False, "error": problem}
+        channel = args.get("channel") or args.get("channel_id")
+        if method == "assistant.threads.setStatus":
+            self.statuses.append(dict(args))
+            return {"ok": True}
+        if method == "assistant.threads.setTitle":
+            self.titles.append(dict(args))
+            return {"ok": True}
+        if method == "assistant.threads.setSuggestedPrompts":
+            self.prompts.append(dict(args))
+            return {"ok": True}
+        if method == "chat.startStream":
+            if not self.streaming:
+                return {"ok": False, "error": "unknown_method"}
+            message = {"type": "message", "user": BOT_USER, "bot_id": BOT_ID, "text": "", "ts": self.next_ts(),
+                       "thread_ts": args["thread_ts"], "streaming": True}
+            self.messages.setdefault(channel, []).append(message)
+            self.streams[message["ts"]] = {"channel": channel, "state": "in_progress", "chunks": [],
+                                           "recipient": (args.get("recipient_team_id"), args.get("recipient_user_id"))}
+            self._stream_text(message, args)
+            return {"ok": True, "channel": channel, "ts": message["ts"]}
+        stream = self.streams.get(args["ts"])
+        message = next((m for m in self.messages.get(channel, []) if m["ts"] == args["ts"]), None)
+        if stream is None or message is None or stream["channel"] != channel:
+            return {"ok": False, "error": "message_not_found"}
+        if stream["state"] != "in_progress":
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        self._stream_text(message, args)
+        if method == "chat.stopStream":
+            stream["state"] = "completed"
+            message.pop("streaming", None)
+            for key in ("blocks", "metadata"):
+                if args.get(key) is not None:
+                    value = args[key]
+                    message[key] = json.loads(value) if isinstance(value, str) else value
+        return {"ok": True, "channel": channel, "ts": message["ts"]}
+
+    def _stream_text(self, message: dict, args: dict) -> None:
+        pieces = [args["markdown_text"]] if args.get("markdown_text") else []
+        pieces += [c.get("text") or "" for c in _chunks(args) if c.get("type") == "markdown_text"]
+        if pieces:
+            self.streams[message["ts"]]["chunks"].extend(pieces)
+            message["text"] = message.get("text", "") + "".join(pieces)
+
     def _history(self, method: str, args: dict) -> list[dict]:
         ts = args.get("ts")
         inclusive = str(args.get("inclusive", "")).lower() in ("1", "true")
@@ -188,6 +254,66 @@ class MockSlack:
                 shown.pop("metadata", None)
             found.append(shown)
         return found
+
+
+STREAM_METHODS = ("chat.startStream", "chat.appendStream", "chat.stopStream")
+MARKDOWN_LIMIT = 12_000  # markdown_text per call (and a markdown block's text)
+MAX_PROMPTS = 4  # assistant.threads.setSuggestedPrompts
+MAX_LOADING_MESSAGES = 10  # assistant.threads.setStatus
+
+
+def _chunks(args: dict) -> list[dict]:
+    chunks = args.get("chunks") or []
+    chunks = json.loads(chunks) if isinstance(chunks, str) else chunks
+    return [c for c in chunks if isinstance(c, dict)]
+
+
+def _check_agent_args(method: str, args: dict) -> str | None:
+    """The error Slack answers for these arguments, or None when they are acceptable."""
+    def blank(name):
+        return not isinstance(args.get(name), str) or not args[name].strip()
+
+    if method.startswith("assistant.threads."):
+        if blank("channel_id"):
+            return "channel_not_found"
+        if method == "assistant.threads.setSuggestedPrompts":
+            prompts = args.get("prompts")
+            prompts = json.loads(prompts) if isinstance(prompts, str) else prompts
+            if not isinstance(prompts, list) or not 1 <= len(prompts) <= MAX_PROMPTS:
+                return "invalid_arguments"
+            if any(not isinstance(p, dict) or not p.get("title") or not p.get("message") for p in prompts):
+                return "invalid_arguments"
+            return None
+        if blank("thread_ts"):
+            return "invalid_arguments"
+        if method == "assistant.threads.setTitle" and blank("title"):
+            return "invalid_arguments"
+        if method == "assistant.threads.setStatus":
+            if not isinstance(args.get("status"), str):  # "" clears the status
+                return "invalid_arguments"
+            loading = args.get("loading_messages")
+            if loading is not None and (not isinstance(loading, list) or len(loading) > MAX_LOADING_MESSAGES):
+                return "invalid_arguments"
+        return None
+    if blank("channel"):
+        return "channel_not_found"
+    if method == "chat.startStream":
+        if blank("thread_ts"):
+            return "invalid_arguments"  # a stream always answers a user's message in its thread
+        if not args["channel"].startswith("D"):  # outside DMs Slack needs to know who receives it
+            if blank("recipient_team_id"):
+                return "missing_recipient_team_id"
+            if blank("recipient_user_id"):
+                return "missing_recipient_user_id"
+    elif blank("ts"):
+        return "invalid_arguments"
+    texts = ([args["markdown_text"]] if args.get("markdown_text") is not None else []) + [
+        c.get("text") or "" for c in _chunks(args) if c.get("type") == "markdown_text"]
+    if any(len(t) > MARKDOWN_LIMIT for t in texts):
+        return "msg_too_long"
+    if method == "chat.appendStream" and not "".join(texts):
+        return "no_text"
+    return None
 
 
 def _handler_for(mock: MockSlack):

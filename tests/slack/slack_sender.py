@@ -92,6 +92,34 @@ def button_payload(bot, action_id, answer_id, message_ts, *, user="U1", channel=
     }
 
 
+def feedback_payload(bot, vote, answer_id, message_ts, *, user="U1", channel="C1", trigger="111.222.fb",
+                     response="vote", value=None):
+    """A click on the native feedback buttons (a `feedback_buttons` element in a `context_actions`
+    block): Slack sends the clicked button's value as the action's value."""
+    value = value if value is not None else (ids.FEEDBACK_UP_PREFIX if vote == "up" else ids.FEEDBACK_DOWN_PREFIX) + answer_id
+    payload = button_payload(bot, ids.FEEDBACK, value, message_ts, user=user, channel=channel, trigger=trigger,
+                             block_id=ids.FEEDBACK_ACTIONS_BLOCK, response=response)
+    payload["actions"][0]["type"] = "feedback_buttons"
+    return payload
+
+
+def feedback_values(blocks: list) -> dict:
+    """{"up": value, "down": value} of the native feedback buttons in a message's blocks."""
+    [block] = [b for b in blocks if b["type"] == "context_actions"]
+    [element] = block["elements"]
+    assert element["type"] == "feedback_buttons" and element["action_id"] == ids.FEEDBACK
+    return {"up": element["positive_button"]["value"], "down": element["negative_button"]["value"]}
+
+
+def feedback_answer_id(blocks: list) -> str:
+    """The answer id the feedback buttons under a message carry."""
+    values = feedback_values(blocks)
+    assert values["up"].startswith(ids.FEEDBACK_UP_PREFIX) and values["down"].startswith(ids.FEEDBACK_DOWN_PREFIX)
+    answer_id = values["up"][len(ids.FEEDBACK_UP_PREFIX):]
+    assert values["down"] == ids.FEEDBACK_DOWN_PREFIX + answer_id
+    return answer_id
+
+
 def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", view_id="VCORR1"):
     values = {
         ids.CORRECTION_ARTICLE_BLOCK: {ids.CORRECTION_ARTICLE: {

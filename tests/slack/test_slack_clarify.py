@@ -50,8 +50,9 @@ def test_did_you_mean_buttons_answer_the_pick_and_store_it_for_the_retrain(make_
     bot.idle()
     assert update.args["ts"] == message_ts and update.args["channel"] == "C1"
     shown = json.dumps(update.args["blocks"], ensure_ascii=False)
-    assert "*Edit order*" in shown and "**" not in shown  # the picked article, as mrkdwn
-    assert ids.VOTE_UP in shown and ids.CLARIFY_BLOCK not in shown  # now an answer with 👍/👎
+    assert update.args["blocks"][0]["type"] == "markdown" and "Edit order**" in update.args["blocks"][0]["text"]
+    assert "*Edit order*" in update.args["text"] and "**" not in update.args["text"]  # the fallback, as mrkdwn
+    assert ids.FEEDBACK in shown and ids.CLARIFY_BLOCK not in shown  # now an answer with 👍/👎
 
     [row] = bot.store.feedback_since()
     assert (row["vote"], row["origin"], row["correct_doc_id"], row["answer_id"]) == (

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from tests.slack.slack_sender import feedback_answer_id
+
 
 def run_command(bot, text, **kwargs):
     status, body = bot.sender.command(text, response_url=bot.mock.response_url("cmd"), **kwargs)
@@ -31,7 +33,7 @@ def test_ask_answers_privately_with_feedback_buttons_and_records_the_answer(make
     [reply] = responses(bot)
     assert reply["response_type"] == "ephemeral"
     assert "Forgot password?" in reply["text"]  # the reset-password article's answer
-    answer_id = [b for b in reply["blocks"] if b["type"] == "actions"][0]["elements"][0]["value"]
+    answer_id = feedback_answer_id(reply["blocks"])
     stored = bot.store.get_answer(answer_id)
     assert stored["channel"] == "C5" and stored["question"] == "I forgot my password"
     assert stored["intent"] == "reset_password" and stored["doc_id"] == "reset-password"
@@ -70,9 +72,11 @@ def test_allowlist_limits_the_channels_the_bot_answers_in(make_bot, recorded_eng
     bot.mention("password please", channel="COTHER")
     bot.message("password please", channel="D1", channel_type="im")  # DMs stay allowed
     bot.mention("password please", channel="CALLOWED")
-    bot.mock.wait_for("chat.postMessage", 2)
     bot.idle()
-    assert sorted(c.args["channel"] for c in bot.mock.calls_to("chat.postMessage")) == ["CALLOWED", "D1"]
+    assert [c.args["channel"] for c in bot.mock.calls_to("chat.postMessage")] == ["CALLOWED"]
+    [dm_reply] = bot.mock.bot_replies("D1")  # a DM's answer is streamed
+    assert bot.mock.calls_to("chat.stopStream")[0].args["ts"] == dm_reply["ts"]
+    assert bot.mock.bot_replies("COTHER") == []
     assert "not enabled" in run_command(bot, "ask password", channel="COTHER")["text"]
 
 

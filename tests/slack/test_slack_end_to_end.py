@@ -34,7 +34,7 @@ def test_mention_gets_exactly_one_threaded_answer_with_sources_and_feedback(make
     assert reply["channel"] == "C1" and reply["thread_ts"] == event["ts"]
     text = json.dumps(reply["blocks"])
     assert "Resetting a forgotten password" in text and "https://help.parcelly.example/" in text
-    assert "Confidence" in text and ids.VOTE_UP in text and ids.VOTE_DOWN in text
+    assert "Confidence" in text and ids.FEEDBACK in text and "context_actions" in text
     answer_id = reply["metadata"]["event_payload"]["answer_id"]
     stored = bot.store.get_answer(answer_id)
     assert stored["intent"] == "reset_password" and stored["thread"] == event["ts"] and stored["origin"] == "slack"
@@ -63,9 +63,14 @@ def test_direct_messages_and_support_channels_but_not_chatter(make_bot, recorded
     for chatter in ("lol see you at lunch", "thanks!", "anyone up for coffee?"):
         bot.message(chatter, channel="CSUP")
     bot.message("How do I reset my password?", channel="CNOTSUPPORT")  # not mentioned, not support
-    bot.mock.wait_for("chat.postMessage", 2)
+    bot.mock.wait_for("chat.postMessage")
     bot.idle()
-    assert sorted(p["channel"] for p in posts(bot)) == ["CSUP", "D1"]
+    assert [p["channel"] for p in posts(bot)] == ["CSUP"]
+    [dm_answer] = bot.mock.bot_replies("D1")  # streamed
+    [stop] = bot.mock.calls_to("chat.stopStream")
+    assert stop.args["ts"] == dm_answer["ts"] and dm_answer["metadata"]["event_type"] == ids.ANSWER_EVENT_TYPE
+    assert bot.store.get_answer(dm_answer["metadata"]["event_payload"]["answer_id"])["channel"] == "D1"
+    assert bot.mock.bot_replies("CNOTSUPPORT") == []
 
 
 def test_hand_off_mentions_on_call_and_posts_a_link_to_the_escalation_channel(make_bot, recorded_engine):

@@ -7,7 +7,7 @@ import json
 
 from bot.slack import ids
 from tests.slack.slack_mock import BOT_USER, TEAM
-from tests.slack.slack_sender import button_payload, submission
+from tests.slack.slack_sender import button_payload, feedback_values, submission
 
 
 def ask(bot, text="how do I reset my password?", channel="C1"):
@@ -27,14 +27,13 @@ def test_answer_message_has_text_sources_confidence_and_feedback_buttons(make_bo
     blocks = args["blocks"]
     stored = bot.store.get_answer(answer_id)
     assert stored["intent"] == "reset_password" and not stored["handoff"]
-    assert "Forgot password?" in blocks[0]["text"]["text"]  # the reset-password article's answer
+    assert blocks[0]["type"] == "markdown" and "Forgot password?" in blocks[0]["text"]  # the article's answer
     assert ("<https://help.parcelly.example/articles/reset-password|Resetting a forgotten password>"
             in json.dumps(blocks))
     details = f"Confidence {stored['confidence']:.0%} · model {recorded_engine.model_version}"
     assert details in json.dumps(blocks, ensure_ascii=False)
-    actions = next(b for b in blocks if b["type"] == "actions")
-    assert [(e["action_id"], e["value"]) for e in actions["elements"]] == [(ids.VOTE_UP, answer_id),
-                                                                           (ids.VOTE_DOWN, answer_id)]
+    assert feedback_values(blocks) == {"up": f"up:{answer_id}", "down": f"down:{answer_id}"}  # native 👍/👎
+    assert not [b for b in blocks if b["type"] == "actions"]  # no classic buttons on new answers
     assert stored["channel"] == "C1" and stored["thread"] == event["ts"] and stored["workspace"] == TEAM
 
 

@@ -125,8 +125,6 @@ def test_signed_payloads_of_a_wrong_shape_get_400_never_500(make_bot, recorded_e
 
 
 OTHER_EVENTS = [
-    {"type": "assistant_thread_started", "assistant_thread": {"user_id": "U1", "channel_id": "D1",
-                                                              "thread_ts": "1.0", "context": {}}},
     {"type": "member_joined_channel", "user": "U5", "channel": "C1", "channel_type": "C", "team": TEAM},
     {"type": "channel_rename", "channel": {"id": "C1", "name": "support", "created": 1}},
     {"type": "user_change", "user": {"id": "U5", "name": "someone"}},
@@ -182,8 +180,8 @@ def test_votes_count_only_from_users_who_could_see_the_answer(make_bot, recorded
     bot = make_bot(recorded_engine)
     bot.message("How do I reset my password?", channel="D1", channel_type="im", user="UASK")
     bot.idle()
-    [reply] = posts(bot, "D1")
-    answer_id, reply_ts = reply["metadata"]["event_payload"]["answer_id"], bot.mock.messages["D1"][-1]["ts"]
+    [reply] = bot.mock.bot_replies("D1")  # streamed, its metadata set by chat.stopStream
+    answer_id, reply_ts = reply["metadata"]["event_payload"]["answer_id"], reply["ts"]
     outsider = button_payload(bot, ids.VOTE_UP, answer_id, reply_ts, user="UOTHER", channel="D1", trigger="1.o.a")
     elsewhere = button_payload(bot, ids.VOTE_UP, answer_id, reply_ts, user="UASK", channel="C1", trigger="2.o.a")
     asker = button_payload(bot, ids.VOTE_DOWN, answer_id, reply_ts, user="UASK", channel="D1", trigger="3.o.a")

@@ -100,11 +100,18 @@ def _answer(**kw):
 
 
 def test_answer_blocks_escape_clip_and_validate():
-    long = _answer(text="word " * 2000)
+    long = _answer(text="word " * 3000)
     dicts = [b.to_dict() for b in blocks.answer_blocks(long)]  # to_dict() runs slack_sdk's validation
-    assert len(dicts[0]["text"]["text"]) <= 3000
-    dicts = [b.to_dict() for b in blocks.answer_blocks(_answer())]
-    assert "An &lt;answer&gt; &amp; more" in dicts[0]["text"]["text"] and "Title &lt;1&gt;" in str(dicts)
+    assert dicts[0]["type"] == "markdown" and 11_000 < len(dicts[0]["text"]) <= 12_000  # a markdown block's limit
+    assert len(blocks.answer_text(long)) <= 3000  # the notification fallback
+    dicts = [b.to_dict() for b in blocks.answer_blocks(_answer(text="1. **Open** [Settings](https://x.example)\n2. `reset`"))]
+    assert dicts[0] == {"type": "markdown", "text": "1. **Open** [Settings](https://x.example)\n2. `reset`"}  # as written
+    assert "Title &lt;1&gt;" in str(dicts)  # mrkdwn context blocks stay escaped
+    assert dicts[-1]["type"] == "context_actions" and dicts[-1]["elements"][0]["type"] == "feedback_buttons"
+    assert blocks.read_feedback_value(dicts[-1]["elements"][0]["negative_button"]["value"]) == ("down", "a1")
+    assert blocks.read_feedback_value("a1") == (None, None) and blocks.read_feedback_value("up:") == (None, None)
+    handoff_text = [b.to_dict() for b in blocks.answer_blocks(_answer(text="An <answer> & more", handoff=True))]
+    assert "An &lt;answer&gt; &amp; more" in handoff_text[0]["text"]["text"]
     handoff = [b.to_dict() for b in blocks.answer_blocks(_answer(handoff=True), oncall_usergroup="S1")]
     assert "<!subteam^S1>" in handoff[0]["text"]["text"]
     modal = blocks.correction_modal(answer_id="a1", question="q", answer="a", context={"channel": "C1"},
@@ -119,14 +126,16 @@ def test_manifest_has_exactly_the_events_and_scopes_the_app_uses():
     manifest = yaml.safe_load((REPO / "slack" / "manifest.yml").read_text())
     events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert events == {"app_mention", "message.channels", "message.groups", "message.im", "reaction_added",
-                      "reaction_removed", "app_home_opened"}
+                      "reaction_removed", "app_home_opened",
+                      "assistant_thread_started", "assistant_thread_context_changed"}  # the legacy assistant_view
     assert set(manifest["oauth_config"]["scopes"]["bot"]) == {
         "app_mentions:read", "channels:history", "groups:history", "im:history", "chat:write", "reactions:read",
-        "commands",
+        "commands", "assistant:write",  # the agent surface: status, titles, suggested prompts
         # sentiment monitoring: chart uploads, and `/csbot sentiment #name` looking the channel up
         "files:write", "channels:read", "groups:read"}
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/csbot"]
     assert manifest["settings"]["interactivity"]["is_enabled"] and manifest["features"]["app_home"]["home_tab_enabled"]
+    assert manifest["features"]["app_home"]["messages_tab_enabled"] and manifest["features"]["agent_view"]["agent_description"]
 
 
 def test_serve_command_parses_modes_and_checks_credentials():

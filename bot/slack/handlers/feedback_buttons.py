@@ -1,4 +1,7 @@
-"""👍 / 👎 buttons under an answer (the button value is the answer id).
+"""👍 / 👎 under an answer: Slack's native `feedback_buttons` (one action id, the value is
+"up:<answer id>" / "down:<answer id>", see bot/slack/blocks.py `feedback_block`), and the classic
+buttons answers carried before (action ids VOTE_UP / VOTE_DOWN, the value is the answer id), still
+handled for messages already posted. Both are stored alike, origin "button".
 
 👍 stores an "up" vote and thanks the user privately. 👎 opens the correction modal first (its
 trigger id is only valid for 3 seconds) and then stores a "down" vote; a correction submitted in
@@ -22,33 +25,47 @@ class FeedbackButtons:
     def __init__(self, deps: Deps):
         self.deps = deps
 
+    def on_feedback(self, body, client, respond) -> None:
+        """A click on the native feedback buttons."""
+        vote, answer_id = blocks.read_feedback_value(_action(body).get("value"))
+        if vote == "up":
+            self.up(body, answer_id, respond)
+        elif vote == "down":
+            self.down(body, answer_id, client, respond)
+        else:
+            log.info("feedback click with an unknown value %r ignored", _action(body).get("value"))
+
     def on_up(self, body, respond) -> None:
-        if self.vote(body, "up", respond):
-            respond(text="Thanks for the feedback! 👍", response_type="ephemeral", replace_original=False)
+        self.up(body, _action(body).get("value"), respond)
 
     def on_down(self, body, client, respond) -> None:
-        if not self.visible(body):
+        self.down(body, _action(body).get("value"), client, respond)
+
+    def up(self, body: dict, answer_id: str | None, respond) -> None:
+        if self.vote(body, answer_id, "up", respond):
+            respond(text="Thanks for the feedback! 👍", response_type="ephemeral", replace_original=False)
+
+    def down(self, body: dict, answer_id: str | None, client, respond) -> None:
+        if not self.visible(body, answer_id):
             return
         try:
-            self.open_correction_modal(body, client)
+            self.open_correction_modal(body, answer_id, client)
         except Exception as exc:  # noqa: BLE001 - e.g. expired_trigger_id: the vote still counts
             log.info("could not open the correction modal: %s", exc)
-        self.vote(body, "down", respond)
+        self.vote(body, answer_id, "down", respond)
 
-    def visible(self, body: dict) -> bool:
-        action = (body.get("actions") or [{}])[0]
+    def visible(self, body: dict, answer_id: str | None) -> bool:
         user = (body.get("user") or {}).get("id")
         channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get("channel_id")
-        if may_vote(self.deps.store, action.get("value"), user, channel):
+        if may_vote(self.deps.store, answer_id, user, channel):
             return True
-        log.info("vote on %s from %s in %s ignored: that user could not see the answer", action.get("value"), user,
-                 channel)
+        log.info("vote on %s from %s in %s ignored: that user could not see the answer", answer_id, user, channel)
         return False
 
-    def vote(self, body: dict, vote: str, respond) -> bool:
-        action = (body.get("actions") or [{}])[0]
-        answer_id, user = action.get("value"), (body.get("user") or {}).get("id")
-        if not self.visible(body):
+    def vote(self, body: dict, answer_id: str | None, vote: str, respond) -> bool:
+        action = _action(body)
+        user = (body.get("user") or {}).get("id")
+        if not self.visible(body, answer_id):
             return False
         event_id = "action:" + str(body.get("trigger_id") or f"{action.get('action_ts')}:{user}")
         try:
@@ -64,9 +81,7 @@ class FeedbackButtons:
             return False
         return result.status == "stored"
 
-    def open_correction_modal(self, body: dict, client) -> None:
-        action = (body.get("actions") or [{}])[0]
-        answer_id = action.get("value")
+    def open_correction_modal(self, body: dict, answer_id: str | None, client) -> None:
         container = body.get("container") or {}
         message = body.get("message") or {}
         context = {"channel": (body.get("channel") or {}).get("id") or container.get("channel_id"),
@@ -80,6 +95,10 @@ class FeedbackButtons:
         return blocks.correction_modal(answer_id=answer_id, question=stored.get("question"),
                                        answer=stored.get("answer_text"), articles=catalogue.titles(),
                                        intents=catalogue.intents, context=context)
+
+
+def _action(body: dict) -> dict:
+    return (body.get("actions") or [{}])[0]
 
 
 def modal_context(view: dict) -> dict:

@@ -27,6 +27,12 @@ threads the bot answered in, and edits.
 * Late (the inbox was backed up, see bot/slack/workers.py): a mention or DM gets the ephemeral
   busy note (and an escalation when `slack_escalation_channel` is set) instead of a model answer;
   support-channel chatter stays unanswered.
+* The agent surface (DMs, the app's messages tab / agent threads; with `slack_stream_channels`
+  also mentions in channels): before the engine runs, the thread shows the status "Searching the
+  help centre…"; an article's answer is then streamed into the reply (bot/slack/streaming.py, `slack_stream`), ending with the sources and
+  the feedback buttons, and posted whole where streaming is unavailable. Hand-offs, clarifying
+  questions, edits and support-channel answers are posted whole. A new DM thread is then titled
+  after its question.
 * Privacy: the escalation post, outside the asker's conversation, quotes the question redacted
   (store/redact.py, every kind, whatever `redact_pii` says) next to the thread's permalink.
 """
@@ -35,9 +41,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.slack import blocks
+from bot.slack import blocks, streaming
 from bot.slack.handlers import ANSWER, LATE, Deps, log, mentions, strip_mention, work
-from bot.slack.ids import ANSWER_EVENT_TYPE
+from bot.slack.ids import ANSWER_EVENT_TYPE, WORKING_STATUS
 from store.redact import redact
 
 CONTEXT_TURNS = 5  # earlier user turns of a thread given to the engine
@@ -118,6 +124,12 @@ class MessageHandler:
             else:
                 log.info("too late to answer %s/%s: staying quiet", channel, ts)
             return None
+        dm = event.get("channel_type") == "im" or str(channel).startswith("D")
+        working = (dm or deps.options.stream_channels) and bar is None and replace_ts is None
+        status = None
+        if working and deps.options.status:  # the first visible sign of work, sent while the engine works
+            status = streaming.StatusInBackground(client, channel, thread_ts, WORKING_STATUS)
+        new_thread = working and dm and not deps.posted.answered_in_thread(channel, thread_ts)
         turns = self.thread_turns(client, channel, event, bot_user_id) if event.get("thread_ts") else []
         answer = deps.engine.answer(question, turns)
         priority = not replace_ts and deps.options.priority(channel, answer.sentiment_scores)
@@ -137,9 +149,14 @@ class MessageHandler:
         message = dict(channel=channel, text=blocks.answer_text(answer, oncall_usergroup=group),
                        blocks=blocks.answer_blocks(answer, oncall_usergroup=group),
                        metadata=blocks.answer_metadata(answer))
+        if status is not None:
+            status.settled()  # never after the reply: Slack clears the status when the reply arrives
         if replace_ts:
             reply_ts = client.chat_update(ts=replace_ts, **message)["ts"]
             deps.store.inbox.post_done(key, reply_ts, answer_id=answer.answer_id)
+        elif working and deps.options.stream and blocks.streams(answer):
+            reply_ts = self.stream_once(client, key, answer, message, thread_ts=thread_ts, question_ts=ts,
+                                        team=team, user=event.get("user"))
         else:
             reply_ts = self.post_once(client, key, thread_ts=thread_ts, question_ts=ts, answer_id=answer.answer_id,
                                       unfurl_links=False, unfurl_media=False, **message)
@@ -147,6 +164,8 @@ class MessageHandler:
                              question=question)
         if not replace_ts:
             self.settle(client, escalation)
+        if new_thread:  # after the answer: a title is no sign of work, the answer comes first
+            streaming.set_title(client, channel, thread_ts, question)
         return reply_ts
 
     # ----- exactly-once posting --------------------------------------------------------------------
@@ -158,6 +177,24 @@ class MessageHandler:
         reply_ts = client.chat_postMessage(channel=channel, thread_ts=thread_ts, **message)["ts"]
         ledger.post_done(key, reply_ts)
         return reply_ts
+
+    def stream_once(self, client, key: str, answer, message: dict, *, thread_ts: str, question_ts: str,
+                    team: str | None, user: str | None, chunks=None) -> str:
+        """Stream the answer through the reply ledger, like `post_once`: noted before, its ts after.
+
+        `chunks`: an iterator of Markdown pieces (a composer's tokens). By default the article
+        section, which exists whole by now, goes as one piece: chat.startStream shows it at once and
+        chat.stopStream adds the footer (two calls; more pieces would only add round trips)."""
+        ledger, channel = self.deps.store.inbox, message["channel"]
+        ledger.post_begin(key, answer_id=answer.answer_id, channel=channel, thread_ts=thread_ts, question_ts=question_ts)
+        whole = {k: v for k, v in message.items() if k != "channel"}
+        delivery = streaming.stream_reply(
+            client, channel=channel, thread_ts=thread_ts,
+            chunks=chunks if chunks is not None else [blocks.answer_markdown(answer)],
+            footer=blocks.answer_footer_blocks(answer), metadata=message["metadata"], fallback=whole,
+            recipient_team_id=team, recipient_user_id=user)
+        ledger.post_done(key, delivery.ts)
+        return delivery.ts
 
     def already_posted(self, client, key: str, channel: str, thread_ts: str) -> str | None:
         """The ts of the reply already posted for `key`, if any (reading the thread back when a
