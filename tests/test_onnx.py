@@ -208,3 +208,23 @@ def test_torch_serves_when_fp32_accuracy_is_nan():
 def test_accuracy_given_as_a_percentage_is_rejected():
     with pytest.raises(ValueError, match="fraction, not a percentage"):
         choose_runtime(87.7, 87.4, 0.99)
+
+
+@pytest.mark.slow
+def test_a_saved_sentence_transformers_folder_exports_and_matches_its_torch_encoder(tmp_path):
+    # A version's fine-tuned encoder/ is such a folder (training/finetune.py: model.save). Here the base
+    # model with a perturbed top layer (its embeddings' cosine to the base's ~0.6) stands in for one,
+    # so an export that read the base weights instead of the folder would fail.
+    import torch
+
+    from models.encoder import Encoder
+    from models.loading import load_sentence_transformer
+    from models.onnx_export import export_onnx
+
+    model = load_sentence_transformer(MINILM, "cpu", cached=False)
+    with torch.no_grad():
+        model[0].auto_model.encoder.layer[5].output.dense.bias.add_(torch.randn(384, generator=torch.Generator().manual_seed(0)) * 0.5)
+    model.save(str(tmp_path / "encoder"))
+    export_onnx(str(tmp_path / "encoder"), tmp_path / "onnx", variants=("fp32",), measure=False)
+    texts = ["how do I reset my password", "the router arrived yesterday"]
+    assert _cos(Encoder(str(tmp_path / "encoder"), "cpu").embed(texts), load_encoder(tmp_path / "onnx", "onnx").embed(texts)).min() > 0.999
