@@ -68,7 +68,7 @@ KB_LIKE = [
 
 
 def probe_sentences() -> list[str]:
-    """The fixed probe set: the shipped off-topic questions plus KB-like sentences (~165)."""
+    """The fixed probe set: the shipped off-topic questions (145) plus KB-like sentences (16)."""
     lines = [line.strip() for line in OFFTOPIC.read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line and not line.startswith("#")] + KB_LIKE
 
