@@ -228,3 +228,14 @@ def test_a_saved_sentence_transformers_folder_exports_and_matches_its_torch_enco
     export_onnx(str(tmp_path / "encoder"), tmp_path / "onnx", variants=("fp32",), measure=False)
     texts = ["how do I reset my password", "the router arrived yesterday"]
     assert _cos(Encoder(str(tmp_path / "encoder"), "cpu").embed(texts), load_encoder(tmp_path / "onnx", "onnx").embed(texts)).min() > 0.999
+
+
+@pytest.mark.slow
+def test_one_question_at_a_time_matches_torch(exported):
+    # Serving encodes one message per call: batch 1, no padding (the export traced a padded batch of 2).
+    from models.encoder import Encoder
+
+    texts = ["ok", "How do I reset my password?", " ".join(["my parcel is late"] * 80)]
+    torch_encoder, onnx_encoder = Encoder(MINILM, "cpu"), load_encoder(exported[0], "onnx")
+    single = np.vstack([onnx_encoder.embed([t]) for t in texts])
+    assert _cos(torch_encoder.embed(texts), single).min() > 0.999
