@@ -167,12 +167,11 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
     if unknown or "fp32" not in variants:
         raise UserError(f"ONNX variants must include fp32 and be among {sorted(VARIANT_FILES)}; got {list(variants)}")
     folder = Path(folder).expanduser()
+    started = time.perf_counter()
+    model = load_sentence_transformer(source, "cpu")  # a bad source fails before anything is written
+    description = _describe(model)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export must not look finished
-    started = time.perf_counter()
-
-    model = load_sentence_transformer(source, "cpu")
-    description = _describe(model)
     first = model[0]
     inner = getattr(first, "model", None) or getattr(first, "auto_model")
     inner.config.output_hidden_states = True  # as models.encoder.Encoder sets it
