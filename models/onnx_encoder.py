@@ -1,0 +1,127 @@
+"""`OnnxEncoder`: the shared encoder pass through onnxruntime on CPU, from a folder that
+`models.onnx_export.export_onnx` wrote.
+
+It has `models.encoder.Encoder`'s interface (`encode`, `embed`, `dim`, `n_layers`, `name`, `device`)
+and returns the same `Encoded` features, so the intent head, retrieval and the sentiment head read it
+unchanged. Tokenisation uses the `tokenizers` library on the saved tokenizer.json with the model's
+max_seq_length (truncation) and longest-in-batch padding, as sentence-transformers does; pooling and
+normalisation are inside the graph (they are the model's own modules, traced at export).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+from models.encoder import Encoded
+from models.onnx_export import MANIFEST, OUTPUT_NAMES, read_manifest
+
+RUNTIME_OF_VARIANT = {"fp32": "onnx", "int8": "onnx-int8"}
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class OnnxEncoder:
+    """`variant`: "fp32" or "int8". `threads`: onnxruntime's intra-op threads, as the torch_threads
+    setting (0: onnxruntime's default, one per core). `spin`: let idle intra-op threads busy-wait
+    (a little lower latency under steady load, but burns CPU between messages; off by default)."""
+
+    def __init__(self, folder: str | Path, variant: str = "fp32", *, threads: int = 0, spin: bool = False,
+                 manifest: dict | None = None):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder).expanduser()
+        self.manifest = manifest if manifest is not None else read_manifest(self.folder)
+        entry = self.manifest["variants"].get(variant)
+        if entry is None:
+            raise UserError(f"ONNX encoder folder {self.folder} has no {variant!r} variant "
+                            f"(it has {sorted(self.manifest['variants'])})")
+        self.variant = variant
+        self.runtime = RUNTIME_OF_VARIANT[variant]
+        self.source = self.manifest.get("source", {}).get("name")
+        self.name = f"{self.folder}#{self.runtime}"
+        self.device = "cpu"
+        self.threads = int(threads or 0)
+
+        model_path = self.folder / entry["file"]
+        if not model_path.is_file():
+            raise UserError(f"ONNX encoder file {model_path} is missing (export the folder again)")
+        if "bytes" in entry and model_path.stat().st_size != entry["bytes"]:
+            raise UserError(f"ONNX encoder file {model_path} is {model_path.stat().st_size} bytes, "
+                            f"its {MANIFEST} says {entry['bytes']}: truncated or replaced (export the folder again)")
+        tokenizer_path = self.folder / "tokenizer.json"
+        try:
+            self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise UserError(f"ONNX encoder tokenizer {tokenizer_path} is unreadable: {_first_line(exc)}") from None
+        self._tokenizer.enable_truncation(max_length=int(self.manifest["max_seq_length"]))
+        self._tokenizer.enable_padding(pad_id=int(self.manifest["pad_token_id"]),
+                                       pad_token=self.manifest.get("pad_token") or "[PAD]")
+        self._lower = bool(self.manifest.get("do_lower_case", False))
+
+        options = ort.SessionOptions()
+        if self.threads > 0:
+            options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise UserError(f"ONNX encoder file {model_path} cannot be loaded: {_first_line(exc)}") from None
+        inputs = [i.name for i in self._session.get_inputs()]
+        outputs = [o.name for o in self._session.get_outputs()]
+        if sorted(inputs) != sorted(self.manifest["inputs"]) or list(outputs[:2]) != list(OUTPUT_NAMES):
+            raise UserError(f"ONNX encoder file {model_path} takes {inputs} and gives {outputs}; "
+                            f"{MANIFEST} expects {self.manifest['inputs']} -> {list(OUTPUT_NAMES)}")
+        self._inputs = inputs
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.manifest["n_layers"])
+
+    def _features(self, batch: list[str]) -> dict[str, np.ndarray]:
+        encodings = self._tokenizer.encode_batch(batch)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
+        return {name: arrays[name] for name in self._inputs}
+
+    def encode(self, texts: list[str], batch_size: int = 64) -> Encoded:
+        if isinstance(texts, str):
+            raise TypeError("encode() takes a list of texts")
+        if not texts:
+            hidden = int(self.manifest["hidden"])
+            return Encoded(np.zeros((0, self.dim), np.float32), np.zeros((0, self.n_layers + 1, hidden), np.float32))
+        embeddings, layers = [], []
+        # As Encoder: sorted by length to keep padding low, put back in input order at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(texts), batch_size):
+            batch = [texts[i] or " " for i in order[start:start + batch_size]]
+            if self._lower:
+                batch = [t.lower() for t in batch]
+            sentence, pooled = self._session.run(list(OUTPUT_NAMES), self._features(batch))
+            embeddings.append(sentence.astype(np.float32, copy=False))
+            layers.append(pooled.astype(np.float32, copy=False))
+        inverse = np.argsort(np.array(order))
+        return Encoded(np.concatenate(embeddings)[inverse], np.concatenate(layers)[inverse])
+
+    def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Sentence embeddings only (for index building)."""
+        return self.encode(texts, batch_size).embeddings

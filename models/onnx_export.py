@@ -1,0 +1,294 @@
+"""Export a sentence-transformers encoder to ONNX (fp32) and a dynamic int8 variant, for CPU serving.
+
+One folder holds everything `models.onnx_encoder.OnnxEncoder` needs, and nothing of torch:
+
+    <folder>/model.onnx        fp32 graph (torch.onnx.export, TorchScript exporter)
+    <folder>/model.int8.onnx   the same graph, MatMul weights quantised to int8 per channel
+                               (onnxruntime.quantization.quantize_dynamic)
+    <folder>/tokenizer.json    the model's fast tokenizer (+ its config files)
+    <folder>/onnx.json         the manifest (MANIFEST below), written last: a folder without it is
+                               an unfinished export
+
+The graph takes `input_ids`, `attention_mask` (and `token_type_ids` when the model has them) and
+returns what `models.encoder.Encoder.encode` returns, so every head reads the same features:
+- `sentence_embedding` (batch, dim): the model's own modules after the transformer (its Pooling,
+  Normalize, Dense ...) are traced into the graph, so pooling and normalisation are the model's;
+- `layers` (batch, n_layers + 1, hidden): the attention-mask mean of every hidden state
+  (0 = word embeddings), as Encoder computes it for the sentiment head.
+
+Only MatMuls are quantised (per channel, int8 weights, dynamic uint8 activations): quantising every
+op costs ~0.04 of cosine to torch on MiniLM (docs/benchmarks.md). The manifest records the cosine of
+each variant to torch on a fixed probe set (`probe_sentences()`), measured at export.
+
+Usage: python -m models.onnx_export SOURCE FOLDER   (SOURCE: builtin:all-MiniLM-L6-v2 or a folder)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+
+FORMAT = 1
+MANIFEST = "onnx.json"
+VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+OUTPUT_NAMES = ("sentence_embedding", "layers")
+DEFAULT_OPSET = 17
+QUANTISATION = {"method": "quantize_dynamic", "per_channel": True, "op_types": ["MatMul"],
+                "weight_type": "QInt8", "activation_type": "QUInt8 (dynamic)"}
+OFFTOPIC = Path(__file__).resolve().parent / "assets" / "offtopic_questions.txt"
+# Support-style sentences (KB titles, customer messages, odd inputs) next to the off-topic
+# questions, so the probe covers what the bot reads: short, long (past max_seq_length), padded.
+KB_LIKE = [
+    "How do I reset my password?",
+    "I was charged twice for the same order, please refund one of them.",
+    "Where is my parcel? The tracking page has said 'in transit' for nine days.",
+    "Can I change the delivery address after the order has shipped?",
+    "My card was declined at the checkout even though I have enough money on it.",
+    "The router arrived yesterday.",
+    "This is the third time I'm writing and nobody answers, I'm furious!!!",
+    "thanks, that fixed it :)",
+    "Refunds are paid back to the original payment method within 5 to 10 working days.",
+    "To cancel a subscription open Settings > Billing and choose Cancel plan.",
+    "  leading and trailing spaces  ",
+    "ok",
+    "?",
+    "Wie kann ich mein Passwort ändern?",
+    "export CSV of invoices 2024-Q3 #4411 (EUR)",
+    " ".join(["The app crashes when I upload a photo larger than ten megabytes from the gallery."] * 30),
+]
+
+
+def probe_sentences() -> list[str]:
+    """The fixed probe set: the shipped off-topic questions (145) plus KB-like sentences (16)."""
+    lines = [line.strip() for line in OFFTOPIC.read_text(encoding="utf-8").splitlines()]
+    return [line for line in lines if line and not line.startswith("#")] + KB_LIKE
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _source_identity(name: str, path: str) -> dict:
+    """Name, resolved folder and a hash of the weights, so a version can tell which encoder this is."""
+    folder = Path(path)
+    weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin") if (folder / f).is_file()), None)
+    return {"name": name, "path": str(folder), "weights": weights.name if weights else None,
+            "weights_sha256": sha256_file(weights) if weights else None}
+
+
+def _graph(model, input_names):
+    """What is traced: the whole sentence-transformers module chain plus the per-layer mean pool."""
+    import torch
+
+    class Graph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.st = model
+
+        def forward(self, *tensors):
+            features = dict(zip(input_names, tensors))  # keyword features: positional ones break BERT
+            out = self.st(features)
+            mask = features["attention_mask"].unsqueeze(-1).to(out["sentence_embedding"].dtype)
+            stacked = torch.stack(tuple(out["all_layer_embeddings"]), dim=1)  # (b, L+1, t, h)
+            pooled = (stacked * mask.unsqueeze(1)).sum(2) / mask.sum(1).clamp(min=1e-9).unsqueeze(1)
+            return out["sentence_embedding"], pooled
+
+    return Graph().eval()
+
+
+def _describe(model) -> dict:
+    """Pooling, normalisation and tokenisation facts of a loaded SentenceTransformer."""
+    modules = [type(m).__name__ for m in model]
+    if not modules or modules[0] != "Transformer":
+        raise UserError(f"cannot export this encoder to ONNX: its first module is {modules[:1]}, not a Transformer")
+    pooling = next((m for m in model if type(m).__name__ == "Pooling"), None)
+    pooling_config = pooling.get_config_dict() if pooling is not None and hasattr(pooling, "get_config_dict") else None
+    first = model[0]
+    inner = getattr(first, "model", None) or getattr(first, "auto_model")
+    return {
+        "modules": modules,
+        "pooling": pooling_config,
+        "normalize": "Normalize" in modules,
+        "max_seq_length": int(model.max_seq_length),
+        "do_lower_case": bool(getattr(first, "do_lower_case", False)),
+        "dim": int(model.get_embedding_dimension()),
+        "n_layers": int(inner.config.num_hidden_layers),
+        "hidden": int(inner.config.hidden_size),
+    }
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True).clip(1e-12)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True).clip(1e-12)
+    return (a * b).sum(1)
+
+
+def compare(reference, candidate) -> dict:
+    """Agreement of two `Encoded` results on the same texts: embedding cosine and layer features."""
+    emb = _cosines(reference.embeddings, candidate.embeddings)
+    ref_layers = reference.layers.reshape(-1, reference.layers.shape[-1])
+    cand_layers = candidate.layers.reshape(-1, candidate.layers.shape[-1])
+    layer_cos = _cosines(ref_layers, cand_layers)
+    return {
+        "cosine_min": round(float(emb.min()), 6),
+        "cosine_p5": round(float(np.percentile(emb, 5)), 6),
+        "cosine_mean": round(float(emb.mean()), 6),
+        "layers_cosine_min": round(float(layer_cos.min()), 6),
+        "layers_max_abs_diff": round(float(np.abs(reference.layers - candidate.layers).max()), 6),
+    }
+
+
+def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = ("fp32", "int8"),
+                opset: int = DEFAULT_OPSET, measure: bool = True) -> dict:
+    """Export `source` (a model name as models/loading.py takes it) into `folder`; return the manifest.
+
+    `variants` must include "fp32" (int8 is quantised from it). With `measure`, each variant is
+    compared with the torch Encoder on `probe_sentences()` and the figures go into the manifest.
+    """
+    import torch
+
+    from models.encoder import Encoder
+    from models.loading import load_sentence_transformer, resolve_model_path
+
+    unknown = sorted(set(variants) - set(VARIANT_FILES))
+    if unknown or "fp32" not in variants:
+        raise UserError(f"ONNX variants must include fp32 and be among {sorted(VARIANT_FILES)}; got {list(variants)}")
+    folder = Path(folder).expanduser()
+    started = time.perf_counter()
+    model = load_sentence_transformer(source, "cpu")  # a bad source fails before anything is written
+    description = _describe(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export must not look finished
+    first = model[0]
+    inner = getattr(first, "model", None) or getattr(first, "auto_model")
+    inner.config.output_hidden_states = True  # as models.encoder.Encoder sets it
+
+    tokenizer = model.tokenizer
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(f"cannot export {source!r} to ONNX: its tokenizer has no fast (tokenizers) version")
+    tokenizer.save_pretrained(str(folder))
+    if not (folder / "tokenizer.json").is_file():
+        raise UserError(f"cannot export {source!r} to ONNX: saving its tokenizer wrote no tokenizer.json")
+
+    sample = model.preprocess(["an example sentence to trace", "short"])
+    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    graph = _graph(model, input_names)
+    dynamic_axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    dynamic_axes.update({n: {0: "batch"} for n in OUTPUT_NAMES})
+    fp32_path = folder / VARIANT_FILES["fp32"]
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code; checked by measure
+        torch.onnx.export(graph, tuple(sample[n] for n in input_names), str(fp32_path),
+                          input_names=input_names, output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+
+    files = {"fp32": fp32_path}
+    if "int8" in variants:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        files["int8"] = folder / VARIANT_FILES["int8"]
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(max(level, logging.ERROR))  # the quantiser logs "consider pre-processing" on root
+        try:
+            quantize_dynamic(str(fp32_path), str(files["int8"]), per_channel=True,
+                             op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+        finally:
+            root.setLevel(level)
+
+    import onnxruntime
+
+    manifest = {
+        "format": FORMAT,
+        "source": _source_identity(source, resolve_model_path(source)),
+        **description,
+        "inputs": input_names,
+        "outputs": list(OUTPUT_NAMES),
+        "pad_token": tokenizer.pad_token,
+        "pad_token_id": int(tokenizer.pad_token_id),
+        "opset": opset,
+        "exporter": f"torch.onnx.export (TorchScript) torch {torch.__version__}",
+        "onnxruntime": onnxruntime.__version__,
+        "variants": {},
+    }
+    for variant, path in files.items():
+        entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        if variant == "int8":
+            entry["quantisation"] = QUANTISATION
+        manifest["variants"][variant] = entry
+
+    if measure:
+        from models.onnx_encoder import OnnxEncoder
+
+        probe = probe_sentences()
+        reference = Encoder(source, "cpu").encode(probe)
+        manifest["probe"] = {"sentences": len(probe), "sha256": hashlib.sha256("\n".join(probe).encode()).hexdigest()}
+        for variant in files:
+            candidate = OnnxEncoder(folder, variant, manifest=manifest).encode(probe)
+            manifest["variants"][variant]["vs_torch"] = compare(reference, candidate)
+    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+    return manifest
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of an ONNX export folder; UserError (one line) when the folder is not one."""
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"ONNX encoder folder {folder} does not exist (export it: python -m models.onnx_export SOURCE {folder})")
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise UserError(f"ONNX encoder folder {folder} has no {MANIFEST}: not an export, or an unfinished one (export it again)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"ONNX encoder manifest {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    missing = [k for k in ("format", "variants", "inputs", "dim", "n_layers", "hidden", "max_seq_length", "pad_token_id")
+               if k not in manifest] if isinstance(manifest, dict) else ["everything"]
+    if missing:
+        raise UserError(f"ONNX encoder manifest {path} lacks {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise UserError(f"ONNX encoder manifest {path} has format {manifest['format']!r}; this csbot reads {FORMAT}")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("source", help="builtin:all-MiniLM-L6-v2 or a sentence-transformers folder")
+    parser.add_argument("folder", help="where to write model.onnx, model.int8.onnx, tokenizer.json, onnx.json")
+    parser.add_argument("--no-int8", action="store_true", help="fp32 only")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
+    args = parser.parse_args(argv)
+    try:
+        manifest = export_onnx(args.source, args.folder, variants=("fp32",) if args.no_int8 else ("fp32", "int8"),
+                               opset=args.opset)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for variant, entry in manifest["variants"].items():
+        print(f"{variant}: {entry['file']} {entry['bytes'] / 1e6:.1f} MB, vs torch {entry.get('vs_torch')}")
+    print(f"exported in {manifest['export_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

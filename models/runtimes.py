@@ -1,0 +1,83 @@
+"""Which runtime runs the encoder: torch, ONNX fp32 or ONNX int8 (issue 13).
+
+- `load_encoder(name_or_folder, runtime, device=..., threads=...)` gives an object with Encoder's
+  interface for any runtime, so the engine swaps runtimes in one line.
+- `choose_runtime(...)` is the gate's rule, a pure function of the measured figures: int8 serves when
+  its accuracy is within `margin` of fp32 ONNX and its embeddings' cosine stays at or above
+  `cosine_floor`; otherwise fp32 ONNX; otherwise (no usable ONNX export) torch.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from core.errors import UserError
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+VARIANT_OF_RUNTIME = {"onnx": "fp32", "onnx-int8": "int8"}
+DEFAULT_MARGIN = 0.005  # 0.5 accuracy point
+DEFAULT_COSINE_FLOOR = 0.98
+
+
+def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = "auto", threads: int = 0):
+    """An encoder for `runtime`.
+
+    torch: `name_or_folder` is a model name as models/loading.py takes it; `threads` is left to the
+    torch_threads setting (core.runtime.limit_threads sets it process-wide), so it is not applied here.
+    onnx / onnx-int8: `name_or_folder` is a folder written by models.onnx_export; CPU only (CUDA
+    serving stays torch); `threads` is onnxruntime's intra-op thread count (0: its default).
+    """
+    if runtime not in RUNTIMES:
+        raise UserError(f"unknown encoder runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if runtime == "torch":
+        from models.encoder import Encoder
+
+        return Encoder(str(name_or_folder), device)
+    if (device or "auto").lower() not in ("auto", "cpu"):
+        raise UserError(f"the {runtime} runtime runs on CPU only; device {device!r} needs runtime torch")
+    from models.onnx_encoder import OnnxEncoder
+
+    return OnnxEncoder(name_or_folder, VARIANT_OF_RUNTIME[runtime], threads=threads)
+
+
+def _usable(value: float | None, what: str, low: float = 0.0, high: float = 1.0) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be in [{low}, {high}] (a fraction, not a percentage); got {value}")
+    return True
+
+
+def choose_runtime(fp32_accuracy: float | None, int8_accuracy: float | None, int8_cosine: float | None, *,
+                   margin: float = DEFAULT_MARGIN, cosine_floor: float = DEFAULT_COSINE_FLOOR) -> tuple[str, str]:
+    """(runtime, reason) from the gate's held-out figures.
+
+    Accuracies are fractions in [0, 1] measured on the same held-out set; `int8_cosine` is the int8
+    embeddings' cosine to fp32 (the minimum, or a low percentile, over a probe set). None or NaN means
+    "not measured / export failed": without fp32 figures neither ONNX variant serves.
+    """
+    if not 0 <= margin < 1:
+        raise ValueError(f"margin must be a fraction in [0, 1); got {margin}")
+    if not -1 <= cosine_floor <= 1:
+        raise ValueError(f"cosine_floor must be in [-1, 1]; got {cosine_floor}")
+    has_fp32 = _usable(fp32_accuracy, "fp32_accuracy")
+    has_int8 = _usable(int8_accuracy, "int8_accuracy")
+    has_cosine = _usable(int8_cosine, "int8_cosine", -1.0, 1.0)
+    if not has_fp32:
+        return "torch", "no fp32 ONNX accuracy (export missing or failed): torch serves"
+    if not has_int8 or not has_cosine:
+        return "onnx", "int8 not measured: fp32 ONNX serves"
+    loss = fp32_accuracy - int8_accuracy
+    # A tiny tolerance so a loss of exactly `margin` (e.g. 0.850 - 0.845) is not lost to float rounding.
+    within = loss <= margin + 1e-9
+    close = int8_cosine >= cosine_floor
+    if within and close:
+        return "onnx-int8", (f"int8 accuracy {int8_accuracy:.2%} is within {margin * 100:.1f} pt of fp32 "
+                             f"{fp32_accuracy:.2%} and its cosine {int8_cosine:.4f} ≥ {cosine_floor}")
+    why = []
+    if not within:
+        why.append(f"int8 loses {loss * 100:.2f} pt (> {margin * 100:.1f})")
+    if not close:
+        why.append(f"int8 cosine {int8_cosine:.4f} < {cosine_floor}")
+    return "onnx", "; ".join(why) + ": fp32 ONNX serves"
