@@ -237,6 +237,13 @@ class Settings:
     sentiment_head: str = "builtin"
     # "auto" takes CUDA when present, else CPU.
     device: str = "auto"
+    # The encoder's runtime on CPU: "auto" (what each version's build chose: ONNX int8 when it scores
+    # within int8_margin of ONNX fp32 and its embeddings' cosine to torch stays ≥ int8_cosine_floor,
+    # else fp32 ONNX, else torch; training/export.py), or forced: "torch", "onnx", "onnx-int8".
+    # "torch" also skips the ONNX export at build time. CUDA always serves torch.
+    runtime: str = "auto"
+    int8_margin: float = 0.005  # accuracy (a fraction) int8 may lose against fp32 ONNX and still serve
+    int8_cosine_floor: float = 0.98  # 5th-percentile cosine of int8 embeddings to torch, at least
     # Torch intra-op threads of the commands that answer (ask, chat, serve, demo, eval, ...); 0 keeps
     # torch's default (one per core). One thread answers a single question fastest on small VMs and
     # leaves the other cores to concurrent requests (docs/benchmarks.md); training sets its own.
@@ -337,6 +344,10 @@ class Settings:
         converted["config_file"] = config_file
         return cls(**converted)
 
+    def __post_init__(self):
+        if self.runtime not in RUNTIMES:
+            raise ConfigError(f"setting runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
+
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed, by their flat names (`finetune_epochs=0`, `home=...`)."""
         direct = {k: v for k, v in changes.items() if k in {f.name for f in fields(self)}}
@@ -365,6 +376,7 @@ class Settings:
 
 
 _SECRETS = {"bot_token", "app_token", "signing_secret"}
+RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 
 def _field_names(kind: type) -> set[str]:

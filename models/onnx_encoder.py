@@ -110,6 +110,11 @@ class OnnxEncoder:
             hidden = int(self.manifest["hidden"])
             return Encoded(np.zeros((0, self.dim), np.float32), np.zeros((0, self.n_layers + 1, hidden), np.float32))
         embeddings, layers = [], []
+        if self.variant == "int8":
+            # Dynamic int8 quantises activations with one scale per run, so a text's embedding would
+            # depend on its batchmates (and their padding): int8 runs one text at a time, and answers
+            # the same question the same way whatever else is asked with it.
+            batch_size = 1
         # As Encoder: sorted by length to keep padding low, put back in input order at the end.
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         for start in range(0, len(texts), batch_size):

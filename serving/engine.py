@@ -16,6 +16,7 @@ version is loaded completely before the swap, so no request is dropped or sees h
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -27,11 +28,14 @@ from core.settings import Settings
 from models.encoder import Encoder
 from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
+from models.runtimes import load_encoder
 from models.sentiment import SentimentModel
 from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
 from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
 from serving.versions import ModelVersion, VersionStore
+
+log = logging.getLogger("csbot.engine")
 
 HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
                 "support team who will follow up here.")
@@ -59,6 +63,20 @@ class Served:
     sections: dict[str, Section]
     chunk_markdown: dict[str, str]  # a chunk entry's text -> the Markdown it was made from
     label_of: dict[str, str]
+
+
+def runtime_for(version: ModelVersion, settings: Settings) -> str:
+    """The encoder runtime that serves `version`: the `runtime` setting when forced, else what the
+    version's build chose (meta "runtime"); torch on CUDA, or when the version has no ONNX export."""
+    from models.loading import pick_device
+
+    wanted = version.runtime if settings.runtime == "auto" else settings.runtime
+    if wanted == "torch" or pick_device(settings.device).startswith("cuda"):
+        return "torch"
+    if version.onnx_dir is None:
+        log.warning("version %s has no ONNX export (built with runtime = torch): serving torch", version.name)
+        return "torch"
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -129,10 +147,19 @@ class Engine:
         return self.reload()
 
     def _encoder_for(self, version: ModelVersion) -> Encoder:
-        name = version.encoder_name
-        if name not in self._encoders:
-            self._encoders[name] = Encoder(name, self.settings.device)
-        return self._encoders[name]
+        runtime = runtime_for(version, self.settings)
+        key = f"{version.encoder_name}#{runtime}"
+        if key not in self._encoders:
+            if runtime == "torch":
+                self._encoders[key] = Encoder(version.encoder_name, self.settings.device)
+            else:
+                self._encoders[key] = load_encoder(version.onnx_dir, runtime, threads=self.settings.torch_threads)
+        return self._encoders[key]
+
+    @property
+    def runtime(self) -> str:
+        """The encoder runtime of the served version: torch, onnx or onnx-int8."""
+        return runtime_for(self._served.version, self.settings)
 
     def _load(self, version: ModelVersion) -> Served:
         documents = {doc.id: doc for doc in version.documents()}

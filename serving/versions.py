@@ -10,7 +10,10 @@ version folder, and of the champion pointer.
         intent_head.npz        intent classifier head
         sentiment_head.npz     sentiment head
         encoder/               fine-tuned encoder (absent when the version uses the base encoder)
-        index/                 FAISS index built with this version's encoder
+        onnx/                  the encoder exported to ONNX fp32 and int8 (models/onnx_export.py), absent
+                               when the version was built for torch only; meta.json "runtime" says which
+                               runtime serves it and why (training/export.py)
+        index/                 FAISS index built with the served runtime's encoder
 
 Nothing else names these files: builders write a version through a `VersionDraft`
 (`VersionStore.draft()`, then `draft.commit(meta)`), and the engine, the gate and the retrain read
@@ -49,6 +52,7 @@ EXAMPLES_FILE = "training_examples.jsonl"
 INTENT_HEAD_FILE = "intent_head.npz"
 SENTIMENT_HEAD_FILE = "sentiment_head.npz"
 ENCODER_DIR = "encoder"
+ONNX_DIR = "onnx"
 INDEX_DIR = "index"
 
 
@@ -87,6 +91,17 @@ class ModelVersion:
     def encoder_name(self) -> str:
         """The encoder to load: the version's own fine-tuned folder, else the configured base."""
         return str(self.encoder_dir) if self.encoder_dir else self.meta["encoder"]
+
+    @property
+    def onnx_dir(self) -> Path | None:
+        """The ONNX export of the version's encoder, or None when it has none."""
+        folder = self.path / ONNX_DIR
+        return folder if (folder / "onnx.json").is_file() else None
+
+    @property
+    def runtime(self) -> str:
+        """The encoder runtime the build chose for this version (torch, onnx or onnx-int8)."""
+        return (self.meta.get("runtime") or {}).get("served", "torch")
 
     @property
     def base_encoder(self) -> str | None:
@@ -151,6 +166,11 @@ class VersionDraft:
     @property
     def has_encoder(self) -> bool:
         return self.encoder_dir.is_dir()
+
+    @property
+    def onnx_dir(self) -> Path:
+        """Where the encoder's ONNX export goes (training/export.py writes it)."""
+        return self.path / ONNX_DIR
 
     def copy_encoder(self, source: Path) -> None:
         shutil.copytree(source, self.encoder_dir)

@@ -34,7 +34,13 @@ def test_json_shape_has_the_documented_keys(engine):
     assert data["sentiment"] in ("negative", "neutral", "positive")
 
 
-def test_batch_path_gives_the_same_answers_as_single_questions(engine):
+@pytest.mark.parametrize("runtime", ["torch", "auto"])  # auto: the demo version serves int8
+def test_batch_path_gives_the_same_answers_as_single_questions(demo_home, runtime):
+    from core.settings import Settings
+    from serving.engine import Engine
+
+    engine = Engine(Settings.load(env={}, home=demo_home, runtime=runtime))
+    assert engine.runtime == {"torch": "torch", "auto": "onnx-int8"}[runtime]
     questions = ["how do I change my email address", "my package arrived broken", "do you ship to Canada?"]
     batch = engine.answer_batch(questions)
     single = [engine.answer(q) for q in questions]

@@ -20,7 +20,8 @@ from models.sentiment import head_path
 from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
 from retrieval.ranking import SEARCH_K, DecisionParams, decide, tune
-from serving.versions import ModelVersion, TrainingExample, VersionStore
+from serving.versions import ONNX_DIR, ModelVersion, TrainingExample, VersionStore
+from training.export import prepare_runtime, remember, wants_onnx
 from training.finetune import finetune_encoder
 from training.fit_heads import train_intent_head
 
@@ -170,11 +171,21 @@ def build_version(
             finetune_encoder(settings.encoder, tune_texts, tune_labels, draft.encoder_dir, settings.finetune,
                              seed=settings.seed, device=settings.device)
         if draft.has_encoder:
-            encoder = Encoder(str(draft.encoder_dir), settings.device, cached=False)
+            source = str(draft.encoder_dir)
+            encoder = Encoder(source, settings.device, cached=False)
             encoder_version = _folder_version(draft.encoder_dir)
         else:
-            encoder = Encoder(settings.encoder, settings.device)
+            source = settings.encoder
+            encoder = Encoder(source, settings.device)
             encoder_version = _encoder_version(settings.encoder)
+        runtime = None
+        if wants_onnx(settings):  # compressed serving: export, score fp32 vs int8, build with the winner
+            reuse = Path(encoder_dir).parent / ONNX_DIR if encoder_dir is not None else None
+            encoder, runtime = prepare_runtime(draft, source, encoder_version, documents, settings, encoder,
+                                               reuse=reuse)
+        torch_version = encoder_version
+        if runtime and runtime["served"] != "torch":
+            encoder_version = f"{encoder_version}+{runtime['served']}"  # the index records the runtime that built it
         log.info("encoding %d index entries", len(entries))
         vectors = encoder.embed([e.text for e in entries])
         entries = assign_learned_sections(entries, vectors)
@@ -202,10 +213,12 @@ def build_version(
             "kb_hash": kb_hash(documents),
             "oos_threshold": DECISION_THRESHOLD,
             "decision": decision,
+            "runtime": runtime or {"served": "torch", "reason": "runtime = torch, or CUDA: no ONNX export"},
             "notes": notes,
             "counts": counts,
             "build_seconds": round(time.perf_counter() - started, 2),
         })
+        remember(torch_version, version.onnx_dir)
     return BuildResult(version, time.perf_counter() - started, counts)
 
 

@@ -34,6 +34,7 @@ def served_threshold(settings, meta: dict) -> float:
 def run(args) -> int:
     from core.errors import UserError
     from core.settings import Settings
+    from serving.engine import runtime_for
     from serving.versions import VersionStore, folder_bytes
 
     settings = Settings.load()
@@ -69,12 +70,16 @@ def run(args) -> int:
     champion = versions.champion_name()
     rows = []
     for name in versions.names():
-        meta = versions.get(name).meta
+        version = versions.get(name)
+        meta = version.meta
         metrics = meta.get("metrics", {})
+        chosen = meta.get("runtime") or {}
         rows.append({"version": name, "champion": name == champion, "parent": meta.get("parent"),
                      "created": meta.get("created"), "reason": meta.get("reason"), "counts": meta.get("counts", {}),
                      "metrics": metrics, "threshold": served_threshold(settings, meta),
                      "gate": metrics.get("gate"), "heldout": metrics.get("heldout"),
+                     "runtime": runtime_for(version, settings), "runtime_chosen": chosen.get("served", "torch"),
+                     "runtime_reason": chosen.get("reason"), "runtime_scores": chosen.get("scores"),
                      "bytes": folder_bytes(versions.root / name)})
     served = next((r for r in rows if r["champion"]), None)
     if args.json:
@@ -84,6 +89,8 @@ def run(args) -> int:
         return 0
     if not rows:
         out("no model versions yet: run `csbot ingest PATH`")
+    if served and served["runtime_reason"]:
+        out(f"runtime of the champion: {served['runtime']} — {served['runtime_reason']}")
     for row in rows:
         counts = row["counts"]
         gate = f", gate {row['gate']}" if row["gate"] else ""
@@ -92,5 +99,6 @@ def run(args) -> int:
         out(f"{'*' if row['champion'] else ' '} {row['version']}  {row['created']}  {row['reason'] or ''}  "
             f"{counts.get('documents', '?')} articles, {counts.get('intents', '?')} intents, "
             f"{counts.get('extra_examples', 0)} feedback examples, threshold {row['threshold']:.2f}{gate}{heldout}, "
+            f"runtime {row['runtime']}{'' if row['runtime'] == row['runtime_chosen'] else ' (forced; chose ' + row['runtime_chosen'] + ')'}, "
             f"{row['bytes'] / 1e6:.0f} MB  (parent {row['parent'] or '-'})")
     return 0

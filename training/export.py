@@ -1,0 +1,150 @@
+"""Compressed serving at build time: export a version's encoder to ONNX (fp32 and int8) and choose the
+runtime that serves it (issue 13; docs/benchmarks.md "Encoder runtimes").
+
+`prepare_runtime(draft, source, ...)` runs inside `training/build.py` before anything is encoded:
+
+1. The encoder (the version's fine-tuned folder, or the configured base) is exported with
+   models/onnx_export.py into the draft's `onnx/` folder. An export of the same weights made earlier
+   in this process, or the one beside a reused encoder folder (a retrain's reference build reuses the
+   champion's), is hard-linked instead of exported again.
+2. fp32 ONNX and int8 are scored on the same probe rows: the KB's example questions (else its section
+   headings), each labelled with its article's intent, matched to the nearest article title or
+   heading (not itself) by each runtime's embeddings; and the int8 embeddings' cosine to torch (the 5th
+   percentile over the probe texts and titles). `models.runtimes.choose_runtime` applies the rule:
+   int8 when within `int8_margin` of fp32 and its cosine ≥ `int8_cosine_floor`, else fp32 ONNX, else
+   torch.
+3. The chosen runtime's encoder is returned: the build encodes the index, fits the intent head and
+   tunes the thresholds with it, so index and queries come from the same runtime (the index records
+   it in its encoder version).
+
+`runtime = "torch"` (the setting) skips all of it; CUDA builds serve torch. A forced `onnx` or
+`onnx-int8` exports and measures, and serves what it says.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from models.runtimes import choose_runtime, load_encoder
+
+log = logging.getLogger(__name__)
+
+PROBE_ROWS = 400  # probe questions at most (a deterministic sample)
+TARGETS = 3000  # titles and headings at most
+_EXPORTS: dict[str, Path] = {}  # encoder version -> a folder holding its complete export (this process)
+
+
+def wants_onnx(settings) -> bool:
+    """Whether a build exports the encoder: not with runtime = torch, not on CUDA."""
+    from models.loading import pick_device
+
+    return settings.runtime != "torch" and not pick_device(settings.device).startswith("cuda")
+
+
+def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Path | None = None) -> dict:
+    """The ONNX export of `source` in `folder` (linked from an earlier one of the same weights when
+    there is one); returns its manifest."""
+    from models.onnx_export import export_onnx, read_manifest
+
+    for candidate in (reuse, _EXPORTS.get(encoder_version)):
+        if candidate is not None and (Path(candidate) / "onnx.json").is_file():
+            _link_tree(Path(candidate), folder)
+            log.info("ONNX export of %s reused from %s", source, candidate)
+            return read_manifest(folder)
+    started = time.perf_counter()
+    manifest = export_onnx(source, folder, measure=False)
+    log.info("encoder exported to ONNX fp32 and int8 in %.1fs", time.perf_counter() - started)
+    _EXPORTS[encoder_version] = folder
+    return manifest
+
+
+def remember(encoder_version: str, folder: Path | None) -> None:
+    """After a version is committed (its draft folder renamed), point later builds at its export."""
+    if folder is not None and (Path(folder) / "onnx.json").is_file():
+        _EXPORTS[encoder_version] = Path(folder)
+
+
+def prepare_runtime(draft, source: str, encoder_version: str, documents, settings, torch_encoder,
+                    *, reuse: Path | None = None):
+    """Export, measure and choose (module doc). Returns (encoder to build with, runtime record)."""
+    started = time.perf_counter()
+    manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse)
+    fp32 = load_encoder(draft.onnx_dir, "onnx", threads=settings.torch_threads)
+    int8 = load_encoder(draft.onnx_dir, "onnx-int8", threads=settings.torch_threads)
+    probes, targets = _probe(documents)
+    scores = {"probe_rows": len(probes)}
+    texts = [t for t, _ in probes] + [t for t, _ in targets]
+    reference = torch_encoder.embed(texts)
+    embedded = {"onnx": fp32.embed(texts), "onnx-int8": int8.embed(texts)}
+    for runtime, vectors in embedded.items():
+        scores[f"{runtime}_accuracy"] = _accuracy(vectors, probes, targets)
+    cosines = np.sum(reference * embedded["onnx-int8"], axis=1)
+    scores["int8_cosine_p5"] = round(float(np.percentile(cosines, 5)), 4) if len(cosines) else None
+    scores["int8_cosine_min"] = round(float(cosines.min()), 4) if len(cosines) else None
+    fp32_accuracy, int8_accuracy = scores["onnx_accuracy"], scores["onnx-int8_accuracy"]
+    if fp32_accuracy is None:  # nothing to score (a one-article KB): the embeddings' agreement decides
+        fp32_accuracy = int8_accuracy = 1.0
+    chosen, reason = choose_runtime(fp32_accuracy, int8_accuracy, scores["int8_cosine_p5"],
+                                    margin=settings.int8_margin, cosine_floor=settings.int8_cosine_floor)
+    if settings.runtime != "auto":
+        chosen, reason = settings.runtime, f"runtime = {settings.runtime} (setting); measured: {reason}"
+    record = {"served": chosen, "reason": reason, "scores": scores,
+              "export": {"opset": manifest.get("opset"), "bytes": {v: e.get("bytes") for v, e in manifest["variants"].items()}},
+              "seconds": round(time.perf_counter() - started, 2)}
+    log.info("runtime %s: %s", chosen, reason)
+    return {"onnx": fp32, "onnx-int8": int8}.get(chosen, torch_encoder), record
+
+
+def _probe(documents) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    from retrieval.kb import SECTION_SEP, split_sections
+
+    targets, headings, questions = [], [], []
+    for doc in documents:
+        targets.append((doc.title, doc.label))
+        for section in split_sections(doc):
+            if section.heading:
+                text = SECTION_SEP.join(section.path)
+                targets.append((text, doc.label))
+                headings.append((text, doc.label))
+        questions.extend((q, doc.label) for q in doc.questions)
+    probes = questions if len(questions) >= 10 else questions + headings
+    return _sample(probes, PROBE_ROWS), _sample(targets, TARGETS)
+
+
+def _sample(rows: list, limit: int) -> list:
+    if len(rows) <= limit:
+        return rows
+    keep = np.random.default_rng(13).choice(len(rows), size=limit, replace=False)
+    return [rows[i] for i in sorted(keep)]
+
+
+def _accuracy(vectors: np.ndarray, probes, targets) -> float | None:
+    """Share of probe rows whose nearest title/heading (other than their own text) is of their intent."""
+    if not probes or len({label for _, label in targets}) < 2:
+        return None
+    q, t = vectors[:len(probes)], vectors[len(probes):]
+    sims = q @ t.T
+    target_texts = [text for text, _ in targets]
+    for i, (text, _) in enumerate(probes):
+        for j, other in enumerate(target_texts):
+            if other == text:
+                sims[i, j] = -np.inf
+    best = np.argmax(sims, axis=1)
+    return round(float(np.mean([targets[j][1] == label for j, (_, label) in zip(best, probes)])), 4)
+
+
+def _link_tree(source: Path, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        if path.is_file():
+            target = folder / path.name
+            try:
+                os.link(path, target)
+            except OSError:  # another filesystem, or links not allowed
+                shutil.copyfile(path, target)
