@@ -1,8 +1,11 @@
 """Engine latency and throughput, and ingest speed (figures printed; nothing asserted).
 
-- Ingest of the demo KB (intent model included), wall time.
-- Single-question latency p50/p99 end to end in `Engine.answer`, printed as a ratio to the bare
-  sentence-transformers encode of the same question in the same run (the floor).
+- Ingest of the demo KB (intent model included), wall time, with `runtime = torch` (no ONNX export)
+  and with the default `auto` (export to ONNX fp32 + int8, both scored, the index built by the
+  winner): the ratio is the export's cost.
+- Single-question latency p50/p99 end to end in `Engine.answer` for each encoder runtime (torch,
+  ONNX fp32, ONNX int8; sentiment included: it rides on the same pass), printed as a ratio to the bare
+  torch sentence-transformers encode of the same question in the same run (the floor).
 - Batch throughput (`Engine.answer_batch`, 64 questions per call).
 - The same on a 1k-chunk KB (1,000 DSTC10 FAQ snippets) and a 100k-chunk KB (the 12k real DSTC10
   snippets' vectors plus noisy copies of them up to 100k, HNSW index; the engine is pinned to a
@@ -30,6 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
+from models.loading import load_sentence_transformer  # noqa: E402
 from retrieval.index import Entry, VectorIndex  # noqa: E402
 from serving.engine import Engine  # noqa: E402
 from serving.versions import VersionStore  # noqa: E402
@@ -58,8 +62,8 @@ def time_calls(fn, questions: list[str], rounds: int) -> list[float]:
     return samples
 
 
-def measure(engine: Engine, label: str, rounds: int) -> dict:
-    model = engine.served.encoder.model
+def measure(engine: Engine, label: str, rounds: int, model) -> dict:
+    """`model`: the bare torch sentence-transformers model of the served version (the floor)."""
     for q in QUESTIONS:  # warm up both paths
         engine.answer(q)
         model.encode([q])
@@ -77,10 +81,11 @@ def measure(engine: Engine, label: str, rounds: int) -> dict:
     throughput = batches * len(batch_questions) / (time.perf_counter() - start)
     f50, f99 = percentiles(floor)
     s50, s99 = percentiles(single)
-    row = {"kb": label, "index": engine.served.index.meta["type"], "vectors": len(engine.served.index),
+    row = {"kb": label, "runtime": engine.runtime, "index": engine.served.index.meta["type"],
+           "vectors": len(engine.served.index),
            "encode_p50_ms": round(f50, 2), "answer_p50_ms": round(s50, 2), "answer_p99_ms": round(s99, 2),
            "ratio_p50": round(s50 / f50, 2), "batch_per_s": round(throughput, 1)}
-    print(f"{label:>10} | {row['index']:>5} {row['vectors']:>7} vectors | encode p50 {f50:6.2f} ms | "
+    print(f"{label:>10} {engine.runtime:>9} | {row['index']:>5} {row['vectors']:>7} vectors | torch encode p50 {f50:6.2f} ms | "
           f"answer p50 {s50:6.2f} ms p99 {s99:6.2f} ms | ratio {s50 / f50:4.2f} | batch {throughput:6.1f} q/s",
           flush=True)
     return row
@@ -137,15 +142,26 @@ def main() -> None:
           f"answering on {answering_threads} (torch_threads={args.threads})")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings.load(env={}, home=Path(tmp) / "demo")
-        start = time.perf_counter()
-        report = ingest([REPO / "demo" / "kb"], settings)
-        print(f"ingest demo KB ({report['documents']} articles, intent model + index): "
-              f"{time.perf_counter() - start:.1f}s wall (build {report['seconds']:.1f}s)", flush=True)
+        walls = {}
+        for runtime in ("torch", "auto"):
+            home = Path(tmp) / f"demo-{runtime}"
+            start = time.perf_counter()
+            report = ingest([REPO / "demo" / "kb"], Settings.load(env={}, home=home, runtime=runtime))
+            walls[runtime] = time.perf_counter() - start
+            print(f"ingest demo KB ({report['documents']} articles, fine-tuning + intent model + index), "
+                  f"runtime {runtime}: {walls[runtime]:.1f}s wall (build {report['seconds']:.1f}s)", flush=True)
+        print(f"ingest with the ONNX export / without: {walls['auto'] / walls['torch']:.2f}", flush=True)
+        settings = Settings.load(env={}, home=Path(tmp) / "demo-auto")
+        champion = VersionStore(settings.models_dir).champion()
+        print(f"the build chose {champion.runtime}: {champion.meta['runtime']['reason']}", flush=True)
         torch.set_num_threads(answering_threads)
-        rows.append(measure(Engine(settings), "demo", args.rounds))
+        floor = load_sentence_transformer(champion.encoder_name, "cpu")
+        for runtime in ("torch", "onnx", "onnx-int8"):
+            rows.append(measure(Engine(settings.replace(runtime=runtime, torch_threads=answering_threads)), "demo",
+                                args.rounds, floor))
         if not (DATA / "dstc10_knowledge_faq").is_dir():
             print(f"no {DATA}/dstc10_knowledge_faq: skipping the 1k and 100k KBs")
+            print(json.dumps(rows))
             return
         settings_1k = Settings.load(env={}, home=Path(tmp) / "kb1k")
         start = time.perf_counter()
@@ -153,9 +169,12 @@ def main() -> None:
         ingest([dstc_kb(Path(tmp) / "dstc1k.jsonl", 1000)], settings_1k)
         print(f"ingest 1k-article KB: {time.perf_counter() - start:.1f}s", flush=True)
         torch.set_num_threads(answering_threads)
-        rows.append(measure(Engine(settings_1k), "1k", args.rounds))
+        floor_1k = load_sentence_transformer(VersionStore(settings_1k.models_dir).champion().encoder_name, "cpu")
+        for runtime in ("torch", "onnx-int8"):
+            rows.append(measure(Engine(settings_1k.replace(runtime=runtime, torch_threads=answering_threads)), "1k",
+                                args.rounds, floor_1k))
         if not args.skip_large:
-            rows.append(measure(large_index_engine(settings_1k, 100_000), "100k", args.rounds))
+            rows.append(measure(large_index_engine(settings_1k, 100_000), "100k", args.rounds, floor_1k))
     print(json.dumps(rows))
 
 

@@ -20,15 +20,12 @@ Usage: python benchmarks/bench_runtimes.py [--rounds 200] [--folder DIR (reuse o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import random
 import statistics
 import sys
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,26 +35,13 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import numpy as np  # noqa: E402
 
-from models.heads import fit_softmax_head  # noqa: E402
+from benchmarks.bench_accuracy import few_shot, read_rows  # noqa: E402 (the same 10 examples per intent)
 from models.onnx_export import MANIFEST, export_onnx, read_manifest  # noqa: E402
 from models.runtimes import choose_runtime, load_encoder  # noqa: E402
+from training.fit_heads import fit_softmax_head  # noqa: E402
 
 DATA = Path(os.environ.get("CSBOT_DATA_DIR", REPO.parent / "shared" / "data"))
 RUNTIMES = ("torch", "onnx", "onnx-int8")
-
-
-def read_rows(path: Path) -> list[tuple[str, str]]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        return [(r["text"], r["label"]) for r in csv.DictReader(fh)]
-
-
-def few_shot(rows, per_intent: int, seed: int = 0):
-    """As benchmarks/bench_accuracy.py: the same 10 examples per intent."""
-    rng = random.Random(seed)
-    by_label = defaultdict(list)
-    for text, label in rows:
-        by_label[label].append(text)
-    return [(t, label) for label in sorted(by_label) for t in rng.sample(by_label[label], min(per_intent, len(by_label[label])))]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -200,8 +184,8 @@ def main() -> None:
         verdict = choose_runtime(rows["onnx"]["banking77_10shot_lr"], rows["onnx-int8"]["banking77_10shot_lr"], int8_vs_fp32)
         print(f"choose_runtime on these figures: {verdict[0]} ({verdict[1]})")
 
-    print(f"\n| runtime | p50 ms (1 thread) | p99 ms | p50 / bare torch | batch/s (2 threads) | "
-          f"BANKING77 10-shot LR | centroid | cosine to torch mean / p5 / min | sentiment labels = torch |")
+    print("\n| runtime | p50 ms (1 thread) | p99 ms | p50 / bare torch | batch/s (2 threads) | "
+          "BANKING77 10-shot LR | centroid | cosine to torch mean / p5 / min | sentiment labels = torch |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(f"| bare sentence-transformers encode | {rows['bare']['p50_ms']} | {rows['bare']['p99_ms']} | 1.00 | "
           f"{rows['bare']['batch_per_s']} | | | | |")

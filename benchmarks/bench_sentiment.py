@@ -74,7 +74,7 @@ def neutral_table(rows, data_dir, cache_dir, encoder, log) -> None:
     splits = ts.eval_splits(data_dir, "test") + [load_phrasebank(data_dir, (part,)) for part in ("dev", "test")]
     encoded = ts.load_features(encoder, splits, cache_dir, log=log)
     width = max(len(name) for name, _ in rows) + 2
-    print(f"\nneutral-class recall on the neutral rows (plain statements); macro-recall in brackets")
+    print("\nneutral-class recall on the neutral rows (plain statements); macro-recall in brackets")
     print(f"{'head':<{width}}" + "".join(f"{s.name:>24}" for s in splits))
     for name, head in rows:
         cells = []

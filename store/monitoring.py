@@ -67,18 +67,7 @@ class Monitoring:
             return cur.rowcount == 1
 
     def monitored_messages(self, channel: str | None = None, since: Any = None) -> list[dict]:
-        where, params = [], []
-        if channel:
-            where.append("channel = ?")
-            params.append(channel)
-        bound = parse_since(since)
-        if bound is not None:
-            where.append("time > ?")
-            params.append(bound)
-        rows = self._read(
-            "SELECT * FROM monitored_messages" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id",
-            params,
-        )
+        rows = self._read(*_select("monitored_messages", channel, since))
         return [decode_monitored_message(row) for row in rows]
 
     def monitored_message(self, channel: str, ts: str) -> dict | None:
@@ -125,18 +114,7 @@ class Monitoring:
 
     def monitoring_alerts(self, channel: str | None = None, since: Any = None) -> list[dict]:
         """Recorded alerts (time > since), oldest first; `details` decoded."""
-        where, params = [], []
-        if channel:
-            where.append("channel = ?")
-            params.append(channel)
-        bound = parse_since(since)
-        if bound is not None:
-            where.append("time > ?")
-            params.append(bound)
-        rows = self._read(
-            "SELECT * FROM monitoring_alerts" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id",
-            params,
-        )
+        rows = self._read(*_select("monitoring_alerts", channel, since))
         for row in rows:
             row["details"] = loads(row["details"]) or {}
         return rows
@@ -197,3 +175,16 @@ class Monitoring:
             + (" WHERE time > ?" if bound is not None else "") + " ORDER BY time, id",
             (bound,) if bound is not None else (),
         )
+
+
+def _select(table: str, channel: str | None, since: Any) -> tuple[str, list]:
+    """SELECT of one channel's (or every channel's) rows of `table` with time > since, oldest first."""
+    where, params = [], []
+    if channel:
+        where.append("channel = ?")
+        params.append(channel)
+    bound = parse_since(since)
+    if bound is not None:
+        where.append("time > ?")
+        params.append(bound)
+    return f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time, id", params

@@ -53,13 +53,18 @@ def test_a_question_about_one_section_is_answered_with_that_section(md_engine):
     assert "Tuesdays 02:00–04:00 UTC" in answer.text and "Incidents" not in answer.text
 
 
-def test_slack_gets_the_section_as_mrkdwn_never_raw_markdown(md_engine):
-    from bot.slack.blocks import answer_blocks
+def test_slack_gets_the_section_as_markdown_and_the_fallback_text_as_mrkdwn(md_engine):
+    from bot.slack.blocks import answer_blocks, answer_text
 
     answer = md_engine.answer("How long does a refund to my card take?")
     assert answer.doc_id == "refunds" and answer.section["heading"] == "How long a refund takes"
-    text = answer_blocks(answer)[0].to_dict()["text"]["text"]
-    assert text.startswith("*How long a refund takes*\n")
+    block = answer_blocks(answer)[0].to_dict()
+    # The markdown block renders standard Markdown: the section as the KB has it, under its path.
+    assert block["type"] == "markdown" and block["text"].startswith("**How long a refund takes**\n\n")
+    assert "- Card payments" in block["text"]
+    # The message's `text` (notifications) is mrkdwn, never raw Markdown.
+    text = answer_text(answer)
+    assert text.startswith("•   Card payments: 3–5 business days")
     assert "•" in text and "- Card payments" not in text and "**" not in text and "##" not in text
 
 

@@ -23,6 +23,7 @@ runtime that serves it (issue 13; docs/benchmarks.md "Encoder runtimes").
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -58,7 +59,14 @@ def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Pa
             log.info("ONNX export of %s reused from %s", source, candidate)
             return read_manifest(folder)
     started = time.perf_counter()
-    manifest = export_onnx(source, folder, measure=False)
+    try:
+        manifest = export_onnx(source, folder, measure=False)
+    except OSError:
+        raise
+    except Exception as exc:  # tokenizers and onnx report a full disk as a plain Exception
+        if "no space left" in str(exc).lower():
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(folder)) from exc
+        raise
     log.info("encoder exported to ONNX fp32 and int8 in %.1fs", time.perf_counter() - started)
     _EXPORTS[encoder_version] = folder
     return manifest

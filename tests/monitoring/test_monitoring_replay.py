@@ -124,22 +124,38 @@ def test_online_replay_through_the_store_alerts_where_the_offline_scan_does(airl
 
 
 @pytest.mark.slow  # builds the demo model once per session (about a minute on 2 cores)
-def test_engine_scores_a_real_slice(engine, airline_rows):
+def test_engine_scores_a_real_slice(demo_home, airline_rows):
     """The real engine (the demo model's sentiment head) on held-out tweets only - the dev and test
     splits, since the head was trained on the airline train split: Southwest from noon on 17 Feb to
     the end of its surge day, 21 Feb (312 tweets). With a fifth of the traffic the windows are wider
     (12 hours against 3 days, 99% bounds); on the human labels this alerts on 21 Feb only. The
-    engine's own labels must carry the surge the same way."""
+    engine's own labels must carry the surge the same way.
+
+    On the torch runtime, which the head was trained on. The demo version serves ONNX int8, whose
+    sentiment labels agree with torch on 96 % of this slice (98.5 % of Southwest's tweets with the
+    base encoder, with the same negative share); on this thin slice that is enough to keep the int8
+    labels under the 99 % bound (docs/benchmarks.md "Encoder runtimes"), so the int8 engine is checked
+    for the surge itself."""
+    from core.settings import Settings
+    from serving.engine import Engine
+
     held_out = [r for r in by_airline(airline_rows, "Southwest", utc(2015, 2, 17, 12), utc(2015, 2, 22))
                 if r.extra["suggested_split"] != "train"]
-    answers = engine.answer_batch([r.text for r in held_out])
+    texts = [r.text for r in held_out]
+    int8 = Engine(Settings.load(env={}, home=demo_home))
+    assert int8.runtime == "onnx-int8"
+    int8_labels = [a.sentiment for a in int8.answer_batch(texts)]
+    engine = Engine(Settings.load(env={}, home=demo_home, runtime="torch"))
+    answers = engine.answer_batch(texts)
+    assert sum(a.sentiment == b for a, b in zip(answers, int8_labels)) / len(texts) >= 0.95
     surge_day = [r.time.date() == D(2015, 2, 21) for r in held_out]
 
-    def negative_share(on_surge_day: bool) -> float:
-        picked = [a.sentiment for a, s in zip(answers, surge_day) if s == on_surge_day]
+    def negative_share(on_surge_day: bool, labels) -> float:
+        picked = [label for label, s in zip(labels, surge_day) if s == on_surge_day]
         return picked.count("negative") / len(picked)
 
-    assert negative_share(True) > negative_share(False) + 0.15
+    for labels in ([a.sentiment for a in answers], int8_labels):
+        assert negative_share(True, labels) > negative_share(False, labels) + 0.15
     observed = [Observation(r.time, a.sentiment, topic_of(a.intent)) for r, a in zip(held_out, answers)]
     config = SpikeConfig(window=12 * HOUR, baseline=dt.timedelta(days=3), confidence=0.99)
     gold = scan([Observation(r.time, r.label) for r in held_out], config, channel="CSW")
