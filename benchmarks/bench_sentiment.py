@@ -221,22 +221,22 @@ def latency_table(args, texts, head, model_row) -> None:
     encoder = Encoder(args.encoder, "cpu")
     old = SentimentModel(head)
 
-    def timed(fn):
-        for text in sample[:10]:
+    fns = [("shared encoder pass alone (floor)", lambda t: encoder.encode([t])),
+           ("(b) old head: encoder pass + head", lambda t: old.predict(encoder.encode([t])))]
+    if model_row is not None:
+        fns.append(("(c) fine-tuned model, own pass", lambda t: model_row.model.predict([t])))
+    for text in sample[:10]:  # warm-up
+        for _, fn in fns:
             fn(text)
-        times = []
-        for text in sample:
+    times = [[] for _ in fns]
+    for text in sample:  # interleaved, so a change in the machine's load hits every row alike
+        for k, (_, fn) in enumerate(fns):
             start = time.perf_counter()
             fn(text)
-            times.append((time.perf_counter() - start) * 1000)
-        return float(np.percentile(times, 50)), float(np.percentile(times, 99))
-
-    rows = [("shared encoder pass alone (floor)", timed(lambda t: encoder.encode([t])))]
-    rows.append(("(b) old head: encoder pass + head", timed(lambda t: old.predict(encoder.encode([t])))))
-    if model_row is not None:
-        rows.append(("(c) fine-tuned model, own pass", timed(lambda t: model_row.model.predict([t]))))
+            times[k].append((time.perf_counter() - start) * 1000)
+    rows = [(name, (float(np.percentile(t, 50)), float(np.percentile(t, 99)))) for (name, _), t in zip(fns, times)]
     floor = rows[0][1][0]
-    print(f"\nper-text latency, 1 thread, {len(sample)} TweetEval test texts one at a time (torch, CPU)")
+    print(f"\nper-text latency, 1 thread, {len(sample)} TweetEval test texts one at a time, interleaved (torch, CPU)")
     print(f"{'':<36}{'p50 ms':>9}{'p99 ms':>9}{'p50 / encoder':>15}")
     for name, (p50, p99) in rows:
         print(f"{name:<36}{p50:>9.2f}{p99:>9.2f}{p50 / floor:>15.2f}")
