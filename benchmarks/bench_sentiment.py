@@ -16,6 +16,14 @@ used for any choice; its dev and test splits shown apart). `--neutral-only` prin
 train: needs only the test features). `--tune-neutral-offset OUT` picks the offset added to the
 shipped head's neutral logit on the choosing sets (TweetEval val + airline dev: the offset with the
 best mean macro-recall, the smallest on a tie) and writes the head with it to OUT (docs/sentiment.md).
+
+The fine-tuned model (`models/assets/sentiment_lora.npz`, or --model; '' to leave it out) is shown
+side by side with the head, as row (c) of both tables: it runs its own transformer pass, so its
+test-set logits are cached too (keyed by the artefact's and the texts' hashes). `--model-only`
+prints both tables for the shipped head and the model only (no floor to train). Every run ends with
+per-text latency, one thread, one text at a time (`--latency N` texts from TweetEval test, 0 to skip):
+the shared encoder pass alone (the old head's floor: the head itself rides on it), the old head
+(encoder pass + head), and the fine-tuned model, with its ratio to the encoder pass.
 """
 
 from __future__ import annotations
@@ -45,6 +53,49 @@ def load_phrasebank(data_dir: Path, parts=("dev", "test")) -> "ts.Split":
         rows = [r for r in csv.DictReader(fh) if r["suggested_split"] in parts]
     name = "fpb_" + "_".join(parts)
     return ts.Split(name, [r["sentence"] for r in rows], [r["label_name"] for r in rows])
+
+
+def label_recalls(split, predicted) -> dict:
+    """Per-class recall, macro-recall and accuracy of predicted labels against the split's."""
+    predicted, gold = np.asarray(predicted), np.array(split.labels)
+    per = {label: float(np.mean(predicted[gold == label] == label)) for label in ts.LABELS if (gold == label).any()}
+    return {"n": len(gold), "per_class": per, "macro_recall": float(np.mean(list(per.values()))),
+            "accuracy": float(np.mean(predicted == gold))}
+
+
+class ModelRow:
+    """The fine-tuned model as a row of the tables: predictions from the texts, logits cached on disk."""
+
+    def __init__(self, spec, cache_dir, log):
+        from models.sentiment_model import FineTunedSentiment, artefact_path
+
+        self.path = artefact_path(spec)
+        self.model = FineTunedSentiment.load(spec)
+        self.cache_dir, self.log = cache_dir, log
+
+    def labels_for(self, split) -> list[str]:
+        import hashlib
+
+        digest = hashlib.sha1(self.path.read_bytes())
+        for text in split.texts:
+            digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+        path = None if self.cache_dir is None else Path(self.cache_dir) / f"lora-{split.name}-{digest.hexdigest()[:16]}.npy"
+        if path is not None and path.is_file():
+            logits = np.load(path)
+        else:
+            start = time.time()
+            logits = self.model.logits(split.texts, batch_size=128)
+            self.log(f"  fine-tuned model on {split.name}: {len(split.texts)} texts ({time.time() - start:.0f}s)")
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(path, logits)
+        return [self.model.labels[i] for i in logits.argmax(axis=1)]
+
+
+def row_recalls(row, split, encoded) -> dict:
+    if isinstance(row, ModelRow):
+        return label_recalls(split, row.labels_for(split))
+    return recalls(row, split, encoded)
 
 
 def recalls(head, split, encoded, offset: float = 0.0) -> dict:
@@ -79,7 +130,7 @@ def neutral_table(rows, data_dir, cache_dir, encoder, log) -> None:
     for name, head in rows:
         cells = []
         for split, enc in zip(splits, encoded):
-            r = recalls(head, split, enc)
+            r = row_recalls(head, split, enc)
             cells.append(f"{r['per_class']['neutral']:.3f} ({r['macro_recall']:.3f})")
         print(f"{name:<{width}}" + "".join(f"{c:>24}" for c in cells))
     print("(neutral rows: " + ", ".join(f"{s.name} {s.labels.count('neutral')}" for s in splits) + ")")
@@ -93,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=ts.DEFAULT_CACHE)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablations", action="store_true", help="also train heads that read layers 5/6")
+    parser.add_argument("--model", default="builtin", help="fine-tuned model artefact ('' to leave it out)")
+    parser.add_argument("--model-only", action="store_true", help="shipped head and fine-tuned model only, no floor")
+    parser.add_argument("--latency", type=int, default=200, help="texts timed one at a time, one thread (0: skip)")
     parser.add_argument("--neutral-only", action="store_true", help="only the neutral-recall table, shipped head")
     parser.add_argument("--tune-neutral-offset", type=Path, metavar="OUT",
                         help="choose the neutral-logit offset on val and write the adjusted head to OUT")
@@ -114,38 +168,79 @@ def main(argv: list[str] | None = None) -> int:
         neutral_table([(f"shipped: {args.head}", shipped)], args.data_dir, cache_dir, encoder, log)
         print(f"({time.time() - started:.0f}s)")
         return 0
-    train_splits = ts.training_splits(args.data_dir)
     test_splits = ts.eval_splits(args.data_dir, "test")
-    train = ts.concat(ts.load_features(encoder, train_splits, cache_dir, log=log))
-    labels = [label for split in train_splits for label in split.labels]
     tests = ts.load_features(encoder, test_splits, cache_dir, log=log)
 
     rows = []
-    log("training the floor")
-    rows.append(("(a) floor: LR on final embedding", ts.train_floor_head(train, labels)))
+    if not args.model_only:
+        train_splits = ts.training_splits(args.data_dir)
+        train = ts.concat(ts.load_features(encoder, train_splits, cache_dir, log=log))
+        labels = [label for split in train_splits for label in split.labels]
+        log("training the floor")
+        rows.append(("(a) floor: LR on final embedding", ts.train_floor_head(train, labels)))
     shipped = SentimentModel.load(args.head).head
     rows.append((f"(b) shipped: {shipped.feature_spec}" + (" MLP" if shipped.hidden_weights is not None else " LR"),
                  shipped))
-    if args.ablations:
+    if args.ablations and not args.model_only:
         weight = ts.example_weights(train_splits)
         for spec in ABLATION_SPECS:
             log(f"training ablation {spec}")
             rows.append((f"    ablation: {spec} MLP", ts.train_head(train, labels, weight, feature_spec=spec,
                                                                     log=lambda m: None)))
+    model_row = ModelRow(args.model, cache_dir, log) if args.model else None
+    if model_row is not None:
+        rows.append(("(c) fine-tuned: LoRA + head", model_row))
 
     width = max(len(name) for name, _ in rows) + 2
-    print(f"{'':<{width}}{'TweetEval test':^22}{'airline test':^22}")
-    print(f"{'head':<{width}}{'macro-R':>11}{'acc':>11}{'macro-R':>11}{'acc':>11}")
+    print(f"{'':<{width}}{'TweetEval test':^33}{'airline test':^33}")
+    print(f"{'head':<{width}}" + f"{'macro-R':>11}{'acc':>11}{'neutral R':>11}" * 2)
     for name, head in rows:
         cells = []
         for split, encoded in zip(test_splits, tests):
-            m = ts.metrics(head, split, encoded)
-            cells += [m["macro_recall"], m["accuracy"]]
+            m = row_recalls(head, split, encoded)
+            cells += [m["macro_recall"], m["accuracy"], m["per_class"]["neutral"]]
         print(f"{name:<{width}}" + "".join(f"{v:>11.4f}" for v in cells))
     print(f"(n: TweetEval test {len(test_splits[0].labels)}, airline test {len(test_splits[1].labels)}; "
           f"{time.time() - started:.0f}s)")
     neutral_table(rows, args.data_dir, cache_dir, encoder, log)
+    if args.latency:
+        latency_table(args, test_splits[0].texts, shipped, model_row)
     return 0
+
+
+def latency_table(args, texts, head, model_row) -> None:
+    """p50 / p99 per text, one thread, one text per call: encoder pass, old head, fine-tuned model."""
+    import torch
+
+    from models.encoder import Encoder
+    from models.sentiment import SentimentModel
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), size=min(args.latency, len(texts)), replace=False)]
+    encoder = Encoder(args.encoder, "cpu")
+    old = SentimentModel(head)
+
+    fns = [("shared encoder pass alone (floor)", lambda t: encoder.encode([t])),
+           ("(b) old head: encoder pass + head", lambda t: old.predict(encoder.encode([t])))]
+    if model_row is not None:
+        fns.append(("(c) fine-tuned model, own pass", lambda t: model_row.model.predict([t])))
+    for text in sample[:10]:  # warm-up
+        for _, fn in fns:
+            fn(text)
+    times = [[] for _ in fns]
+    for text in sample:  # interleaved, so a change in the machine's load hits every row alike
+        for k, (_, fn) in enumerate(fns):
+            start = time.perf_counter()
+            fn(text)
+            times[k].append((time.perf_counter() - start) * 1000)
+    rows = [(name, (float(np.percentile(t, 50)), float(np.percentile(t, 99)))) for (name, _), t in zip(fns, times)]
+    floor = rows[0][1][0]
+    print(f"\nper-text latency, 1 thread, {len(sample)} TweetEval test texts one at a time, interleaved (torch, CPU)")
+    print(f"{'':<36}{'p50 ms':>9}{'p99 ms':>9}{'p50 / encoder':>15}")
+    for name, (p50, p99) in rows:
+        print(f"{name:<36}{p50:>9.2f}{p99:>9.2f}{p50 / floor:>15.2f}")
+    torch.set_num_threads(max(1, args.threads))
 
 
 def write_tuned_head(args, cache_dir, encoder, log) -> int:
