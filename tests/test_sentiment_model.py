@@ -15,22 +15,13 @@ from models.sentiment_model import (
     read_artefact,
     write_artefact,
 )
+from tests.test_sentiment import NEGATIVE, POSITIVE  # the same clear cases as the old head's tests
 
 PLAIN = [
     "The router arrived yesterday.",
     "My order number is 12345.",
     "What are your opening hours on Saturday?",
     "How do I change the email address on my account?",
-]
-NEGATIVE = [
-    "This is the third time my order arrived broken. I am furious and want a refund now.",
-    "Your support is useless, I have waited two weeks and nobody answers. Terrible service.",
-    "I hate this app, it crashes every time and I lost all my data.",
-]
-POSITIVE = [
-    "Thank you so much, the support team fixed my problem in minutes. Great service!",
-    "I love the new update, everything works perfectly now. Thanks!",
-    "Awesome, my refund arrived today. You guys are the best!",
 ]
 
 
