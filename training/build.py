@@ -135,6 +135,7 @@ def build_version(
     encoder_dir: Path | None = None,
     parent: str | None = None,
     meta: dict | None = None,
+    runtime_verdict: dict | None = None,
 ) -> BuildResult:
     """Build (but do not promote) a new version from `documents` plus `extra_examples`.
 
@@ -182,7 +183,7 @@ def build_version(
         if wants_onnx(settings):  # compressed serving: export, score fp32 vs int8, build with the winner
             reuse = Path(encoder_dir).parent / ONNX_DIR if encoder_dir is not None else None
             encoder, runtime = prepare_runtime(draft, source, encoder_version, documents, settings, encoder,
-                                               reuse=reuse)
+                                               reuse=reuse, verdict=runtime_verdict)
         torch_version = encoder_version
         if runtime and runtime["served"] != "torch":
             encoder_version = f"{encoder_version}+{runtime['served']}"  # the index records the runtime that built it

@@ -79,8 +79,10 @@ def remember(encoder_version: str, folder: Path | None) -> None:
 
 
 def prepare_runtime(draft, source: str, encoder_version: str, documents, settings, torch_encoder,
-                    *, reuse: Path | None = None):
-    """Export, measure and choose (module doc). Returns (encoder to build with, runtime record)."""
+                    *, reuse: Path | None = None, verdict: dict | None = None):
+    """Export, measure and choose (module doc). Returns (encoder to build with, runtime record).
+    `verdict` ({"served", "reason", "heldout"}): the retrain gate's choice on its held-out set, which
+    overrides the probe's (`heldout_verdict`)."""
     started = time.perf_counter()
     manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse)
     fp32 = load_encoder(draft.onnx_dir, "onnx", threads=settings.torch_threads)
@@ -102,11 +104,28 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
                                     margin=settings.int8_margin, cosine_floor=settings.int8_cosine_floor)
     if settings.runtime != "auto":
         chosen, reason = settings.runtime, f"runtime = {settings.runtime} (setting); measured: {reason}"
+    elif verdict is not None:
+        chosen, reason = verdict["served"], verdict["reason"]
+        scores["heldout"] = verdict.get("heldout")
     record = {"served": chosen, "reason": reason, "scores": scores,
               "export": {"opset": manifest.get("opset"), "bytes": {v: e.get("bytes") for v, e in manifest["variants"].items()}},
               "seconds": round(time.perf_counter() - started, 2)}
     log.info("runtime %s: %s", chosen, reason)
     return {"onnx": fp32, "onnx-int8": int8}.get(chosen, torch_encoder), record
+
+
+def heldout_verdict(settings, version, score) -> dict | None:
+    """The retrain gate's runtime choice: the candidate `version` (built in the gate's home) scored on
+    the held-out rows with fp32 ONNX and with int8 (`score(runtime) -> evaluate() report`), under the
+    same rule. None when there is nothing to choose (runtime forced, CUDA, no export)."""
+    if settings.runtime != "auto" or not wants_onnx(settings) or version.onnx_dir is None:
+        return None
+    fp32, int8 = score("onnx").get("accuracy"), score("onnx-int8").get("accuracy")
+    cosine = ((version.meta.get("runtime") or {}).get("scores") or {}).get("int8_cosine_p5")
+    served, reason = choose_runtime(fp32, int8, cosine, margin=settings.int8_margin,
+                                    cosine_floor=settings.int8_cosine_floor)
+    return {"served": served, "reason": f"on the retrain's held-out set: {reason}",
+            "heldout": {"onnx_accuracy": fp32, "onnx-int8_accuracy": int8, "int8_cosine_p5": cosine}}
 
 
 def _probe(documents) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:

@@ -418,6 +418,7 @@ class _Run:
     def _gate(self, versions, champion, documents, train_docs, examples, replay_examples, eval_rows,
               encoder_dir: Path) -> Outcome:
         from training.build import build_version
+        from training.export import heldout_verdict
         from training.gate import decide, reference_build, score_version
 
         step = time.perf_counter()
@@ -433,6 +434,11 @@ class _Run:
         step = time.perf_counter()
         champion_report = score_version(ref_settings, ref_name, eval_rows)
         candidate_report = score_version(gate_settings, scored.version.name, eval_rows)
+        # The runtime that serves the new version: fp32 ONNX and int8 on the same held-out rows.
+        verdict = heldout_verdict(gate_settings, scored.version, lambda runtime: score_version(
+            gate_settings.replace(runtime=runtime), scored.version.name, eval_rows))
+        if verdict is not None:
+            self.report["runtime"] = verdict
         champion_report["model_version"] = champion.name
         decision = decide(champion_report, candidate_report, self.config)
         self.report.update({"champion_metrics": champion_report, "candidate_metrics": candidate_report,
@@ -448,7 +454,8 @@ class _Run:
             # The served version: the whole KB (held-out questions included) + the same examples and encoder.
             step = time.perf_counter()
             built = build_version(documents, self.build_settings, extra_examples=examples, encoder_dir=encoder_dir,
-                                  parent=champion.name, meta={**self.version_meta, "metrics": metrics})
+                                  parent=champion.name, meta={**self.version_meta, "metrics": metrics},
+                                  runtime_verdict=verdict)
             candidate = built.version.name
             self.report["candidate"] = candidate
             self._timed("build_and_index", step)

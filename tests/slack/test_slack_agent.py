@@ -297,8 +297,11 @@ def test_socket_mode_dm_is_streamed_and_the_messages_tab_gets_prompts(make_bot, 
         tab = socket_mock.send_event({"type": "app_home_opened", "user": "U1", "channel": "D1", "tab": "messages"})
         question = socket_mock.send_event({"type": "message", "channel_type": "im", "channel": "D1", **message})
         slack_mock.wait_for("chat.stopStream")
-        bot.idle()
+        deadline = time.monotonic() + 20  # bolt's Socket Mode client acks on its own threads, in any order
+        while not (tab in socket_mock.acks and question in socket_mock.acks) and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert tab in socket_mock.acks and question in socket_mock.acks
+        bot.idle()
     finally:
         handler.close()
         socket_mock.close()

@@ -173,6 +173,12 @@ def test_promotion_hot_reload_sentiment_invariant_and_rollback(tiny_settings):
     # Metadata, the training-runs table and the report.
     versions = VersionStore(tiny_settings.models_dir)
     meta = versions.get(new).meta
+    # The runtime that serves it was chosen on the gate's held-out rows (fp32 ONNX against int8).
+    runtime = meta["runtime"]
+    assert runtime["reason"].startswith("on the retrain's held-out set: ")
+    heldout = runtime["scores"]["heldout"]
+    assert 0 <= heldout["onnx-int8_accuracy"] <= 1 and 0 <= heldout["onnx_accuracy"] <= 1
+    assert outcome.report["runtime"]["served"] == runtime["served"] == engine.runtime
     assert meta["parent"] == old and meta["reason"] == "retrain" and meta["code_revision"]
     assert meta["metrics"]["gate"] == "passed" and meta["metrics"]["heldout"]["accuracy"] is not None
     # A deterministic share of the 48 labelled questions (four users agree on every intent) is frozen
