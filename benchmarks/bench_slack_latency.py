@@ -37,6 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
 
+from benchmarks.demo_home import bench_home  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
 from bot.slack.server import CsbotRequestHandler, RunningServer  # noqa: E402
 from core.settings import Settings  # noqa: E402
@@ -77,12 +78,7 @@ def main() -> int:
     from bot.runtime import open_engine
 
     with tempfile.TemporaryDirectory(prefix="csbot-bench-slack-") as tmp:
-        home = Path(args.home) if args.home else Path(tmp) / "home"
-        if not args.home:
-            from training.ingest import ingest
-
-            print("ingesting the demo KB (not timed)...", file=sys.stderr)
-            ingest([REPO / "demo" / "kb"], Settings.load(env={}, home=home))
+        home = bench_home(args.home, tmp)
         mock = MockSlack()
         engine = None
         servers, stores = [], []

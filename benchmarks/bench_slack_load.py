@@ -35,7 +35,7 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_prox
     os.environ.pop(_var, None)
 os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
 
-from core.settings import Settings  # noqa: E402
+from benchmarks.demo_home import bench_home  # noqa: E402
 from tests.slack.serve_process import ServeProcess  # noqa: E402
 from tests.slack.slack_mock import MockSlack  # noqa: E402
 
@@ -142,12 +142,7 @@ def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="csbot-bench-load-") as tmp:
-        home = Path(args.home) if args.home else Path(tmp) / "home"
-        if not args.home:
-            from training.ingest import ingest
-
-            print("ingesting the demo KB (not timed)...", file=sys.stderr)
-            ingest([REPO / "demo" / "kb"], Settings.load(env={}, home=home, finetune_epochs=0))
+        home = bench_home(args.home, tmp, finetune_epochs=0)
         mock = MockSlack()
         extra = {"slack_workers": args.workers} if args.workers else {}
         server = ServeProcess(home, mock.api_url, Path(tmp) / "serve.log", **extra)
