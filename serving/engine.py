@@ -16,12 +16,14 @@ version is loaded completely before the swap, so no request is dropped or sees h
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import Iterator
 
 from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
 from core.settings import Settings
@@ -33,6 +35,7 @@ from models.sentiment import SentimentModel
 from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
 from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
+from serving.compose import Composer, Composition, GuardFailure, Passage, clip_words
 from serving.versions import ModelVersion, VersionStore
 
 log = logging.getLogger("csbot.engine")
@@ -107,6 +110,8 @@ class Engine:
         self._stamp = None
         self._last_check = 0.0
         self._encoders: dict[str, Encoder] = {}
+        self._composers: dict[tuple, Composer] = {}
+        self._composer_lock = threading.Lock()
         self.reload(force=True)
 
     # ----- model versions --------------------------------------------------------------------
@@ -191,11 +196,20 @@ class Engine:
         )
 
     # ----- answering ---------------------------------------------------------------------------
-    def answer(self, text: str, context: list[str] | None = None) -> Answer:
-        return self.answer_batch([text], [context or []])[0]
+    def answer(self, text: str, context: list[str] | None = None, *, mode: str | None = None) -> Answer:
+        return self.answer_batch([text], [context or []], mode=mode)[0]
 
-    def answer_batch(self, texts: list[str], contexts: list[list[str]] | None = None) -> list[Answer]:
-        """Answer many messages with one batched encoder pass."""
+    def answer_batch(self, texts: list[str], contexts: list[list[str]] | None = None, *,
+                     mode: str | None = None) -> list[Answer]:
+        """Answer many messages with one batched encoder pass; in compose mode (`mode`, else the
+        `answer_mode` setting; see `mode_for`) each answer is then composed (`compose`)."""
+        answers = self._select_batch(texts, contexts)
+        if self.mode_for(mode) == "compose":
+            contexts = contexts or [[] for _ in texts]
+            answers = [self.compose(a, c) for a, c in zip(answers, contexts)]
+        return answers
+
+    def _select_batch(self, texts: list[str], contexts: list[list[str]] | None = None) -> list[Answer]:
         self.maybe_reload()
         served = self._served
         contexts = contexts or [[] for _ in texts]
@@ -238,6 +252,91 @@ class Engine:
             label, sentiment_scores = sentiments[i]
             answers.append(self._make_answer(served, text, decision, label, sentiment_scores, used_context))
         return answers
+
+    # ----- composed answers (serving/compose.py) ------------------------------------------------------
+    def mode_for(self, requested: str | None = None) -> str:
+        """"select" or "compose": `requested` (or the answer_mode setting); "auto" composes when the
+        served version's composer was approved by the retrain's gate."""
+        mode = requested or self.settings.answer_mode
+        if mode not in ("select", "compose", "auto"):
+            raise ValueError(f"unknown answer mode {mode!r}; use select, compose or auto")
+        if mode == "auto":
+            return "compose" if self._served.version.composer.get("approved") else "select"
+        return mode
+
+    def composer(self) -> Composer:
+        """The served version's composer (its LoRA adapter when a retrain trained one), loaded on first use."""
+        version = self._served.version
+        cfg = self.settings.compose
+        key = (cfg.backend, cfg.model, cfg.endpoint_url, str(version.composer_dir or ""))
+        with self._composer_lock:
+            if key not in self._composers:
+                from models.composer import load_chat_model
+
+                model = load_chat_model(self.settings, adapter_dir=version.composer_dir)
+                self._composers = {key: Composer(model, cfg)}  # only the served version's stays loaded
+            return self._composers[key]
+
+    def passages(self, answer: Answer) -> list[Passage]:
+        """The sections a composer reads for `answer`: the chosen section first (as select mode
+        quotes it), then the best-matching section of each further source, `compose_sections` at
+        most, each clipped to `compose_section_words`."""
+        served, cfg = self._served, self.settings.compose
+        if not answer.doc_id or answer.doc_id not in served.documents:
+            return []
+        chosen = served.documents[answer.doc_id]
+        heading = (answer.section or {}).get("heading") or ""
+        passages = [Passage(1, chosen.id, chosen.title, heading, chosen.url, clip_words(answer.text, cfg.section_words))]
+        question = set(answer.question.lower().split())
+        for source in answer.sources:
+            if len(passages) >= cfg.sections:
+                break
+            doc = served.documents.get(source.doc_id)
+            if doc is None or doc.id == chosen.id:
+                continue
+            sections = [s for s in served.sections.values() if s.doc_id == doc.id and s.text.strip()]
+            best = max(sections, key=lambda s: len(question & set(s.text.lower().split())), default=None)
+            text = best.text if best is not None else doc.answer
+            passages.append(Passage(len(passages) + 1, doc.id, doc.title, best.heading if best else "", doc.url,
+                                    clip_words(text, cfg.section_words)))
+        return passages
+
+    def compose(self, answer: Answer, context: list[str] | None = None) -> Answer:
+        """`answer` (select mode's) composed by the language model: the composed text with its
+        sources in citation order; a hand-off when the model abstains; the select answer itself
+        (with the composition's report) when the guard, a budget or the backend fails. Hand-offs and
+        clarifying questions are not composed."""
+        if answer.handoff or answer.clarify or not answer.doc_id:
+            return answer
+        passages = self.passages(answer)
+        composition = self.composer().compose(answer.question, passages, self._turns(context))
+        return self.composed_answer(answer, passages, composition)
+
+    def compose_stream(self, answer: Answer, context: list[str] | None = None) -> "ComposedStream":
+        """The composition of `answer` as checked sentences, for a front end that streams (Slack)."""
+        passages = self.passages(answer)
+        return ComposedStream(self, answer, passages,
+                              self.composer().stream(answer.question, passages, self._turns(context)))
+
+    def composed_answer(self, answer: Answer, passages: list[Passage], composition: Composition) -> Answer:
+        report = composition.to_dict()
+        # What the model read (the retrain rebuilds the prompt of a voted answer from it).
+        report["passages"] = [{"n": p.n, "doc_id": p.doc_id, "heading": p.heading} for p in passages]
+        if composition.outcome == "composed":
+            # Every passage is a source, in prompt order, so that [n] in the text is sources[n - 1].
+            sources = [Source(p.doc_id, p.title, p.url, next((s.score for s in answer.sources if s.doc_id == p.doc_id),
+                                                              0.0)) for p in passages]
+            return dataclasses.replace(answer, text=composition.text, sources=sources, section=None, mode="compose",
+                                       composition=report)
+        if composition.outcome == "abstained":
+            return dataclasses.replace(answer, text=HANDOFF_TEXT, intent=OUT_OF_SCOPE, handoff=True, doc_id=None,
+                                       section=None, mode="compose", composition=report)
+        log.info("composing %s fell back to the select answer: %s", answer.answer_id, composition.reason)
+        return dataclasses.replace(answer, composition=report)
+
+    def _turns(self, context: list[str] | None) -> list[str]:
+        turns = [t for t in (context or []) if t and t.strip()]
+        return turns[-self.settings.compose.turns:] if self.settings.compose.turns > 0 else []
 
     def sentiment(self, texts: list[str]) -> list[tuple[str, dict[str, float]]]:
         """Sentiment only (no retrieval): for watched channels."""
@@ -308,3 +407,21 @@ class Engine:
             section=section,
             clarify=clarify,
         )
+
+
+class ComposedStream:
+    """A composition in progress: iterate `pieces()` for the checked sentences; `answer` is then the
+    final Answer (composed, a hand-off, or the select answer when the composition failed —
+    `pieces()` raises GuardFailure in that case, once something was already shown)."""
+
+    def __init__(self, engine: Engine, select: Answer, passages: list[Passage], stream):
+        self.engine, self.select, self.passages, self._stream = engine, select, passages, stream
+        self.answer: Answer | None = None
+
+    def pieces(self) -> Iterator[str]:
+        try:
+            composition = yield from self._stream
+        except GuardFailure as failure:
+            self.answer = self.engine.composed_answer(self.select, self.passages, failure.composition)
+            raise
+        self.answer = self.engine.composed_answer(self.select, self.passages, composition)

@@ -14,6 +14,8 @@ version folder, and of the champion pointer.
                                when the version was built for torch only; meta.json "runtime" says which
                                runtime serves it and why (training/export.py)
         index/                 FAISS index built with the served runtime's encoder
+        composer/              LoRA adapter on the composer model (peft), when a retrain trained one;
+                               meta.json "composer" holds the gate's verdict (approved or not)
 
 Nothing else names these files: builders write a version through a `VersionDraft`
 (`VersionStore.draft()`, then `draft.commit(meta)`), and the engine, the gate and the retrain read
@@ -53,6 +55,7 @@ INTENT_HEAD_FILE = "intent_head.npz"
 SENTIMENT_HEAD_FILE = "sentiment_head.npz"
 ENCODER_DIR = "encoder"
 ONNX_DIR = "onnx"
+COMPOSER_DIR = "composer"  # a LoRA adapter on the composer model (peft), when a retrain trained one
 INDEX_DIR = "index"
 
 
@@ -97,6 +100,19 @@ class ModelVersion:
         """The ONNX export of the version's encoder, or None when it has none."""
         folder = self.path / ONNX_DIR
         return folder if (folder / "onnx.json").is_file() else None
+
+    @property
+    def composer_dir(self) -> Path | None:
+        """The composer's LoRA adapter a retrain trained for this version (peft format), or None: the
+        configured composer model serves as it is."""
+        folder = self.path / COMPOSER_DIR
+        return folder if (folder / "adapter_config.json").is_file() else None
+
+    @property
+    def composer(self) -> dict:
+        """The gate's verdict on this version's composer (meta "composer"): {"approved": bool, ...};
+        {} when no retrain has judged one. `answer_mode = auto` composes only when approved."""
+        return dict(self.meta.get("composer") or {})
 
     @property
     def runtime(self) -> str:
@@ -171,6 +187,15 @@ class VersionDraft:
     def onnx_dir(self) -> Path:
         """Where the encoder's ONNX export goes (training/export.py writes it)."""
         return self.path / ONNX_DIR
+
+    @property
+    def composer_dir(self) -> Path:
+        """Where a retrain's composer adapter goes (training/compose_train.py writes it)."""
+        return self.path / COMPOSER_DIR
+
+    def copy_composer(self, source: Path) -> None:
+        """Carry the parent's composer adapter into this version (a retrain that did not train one)."""
+        shutil.copytree(source, self.composer_dir)
 
     def copy_encoder(self, source: Path) -> None:
         shutil.copytree(source, self.encoder_dir)

@@ -117,13 +117,15 @@ class Answers:
             answer.doc_id,
             json.dumps(dict(answer.sentiment_scores or {})),
             int(bool(getattr(answer, "used_context", False))),
+            getattr(answer, "mode", "select"),
+            json.dumps(answer.composition) if getattr(answer, "composition", None) else None,
         )
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO answers (answer_id, time, origin, workspace, channel, thread,"
                 " user_hash, question, intent, confidence, sentiment, sources, model_version, handoff,"
-                " answer_text, doc_id, sentiment_scores, used_context)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " answer_text, doc_id, sentiment_scores, used_context, answer_mode, composition)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row[0], to_iso(clock.utcnow()), *row[1:]),
             )
             return cur.rowcount == 1

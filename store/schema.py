@@ -266,11 +266,20 @@ def _m4_slack_inbox(db: Database) -> None:
                                pk="owner", not_null=["heartbeat"])
 
 
+def _m5_composed_answers(db: Database) -> None:
+    """Version 5: composed answers (serving/compose.py): how an answer was made ("select" or
+    "compose") and the composition's report (outcome, guard, timings; JSON). The composed text itself
+    is `answer_text`, which the nightly retrain learns from when it got a 👍 or 👎."""
+    db["answers"].add_column("answer_mode", str)
+    db["answers"].add_column("composition", str)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "corrections_monitoring_training", _m2_corrections_monitoring_training),
     Migration(3, "sentiment_corrections_alerts", _m3_sentiment_corrections_alerts),
     Migration(4, "slack_inbox", _m4_slack_inbox),
+    Migration(5, "composed_answers", _m5_composed_answers),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

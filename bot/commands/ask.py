@@ -16,6 +16,10 @@ def register(subparsers) -> None:
     p.add_argument("--file", help="a text file with one question per line ('-' for stdin)")
     p.add_argument("--context", action="append", default=[], help="an earlier turn of the thread (repeatable)")
     p.add_argument("--user", help="who is asking (default: your login name); stored only as a salted hash")
+    p.add_argument("--mode", choices=("select", "compose", "auto"),
+                   help="select: the article section as written; compose: a language model writes the answer "
+                        "from the best sections, cited and checked; auto: compose once the retrain approved a "
+                        "composer (default: the answer_mode setting, select)")
     p.add_argument("--json", action="store_true", help="one JSON object per answer, one per line")
     p.set_defaults(func=run)
 
@@ -41,7 +45,7 @@ def run(args) -> int:
         raise UserError(f"{args.file} holds no questions")
     user = cli_user(args.user)
     engine = open_engine()
-    answers = engine.answer_batch(questions, [args.context] * len(questions))
+    answers = engine.answer_batch(questions, [args.context] * len(questions), mode=args.mode)
     record_answers(answers, origin="cli", user=user)
     for answer in answers:
         out(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else answer_text(answer) + "\n")

@@ -1,0 +1,318 @@
+"""Composed answers: the prompt, the citations, the guard and the budgets around a language model.
+
+The engine picks the article section as in select mode (retrieval/ranking.py); only when it found
+one (no hand-off, no clarifying question) does a composer write the answer. The prompt holds the best
+sections, numbered, with their titles, and the thread's earlier turns; the model is told to answer
+only from them, to cite them as [1], [2] and to reply NO_ANSWER when they do not answer the question.
+
+Before anything is shown the guard checks the text (`check`): every number, price, URL, e-mail
+address and name-like word must appear in the sections it cites (or the question); a citation must
+name a section the model was given; most of the answer's words must come from the sections. A
+composed answer that fails the guard, abstains, or runs past its time budget is replaced by the
+select-mode answer (abstaining means a hand-off). When streamed (`Composition.pieces`), text is
+released a sentence at a time, each sentence checked first, so an unsupported fact is never posted:
+the stream stops there and the front end shows the select answer instead.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from core.settings import ComposeSettings
+from models.composer import ChatModel
+
+ABSTAIN = "NO_ANSWER"
+SYSTEM_PROMPT = (
+    "You are a customer-support assistant. Answer the customer's question using only the numbered "
+    "help-centre sections below, in one to four sentences. After each fact, cite the section it comes "
+    f"from like [1]. If the sections do not answer the question, reply exactly {ABSTAIN}.")
+# Where a small model starts to write the next turn itself: generation stops there.
+STOP = ["\nCustomer", "Customer's question", "Help-centre sections", "\n\n\n"]
+MIN_SUPPORT = 0.6  # share of the answer's content words that must occur in the sections
+
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]]+", re.I)
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_NUMBER = re.compile(r"(?<![\w\[])[$€£]?\d+(?:[.,:/-]\d+)*%?")
+_CITATION = re.compile(r"\[(\d{1,2})\]")
+_ENUMERATOR = re.compile(r"^\s*\d{1,2}[.)](?=\s)", re.M)  # "1. Open Settings": a list item, not a fact
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9'’-]*")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+_STOP = set("""a an the and or but if then so to of in on at by for with from as is are was were be been being it its
+this that these those you your yours we our us they them their i me my he she his her can could will would should
+may might must do does did done have has had not no yes any all some more most less than there here what which who
+whom when where why how also just only very too about into out up down over under again once please go get got
+make made use used using set see click select choose open tap press""".split())
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One section in the prompt; `n` is its citation number."""
+
+    n: int
+    doc_id: str
+    title: str
+    heading: str
+    url: str | None
+    text: str
+
+    def header(self) -> str:
+        return self.title + (f" › {self.heading}" if self.heading and self.heading != self.title else "")
+
+
+@dataclass
+class GuardResult:
+    ok: bool
+    problems: list[str] = field(default_factory=list)
+    cited: list[int] = field(default_factory=list)
+    citations_added: bool = False
+    support: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "problems": self.problems, "cited": self.cited,
+                "citations_added": self.citations_added, "support": round(self.support, 3)}
+
+
+@dataclass
+class Composition:
+    """The outcome of one composition. `outcome`: "composed" (the text is the answer), "abstained"
+    (the model said the sections do not answer: hand off), "fallback" (guard, budget or error: the
+    select answer serves; `reason` says which)."""
+
+    outcome: str
+    text: str = ""
+    reason: str = ""
+    guard: GuardResult | None = None
+    first_token_seconds: float | None = None
+    seconds: float = 0.0
+    pieces: int = 0
+    model: str = ""
+
+    def to_dict(self) -> dict:
+        draft = {"draft": self.text[:2000]} if self.outcome != "composed" else {}  # what was not shown
+        return {"outcome": self.outcome, "reason": self.reason, "model": self.model, **draft,
+                "guard": self.guard.to_dict() if self.guard else None,
+                "first_token_seconds": None if self.first_token_seconds is None else round(self.first_token_seconds, 3),
+                "seconds": round(self.seconds, 3), "pieces": self.pieces}
+
+
+class GuardFailure(Exception):
+    """Raised inside `Composer.stream` when a sentence fails the guard or a budget runs out; the
+    front end replaces what it showed with the select-mode answer."""
+
+    def __init__(self, composition: Composition):
+        super().__init__(composition.reason)
+        self.composition = composition
+
+
+def clip_words(text: str, limit: int) -> str:
+    words = text.split()
+    return text if len(words) <= limit else " ".join(words[:limit]) + " …"
+
+
+def build_messages(question: str, passages: list[Passage], turns: list[str] | None = None) -> list[dict]:
+    """The chat prompt: instructions, the numbered sections, the thread's earlier turns, the question."""
+    blocks = "\n\n".join(f"[{p.n}] {p.header()}\n{p.text.strip()}" for p in passages)
+    earlier = [t.strip() for t in (turns or []) if t and t.strip()]
+    thread = ("Earlier in this conversation the customer said:\n" + "\n".join(f"- {t}" for t in earlier) + "\n\n"
+              if earlier else "")
+    user = f"Help-centre sections:\n\n{blocks}\n\n{thread}Customer's question: {question.strip()}"
+    return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+
+# ----- the guard -------------------------------------------------------------------------------------
+def _norm_number(token: str) -> str:
+    return token.strip("$€£%").replace(",", "")
+
+
+def _facts(text: str) -> dict[str, list[str]]:
+    body = _ENUMERATOR.sub(" ", _CITATION.sub(" ", text))
+    urls = [u.rstrip(".,;:!?") for u in _URL.findall(body)]
+    emails = _EMAIL.findall(body)
+    rest = _EMAIL.sub(" ", _URL.sub(" ", body))
+    numbers = [n for n in _NUMBER.findall(rest) if any(c.isdigit() for c in n)]
+    names = []
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n+", rest):
+        words = _WORD.findall(sentence)
+        for i, word in enumerate(words):
+            inner_caps = any(c.isupper() for c in word[1:]) and not word.isupper()
+            if (i > 0 and word[0].isupper() and word.lower() not in _STOP and word != "I") or inner_caps or (
+                    len(word) > 1 and word.isupper() and word != ABSTAIN):
+                names.append(word)
+    return {"url": urls, "email": emails, "number": numbers, "name": names}
+
+
+def _haystack(texts: list[str]) -> tuple[str, set[str], set[str]]:
+    joined = "\n".join(texts)
+    low = joined.lower()
+    numbers = {_norm_number(n) for n in _NUMBER.findall(_URL.sub(" ", joined))}
+    words = {w.lower() for w in _WORD.findall(joined)}
+    return low, numbers, words
+
+
+def _content_words(text: str) -> list[str]:
+    return [w.lower() for w in _WORD.findall(_CITATION.sub(" ", text)) if w.lower() not in _STOP and len(w) > 2]
+
+
+def _unsupported(text: str, sources: list[str]) -> list[str]:
+    low, numbers, words = _haystack(sources)
+    problems = []
+    facts = _facts(text)
+    problems += [f"URL {u} is not in the sections" for u in facts["url"] if u.lower() not in low]
+    problems += [f"e-mail {e} is not in the sections" for e in facts["email"] if e.lower() not in low]
+    problems += [f"number {n} is not in the sections" for n in facts["number"] if _norm_number(n) not in numbers]
+    problems += [f"name {w} is not in the sections" for w in facts["name"] if w.lower() not in words]
+    return problems
+
+
+def support(text: str, passages: list[Passage], question: str = "") -> float:
+    """Share of the answer's content words that occur in the sections (or the question)."""
+    words = _content_words(text)
+    if not words:
+        return 0.0
+    known = {w.lower() for p in passages for w in _WORD.findall(p.header() + " " + p.text)}
+    known |= {w.lower() for w in _WORD.findall(question)}
+    return sum(w in known for w in words) / len(words)
+
+
+def citations(text: str, passages: list[Passage]) -> tuple[list[int], list[int]]:
+    """(valid citation numbers in order of first use, invalid ones)."""
+    valid, invalid = [], []
+    known = {p.n for p in passages}
+    for match in _CITATION.finditer(text):
+        n = int(match.group(1))
+        target = valid if n in known else invalid
+        if n not in target:
+            target.append(n)
+    return valid, invalid
+
+
+def best_passage(text: str, passages: list[Passage]) -> int:
+    words = set(_content_words(text))
+    scored = [(len(words & set(_content_words(p.header() + " " + p.text))), -p.n, p.n) for p in passages]
+    return max(scored)[2]
+
+
+def check(text: str, passages: list[Passage], question: str = "") -> GuardResult:
+    """The guard over a whole answer (see the module doc)."""
+    if not text.strip():
+        return GuardResult(False, ["the answer is empty"])
+    cited, invalid = citations(text, passages)
+    added = False
+    if not cited:
+        cited, added = [best_passage(text, passages)], True
+    by_n = {p.n: p for p in passages}
+    sources = [by_n[n].header() + "\n" + by_n[n].text for n in cited] + [question]
+    problems = [f"cites [{n}], which it was not given" for n in invalid]
+    problems += _unsupported(text, sources)
+    share = support(text, passages, question)
+    if share < MIN_SUPPORT:
+        problems.append(f"only {share:.0%} of its words come from the sections")
+    return GuardResult(not problems, problems, cited, added, share)
+
+
+def abstains(text: str) -> bool:
+    return ABSTAIN in text.upper().replace(" ", "_") or not _WORD.search(text)
+
+
+# ----- the policy ------------------------------------------------------------------------------------
+class Composer:
+    """A backend plus the policy: build the prompt, generate within the budgets, guard the text."""
+
+    def __init__(self, model: ChatModel, settings: ComposeSettings):
+        self.model = model
+        self.settings = settings
+
+    def compose(self, question: str, passages: list[Passage], turns: list[str] | None = None) -> Composition:
+        """The whole composition (for the CLI, evaluation and a post that is not streamed)."""
+        pieces = self.stream(question, passages, turns, sentence_guard=False)
+        try:
+            while True:
+                next(pieces)
+        except StopIteration as stop:
+            return stop.value
+        except GuardFailure as failure:
+            return failure.composition
+
+    def stream(self, question: str, passages: list[Passage], turns: list[str] | None = None, *,
+               sentence_guard: bool = True):
+        """Yield the answer's text in checked sentences; return (StopIteration.value) the Composition.
+        Raises GuardFailure when a sentence fails the guard or a budget runs out (nothing unchecked
+        has been yielded by then)."""
+        cfg = self.settings
+        started = time.monotonic()
+        result = Composition("composed", model=self.model.name)
+        if not passages:
+            result.outcome, result.reason = "fallback", "no section to compose from"
+            return result
+        text, released, first = "", 0, None
+        haystack = [p.header() + "\n" + p.text for p in passages] + [question]
+        try:
+            for piece in self.model.stream(build_messages(question, passages, turns), max_new_tokens=cfg.max_new_tokens,
+                                           temperature=cfg.temperature, stop=STOP):
+                now = time.monotonic() - started
+                if first is None:
+                    first = result.first_token_seconds = now
+                    if now > cfg.first_token_budget_seconds:
+                        raise _Budget(f"first token after {now:.1f}s (budget {cfg.first_token_budget_seconds:g}s)")
+                if now > cfg.latency_budget_seconds:
+                    raise _Budget(f"still writing after {now:.1f}s (budget {cfg.latency_budget_seconds:g}s)")
+                text += piece
+                result.pieces += 1
+                if not sentence_guard or abstains(text[:len(ABSTAIN) + 2]) or ABSTAIN in text:
+                    continue
+                ready = _complete_sentences(text, released)
+                if ready:
+                    problems = _unsupported(ready, haystack) if cfg.guard else []
+                    if problems:
+                        result.text = text
+                        raise GuardFailure(_fallback(result, "guard: " + problems[0], started))
+                    released += len(ready)
+                    yield ready
+        except _Budget as exc:
+            result.text = text
+            raise GuardFailure(_fallback(result, str(exc), started)) from None
+        except GuardFailure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a backend error (a dead endpoint) falls back to select
+            result.text = text
+            failed = _fallback(result, f"composer error: {type(exc).__name__}: {exc}"[:300], started)
+            if released:
+                raise GuardFailure(failed) from None
+            return failed
+        whole = text
+        result.text = text.strip()
+        result.seconds = time.monotonic() - started
+        if abstains(result.text):
+            result.outcome, result.reason = "abstained", "the sections do not answer the question"
+            if released:
+                raise GuardFailure(result)
+            return result
+        result.guard = check(result.text, passages, question)
+        if cfg.guard and not result.guard.ok:
+            failed = _fallback(result, "guard: " + result.guard.problems[0], started)
+            if released:
+                raise GuardFailure(failed)
+            return failed
+        rest = whole[released:]
+        if rest.strip():
+            yield rest
+        return result
+
+
+class _Budget(Exception):
+    pass
+
+
+def _fallback(result: Composition, reason: str, started: float) -> Composition:
+    result.outcome, result.reason = "fallback", reason
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _complete_sentences(text: str, released: int) -> str:
+    """The text after `released` up to the last sentence end (with its trailing space), or ""."""
+    tail = text[released:]
+    ends = [m.end() for m in _SENTENCE_END.finditer(tail)]
+    return tail[:ends[-1]] if ends else ""
