@@ -14,6 +14,7 @@ The policy around a backend (the prompt, citations, the guard, the budgets) is s
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 from pathlib import Path
@@ -112,6 +113,12 @@ class LlamaCppChat:
         self.name = name or str(gguf_path)
         self.llm = Llama(model_path=str(gguf_path), n_ctx=context_tokens, n_threads=threads or None, verbose=False)
         self._lock = threading.Lock()
+        atexit.register(self.close)  # llama.cpp's own __del__ fails noisily at interpreter exit
+
+    def close(self) -> None:
+        llm, self.llm = getattr(self, "llm", None), None
+        if llm is not None:
+            llm.close()
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
                stop: list[str] | None = None) -> Iterator[str]:

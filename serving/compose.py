@@ -32,7 +32,8 @@ SYSTEM_PROMPT = (
 STOP = ["\nCustomer", "Customer's question", "Help-centre sections", "\n\n\n"]
 MIN_SUPPORT = 0.6  # share of the answer's content words that must occur in the sections
 
-_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]]+", re.I)
+# A URL, or a bare domain ("parcelly.example.com", "help.example/refunds").
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]]+|\b(?:[a-z0-9-]+\.)+[a-z]{2,}(?:/[^\s<>()\[\]]*)?", re.I)
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _NUMBER = re.compile(r"(?<![\w\[])[$€£]?\d+(?:[.,:/-]\d+)*%?")
 _CITATION = re.compile(r"\[(\d{1,2})\]")
@@ -42,7 +43,7 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
 _STOP = set("""a an the and or but if then so to of in on at by for with from as is are was were be been being it its
 this that these those you your yours we our us they them their i me my he she his her can could will would should
 may might must do does did done have has had not no yes any all some more most less than there here what which who
-whom when where why how also just only very too about into out up down over under again once please go get got
+whom when where why how also just only very too both each about into out up down over under again once please go get got
 make made use used using set see click select choose open tap press""".split())
 
 
@@ -151,8 +152,17 @@ def _haystack(texts: list[str]) -> tuple[str, set[str], set[str]]:
     return low, numbers, words
 
 
+def _stem(word: str) -> str:
+    """A crude stem, enough to match "refunded" with "refunds" and "charges" with "charged"."""
+    word = word.lower().replace("’", "'")
+    for suffix in ("'s", "ing", "ed", "es", "s", "ly"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            return word[: -len(suffix)]
+    return word
+
+
 def _content_words(text: str) -> list[str]:
-    return [w.lower() for w in _WORD.findall(_CITATION.sub(" ", text)) if w.lower() not in _STOP and len(w) > 2]
+    return [_stem(w) for w in _WORD.findall(_CITATION.sub(" ", text)) if w.lower() not in _STOP and len(w) > 2]
 
 
 def _unsupported(text: str, sources: list[str]) -> list[str]:
@@ -171,8 +181,8 @@ def support(text: str, passages: list[Passage], question: str = "") -> float:
     words = _content_words(text)
     if not words:
         return 0.0
-    known = {w.lower() for p in passages for w in _WORD.findall(p.header() + " " + p.text)}
-    known |= {w.lower() for w in _WORD.findall(question)}
+    known = {_stem(w) for p in passages for w in _WORD.findall(p.header() + " " + p.text)}
+    known |= {_stem(w) for w in _WORD.findall(question)}
     return sum(w in known for w in words) / len(words)
 
 
@@ -264,7 +274,8 @@ class Composer:
                     continue
                 ready = _complete_sentences(text, released)
                 if ready:
-                    problems = _unsupported(ready, haystack) if cfg.guard else []
+                    problems = ([f"cites [{n}], which it was not given" for n in citations(ready, passages)[1]]
+                                + _unsupported(ready, haystack)) if cfg.guard else []
                     if problems:
                         result.text = text
                         raise GuardFailure(_fallback(result, "guard: " + problems[0], started))

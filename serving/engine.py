@@ -279,8 +279,9 @@ class Engine:
 
     def passages(self, answer: Answer) -> list[Passage]:
         """The sections a composer reads for `answer`: the chosen section first (as select mode
-        quotes it), then the best-matching section of each further source, `compose_sections` at
-        most, each clipped to `compose_section_words`."""
+        quotes it), then the best-matching section of each further source — for a clarifying
+        question, the section of each option, so one answer can draw on both articles —
+        `compose_sections` at most, each clipped to `compose_section_words`."""
         served, cfg = self._served, self.settings.compose
         if not answer.doc_id or answer.doc_id not in served.documents:
             return []
@@ -288,14 +289,17 @@ class Engine:
         heading = (answer.section or {}).get("heading") or ""
         passages = [Passage(1, chosen.id, chosen.title, heading, chosen.url, clip_words(answer.text, cfg.section_words))]
         question = set(answer.question.lower().split())
-        for source in answer.sources:
+        wanted = [(o["doc_id"], o.get("section")) for o in answer.clarify] + [(s.doc_id, None) for s in answer.sources]
+        for doc_id, section_id in wanted:
             if len(passages) >= cfg.sections:
                 break
-            doc = served.documents.get(source.doc_id)
-            if doc is None or doc.id == chosen.id:
+            doc = served.documents.get(doc_id)
+            if doc is None or any(p.doc_id == doc_id for p in passages):
                 continue
-            sections = [s for s in served.sections.values() if s.doc_id == doc.id and s.text.strip()]
-            best = max(sections, key=lambda s: len(question & set(s.text.lower().split())), default=None)
+            best = served.sections.get(section_id) if section_id else None
+            if best is None or best.doc_id != doc_id:
+                sections = [s for s in served.sections.values() if s.doc_id == doc.id and s.text.strip()]
+                best = max(sections, key=lambda s: len(question & set(s.text.lower().split())), default=None)
             text = best.text if best is not None else doc.answer
             passages.append(Passage(len(passages) + 1, doc.id, doc.title, best.heading if best else "", doc.url,
                                     clip_words(text, cfg.section_words)))
@@ -303,10 +307,10 @@ class Engine:
 
     def compose(self, answer: Answer, context: list[str] | None = None) -> Answer:
         """`answer` (select mode's) composed by the language model: the composed text with its
-        sources in citation order; a hand-off when the model abstains; the select answer itself
-        (with the composition's report) when the guard, a budget or the backend fails. Hand-offs and
-        clarifying questions are not composed."""
-        if answer.handoff or answer.clarify or not answer.doc_id:
+        sources in citation order (a clarifying question's options composed into one answer); a
+        hand-off when the model abstains; the select answer itself (with the composition's report)
+        when the guard, a budget or the backend fails. Hand-offs are not composed."""
+        if answer.handoff or not answer.doc_id:
             return answer
         passages = self.passages(answer)
         composition = self.composer().compose(answer.question, passages, self._turns(context))
@@ -327,10 +331,10 @@ class Engine:
             sources = [Source(p.doc_id, p.title, p.url, next((s.score for s in answer.sources if s.doc_id == p.doc_id),
                                                               0.0)) for p in passages]
             return dataclasses.replace(answer, text=composition.text, sources=sources, section=None, mode="compose",
-                                       composition=report)
+                                       clarify=[], composition=report)
         if composition.outcome == "abstained":
             return dataclasses.replace(answer, text=HANDOFF_TEXT, intent=OUT_OF_SCOPE, handoff=True, doc_id=None,
-                                       section=None, mode="compose", composition=report)
+                                       section=None, clarify=[], sources=[], mode="compose", composition=report)
         log.info("composing %s fell back to the select answer: %s", answer.answer_id, composition.reason)
         return dataclasses.replace(answer, composition=report)
 

@@ -130,6 +130,21 @@ class Answers:
             )
             return cur.rowcount == 1
 
+    def record_composition(self, answer: Any) -> bool:
+        """Replace a stored answer's text and outcome with its composed form (Slack streams a
+        composition after the select answer was recorded): text, mode, the composition's report,
+        intent, doc, sources and hand-off. Returns False when the answer id is not stored."""
+        sources = [{"doc_id": s.doc_id, "title": s.title, "url": s.url, "score": round(float(s.score), 4)}
+                   for s in (answer.sources or [])]
+        with self._write() as conn:
+            cur = conn.execute(
+                "UPDATE answers SET answer_text = ?, answer_mode = ?, composition = ?, intent = ?, doc_id = ?,"
+                " sources = ?, handoff = ? WHERE answer_id = ?",
+                (self.redact(answer.text), answer.mode,
+                 json.dumps(answer.composition) if answer.composition else None, answer.intent, answer.doc_id,
+                 json.dumps(sources, ensure_ascii=False), int(bool(answer.handoff)), answer.answer_id))
+            return cur.rowcount == 1
+
     def most_answered_docs(self, limit: int = 10) -> list[tuple[str, int]]:
         """(doc id, answers) of the articles answered most often (hand-offs not counted), most first:
         the Slack messages tab suggests them."""

@@ -29,6 +29,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("chat", help="talk to the bot in the terminal",
                               description=__doc__.split("\n\n")[0].replace("`csbot chat`: ", ""))
     p.add_argument("--user", help="who is asking and voting (default: your login name); stored only as a salted hash")
+    p.add_argument("--mode", choices=("select", "compose", "auto"),
+                   help="how answers are made (see `csbot ask --help`; default: the answer_mode setting)")
     p.set_defaults(func=run)
 
 
@@ -83,7 +85,7 @@ def run(args) -> int:
                 continue
             out(record_vote(last.answer_id, "up" if line == "+" else "down", user), flush=True)
             continue
-        answer = engine.answer(line, thread)
+        answer = engine.answer(line, thread, mode=args.mode)
         record_answers([answer], origin="chat", user=user)
         thread.append(line)
         last = answer

@@ -22,6 +22,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def composer_summary(version) -> dict:
+    """The composer of a version: whether a retrain trained an adapter and what the gate said."""
+    verdict = version.composer
+    return {"adapter": version.composer_dir is not None, "judged": bool(verdict),
+            "approved": bool(verdict.get("approved")), "reason": verdict.get("reason"),
+            "metrics": verdict.get("metrics")}
+
+
 def served_threshold(settings, meta: dict) -> float:
     """The confidence threshold the engine applies to a version (the setting wins over the version's)."""
     from models.intent import DEFAULT_OOS_THRESHOLD
@@ -80,17 +88,24 @@ def run(args) -> int:
                      "gate": metrics.get("gate"), "heldout": metrics.get("heldout"),
                      "runtime": runtime_for(version, settings), "runtime_chosen": chosen.get("served", "torch"),
                      "runtime_reason": chosen.get("reason"), "runtime_scores": chosen.get("scores"),
-                     "bytes": folder_bytes(versions.root / name)})
+                     "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name)})
     served = next((r for r in rows if r["champion"]), None)
     if args.json:
         out(json.dumps({"champion": champion, "versions": rows,
                         "threshold": served["threshold"] if served else None,
-                        "keep_versions": settings.keep_versions}))
+                        "keep_versions": settings.keep_versions, "answer_mode": settings.answer_mode,
+                        "compose_model": settings.compose.model, "compose_backend": settings.compose.backend}))
         return 0
     if not rows:
         out("no model versions yet: run `csbot ingest PATH`")
     if served and served["runtime_reason"]:
         out(f"runtime of the champion: {served['runtime']} — {served['runtime_reason']}")
+    if served:
+        composer = served["composer"]
+        verdict = ("approved by the gate" if composer["approved"] else "not approved by the gate"
+                   ) if composer["judged"] else "not judged by a retrain yet"
+        out(f"answers: answer_mode {settings.answer_mode}; composer {settings.compose.model}"
+            f"{' + retrained adapter' if composer['adapter'] else ''} ({verdict})")
     for row in rows:
         counts = row["counts"]
         gate = f", gate {row['gate']}" if row["gate"] else ""

@@ -122,10 +122,15 @@ def answer_blocks(answer: Answer, *, oncall_usergroup: str | None = None, feedba
 def answer_footer_blocks(answer: Answer, *, feedback: bool = True) -> list:
     """Below the answer's text: sources, confidence and model, the native 👍/👎."""
     blocks = []
+    composed = answer.mode == "compose" and not answer.handoff
     if answer.sources and not answer.handoff:
         links = [f"<{s.url}|{escape(s.title)}>" if s.url else escape(s.title) for s in answer.sources]
+        if composed:  # the text cites them as [1], [2]
+            links = [f"[{n}] {link}" for n, link in enumerate(links, start=1)]
         blocks.append(ContextBlock(elements=[MarkdownTextObject(text=_clip("*Sources:* " + " · ".join(links), SECTION_LIMIT))]))
     details = f"Confidence {answer.confidence:.0%} · model {answer.model_version}"
+    if composed:
+        details += " · written by a language model from the sources above: check them before acting on it"
     if answer.used_context:
         details += " · read with the earlier turns of this thread"
     blocks.append(ContextBlock(elements=[MarkdownTextObject(text=details)]))

@@ -40,6 +40,8 @@ class SlackOptions:
     stream: bool = _DEFAULTS.stream  # stream answers in DMs and agent threads (bot/slack/streaming.py)
     stream_channels: bool = _DEFAULTS.stream_channels  # also in channels (with the recipient ids Slack requires)
     suggested_prompts: int = _DEFAULTS.suggested_prompts  # 0: none
+    answer_mode: str = "select"  # the answer_mode setting: select | compose | auto
+    answer_modes: tuple[tuple[str, str], ...] = ()  # per channel ("im" for DMs): (channel, mode)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SlackOptions":
@@ -60,7 +62,14 @@ class SlackOptions:
             stream=bool(slack.stream),
             stream_channels=bool(slack.stream_channels),
             suggested_prompts=max(0, min(MAX_SUGGESTED_PROMPTS, int(slack.suggested_prompts))),
+            answer_mode=settings.answer_mode,
+            answer_modes=channel_modes(slack.answer_modes),
         )
+
+    def mode_for(self, channel: str | None, dm: bool = False) -> str:
+        """The answer mode of a channel: its own (slack_answer_modes; "im" for DMs), else answer_mode."""
+        modes = dict(self.answer_modes)
+        return modes.get(channel or "", modes.get("im") if dm else None) or self.answer_mode
 
     def channel_allowed(self, channel: str | None, channel_type: str | None = None) -> bool:
         """Direct messages are always allowed; channels only when on the allowlist (if one is set)."""
@@ -84,6 +93,19 @@ class SlackOptions:
         if base in self.down_reactions:
             return "down"
         return None
+
+
+def channel_modes(value: str | None) -> tuple[tuple[str, str], ...]:
+    """"C1:compose, im:select" -> (("C1", "compose"), ("im", "select")); a bad entry is a ConfigError."""
+    from core.errors import ConfigError
+
+    pairs = []
+    for item in csv_set(value):
+        channel, sep, mode = item.partition(":")
+        if not sep or mode.strip() not in ("select", "compose", "auto") or not channel.strip():
+            raise ConfigError(f"setting slack_answer_modes: {item!r} is not CHANNEL:select|compose|auto")
+        pairs.append((channel.strip(), mode.strip()))
+    return tuple(sorted(pairs))
 
 
 def _blank_none(value: str | None) -> str | None:

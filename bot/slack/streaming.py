@@ -1,8 +1,8 @@
 """Streaming an answer into one Slack message, with the fallback to a whole post.
 
 `stream_reply` takes the answer as an iterator of Markdown text pieces - the whole article section
-in select mode (it exists whole, so one piece: chat.startStream shows it at once), the tokens of a
-composer later - and streams them through
+in select mode (it exists whole, so one piece: chat.startStream shows it at once), a composer's
+checked sentences in compose mode - and streams them through
 slack_sdk's `WebClient.chat_stream` (chat.startStream / chat.appendStream / chat.stopStream):
 
 * the stream starts with the first piece, at once (not when slack_sdk's buffer fills), so the
@@ -13,7 +13,12 @@ slack_sdk's `WebClient.chat_stream` (chat.startStream / chat.appendStream / chat
 * if the stream cannot start (a workspace without streaming, `unknown_method`; a channel without
   the recipient ids; any Web API error) the whole message is posted with chat.postMessage; if it
   fails once started, the message is replaced with the whole answer by chat.update (its ts is
-  known by then). Either way the caller gets the ts of the one message that holds the answer.
+  known by then). Either way the caller gets the ts of the one message that holds the answer;
+* the pieces may give up (`Abandon`: a composed sentence failed the guard or ran out of time): the
+  stream is stopped and its message replaced by the whole fallback (the select answer); if nothing
+  was streamed yet, the fallback is posted instead.
+`footer`, `metadata` and `fallback` may be zero-argument callables, called when needed: a composed
+answer's sources and outcome are known only once its pieces are done.
 
 `show_status` / `set_title` are bolt's `SetStatus` / `SetTitle` (assistant.threads.setStatus /
 setTitle), best effort: a workspace or thread that refuses them only logs a line.
@@ -36,6 +41,14 @@ BUFFER_SIZE = 256  # characters slack_sdk collects before each chat.appendStream
 TITLE_LIMIT = 80  # characters of the question a thread's title keeps
 
 
+class Abandon(Exception):
+    """Raised by a stream's pieces to give up: the fallback message replaces what was streamed."""
+
+
+def _value(item):
+    return item() if callable(item) else item
+
+
 @dataclass(frozen=True)
 class Delivery:
     ts: str
@@ -49,29 +62,50 @@ def stream_reply(client, *, channel: str, thread_ts: str, chunks: Iterable[str],
 
     `fallback`: the whole message (text, blocks, metadata) for chat.postMessage / chat.update."""
     chunks = iter(chunks)
+    try:
+        first = next(chunks, "")
+    except Abandon as exc:
+        log.info("the answer for %s gave up before streaming (%s): posting the fallback whole", channel, exc)
+        return _post_whole(client, channel, thread_ts, fallback)
     streamer = client.chat_stream(channel=channel, thread_ts=thread_ts, recipient_team_id=recipient_team_id,
                                   recipient_user_id=recipient_user_id, buffer_size=buffer_size)
     try:
-        first = next(chunks, "")
         streamer.append(markdown_text=first, chunks=[])  # chunks=[]: flush now, i.e. chat.startStream
         if not streamer.ts:
             raise SlackClientError("chat.startStream returned no ts")
     except (SlackApiError, SlackClientError) as exc:
         log.info("streaming unavailable in %s (%s): posting the answer whole", channel, _why(exc))
-        response = client.chat_postMessage(channel=channel, thread_ts=thread_ts, unfurl_links=False,
-                                           unfurl_media=False, **fallback)
-        return Delivery(response["ts"], streamed=False)
+        try:
+            for _ in chunks:  # a composer's remaining sentences: the whole answer is posted at once
+                pass
+        except Abandon:
+            pass
+        return _post_whole(client, channel, thread_ts, fallback)
     try:
         for chunk in chunks:
             if chunk:
                 streamer.append(markdown_text=chunk)
-        streamer.stop(blocks=footer, metadata=metadata)
+        streamer.stop(blocks=_value(footer), metadata=_value(metadata))
+    except Abandon as exc:
+        log.info("the stream %s in %s gave up (%s): replacing it with the fallback", streamer.ts, channel, exc)
+        try:
+            streamer.stop()
+        except (SlackApiError, SlackClientError) as stop_exc:
+            log.info("could not stop the stream %s: %s", streamer.ts, _why(stop_exc))
+        client.chat_update(channel=channel, ts=streamer.ts, **_value(fallback))
+        return Delivery(streamer.ts, streamed=False)
     except (SlackApiError, SlackClientError) as exc:
         log.warning("the stream %s in %s failed (%s): replacing it with the whole answer", streamer.ts, channel,
                     _why(exc))
-        client.chat_update(channel=channel, ts=streamer.ts, **fallback)
+        client.chat_update(channel=channel, ts=streamer.ts, **_value(fallback))
         return Delivery(streamer.ts, streamed=False)
     return Delivery(streamer.ts, streamed=True)
+
+
+def _post_whole(client, channel: str, thread_ts: str, fallback) -> Delivery:
+    response = client.chat_postMessage(channel=channel, thread_ts=thread_ts, unfurl_links=False,
+                                       unfurl_media=False, **_value(fallback))
+    return Delivery(response["ts"], streamed=False)
 
 
 class StatusInBackground:

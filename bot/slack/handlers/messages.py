@@ -44,6 +44,7 @@ import dataclasses
 from bot.slack import blocks, streaming
 from bot.slack.handlers import ANSWER, LATE, Deps, log, mentions, strip_mention, work
 from bot.slack.ids import ANSWER_EVENT_TYPE, WORKING_STATUS
+from serving.compose import GuardFailure
 from store.redact import redact
 
 CONTEXT_TURNS = 5  # earlier user turns of a thread given to the engine
@@ -140,6 +141,10 @@ class MessageHandler:
         if priority and weak:
             answer = dataclasses.replace(answer, text=blocks.PRIORITY_HANDOFF_TEXT, handoff=True, doc_id=None,
                                          sources=[])
+        composing = (not weak and not replace_ts and deps.engine.mode_for(deps.options.mode_for(channel, dm)) == "compose")
+        stream_composed = composing and working and deps.options.stream
+        if composing and not stream_composed:
+            answer = deps.engine.compose(answer, turns)  # the whole composition, then one post
         deps.store.record_answer(answer, user=event.get("user"), workspace=team, channel=channel,
                                  thread=thread_ts, origin="slack", question=question)
         escalation = f"escalation:{channel}:{ts}"
@@ -154,6 +159,12 @@ class MessageHandler:
         if replace_ts:
             reply_ts = client.chat_update(ts=replace_ts, **message)["ts"]
             deps.store.inbox.post_done(key, reply_ts, answer_id=answer.answer_id)
+        elif stream_composed:
+            reply_ts, composed = self.stream_composed(client, key, answer, turns, thread_ts=thread_ts, question_ts=ts,
+                                                      team=team, user=event.get("user"), group=group, channel=channel)
+            if composed.handoff and not answer.handoff:  # the composer abstained: a colleague is owed
+                self.owe_escalation(client, escalation, composed, channel, thread_ts, ts, priority=False)
+            answer = composed
         elif working and deps.options.stream and blocks.streams(answer):
             reply_ts = self.stream_once(client, key, answer, message, thread_ts=thread_ts, question_ts=ts,
                                         team=team, user=event.get("user"))
@@ -179,22 +190,56 @@ class MessageHandler:
         return reply_ts
 
     def stream_once(self, client, key: str, answer, message: dict, *, thread_ts: str, question_ts: str,
-                    team: str | None, user: str | None, chunks=None) -> str:
+                    team: str | None, user: str | None, chunks=None, footer=None, metadata=None,
+                    fallback=None) -> str:
         """Stream the answer through the reply ledger, like `post_once`: noted before, its ts after.
 
-        `chunks`: an iterator of Markdown pieces (a composer's tokens). By default the article
+        `chunks`: an iterator of Markdown pieces (a composer's sentences). By default the article
         section, which exists whole by now, goes as one piece: chat.startStream shows it at once and
-        chat.stopStream adds the footer (two calls; more pieces would only add round trips)."""
+        chat.stopStream adds the footer (two calls; more pieces would only add round trips).
+        `footer`, `metadata`, `fallback`: override the answer's (callables, for a composition)."""
         ledger, channel = self.deps.store.inbox, message["channel"]
         ledger.post_begin(key, answer_id=answer.answer_id, channel=channel, thread_ts=thread_ts, question_ts=question_ts)
         whole = {k: v for k, v in message.items() if k != "channel"}
         delivery = streaming.stream_reply(
             client, channel=channel, thread_ts=thread_ts,
             chunks=chunks if chunks is not None else [blocks.answer_markdown(answer)],
-            footer=blocks.answer_footer_blocks(answer), metadata=message["metadata"], fallback=whole,
+            footer=footer or blocks.answer_footer_blocks(answer), metadata=metadata or message["metadata"],
+            fallback=fallback or whole,
             recipient_team_id=team, recipient_user_id=user)
         ledger.post_done(key, delivery.ts)
         return delivery.ts
+
+    def stream_composed(self, client, key: str, answer, turns: list[str], *, thread_ts: str, question_ts: str,
+                        team: str | None, user: str | None, group: str | None, channel: str) -> tuple[str, object]:
+        """Stream a composition a checked sentence at a time. The select answer is stored already;
+        the composed one replaces it in the store before the footer (and its 👍/👎) shows. A sentence
+        that fails the guard, or a budget, stops the stream: the message becomes the select answer."""
+        store = self.deps.store
+        composing = self.deps.engine.compose_stream(answer, turns)
+
+        def final():
+            return composing.answer or answer
+
+        def message_for(final_answer) -> dict:
+            return dict(text=blocks.answer_text(final_answer, oncall_usergroup=group),
+                        blocks=blocks.answer_blocks(final_answer, oncall_usergroup=group),
+                        metadata=blocks.answer_metadata(final_answer))
+
+        def pieces():
+            try:
+                yield from composing.pieces()
+            except GuardFailure as failure:
+                store.record_composition(final())
+                raise streaming.Abandon(failure.composition.reason) from None
+            store.record_composition(final())
+
+        reply_ts = self.stream_once(client, key, answer, {"channel": channel, **message_for(answer)},
+                                    thread_ts=thread_ts, question_ts=question_ts, team=team, user=user,
+                                    chunks=pieces(), footer=lambda: blocks.answer_footer_blocks(final()),
+                                    metadata=lambda: blocks.answer_metadata(final()),
+                                    fallback=lambda: message_for(final()))
+        return reply_ts, final()
 
     def already_posted(self, client, key: str, channel: str, thread_ts: str) -> str | None:
         """The ts of the reply already posted for `key`, if any (reading the thread back when a
