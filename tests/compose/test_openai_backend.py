@@ -18,8 +18,6 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = pytest.mark.slow
-
 SERVED_NAME = "smollm2-135m-instruct"  # the server's --model_alias: what `compose_model` names
 SERVER_PACKAGES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlette_context", "pydantic_settings")
 COUNTING = [{"role": "user", "content": "Count from 1 to 10, comma separated."}]
@@ -75,6 +73,7 @@ def server(tmp_path_factory):
             proc.wait()
 
 
+@pytest.mark.slow
 def test_stream_yields_the_reply_in_pieces_and_ends_before_a_stop_string(server):
     from models.composer import ChatModel
     from models.composer_openai import OpenAIChat
@@ -94,6 +93,7 @@ def test_stream_yields_the_reply_in_pieces_and_ends_before_a_stop_string(server)
     assert cut == "1, 2, 3, 4"
 
 
+@pytest.mark.slow
 def test_http_errors_are_one_line_naming_the_endpoint(server):
     from core.errors import UserError
     from models.composer_openai import EndpointError, OpenAIChat
@@ -113,6 +113,7 @@ def ask_compose(home, question: str, endpoint: str, **env: str) -> subprocess.Co
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_ask_composes_through_the_endpoint(server, home):
     # One thread on a shared CPU reads the prompt slower than the 3-second first-token budget allows:
     # the budgets are raised so that the guard, not the machine's load, decides the outcome.
@@ -138,6 +139,7 @@ def test_ask_composes_through_the_endpoint(server, home):
         assert answer["mode"] == "select" and answer["doc_id"] == "shipping-times", answer
 
 
+@pytest.mark.slow
 def test_ask_falls_back_to_the_select_answer_when_the_endpoint_is_down(home):
     closed = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     run = ask_compose(home, "How long does shipping take?", closed)
@@ -151,3 +153,31 @@ def test_ask_falls_back_to_the_select_answer_when_the_endpoint_is_down(home):
                                             f"{closed}"), composition["reason"]
     assert "refused" in composition["reason"].lower(), composition["reason"]
     assert answer["mode"] == "select" and answer["doc_id"] == "shipping-times" and answer["answer"]
+
+
+def test_a_silent_endpoint_times_out_as_one_line():
+    """A server that accepts the connection and never answers: an EndpointError after the timeout,
+    not a hang (the composer then falls back)."""
+    from models.composer_openai import EndpointError, OpenAIChat
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+        started = time.monotonic()
+        with pytest.raises(EndpointError, match=f"^the compose endpoint {url} did not answer within 0.5s$"):
+            list(OpenAIChat(url, SERVED_NAME, timeout=0.5).stream(COUNTING, max_new_tokens=4))
+        assert time.monotonic() - started < 10
+
+
+def test_the_endpoint_timeout_is_a_setting_capped_by_the_latency_budget():
+    from core.settings import ConfigError, Settings
+    from models.composer import load_chat_model
+
+    env = {"CSBOT_COMPOSE_BACKEND": "openai", "CSBOT_COMPOSE_MODEL": SERVED_NAME,
+           "CSBOT_COMPOSE_ENDPOINT_URL": "http://127.0.0.1:9/v1", "CSBOT_COMPOSE_API_KEY": "sk-test"}
+    chat = load_chat_model(Settings.load(env={**env, "CSBOT_COMPOSE_ENDPOINT_TIMEOUT_SECONDS": "2.5"}))
+    assert (chat.name, chat.timeout, chat.client.api_key) == (f"{SERVED_NAME} at http://127.0.0.1:9/v1", 2.5, "sk-test")
+    assert load_chat_model(Settings.load(env=env)).timeout == 8.0  # 30 s, but the answer falls back after 8
+    with pytest.raises(ConfigError, match="endpoint_timeout_seconds"):
+        Settings.load(env={**env, "CSBOT_COMPOSE_ENDPOINT_TIMEOUT_SECONDS": "0"})
