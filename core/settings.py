@@ -125,6 +125,9 @@ class ComposeSettings:
     backend: str = "auto"
     endpoint_url: str = "http://127.0.0.1:8080/v1"  # backend openai: the server's /v1 base URL
     api_key: str | None = field(default=None, repr=False)  # backend openai; also OPENAI_API_KEY
+    # Backend openai: seconds to wait for the endpoint to connect, and then for each streamed piece;
+    # never longer than latency_budget_seconds (past it the select answer serves anyway).
+    endpoint_timeout_seconds: float = 30.0
     max_new_tokens: int = 160
     temperature: float = 0.0  # 0: greedy (reproducible); the guard checks whatever comes out
     sections: int = 3  # sections in the prompt at most (the chosen one first)
@@ -142,6 +145,8 @@ class ComposeSettings:
                               f"not {self.backend!r}")
         if self.sections < 1 or self.max_new_tokens < 1:
             raise ConfigError("compose settings: sections and max_new_tokens must be at least 1")
+        if not self.endpoint_timeout_seconds > 0:
+            raise ConfigError("compose settings: endpoint_timeout_seconds must be more than 0")
 
 
 COMPOSE_BACKENDS = ("auto", "transformers", "llama-cpp", "openai")

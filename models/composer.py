@@ -159,7 +159,8 @@ def load_chat_model(settings, *, adapter_dir: str | Path | None = None) -> ChatM
     if backend == "openai":
         from models.composer_openai import OpenAIChat
 
-        return OpenAIChat(compose.endpoint_url, compose.model, api_key=compose.api_key)
+        return OpenAIChat(compose.endpoint_url, compose.model, api_key=compose.api_key,
+                          timeout=min(compose.endpoint_timeout_seconds, compose.latency_budget_seconds))
     if backend == "auto":
         gguf = resolve_gguf(compose.model, must=False)
         cpu = not pick_device(settings.device).startswith("cuda")
