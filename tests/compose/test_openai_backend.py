@@ -125,18 +125,12 @@ def test_ask_composes_through_the_endpoint(server, home):
     answer = json.loads(lines[0])
     composition = answer["composition"]
     assert composition["model"] == f"{SERVED_NAME} at {server}"
-    # The endpoint was reached and streamed. What became of the small model's draft is the guard's
-    # business (greedy decoding makes it reproducible on one machine: on the one this was written on,
-    # it is composed); whichever it is, it is not a backend error.
+    # The endpoint was reached and streamed; greedy decoding makes the small model's draft
+    # reproducible (pinned: the same GGUF through llama.cpp, as tests/compose/test_compose_real.py).
     assert composition["first_token_seconds"] is not None and composition["pieces"] > 1, composition
-    assert not composition["reason"].startswith("composer error"), composition
-    if composition["outcome"] == "composed":
-        assert answer["mode"] == "compose" and answer["answer"].strip() and composition["guard"]["ok"], answer
-    elif composition["outcome"] == "abstained":
-        assert answer["mode"] == "compose" and answer["handoff"], answer
-    else:
-        assert composition["outcome"] == "fallback" and composition["reason"].startswith("guard: "), composition
-        assert answer["mode"] == "select" and answer["doc_id"] == "shipping-times", answer
+    assert composition["outcome"] == "composed", composition
+    assert answer["mode"] == "compose" and answer["answer"].strip() and composition["guard"]["ok"], answer
+    assert answer["doc_id"] == "shipping-times" and answer["sources"][0]["doc_id"] == "shipping-times"
 
 
 @pytest.mark.slow
