@@ -65,6 +65,9 @@ class StubEngine:
     def answer_batch(self, texts, contexts=None):
         return [self.answer(t, c) for t, c in zip(texts, contexts or [None] * len(texts))]
 
+    def mode_for(self, requested=None):
+        return "select"  # the stub never composes (tests/slack/test_slack_compose.py runs the real composer)
+
     def sentiment(self, texts):
         return [("negative", {"negative": 0.7, "neutral": 0.2, "positive": 0.1}) for _ in texts]
 
