@@ -131,7 +131,7 @@ class ComposeSettings:
     max_new_tokens: int = 160
     temperature: float = 0.0  # 0: greedy (reproducible); the guard checks whatever comes out
     sections: int = 3  # sections in the prompt at most (the chosen one first)
-    section_words: int = 160  # words of each section in the prompt at most
+    section_words: int = 160  # words of the chosen section in the prompt at most (the others: half)
     turns: int = 2  # earlier turns of the thread in the prompt at most
     # Seconds for a whole composed answer; past it the select-mode answer is given instead.
     latency_budget_seconds: float = 8.0

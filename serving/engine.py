@@ -281,7 +281,8 @@ class Engine:
         """The sections a composer reads for `answer`: the chosen section first (as select mode
         quotes it), then the best-matching section of each further source — for a clarifying
         question, the section of each option, so one answer can draw on both articles —
-        `compose_sections` at most, each clipped to `compose_section_words`."""
+        `compose_sections` at most; the chosen one clipped to `compose_section_words`, the others to
+        half that (a shorter prompt is a sooner first token)."""
         served, cfg = self._served, self.settings.compose
         if not answer.doc_id or answer.doc_id not in served.documents:
             return []
@@ -302,7 +303,7 @@ class Engine:
                 best = max(sections, key=lambda s: len(question & set(s.text.lower().split())), default=None)
             text = best.text if best is not None else doc.answer
             passages.append(Passage(len(passages) + 1, doc.id, doc.title, best.heading if best else "", doc.url,
-                                    clip_words(text, cfg.section_words)))
+                                    clip_words(text, max(20, cfg.section_words // 2))))
         return passages
 
     def compose(self, answer: Answer, context: list[str] | None = None) -> Answer:
