@@ -159,6 +159,10 @@ def train_composer(base_path: str, sft_rows: list[dict], kto_rows: list[dict], o
     from models.loading import pick_device, quiet_transformers
 
     quiet_transformers()
+    if config.progress != "on":
+        import datasets
+
+        datasets.disable_progress_bars()
     started = time.perf_counter()
     device = pick_device(device)
     with cpu_threads(config.composer_threads if device == "cpu" else 0):
