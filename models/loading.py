@@ -76,6 +76,7 @@ def resolve_causal_lm(name: str, cache_dir: Path) -> str:
         raise ModelNotFoundError(f"unknown builtin language model {name!r}; known: {sorted(BUILTIN_CAUSAL_LMS)}")
     target = Path(cache_dir) / key
     if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        _drop_gguf_quantization(target / "config.json")
         return str(target)
     package, filename = BUILTIN_CAUSAL_LMS[key]
     gguf = _package_file(package, filename)
@@ -138,7 +139,12 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
         plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
         plain.load_state_dict(quantised.state_dict())
         plain.generation_config = quantised.generation_config
+        # The copy is plain float32; a GGUF quantization_config left in its config makes trainers
+        # (transformers' Trainer, TRL) refuse it as a quantised model.
+        if hasattr(plain.config, "quantization_config"):
+            del plain.config.quantization_config
         plain.save_pretrained(work)
+        _drop_gguf_quantization(work / "config.json")
         tokenizer.save_pretrained(work)
         if target.exists():
             shutil.rmtree(target)
@@ -148,6 +154,23 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
     finally:
         if work.exists():
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _drop_gguf_quantization(config_file: Path) -> None:
+    """Remove a GGUF `quantization_config` from a converted copy's config.json (copies converted
+    before this was done have one), atomically."""
+    import json
+
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if (config.get("quantization_config") or {}).get("quant_method") != "gguf":
+        return
+    del config["quantization_config"]
+    tmp = config_file.with_name(f".{config_file.name}.tmp")
+    tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, config_file)
 
 
 def quiet_transformers() -> None:

@@ -63,7 +63,7 @@ SELECT f.id AS feedback_id, f.answer_id, f.vote, f.correct_intent, f.correct_doc
        f.correct_answer, f.origin, f.user_hash, f.event_id, f.time, f.created,
        a.question, a.intent AS answer_intent, a.doc_id AS answer_doc_id,
        a.confidence, a.model_version, a.answer_text, a.handoff, a.time AS answer_time,
-       a.used_context
+       a.used_context, a.answer_mode, a.composition
 FROM feedback f JOIN answers a ON a.answer_id = f.answer_id
 """
 
@@ -272,7 +272,9 @@ class Answers:
         correct_intent, correct_doc_id, correct_answer, origin, user_hash, event_id, time (of the
         vote's last change), created, question (redacted), answer_intent, answer_doc_id,
         confidence, model_version, answer_text, handoff, answer_time, used_context (the answer
-        read the question with the thread's earlier turn: a follow-up).
+        read the question with the thread's earlier turn: a follow-up), answer_mode (select |
+        compose: `answer_text` is then the composed text) and composition (its report, decoded; with
+        "passages": [{n, doc_id, heading}], what the model read; None in select mode).
         `since` may be a training-run dict (its `data_until`); the newest row's `time` is the
         watermark to record as `data_until` for the next run.
         """
@@ -290,6 +292,8 @@ class Answers:
         for row in rows:
             row["handoff"] = bool(row["handoff"])
             row["used_context"] = bool(row["used_context"])
+            row["answer_mode"] = row["answer_mode"] or "select"
+            row["composition"] = loads(row["composition"])
         return rows
 
 

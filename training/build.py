@@ -136,12 +136,16 @@ def build_version(
     parent: str | None = None,
     meta: dict | None = None,
     runtime_verdict: dict | None = None,
+    composer_dir: Path | None = None,
+    composer_meta: dict | None = None,
 ) -> BuildResult:
     """Build (but do not promote) a new version from `documents` plus `extra_examples`.
 
     The version's encoder is `encoder_dir` when given (an already fine-tuned sentence-transformers
     folder, copied into the version), else the configured base encoder fine-tuned on the KB's
-    questions (`finetune.epochs` > 0), else the base encoder itself.
+    questions (`finetune.epochs` > 0), else the base encoder itself. `composer_dir` (a LoRA adapter
+    folder: the retrain's, or the parent's carried over) is copied into the version and
+    `composer_meta` (the composer gate's verdict) becomes its meta["composer"].
     """
     if not documents:
         from core.errors import UserError
@@ -160,6 +164,8 @@ def build_version(
         learned_rows = [i for i, e in enumerate(entries) if e.kind == LEARNED]
         texts = [entries[i].text for i in train_rows] + [ex.text for ex in extra]
         labels = [label_of[entries[i].doc_id] for i in train_rows] + [ex.intent for ex in extra]
+        if composer_dir is not None:
+            draft.copy_composer(Path(composer_dir))
         if encoder_dir is not None:
             draft.copy_encoder(encoder_dir)
         elif settings.finetune.epochs > 0 and (skip := finetune_plan(documents, extra)):
@@ -218,6 +224,7 @@ def build_version(
             "notes": notes,
             "counts": counts,
             "build_seconds": round(time.perf_counter() - started, 2),
+            **({"composer": composer_meta} if composer_meta is not None else {}),
         })
         remember(torch_version, version.onnx_dir)
     return BuildResult(version, time.perf_counter() - started, counts)

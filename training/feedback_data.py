@@ -207,8 +207,8 @@ def build_feedback_data(rows: list[dict], documents: list[Document], *, config, 
         data.hard_negatives.extend(negatives)
 
     # 3. Per-user caps on examples that rest on a single (untrusted) user's word.
-    data.labelled = _cap(data.labelled, config, counts, "capped_examples")
-    data.hard_negatives = _cap(data.hard_negatives, config, counts, "capped_hard_negatives")
+    data.labelled = cap_per_user(data.labelled, config, counts, "capped_examples")
+    data.hard_negatives = cap_per_user(data.hard_negatives, config, counts, "capped_hard_negatives")
 
     counts["labelled"] = len(data.labelled)
     counts["positives"] = sum(q.origin == "thumbs_up" for q in data.labelled)
@@ -305,8 +305,11 @@ def _resolve(key: str, claims: list[_Claim], kb_label: dict, label_docs: dict, c
     return labelled, negatives
 
 
-def _cap(items: list, config, counts: Counter, name: str) -> list:
-    """Keep at most the per-user allowance of each user's uncorroborated items (deterministic choice)."""
+def cap_per_user(items: list, config, counts: Counter, name: str) -> list:
+    """Keep at most the per-user allowance of each user's uncorroborated items (deterministic choice).
+
+    An item has `users` (distinct supporting user hashes), `text` and optionally `trusted`; the
+    composer's rows (training/compose_data.py) are capped by the same rule."""
     total = len(items)
     allowance = min(config.max_examples_per_user, max(config.user_share_floor, int(config.max_user_share * total)))
     solo: dict[str, list] = defaultdict(list)

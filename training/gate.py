@@ -316,7 +316,34 @@ def markdown_report(report: dict) -> str:
         lines.append("")
     if report.get("sentiment"):
         lines += ["## Sentiment head", "", "```", json.dumps(report["sentiment"], indent=2), "```", ""]
+    lines += _composer_markdown(report.get("composer") or {})
     return "\n".join(lines)
+
+
+def _composer_markdown(composer: dict) -> list[str]:
+    """The composer stage's part of the report (training/compose_train.py, compose_gate.py)."""
+    if not composer:
+        return []
+    plan = composer.get("plan") or {}
+    lines = ["## Composer", "", f"**{composer.get('status', 'planned')}** — "
+             f"{composer.get('reason') or composer.get('error') or plan.get('reason', '')}", ""]
+    verdict = composer.get("verdict") or {}
+    current, candidate = verdict.get("current_metrics") or {}, verdict.get("metrics") or {}
+    if candidate:
+        lines += [f"{candidate.get('answerable', 0)} answerable and {candidate.get('offtopic', 0)} off-topic held-out "
+                  f"questions; current: {composer.get('current', '?')}.", "",
+                  "| metric | current | retrained |", "|---|---|---|"]
+        for key in ("faithfulness", "token_f1", "rouge_l", "guard_pass_rate", "citation_accuracy",
+                    "false_abstention_rate", "oos_abstention_rate", "invented_rate"):
+            lines.append(f"| {key} | {_fmt(current.get(key))} | {_fmt(candidate.get(key))} |")
+        lines.append("")
+        lines += ["| rule | passed | detail |", "|---|---|---|"]
+        lines += [f"| {c['rule']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |"
+                  for c in verdict.get("checks") or []] + [""]
+    rows = plan.get("rows") or {}
+    if rows:
+        lines += ["| rows | n |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows.items()] + [""]
+    return lines
 
 
 def _fmt(value) -> str:

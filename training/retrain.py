@@ -238,7 +238,7 @@ class _Run:
                     data_until=self.report.get("data_until") if consumed else None, n_feedback=len(self.rows),
                     metrics={"champion": _summary(self.report.get("champion_metrics")),
                              "candidate": _summary(self.report.get("candidate_metrics"))},
-                    notes=message, **{k: self.report.get(k) for k in (
+                    notes=message, composer=_composer_summary(self.report.get("composer")), **{k: self.report.get(k) for k in (
                         "champion", "candidate", "champion_scored_as", "counts", "decision", "report_json",
                         "report_md", "seconds", "timings", "exit_code", "since", "sentiment", "training")})
             except Exception as exc:  # noqa: BLE001 - the outcome stands even if it cannot be recorded
@@ -315,6 +315,8 @@ class _Run:
                   "heldout_added_feedback": added_feedback,
                   "training_examples": len(examples)}
         self.report.update({"counts": counts, "data_until": data.data_until})
+        self.heldout, self.documents = heldout, documents
+        self.composer_data = self._composer_data(champion, documents, admins, exclude)
         self._timed("datasets", step)
         log.info("datasets: %d labelled (%d 👍, %d corrections), %d hard negatives, %d replayed; %d conflicts dropped, "
                  "%d capped; held-out set %d rows", counts.get("labelled", 0), counts.get("positives", 0),
@@ -333,7 +335,8 @@ class _Run:
                                 "the feedback waits for the next run (it is not consumed)")
         if self.dry_run:
             self.report["sample"] = {"labelled": [dataclasses.asdict(q) for q in data.labelled[:5]],
-                                     "hard_negatives": [dataclasses.asdict(h) for h in data.hard_negatives[:5]]}
+                                     "hard_negatives": [dataclasses.asdict(h) for h in data.hard_negatives[:5]],
+                                     "composer": [r.summary() for r in self.composer_data.sft[:3]]}
             return self._finish(DRY_RUN, 0, "dry run: would train on " + ", ".join(
                 f"{k} {counts.get(k, 0)}" for k in ("labelled", "positives", "corrections", "hard_negatives", "replayed",
                                                     "kb_questions_trained", "heldout_rows")))
@@ -359,6 +362,34 @@ class _Run:
                                          "sentiment_updated": self.report["sentiment"].get("status") == "updated"}}
         return self._gate(versions, champion, documents, train_docs, examples,
                           [ex for ex in replay if normalize(ex.text) not in exclude], eval_rows, Path(job.out_dir))
+
+    def _composer_data(self, champion, documents, admins, exclude):
+        """The composer's rows and this run's plan for it (training/compose_data.py, compose_train.py)."""
+        from training.compose_data import build_composer_data
+        from training.compose_train import plan_composer
+
+        data = build_composer_data(self.rows, documents, config=self.config, compose=self.settings.compose,
+                                   section_max_words=self.settings.section_max_words, admin_hashes=admins,
+                                   heldout_texts=exclude)
+        plan = plan_composer(self.settings, self.config, champion, data, documents)
+        self.report["composer"] = {"plan": plan, "counts": data.counts}
+        log.info("composer: %s (%s); %d SFT rows (%d from 👍), %d KTO rows (%d 👎)", "trains" if plan["train"] else
+                 "not trained", plan["reason"], len(data.sft), data.counts.get("sft_feedback", 0), len(data.kto),
+                 data.counts.get("kto_undesirable", 0))
+        return data
+
+    def _composer(self, champion):
+        """The composer stage (after the classifier's gate passed): what the new version carries."""
+        from training.compose_train import run_composer
+
+        step = time.perf_counter()
+        outcome = run_composer(self.settings, self.config, champion, self.documents, self.composer_data, self.heldout,
+                               self.work, plan=self.report["composer"]["plan"])
+        self.report["composer"] = {**self.report["composer"], **outcome.report, "status": outcome.status,
+                                   "carried_from": (outcome.meta or {}).get("carried_from") if outcome.status != "approved"
+                                   else None}
+        self._timed("composer", step)
+        return outcome
 
     def _encoder_job(self, champion, train_docs, examples, data):
         from training.feedback_data import normalize, stable_fraction
@@ -450,12 +481,22 @@ class _Run:
         metrics = {"heldout": _summary(candidate_report), "champion_heldout": _summary(champion_report),
                    "gate": "passed" if decision.promote else "rejected"}
         candidate = None
+        if decision.promote:
+            composer = self._composer(champion)
+        else:
+            from training.compose_train import run_composer
+
+            composer = run_composer(self.settings, self.config, champion, documents, self.composer_data, self.heldout,
+                                    self.work, plan={**self.report["composer"]["plan"], "train": False})
+            self.report["composer"].update({"status": "skipped", "reason": "the classifier's candidate was rejected: "
+                                                                           "no new version to carry a composer"})
         if decision.promote or self.config.keep_rejected:
-            # The served version: the whole KB (held-out questions included) + the same examples and encoder.
+            # The served version: the whole KB (held-out questions included) + the same examples and encoder,
+            # and the composer's adapter (retrained and approved, else the champion's carried over).
             step = time.perf_counter()
             built = build_version(documents, self.build_settings, extra_examples=examples, encoder_dir=encoder_dir,
                                   parent=champion.name, meta={**self.version_meta, "metrics": metrics},
-                                  runtime_verdict=verdict)
+                                  runtime_verdict=verdict, composer_dir=composer.adapter, composer_meta=composer.meta)
             candidate = built.version.name
             self.report["candidate"] = candidate
             self._timed("build_and_index", step)
@@ -464,8 +505,8 @@ class _Run:
             versions.promote(candidate, reason="retrain")
             self.report["served"] = candidate
             self.report["pruned"] = versions.prune(self.settings.keep_versions)["removed"]
-            return self._finish(PROMOTED, EXIT_PROMOTED, f"promoted {candidate} (was {champion.name}): {scores}",
-                                consumed=True, write_report=True)
+            return self._finish(PROMOTED, EXIT_PROMOTED, f"promoted {candidate} (was {champion.name}): {scores}; "
+                                f"{_composer_line(self.report['composer'])}", consumed=True, write_report=True)
         self.report["candidate"] = candidate
         kept = f" (kept as {candidate}, not served)" if candidate else ""
         return self._finish(REJECTED, EXIT_REJECTED,
@@ -478,6 +519,33 @@ class _Run:
 def _article_text(doc, words: int) -> str:
     answer = " ".join(doc.answer.split()[:words])
     return f"{doc.title}: {answer}" if answer else doc.title
+
+
+def _composer_line(composer: dict) -> str:
+    """The composer's part of the run's message."""
+    status = composer.get("status")
+    if status in ("approved", "rejected"):
+        verdict = composer.get("verdict") or {}
+        a, b = (verdict.get("current_metrics") or {}).get("faithfulness"), (verdict.get("metrics") or {}).get("faithfulness")
+        scores = f"faithfulness {a:.3f} → {b:.3f}" if a is not None and b is not None else "no faithfulness score"
+        if status == "approved":
+            return f"composer approved ({scores})"
+        return f"composer rejected: {'; '.join(verdict.get('reasons') or [])}"
+    if status == "error":
+        return f"composer failed ({composer.get('error')}); the champion's carried over"
+    reason = composer.get("reason") or (composer.get("plan") or {}).get("reason", "")
+    return f"composer not retrained ({reason})"
+
+
+def _composer_summary(composer: dict | None) -> dict | None:
+    if not composer:
+        return None
+    verdict = composer.get("verdict") or {}
+    return {"status": composer.get("status") or ("plan" if composer.get("plan") else None),
+            "train": (composer.get("plan") or {}).get("train"), "reason": composer.get("reason")
+            or (composer.get("plan") or {}).get("reason"), "approved": verdict.get("approved"),
+            "metrics": {k: (verdict.get("metrics") or {}).get(k) for k in ("faithfulness", "guard_pass_rate",
+                                                                             "invented_rate")} if verdict else None}
 
 
 def _summary(report: dict | None) -> dict | None:
