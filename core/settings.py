@@ -241,9 +241,9 @@ class RetrainSettings:
     # "base": a fresh LoRA adapter on the configured compose model.
     composer_start_from: str = "champion"
     composer_epochs: float = 1.0  # per stage (SFT, then KTO), at most
-    composer_max_steps: int = 150  # per stage, at most (0: no cap)
+    composer_max_steps: int = 30  # per stage, at most (0: no cap); ~13 min of SFT on one CPU core (docs/retrain.md)
     composer_batch_size: int = 4  # per step (KTO needs at least 2: its KL term pairs rows within a batch)
-    composer_learning_rate: float = 2e-4  # SFT (LoRA)
+    composer_learning_rate: float = 5e-4  # SFT (LoRA)
     composer_kto_learning_rate: float = 5e-5
     composer_kto_beta: float = 0.1  # KTO's pull towards the reference (the SFT'd adapter): higher = less change
     composer_lora_r: int = 16
@@ -254,7 +254,9 @@ class RetrainSettings:
     # sentences, cited; at most this many per run (a deterministic sample).
     composer_kb_max: int = 300
     composer_target_words: int = 40  # a KB row's answer: the section's first sentences, up to about N words
-    composer_abstain_share: float = 0.15  # off-topic → NO_ANSWER rows, as a share of the KB rows
+    # Off-topic → NO_ANSWER rows, as a share of the KB rows. Keep it small: NO_ANSWER is one fixed first
+    # token, so a larger share makes it the likeliest start of every greedy answer (measured at 0.15).
+    composer_abstain_share: float = 0.05
     # 👍'd composed answers must pass the guard against their rebuilt sections to be learned from.
     composer_guard_targets: bool = True
     # The composer's gate: held-out questions it generates answers for (the frozen held-out set's

@@ -347,6 +347,7 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
     decision = gate.decide_composer(current, candidate, config)
     verdict = {"approved": decision.promote, "metrics": _public(candidate), "current_metrics": _public(current),
                "checks": decision.checks, "reasons": decision.reasons, "base_model": compose.model, "kb_hash": kb,
+               "reason": "; ".join(decision.reasons) or "every rule of the composer's gate passed",
                "heldout_key": key, "heldout_rows": len(rows), "adapter_id": gate.adapter_id(adapter_dir),
                "trained": {k: training.get(k) for k in ("device", "dtype", "sft", "kto", "too_long", "seconds",
                                                         "trainable_parameters")},
@@ -358,8 +359,8 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
     log.info("composer gate: %s (%s)", report["status"], "; ".join(decision.reasons) or "every rule passed")
     if decision.promote:
         return ComposerOutcome("approved", adapter_dir, verdict, report)
-    last_run = {k: verdict[k] for k in ("approved", "metrics", "current_metrics", "checks", "reasons", "kb_hash",
-                                        "judged_at")}
+    last_run = {k: verdict[k] for k in ("approved", "metrics", "current_metrics", "checks", "reasons", "reason",
+                                        "kb_hash", "judged_at")}
     if carried.adapter is not None or carried.meta:
         return ComposerOutcome("rejected", carried.adapter, {**(carried.meta or {}), "last_run": last_run}, report)
     return ComposerOutcome("rejected", None, verdict, report)

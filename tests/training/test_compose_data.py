@@ -260,3 +260,30 @@ def test_the_dry_run_reports_the_composer_plan(tiny_settings):
     assert outcome.report["sample"]["composer"]
     off = retrain(tiny_settings, fast_config(composer="off"), dry_run=True).report["composer"]["plan"]
     assert off["train"] is False and off["reason"] == "retrain_composer is off"
+
+
+def test_a_composer_failure_carries_the_champions_composer(monkeypatch, tmp_path):
+    import models.loading
+    from core.settings import Settings
+    from training.compose_gate import ScoreCache
+    from training.compose_train import run_composer
+    from training.gate import HeldoutSet
+
+    def broken(*_, **__):
+        raise RuntimeError("no model here")
+
+    monkeypatch.setattr(models.loading, "resolve_causal_lm", broken)
+    docs = documents()
+    heldout = HeldoutSet(tmp_path / "heldout.jsonl")
+    heldout.update_from_kb(docs, RetrainSettings())
+    champion = _Version({"approved": True, "base_model": "builtin:SmolLM2-135M-Instruct", "last_run": {}})
+    settings = Settings.load(env={}, home=tmp_path / "home")
+    data = build_composer_data([], docs, config=RetrainSettings(), compose=COMPOSE, section_max_words=250, offtopic=[])
+    outcome = run_composer(settings, RetrainSettings(), champion, docs, data, heldout, tmp_path / "work",
+                           plan={"train": True})
+    assert outcome.status == "error" and "no model here" in outcome.report["error"]
+    assert outcome.adapter is None and outcome.meta == {"approved": True, "base_model": "builtin:SmolLM2-135M-Instruct",
+                                                        "carried_from": "v1"}
+    cache = ScoreCache(tmp_path / "home")  # scores survive a new reader
+    cache.put("m|a|h", {"faithfulness": 0.5})
+    assert ScoreCache(tmp_path / "home").get("m|a|h") == {"faithfulness": 0.5} and cache.get("other") is None
