@@ -337,9 +337,12 @@ class _Run:
             self.report["sample"] = {"labelled": [dataclasses.asdict(q) for q in data.labelled[:5]],
                                      "hard_negatives": [dataclasses.asdict(h) for h in data.hard_negatives[:5]],
                                      "composer": [r.summary() for r in self.composer_data.sft[:3]]}
+            plan = self.report["composer"]["plan"]
             return self._finish(DRY_RUN, 0, "dry run: would train on " + ", ".join(
                 f"{k} {counts.get(k, 0)}" for k in ("labelled", "positives", "corrections", "hard_negatives", "replayed",
-                                                    "kb_questions_trained", "heldout_rows")))
+                                                    "kb_questions_trained", "heldout_rows"))
+                + (f"; the composer on {plan['rows']['sft_rows']} SFT and {plan['rows']['kto_rows']} KTO rows ("
+                   if plan["train"] else "; not the composer (") + plan["reason"] + ")")
         self.work.mkdir(parents=True, exist_ok=True)
 
         # Training: encoder top layers (intent + retrieval stages), then the sentiment head.

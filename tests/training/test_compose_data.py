@@ -258,6 +258,8 @@ def test_the_dry_run_reports_the_composer_plan(tiny_settings):
     assert composer["plan"]["train"] is True and composer["plan"]["setting"] == "auto"
     assert composer["plan"]["rows"]["sft_feedback"] == 1 and composer["counts"]["kb_rows"] > 0
     assert outcome.report["sample"]["composer"]
+    assert outcome.message.endswith(f"; the composer on {composer['plan']['rows']['sft_rows']} SFT and 0 KTO rows "
+                                    "(no composer verdict yet)")
     off = retrain(tiny_settings, fast_config(composer="off"), dry_run=True).report["composer"]["plan"]
     assert off["train"] is False and off["reason"] == "retrain_composer is off"
 

@@ -175,4 +175,7 @@ def test_a_run_that_does_not_retrain_the_composer_carries_the_parents(tiny_setti
     assert (new.composer_dir / "adapter_model.safetensors").read_bytes() == b"weights"
     assert new.composer == {**verdict, "carried_from": built.version.name}
     assert Engine(tiny_settings.replace(answer_mode="auto"), version=new.name).mode_for() == "compose"
+    with Store.from_settings(tiny_settings) as store:
+        run = store.training_runs()[0]
+    assert run["composer"]["status"] == "skipped" and run["composer"]["reason"] == "retrain_composer is off"
     shutil.rmtree(adapter)
