@@ -225,7 +225,9 @@ def test_socket_mode_sigterm_mid_burst_loses_no_acknowledged_event(home, slack_m
                 first.proc.send_signal(signal.SIGTERM)
             time.sleep(0.01)
         assert first.proc.wait(timeout=60) == 0
-        assert "disconnecting; finishing the work in progress" in first.output()
+        # The whole log: output() keeps its last 6,000 characters, which the socket adapter's tracebacks
+        # of sends after the close can fill on a loaded machine.
+        assert "disconnecting; finishing the work in progress" in first.log_path.read_text(errors="replace")
         acked = [sent[e] for e in sent if e in socket_mock.acks]
         assert len(acked) >= 40 and pending_in(home) > 0  # stopped with acknowledged events still queued
         second = ServeProcess(home, slack_mock.api_url, tmp_path / "socket-1.log", socket_mode=True,
