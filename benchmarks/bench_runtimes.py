@@ -9,11 +9,13 @@ In one run, on the same questions:
   three repeats, the runtimes interleaved;
 - accuracy on BANKING77, 10 examples per intent (train.csv, seed 0) → test.csv (3,080), with a
   logistic-regression head (C=10, as bench_accuracy's floor) and a nearest-centroid head on each
-  runtime's own embeddings: what matters is the difference between runtimes;
+  runtime's own embeddings: what matters is the difference between runtimes; and CLINC150 in-scope
+  (`--clinc-per-intent`, 20 per intent by default → the 4,500 in-scope test questions), same head;
 - agreement with torch on the BANKING77 test questions: embedding cosine (mean / 5th percentile /
   min) and the builtin sentiment head's labels (it reads layers 0-4).
 
-Usage: python benchmarks/bench_runtimes.py [--rounds 200] [--folder DIR (reuse or keep an export)]
+Usage: python benchmarks/bench_runtimes.py [--rounds 200] [--folder DIR (reuse or keep an export)] [--skip-latency]
+                                           [--clinc-per-intent 20]
                                            [--model builtin:all-MiniLM-L6-v2]
 """
 
@@ -115,6 +117,9 @@ def main() -> None:
     parser.add_argument("--folder", help="ONNX export folder: reused when it holds an export, else written there")
     parser.add_argument("--model", default="builtin:all-MiniLM-L6-v2")
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-latency", action="store_true", help="accuracy only (no latency or throughput)")
+    parser.add_argument("--clinc-per-intent", type=int, default=20,
+                        help="CLINC150 training questions per intent for its accuracy row (0: skip CLINC150)")
     args = parser.parse_args()
     import onnxruntime
     import torch
@@ -143,13 +148,15 @@ def main() -> None:
     torch.set_num_threads(1)
     bare = load_sentence_transformer(args.model, "cpu")
     one = {name: load_encoder(args.model if name == "torch" else folder, name, device="cpu", threads=1) for name in RUNTIMES}
-    times = latency(one, bare, questions, args.rounds)
-    bare_p50 = statistics.median(times["bare"])
+    times = ({name: [0.0] for name in [*RUNTIMES, "bare"]} if args.skip_latency
+             else latency(one, bare, questions, args.rounds))
+    bare_p50 = statistics.median(times["bare"]) or 1.0
 
     # -- two threads: batch throughput, BANKING77 encodings
     torch.set_num_threads(2)
     two = {name: load_encoder(args.model if name == "torch" else folder, name, device="cpu", threads=2) for name in RUNTIMES}
-    rates = throughput({"bare": _Bare(bare), **two}, questions[:512])
+    rates = ({name: 0 for name in [*RUNTIMES, "bare"]} if args.skip_latency
+             else throughput({"bare": _Bare(bare), **two}, questions[:512]))
 
     rows = {}
     for name in RUNTIMES:
@@ -179,22 +186,38 @@ def main() -> None:
                 "cosine_to_torch_min": round(float(cos.min()), 4),
                 "sentiment_agreement": round(float(np.mean([a == b for a, b in zip(labels, torch_labels)])), 4),
             })
+        if args.clinc_per_intent:
+            clinc_train = few_shot([r for r in read_rows(DATA / "clinc150" / "train.csv") if r[1] != "oos"],
+                                   args.clinc_per_intent)
+            clinc_test = [r for r in read_rows(DATA / "clinc150" / "test.csv") if r[1] != "oos"]
+            for name, encoder in two.items():
+                tr, te = encoder.encode([t for t, _ in clinc_train], 64), encoder.encode([t for t, _ in clinc_test], 64)
+                rows[name]["clinc150_inscope_lr"] = round(lr_accuracy(tr.embeddings, [y for _, y in clinc_train],
+                                                                      te.embeddings, [y for _, y in clinc_test]), 4)
+                print(f"CLINC150 in-scope ({args.clinc_per_intent}/intent → {len(clinc_test)} test) with {name}: "
+                      f"{rows[name]['clinc150_inscope_lr']:.2%}", flush=True)
         # The gate's rule applied to these figures (int8 cosine: to fp32 ONNX, 5th percentile).
         int8_vs_fp32 = float(np.percentile(cosines(encoded["onnx"][1].embeddings, encoded["onnx-int8"][1].embeddings), 5))
         verdict = choose_runtime(rows["onnx"]["banking77_10shot_lr"], rows["onnx-int8"]["banking77_10shot_lr"], int8_vs_fp32)
         print(f"choose_runtime on these figures: {verdict[0]} ({verdict[1]})")
 
+    def shown(value):
+        return "-" if args.skip_latency else value
+
     print("\n| runtime | p50 ms (1 thread) | p99 ms | p50 / bare torch | batch/s (2 threads) | "
-          "BANKING77 10-shot LR | centroid | cosine to torch mean / p5 / min | sentiment labels = torch |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(f"| bare sentence-transformers encode | {rows['bare']['p50_ms']} | {rows['bare']['p99_ms']} | 1.00 | "
-          f"{rows['bare']['batch_per_s']} | | | | |")
+          "BANKING77 10-shot LR | centroid | CLINC150 in-scope LR | cosine to torch mean / p5 / min | "
+          "sentiment labels = torch |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    print(f"| bare sentence-transformers encode | {shown(rows['bare']['p50_ms'])} | {shown(rows['bare']['p99_ms'])} | "
+          f"1.00 | {shown(rows['bare']['batch_per_s'])} | | | | | |")
     for name in RUNTIMES:
         r = rows[name]
-        acc = (f"{r['banking77_10shot_lr']:.2%} | {r['banking77_10shot_centroid']:.2%} | "
+        clinc = f"{r['clinc150_inscope_lr']:.2%}" if "clinc150_inscope_lr" in r else "-"
+        acc = (f"{r['banking77_10shot_lr']:.2%} | {r['banking77_10shot_centroid']:.2%} | {clinc} | "
                f"{r['cosine_to_torch_mean']} / {r['cosine_to_torch_p5']} / {r['cosine_to_torch_min']} | "
-               f"{r['sentiment_agreement']:.1%}") if "banking77_10shot_lr" in r else "| | |"
-        print(f"| {name} | {r['p50_ms']} | {r['p99_ms']} | {r['ratio_to_bare_torch']} | {r['batch_per_s']} | {acc} |")
+               f"{r['sentiment_agreement']:.1%}") if "banking77_10shot_lr" in r else "| | | |"
+        print(f"| {name} | {shown(r['p50_ms'])} | {shown(r['p99_ms'])} | {shown(r['ratio_to_bare_torch'])} | "
+              f"{shown(r['batch_per_s'])} | {acc} |")
     print(json.dumps(rows))
     tmp.cleanup()
 
