@@ -173,6 +173,15 @@ def _drop_gguf_quantization(config_file: Path) -> None:
     os.replace(tmp, config_file)
 
 
+def prepare_local_load(path: str) -> None:
+    """Before loading a model from `path`: no hub lookups for a local folder, no tokenizer
+    parallelism warnings, transformers quiet."""
+    if Path(path).exists():
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    quiet_transformers()
+
+
 def quiet_transformers() -> None:
     from transformers.utils import logging as hf_logging
 
@@ -202,14 +211,8 @@ def load_sentence_transformer(name: str, device: str = "auto", *, cached: bool =
     with _cache_lock:
         if cached and key in _cache:
             return _cache[key]
-        if Path(path).exists():
-            os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        prepare_local_load(path)
         from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        hf_logging.set_verbosity_error()
 
         try:
             model = SentenceTransformer(path, device=device)

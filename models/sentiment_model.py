@@ -115,19 +115,13 @@ def _classifier_class():
 def build_classifier(base: str = DEFAULT_BASE, n_labels: int = len(SENTIMENT_LABELS), *, layers=(-1,),
                      hidden: int = 0, dropout: float = 0.0):
     """(classifier with the base encoder's weights and a fresh head, tokenizer); loads offline."""
-    import os
 
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    from models.loading import ModelNotFoundError, resolve_model_path
+    from models.loading import ModelNotFoundError, prepare_local_load, resolve_model_path
 
     path = resolve_model_path(base)
-    if Path(path).exists():
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+    prepare_local_load(path)
     try:
         encoder = AutoModel.from_pretrained(path)
         tokenizer = AutoTokenizer.from_pretrained(path)

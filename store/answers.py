@@ -68,6 +68,12 @@ FROM feedback f JOIN answers a ON a.answer_id = f.answer_id
 """
 
 
+def sources_row(answer: Any) -> list[dict]:
+    """An answer's sources as the answers table stores them (JSON)."""
+    return [{"doc_id": s.doc_id, "title": s.title, "url": s.url, "score": round(float(s.score), 4)}
+            for s in (answer.sources or [])]
+
+
 def decode_answer(row: dict) -> dict:
     """An answers row with its JSON and boolean columns decoded."""
     row["sources"] = loads(row["sources"]) or []
@@ -95,10 +101,7 @@ class Answers:
         returns False, writing nothing, if the id is already stored (e.g. a replayed event)."""
         if not getattr(answer, "answer_id", None):
             raise UserError("cannot record an answer without an answer_id")
-        sources = [
-            {"doc_id": s.doc_id, "title": s.title, "url": s.url, "score": round(float(s.score), 4)}
-            for s in (answer.sources or [])
-        ]
+        sources = sources_row(answer)
         row = (
             answer.answer_id,
             origin,
@@ -134,8 +137,7 @@ class Answers:
         """Replace a stored answer's text and outcome with its composed form (Slack streams a
         composition after the select answer was recorded): text, mode, the composition's report,
         intent, doc, sources and hand-off. Returns False when the answer id is not stored."""
-        sources = [{"doc_id": s.doc_id, "title": s.title, "url": s.url, "score": round(float(s.score), 4)}
-                   for s in (answer.sources or [])]
+        sources = sources_row(answer)
         with self._write() as conn:
             cur = conn.execute(
                 "UPDATE answers SET answer_text = ?, answer_mode = ?, composition = ?, intent = ?, doc_id = ?,"

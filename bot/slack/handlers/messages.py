@@ -151,9 +151,7 @@ class MessageHandler:
         if (answer.handoff or priority) and not replace_ts:
             self.owe_escalation(client, escalation, answer, channel, thread_ts, ts, priority=priority)
         group = deps.options.oncall_usergroup if not deps.options.escalation_channel else None
-        message = dict(channel=channel, text=blocks.answer_text(answer, oncall_usergroup=group),
-                       blocks=blocks.answer_blocks(answer, oncall_usergroup=group),
-                       metadata=blocks.answer_metadata(answer))
+        message = dict(channel=channel, **answer_message(answer, group))
         if status is not None:
             status.settled()  # never after the reply: Slack clears the status when the reply arrives
         if replace_ts:
@@ -221,11 +219,6 @@ class MessageHandler:
         def final():
             return composing.answer or answer
 
-        def message_for(final_answer) -> dict:
-            return dict(text=blocks.answer_text(final_answer, oncall_usergroup=group),
-                        blocks=blocks.answer_blocks(final_answer, oncall_usergroup=group),
-                        metadata=blocks.answer_metadata(final_answer))
-
         def pieces():
             try:
                 yield from composing.pieces()
@@ -234,11 +227,11 @@ class MessageHandler:
                 raise streaming.Abandon(failure.composition.reason) from None
             store.record_composition(final())
 
-        reply_ts = self.stream_once(client, key, answer, {"channel": channel, **message_for(answer)},
+        reply_ts = self.stream_once(client, key, answer, {"channel": channel, **answer_message(answer, group)},
                                     thread_ts=thread_ts, question_ts=question_ts, team=team, user=user,
                                     chunks=pieces(), footer=lambda: blocks.answer_footer_blocks(final()),
                                     metadata=lambda: blocks.answer_metadata(final()),
-                                    fallback=lambda: message_for(final()))
+                                    fallback=lambda: answer_message(final(), group))
         return reply_ts, final()
 
     def already_posted(self, client, key: str, channel: str, thread_ts: str) -> str | None:
@@ -343,3 +336,9 @@ class MessageHandler:
                                shown, channel=channel, permalink=permalink, oncall_usergroup=group, priority=priority)])
         self.deps.store.inbox.post_begin(key, answer_id=None, channel=channel, thread_ts=thread_ts,
                                          question_ts=question_ts, message=message)
+
+
+def answer_message(answer, group: str | None) -> dict:
+    """An answer's message: fallback text, blocks and metadata (chat.postMessage / chat.update)."""
+    return dict(text=blocks.answer_text(answer, oncall_usergroup=group),
+                blocks=blocks.answer_blocks(answer, oncall_usergroup=group), metadata=blocks.answer_metadata(answer))
