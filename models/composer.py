@@ -5,8 +5,9 @@
   retrain trained (peft), in process, on CUDA when present. Tokens stream through transformers'
   `TextIteratorStreamer` while `generate` runs on its own thread.
 - `LlamaCppChat`: a GGUF file through llama.cpp (llama-cpp-python), the fast CPU runtime for the
-  embedded default (about 60 tokens/s on one core against about 10 in transformers); it serves the
-  model as shipped, so a version with a retrained adapter is served by `TransformersChat`.
+  embedded default (about 60 tokens/s on one core against about 10 in transformers); a retrained
+  adapter is applied in its GGUF form (models/composer_gguf.py, written by the retrain), so a
+  version whose adapter has no GGUF form is served by `TransformersChat`.
 - `OpenAIChat` (models/composer_openai.py): an OpenAI-compatible chat endpoint.
 
 The policy around a backend (the prompt, citations, the guard, the budgets) is serving/compose.py.
@@ -140,11 +141,14 @@ class TransformersChat:
 class LlamaCppChat:
     """A GGUF model through llama.cpp (greedy unless temperature > 0)."""
 
-    def __init__(self, gguf_path: str | Path, *, threads: int = 0, context_tokens: int = 4096, name: str | None = None):
+    def __init__(self, gguf_path: str | Path, *, threads: int = 0, context_tokens: int = 4096, name: str | None = None,
+                 lora_path: str | Path | None = None):
         from llama_cpp import Llama
 
         self.name = name or str(gguf_path)
-        self.llm = Llama(model_path=str(gguf_path), n_ctx=context_tokens, n_threads=threads or None, verbose=False)
+        self.lora_path = str(lora_path) if lora_path else None
+        self.llm = Llama(model_path=str(gguf_path), n_ctx=context_tokens, n_threads=threads or None, verbose=False,
+                         lora_path=self.lora_path)
         self._lock = threading.Lock()
         atexit.register(self.close)  # llama.cpp's own __del__ fails noisily at interpreter exit
 
@@ -181,25 +185,44 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+def pick_backend(settings, adapter_dir: str | Path | None = None) -> str:
+    """The backend that serves `settings.compose` (with `adapter_dir`, a retrained adapter):
+    "openai", "llama-cpp" or "transformers". "auto": llama.cpp for a GGUF model (the builtin, or a
+    .gguf path) on CPU when llama-cpp-python is installed and the adapter, if any, has its GGUF form;
+    else transformers (the adapter merged in). "llama-cpp" named with an adapter that has no GGUF
+    form serves transformers too (with a warning): the adapter is the version's, never dropped."""
+    from models.composer_gguf import gguf_adapter
+    from models.loading import pick_device, resolve_gguf
+
+    backend = settings.compose.backend
+    if backend not in ("auto", "llama-cpp"):
+        return backend
+    fits = adapter_dir is None or gguf_adapter(adapter_dir) is not None
+    if backend == "llama-cpp":
+        if not fits:
+            log.warning("compose_backend is llama-cpp, but the version's composer adapter has no GGUF form: "
+                        "transformers serves it")
+        return "llama-cpp" if fits else "transformers"
+    gguf = resolve_gguf(settings.compose.model, must=False)
+    cpu = not pick_device(settings.device).startswith("cuda")
+    return "llama-cpp" if gguf and fits and cpu and llama_cpp_available() else "transformers"
+
+
 def load_chat_model(settings, *, adapter_dir: str | Path | None = None) -> ChatModel:
-    """The backend `settings.compose` names. "auto": llama.cpp for a GGUF model (the builtin, or a
-    .gguf path) when llama-cpp-python is installed and no retrained adapter applies, else
-    transformers (with the adapter merged in)."""
-    from models.loading import pick_device, resolve_causal_lm, resolve_gguf
+    """The backend `pick_backend` names for `settings.compose`, with the adapter applied."""
+    from models.composer_gguf import gguf_adapter
+    from models.loading import resolve_causal_lm, resolve_gguf
 
     compose = settings.compose
-    backend = compose.backend
+    backend = pick_backend(settings, adapter_dir)
     if backend == "openai":
         from models.composer_openai import OpenAIChat
 
         return OpenAIChat(compose.endpoint_url, compose.model, api_key=compose.api_key,
                           timeout=min(compose.endpoint_timeout_seconds, compose.latency_budget_seconds))
-    if backend == "auto":
-        gguf = resolve_gguf(compose.model, must=False)
-        cpu = not pick_device(settings.device).startswith("cuda")
-        backend = "llama-cpp" if gguf and adapter_dir is None and cpu and llama_cpp_available() else "transformers"
     if backend == "llama-cpp":
-        return LlamaCppChat(resolve_gguf(compose.model), threads=settings.torch_threads, name=compose.model)
+        return LlamaCppChat(resolve_gguf(compose.model), threads=settings.torch_threads, name=compose.model,
+                            lora_path=gguf_adapter(adapter_dir))
     path = resolve_causal_lm(compose.model, settings.home / "base_models")
     return TransformersChat(path, device=settings.device, threads=settings.torch_threads, adapter_dir=adapter_dir,
                             name=compose.model)

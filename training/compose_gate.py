@@ -209,8 +209,9 @@ class ScoreCache:
             self.entries = {}
 
     @staticmethod
-    def key(model: str, adapter: str, heldout: str) -> str:
-        return f"{model}|{adapter}|{heldout}"
+    def key(model: str, adapter: str, heldout: str, backend: str = "transformers") -> str:
+        """One composer's scores: its model, adapter, the held-out set and the backend that ran it."""
+        return f"{model}|{adapter}|{heldout}" + ("" if backend == "transformers" else f"|{backend}")
 
     def get(self, key: str) -> dict | None:
         entry = self.entries.get(key)

