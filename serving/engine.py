@@ -331,8 +331,16 @@ class Engine:
             # Every passage is a source, in prompt order, so that [n] in the text is sources[n - 1].
             sources = [Source(p.doc_id, p.title, p.url, next((s.score for s in answer.sources if s.doc_id == p.doc_id),
                                                               0.0)) for p in passages]
+            # The answer is about the first section it cites: when that is another article than the
+            # select answer's ([2] of a clarifying question's options, say), that article is the
+            # answer's, so a 👍 teaches the classifier the article the reader actually got.
+            cited = sorted(composition.guard.cited) if composition.guard else []
+            lead = next((p for p in passages if cited and p.n == cited[0]), None)
+            doc_id, intent = answer.doc_id, answer.intent
+            if lead is not None and lead.doc_id != doc_id and lead.doc_id in self._served.documents:
+                doc_id, intent = lead.doc_id, self._served.documents[lead.doc_id].label
             return dataclasses.replace(answer, text=composition.text, sources=sources, section=None, mode="compose",
-                                       clarify=[], composition=report)
+                                       clarify=[], composition=report, doc_id=doc_id, intent=intent)
         if composition.outcome == "abstained":
             return dataclasses.replace(answer, text=HANDOFF_TEXT, intent=OUT_OF_SCOPE, handoff=True, doc_id=None,
                                        section=None, clarify=[], sources=[], mode="compose", composition=report)
