@@ -53,7 +53,7 @@
       threads for the encoder and the composer. The composer stage runs only when the classifier's
       candidate passed its gate; a rejected classifier is reported as such (nothing is promoted).
     - Then (b) again against the promoted champion (a fresh Engine; a retrained adapter is served by
-      transformers, so slower); the target line says whether faithfulness (mean of compose F1 and
+      llama.cpp in its GGUF form, as the bot serves it: models/composer_gguf.py); the target line says whether faithfulness (mean of compose F1 and
       ROUGE-L, as the composer's gate averages them) rose and the fall-back rate (1 − guard pass rate)
       fell.
     - Poisoned round: the same answers (the same champion in the untouched copy; greedy, so the same
@@ -66,8 +66,8 @@
     running to the guard's refusal); a retrain with the composer at the default 30 SFT steps ~25 min
     (SFT ~14 min at 27 s a step, docs/retrain.md "Costs on CPU"; the two composer scorings of 40 + 10
     gate rows ~3 min each; KTO only on the few 👎'd composed answers, a step or two; the encoder's
-    fine-tuning and the builds a few minutes); (b) after it ~12 s per composed question
-    (transformers serves a retrained adapter). The whole of (b) and (c) with the defaults
+    fine-tuning and the builds a few minutes); (b) after it as fast as before (llama.cpp serves the
+    retrained adapter). The whole of (b) and (c) with the defaults
     (`--skip-speed --round`) takes about 2–2.5 hours. A smoke (~7 min): `--skip-speed --stackfaq 0
     --questions 4 --offtopic 2 --round --round-sets demo --round-questions 6 --composer-steps 2
     --composer-fast --retrain-max-steps 2`.
