@@ -55,7 +55,10 @@
     - Then (b) again against the promoted champion (a fresh Engine; a retrained adapter is served by
       llama.cpp in its GGUF form, as the bot serves it: models/composer_gguf.py); the target line says whether faithfulness (mean of compose F1 and
       ROUGE-L, as the composer's gate averages them) rose and the fall-back rate (1 − guard pass rate)
-      fell.
+      fell. On the demo KB those held-out rows are the articles' first example questions, which the
+      composer's KB rows also teach (training/compose_data.py builds them from every example question
+      the retrain's own held-out set does not freeze), so the demo's after-figures are partly
+      in-sample; StackFAQ's (no example questions; its KB rows ask the headings) are held out.
     - Poisoned round: the same answers (the same champion in the untouched copy; greedy, so the same
       texts) recorded in the copy's store, every vote inverted (👍 on unfaithful composed answers and
       on wrong articles, 👎 on the right ones) by two colluding users who vote on everything. Two
