@@ -129,7 +129,7 @@ def _norm_number(token: str) -> str:
 
 def _facts(text: str) -> dict[str, list[str]]:
     body = _ENUMERATOR.sub(" ", _CITATION.sub(" ", text))
-    urls = [u.rstrip(".,;:!?") for u in _URL.findall(body)]
+    urls = [u.rstrip(".,;:!?\"'`*_") for u in _URL.findall(body)]  # "see https://x.example/a" quoted
     emails = _EMAIL.findall(body)
     rest = _EMAIL.sub(" ", _URL.sub(" ", body))
     numbers = [n for n in _NUMBER.findall(rest) if any(c.isdigit() for c in n)]

@@ -42,6 +42,14 @@ def test_an_invented_url_or_email_fails():
     assert ok.ok, ok.problems
 
 
+def test_a_quoted_or_emphasised_url_is_the_url():
+    for text in ('Use the form at "https://help.example/refunds" [1].', "See `https://help.example/refunds` [1].",
+                 "See **https://help.example/refunds** [1].", "See 'https://help.example/refunds'. [1]"):
+        assert check(text, PASSAGES).ok, (text, check(text, PASSAGES).problems)
+    assert check('See "https://help.example/refundz" [1].', PASSAGES).problems == [
+        "URL https://help.example/refundz is not in the sections"]
+
+
 def test_an_invented_product_name_fails():
     result = check("Refunds for Parcelly Premium members reach your card within 5-10 business days [1].", PASSAGES)
     assert result.problems == ["name Premium is not in the sections"]
