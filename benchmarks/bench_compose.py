@@ -65,15 +65,14 @@
       users are too few for the outlier rule (it ranks at least 3 voters), so the gates are the
       defence; if anything is promoted, (b) is measured again: "not promoted lower" holds when
       nothing was promoted or faithfulness is not below the figure before the round.
-    Cost on the shared 2-core VM, one thread: asking ~10 s a question (llama.cpp, most compositions
-    running to the guard's refusal); a retrain with the composer at the default 30 SFT steps ~25 min
-    (SFT ~14 min at 27 s a step, docs/retrain.md "Costs on CPU"; the two composer scorings of 40 + 10
-    gate rows ~3 min each; KTO only on the few 👎'd composed answers, a step or two; the encoder's
-    fine-tuning and the builds a few minutes); (b) after it as fast as before (llama.cpp serves the
-    retrained adapter). The whole of (b) and (c) with the defaults
-    (`--skip-speed --round`) takes about 2–2.5 hours. A smoke (~7 min): `--skip-speed --stackfaq 0
-    --questions 4 --offtopic 2 --round --round-sets demo --round-questions 6 --composer-steps 2
-    --composer-fast --retrain-max-steps 2`.
+    Cost on the shared 2-core VM, one thread, measured 2026-12-02 with the demo KB and StackFAQ run as
+    two jobs side by side (`--round-sets demo` and `--round-sets stackfaq --no-poison`): asking 6–7 s a
+    question (llama.cpp); a retrain with the composer at the default 30 SFT steps 20–32 min (SFT
+    16–24 min; each composer's scoring on the gate's 40 + 10 rows 1.5–4 min through llama.cpp; the
+    encoder's fine-tuning and the builds under a minute); (b) after it as fast as before (llama.cpp
+    serves the retrained adapter). The demo KB with its poisoned round took 71 min, StackFAQ 56 min.
+    A smoke (~7 min): `--skip-speed --stackfaq 0 --questions 4 --offtopic 2 --round --round-sets demo
+    --round-questions 6 --composer-steps 2 --composer-fast --retrain-max-steps 2`.
 
 The targets (2 cores, embedded default): first token ≤ 1.5 s, ≥ 20 tokens/s, a whole answer ≤ 6 s;
 guard pass rate ≥ 95 % on answerable held-out questions; 0 invented numbers or URLs posted;
