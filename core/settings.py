@@ -240,6 +240,9 @@ class RetrainSettings:
     # "champion": continue training the champion's adapter (when it has one on the same base model);
     # "base": a fresh LoRA adapter on the configured compose model.
     composer_start_from: str = "champion"
+    # The backend the composer's gate generates with: "transformers" (the adapter in float32, deterministic
+    # across machines) or "served" (the backend that will serve it: llama.cpp with its GGUF form on CPU).
+    composer_gate_backend: str = "transformers"
     composer_epochs: float = 1.0  # per stage (SFT, then KTO), at most
     composer_max_steps: int = 30  # per stage, at most (0: no cap); ~13 min of SFT on one CPU core (docs/retrain.md)
     composer_batch_size: int = 4  # per step (KTO needs at least 2: its KL term pairs rows within a batch)
@@ -293,6 +296,8 @@ class RetrainSettings:
             problems.append(f"intent_loss must be one of {', '.join(LOSSES)}, not {self.intent_loss!r}")
         if self.composer not in ("auto", "on", "off"):
             problems.append(f"composer must be auto, on or off, not {self.composer!r}")
+        if self.composer_gate_backend not in ("transformers", "served"):
+            problems.append(f"composer_gate_backend must be transformers or served, not {self.composer_gate_backend!r}")
         if self.composer_start_from not in ("champion", "base"):
             problems.append(f"composer_start_from must be champion or base, not {self.composer_start_from!r}")
         if self.composer_batch_size < 2:

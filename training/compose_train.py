@@ -326,8 +326,12 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
     served = settings.replace(device=device, torch_threads=threads)
 
     def backend_for(adapter: Path | None) -> str:
-        """The backend that would serve `adapter`: the gate judges what the bot would post (an
-        endpoint's model cannot be given a local adapter, so that case is judged in transformers)."""
+        """transformers (the default: the adapter in float32, the same greedy answers on every machine),
+        or with composer_gate_backend = served the backend that would serve `adapter` (llama.cpp's
+        answers depend on its build and CPU; an endpoint's model cannot be given a local adapter, so
+        that case is judged in transformers)."""
+        if config.composer_gate_backend != "served":
+            return "transformers"
         return "llama-cpp" if pick_backend(served, adapter) == "llama-cpp" else "transformers"
 
     def score(adapter: Path | None, label: str, backend: str) -> dict:

@@ -99,10 +99,10 @@ def test_the_retrain_trains_the_composer_from_composed_thumbs(tiny_settings, bas
     # The adapter was written through the version; meta["composer"] is the verdict; auto composes with it.
     version = VersionStore(tiny_settings.models_dir).get(outcome.report["candidate"])
     assert version.composer_dir is not None and (version.composer_dir / "adapter_model.safetensors").is_file()
-    # ...with its GGUF form, so llama.cpp serves it on CPU, and the gate judged it there, as it will serve.
+    # ...with its GGUF form, so llama.cpp serves it on CPU; the gate judged it in transformers (the default).
     assert (version.composer_dir / "adapter.gguf").is_file() and trained_summary(version)["gguf_adapter"] is True
     assert pick_backend(tiny_settings, version.composer_dir) == "llama-cpp"
-    assert verdict["metrics"]["backend"] == verdict["current_metrics"]["backend"] == "llama-cpp"
+    assert verdict["metrics"]["backend"] == verdict["current_metrics"]["backend"] == "transformers"
     assert version.composer["approved"] is True and version.composer["adapter_id"] == verdict["adapter_id"]
     assert version.composer["metrics"]["faithfulness"] == verdict["metrics"]["faithfulness"]
     assert Engine(tiny_settings.replace(answer_mode="auto"), version=version.name).mode_for() == "compose"
