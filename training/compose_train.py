@@ -301,9 +301,8 @@ def _carry(settings, champion) -> ComposerOutcome:
 
 def _run(settings, config, champion, documents, data, heldout, work: Path, plan: dict, carried: ComposerOutcome,
          kb: str) -> ComposerOutcome:
-    from models.composer import LlamaCppChat, TransformersChat, pick_backend
-    from models.composer_gguf import gguf_adapter
-    from models.loading import pick_device, resolve_causal_lm, resolve_gguf
+    from models.composer import TransformersChat, load_chat_model, pick_backend
+    from models.loading import pick_device, resolve_causal_lm
     from training import compose_gate as gate
 
     compose = settings.compose
@@ -342,9 +341,8 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
             return {**cached, "cached": True}
         step = time.perf_counter()
         with cpu_threads(threads):
-            if backend == "llama-cpp":
-                model = LlamaCppChat(resolve_gguf(compose.model), threads=threads, name=compose.model,
-                                     lora_path=gguf_adapter(adapter))
+            if backend == "llama-cpp":  # as serving loads it
+                model = load_chat_model(served.replace(compose_backend="llama-cpp"), adapter_dir=adapter)
             else:
                 model = TransformersChat(base_path, device=device, adapter_dir=adapter, name=compose.model)
             metrics = {**gate.score_composer(model, rows, config=config), "backend": backend}
