@@ -65,30 +65,66 @@ def resolve_corrections(rows: list[dict], *, max_per_user: int) -> tuple[list[tu
     return out, dict(counts)
 
 
-def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[str], out_path: Path, config,
-                          *, since=None) -> dict:
-    """Fine-tune the head at `head_path` on the store's sentiment corrections; writes `out_path` when kept.
-
-    Returns a summary dict with `status`: unavailable | skipped | rejected | updated.
-    """
+def _load_corrections(store, config, since) -> tuple[dict, list[tuple[str, str]], list[tuple[str, str]]]:
+    """(summary, training pairs, held-out pairs) from the store's corrections. The summary already has
+    a `status` (skipped / unavailable) when there is nothing to train: the caller returns it as is."""
     if not config.sentiment_update:
-        return {"status": "skipped", "reason": "sentiment_update is off"}
+        return {"status": "skipped", "reason": "sentiment_update is off"}, [], []
     try:
         rows = list(store.sentiment_corrections(since=since))
     except Exception as exc:  # noqa: BLE001 - optional step: never fail the retrain over it
         log.warning("sentiment corrections unreadable: %s", exc)
-        return {"status": "unavailable", "reason": f"unreadable: {exc}"}
+        return {"status": "unavailable", "reason": f"unreadable: {exc}"}, [], []
     pairs, counts = resolve_corrections(rows, max_per_user=config.max_examples_per_user)
     held = [p for p in pairs if stable_fraction(p[0], "sentiment") < 0.2]
     train = [p for p in pairs if stable_fraction(p[0], "sentiment") >= 0.2]
     summary: dict = {"counts": counts, "train": len(train), "heldout": len(held)}
     if len(train) < config.sentiment_min_corrections:
         return {**summary, "status": "skipped",
-                "reason": f"{len(train)} usable corrections, fewer than sentiment_min_corrections={config.sentiment_min_corrections}"}
+                "reason": f"{len(train)} usable corrections, fewer than sentiment_min_corrections={config.sentiment_min_corrections}"}, train, held
+    return summary, train, held
+
+
+def _replay(replay_texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(t for t in replay_texts if t))[:3000]
+
+
+def _judge(summary: dict, old: dict, new: dict, y_train: np.ndarray, y_held: np.ndarray, n_replay: int,
+           min_agreement: float) -> list[str]:
+    """Add the accuracies and the replay agreement to `summary` from the old and the new head's predicted
+    classes (`old` / `new`: {"train", "held", "replay"} -> class indices); the reasons to reject the new
+    head (none: keep it)."""
+
+    def accuracy(pred, y):
+        return float((pred == y).mean()) if len(y) else None
+
+    agreement = float((new["replay"] == old["replay"]).mean()) if n_replay else 1.0
+    summary.update({"old_train_accuracy": accuracy(old["train"], y_train), "new_train_accuracy": accuracy(new["train"], y_train),
+                    "old_heldout_accuracy": accuracy(old["held"], y_held), "new_heldout_accuracy": accuracy(new["held"], y_held),
+                    "replay_agreement": round(agreement, 4), "replay_texts": n_replay})
+    reasons = []
+    if summary["new_train_accuracy"] <= summary["old_train_accuracy"]:
+        reasons.append("no gain on the corrections")
+    if len(y_held) and summary["new_heldout_accuracy"] < summary["old_heldout_accuracy"]:
+        reasons.append("worse on held-out corrections")
+    if agreement < min_agreement:
+        reasons.append(f"agrees with the old head on only {agreement:.0%} of replay texts")
+    return reasons
+
+
+def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[str], out_path: Path, config,
+                          *, since=None) -> dict:
+    """Fine-tune the head at `head_path` on the store's sentiment corrections; writes `out_path` when kept.
+
+    Returns a summary dict with `status`: unavailable | skipped | rejected | updated.
+    """
+    summary, train, held = _load_corrections(store, config, since)
+    if "status" in summary:
+        return summary
     from models.heads import SoftmaxHead, features_for
 
     old = SoftmaxHead.load(head_path)
-    replay = list(dict.fromkeys(t for t in replay_texts if t))[:3000]
+    replay = _replay(replay_texts)
 
     def feats(texts):
         return features_for(old.feature_spec, encoder.encode(list(texts))) if texts else np.zeros((0, 1), np.float32)
@@ -98,21 +134,12 @@ def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[st
     y_held = np.array([old.labels.index(label) for _, label in held])
     new = _finetune(old, x_train, y_train, x_replay, seed=config.seed, min_agreement=config.sentiment_min_agreement)
 
-    def accuracy(head, x, y):
-        return float((head.proba_from_features(x).argmax(1) == y).mean()) if len(y) else None
+    def predicted(head):
+        return {name: head.proba_from_features(x).argmax(1) if len(x) else np.zeros(0, int)
+                for name, x in (("train", x_train), ("held", x_held), ("replay", x_replay))}
 
-    agreement = (float((new.proba_from_features(x_replay).argmax(1) == old.proba_from_features(x_replay).argmax(1)).mean())
-                 if len(replay) else 1.0)
-    summary.update({"old_train_accuracy": accuracy(old, x_train, y_train), "new_train_accuracy": accuracy(new, x_train, y_train),
-                    "old_heldout_accuracy": accuracy(old, x_held, y_held), "new_heldout_accuracy": accuracy(new, x_held, y_held),
-                    "replay_agreement": round(agreement, 4), "replay_texts": len(replay)})
-    reasons = []
-    if summary["new_train_accuracy"] <= summary["old_train_accuracy"]:
-        reasons.append("no gain on the corrections")
-    if len(held) and summary["new_heldout_accuracy"] < summary["old_heldout_accuracy"]:
-        reasons.append("worse on held-out corrections")
-    if agreement < config.sentiment_min_agreement:
-        reasons.append(f"agrees with the old head on only {agreement:.0%} of replay texts")
+    reasons = _judge(summary, predicted(old), predicted(new), y_train, y_held, len(replay),
+                     config.sentiment_min_agreement)
     if reasons:
         return {**summary, "status": "rejected", "reason": "; ".join(reasons)}
     new.info = {**old.info, "updated_from_corrections": len(train)}
@@ -122,14 +149,12 @@ def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[st
 
 def _finetune(old, x, y, x_replay, *, seed: int, min_agreement: float, steps: int = 300, lr: float = 5e-4,
               check_every: int = 10):
-    """Adam on corrections + distillation to the old head on replay texts. Every `check_every` steps
-    the head is checked; the returned head is the one that fits the corrections best among those that
-    still agree with the old head on at least `min_agreement` of the replay texts (else the old head)."""
+    """`_fit` on a SoftmaxHead (features standardised as the head does): a copy of `old` with the
+    chosen weights (else the old head's)."""
     import copy
 
     import torch
 
-    torch.manual_seed(seed)
     mean = None if old.mean is None else torch.from_numpy(old.mean)
     scale = None if old.scale is None else torch.from_numpy(old.scale)
 
@@ -147,20 +172,40 @@ def _finetune(old, x, y, x_replay, *, seed: int, min_agreement: float, steps: in
             t = torch.relu(t @ params["hw"] + params["hb"])
         return t @ params["w"] + params["b"]
 
-    xt, yt = prep(x), torch.from_numpy(y)
-    xr = prep(x_replay) if len(x_replay) else None
+    best = _fit(params, logits, prep(x), torch.from_numpy(y), prep(x_replay) if len(x_replay) else None,
+                temperature=old.temperature, seed=seed, min_agreement=min_agreement, steps=steps, lr=lr,
+                check_every=check_every)
+    new = copy.deepcopy(old)
+    new.weights = best["w"].numpy().astype(np.float32)
+    new.bias = best["b"].numpy().astype(np.float32)
+    if "hw" in best:
+        new.hidden_weights = best["hw"].numpy().astype(np.float32)
+        new.hidden_bias = best["hb"].numpy().astype(np.float32)
+    return new
+
+
+def _fit(params: dict, logits, xt, yt, xr, *, temperature: float, seed: int, min_agreement: float, steps: int,
+         lr: float, check_every: int) -> dict:
+    """Adam on `params` (leaf tensors that `logits(features)` reads): cross-entropy on the corrections
+    (xt, yt) + distillation to the starting predictions on the replay features `xr` (None: no replay) +
+    a small L2 pull to the starting weights. Every `check_every` steps the weights are checked; returns
+    (detached copies of) those that fit the corrections best among those that still agree with the
+    start on at least `min_agreement` of the replay texts, else the starting weights."""
+    import torch
+
+    torch.manual_seed(seed)
     with torch.no_grad():
-        target = torch.softmax(logits(xr) / old.temperature, dim=1) if xr is not None else None
+        target = torch.softmax(logits(xr) / temperature, dim=1) if xr is not None else None
         old_replay = target.argmax(1) if xr is not None else None
     # The replay term weighs at least as much as the corrections, however few replay texts there are.
-    distill_weight = 2.0 * max(1.0, len(y) / max(1, 0 if xr is None else len(xr)))
+    distill_weight = 2.0 * max(1.0, len(yt) / max(1, 0 if xr is None else len(xr)))
     init = {k: v.detach().clone() for k, v in params.items()}
     opt = torch.optim.Adam(params.values(), lr=lr)
     best, best_fit = None, -1.0
     for step in range(1, steps + 1):
-        loss = torch.nn.functional.cross_entropy(logits(xt) / old.temperature, yt)
+        loss = torch.nn.functional.cross_entropy(logits(xt) / temperature, yt)
         if xr is not None:
-            log_p = torch.log_softmax(logits(xr) / old.temperature, dim=1)
+            log_p = torch.log_softmax(logits(xr) / temperature, dim=1)
             loss = loss + distill_weight * torch.nn.functional.kl_div(log_p, target, reduction="batchmean")
         loss = loss + 1e-3 * sum(((params[k] - init[k]) ** 2).sum() for k in params)
         opt.zero_grad()
@@ -172,11 +217,4 @@ def _finetune(old, x, y, x_replay, *, seed: int, min_agreement: float, steps: in
                 agree = float((logits(xr).argmax(1) == old_replay).float().mean()) if xr is not None else 1.0
             if agree >= min_agreement and fit > best_fit:
                 best, best_fit = {k: v.detach().clone() for k, v in params.items()}, fit
-    best = best or init
-    new = copy.deepcopy(old)
-    new.weights = best["w"].numpy().astype(np.float32)
-    new.bias = best["b"].numpy().astype(np.float32)
-    if "hw" in best:
-        new.hidden_weights = best["hw"].numpy().astype(np.float32)
-        new.hidden_bias = best["hb"].numpy().astype(np.float32)
-    return new
+    return best or init
