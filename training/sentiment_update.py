@@ -15,6 +15,11 @@ corrections are capped like intent feedback. A deterministic 20 % of the correct
 out; the new head is kept only if it is at least as accurate as the old one on them, better on the
 training corrections, and agrees with the old head on at least `sentiment_min_agreement` of the
 replay texts.
+
+`update_sentiment_model` does the same for the fine-tuned sentiment model (`models/sentiment_model.py`):
+the LoRA adapter, the temperature and the rest of the artefact's meta are kept; only its head (the
+`head_state` parameters: the hidden and output Linear) is fine-tuned, on the pooled features of the
+merged model (computed once), with the same loss, checkpoint choice and gate.
 """
 
 from __future__ import annotations
@@ -184,8 +189,8 @@ def _finetune(old, x, y, x_replay, *, seed: int, min_agreement: float, steps: in
     return new
 
 
-def _fit(params: dict, logits, xt, yt, xr, *, temperature: float, seed: int, min_agreement: float, steps: int,
-         lr: float, check_every: int) -> dict:
+def _fit(params: dict, logits, xt, yt, xr, *, temperature: float, seed: int, min_agreement: float, steps: int = 300,
+         lr: float = 5e-4, check_every: int = 10) -> dict:
     """Adam on `params` (leaf tensors that `logits(features)` reads): cross-entropy on the corrections
     (xt, yt) + distillation to the starting predictions on the replay features `xr` (None: no replay) +
     a small L2 pull to the starting weights. Every `check_every` steps the weights are checked; returns
@@ -218,3 +223,71 @@ def _fit(params: dict, logits, xt, yt, xr, *, temperature: float, seed: int, min
             if agree >= min_agreement and fit > best_fit:
                 best, best_fit = {k: v.detach().clone() for k, v in params.items()}, fit
     return best or init
+
+
+def update_sentiment_model(store, artefact_path: Path, replay_texts: list[str], out_path: Path, config,
+                           *, since=None, device: str = "cpu") -> dict:
+    """`update_sentiment_head` for the fine-tuned sentiment model (`models/sentiment_model.py`): the
+    artefact at `artefact_path` ("builtin" or a path) keeps its LoRA adapter, temperature and meta; only
+    its head (the `head_state` parameters) is fine-tuned, on the pooled features of the merged model.
+    Writes the new artefact to `out_path` when kept (never over the input).
+
+    Returns a summary dict with `status`: unavailable | skipped | rejected | updated.
+    """
+    summary, train, held = _load_corrections(store, config, since)
+    if "status" in summary:
+        return summary
+    import torch
+
+    from models.sentiment_model import FineTunedSentiment, head_state, read_artefact, write_artefact
+    from models.sentiment_model import artefact_path as resolve_artefact
+
+    source = resolve_artefact(artefact_path)
+    if Path(out_path).resolve() == source.resolve():
+        raise ValueError(f"update_sentiment_model would overwrite its input {source}")
+    meta, lora, _ = read_artefact(source)
+    model = FineTunedSentiment.load(source, device=device)
+    classifier = model.classifier
+    replay = _replay(replay_texts)
+    x_train, x_held, x_replay = (_pooled(model, texts) for texts in ([t for t, _ in train], [t for t, _ in held], replay))
+    y_train = np.array([model.labels.index(label) for _, label in train])
+    y_held = np.array([model.labels.index(label) for _, label in held])
+
+    params = {name: p for name, p in classifier.named_parameters() if not name.startswith("encoder.")}
+    for p in params.values():
+        p.requires_grad_(True)
+
+    def predicted():
+        with torch.no_grad():
+            return {name: classifier.head_logits(x).argmax(1).cpu().numpy() if len(x) else np.zeros(0, int)
+                    for name, x in (("train", x_train), ("held", x_held), ("replay", x_replay))}
+
+    old = predicted()
+    best = _fit(params, classifier.head_logits, x_train, torch.from_numpy(y_train).to(model.device),
+                x_replay if len(x_replay) else None, temperature=model.temperature, seed=config.seed,
+                min_agreement=config.sentiment_min_agreement)
+    with torch.no_grad():  # the chosen weights, matrices rounded to float16 as the artefact stores them
+        for name, p in params.items():
+            p.copy_(best[name].half().to(p.dtype) if best[name].ndim == 2 else best[name])
+    reasons = _judge(summary, old, predicted(), y_train, y_held, len(replay), config.sentiment_min_agreement)
+    if reasons:
+        return {**summary, "status": "rejected", "reason": "; ".join(reasons)}
+    info = {**meta.get("info", {}), "updated_from_corrections": len(train)}
+    write_artefact(Path(out_path), lora=lora, scaling=float(meta["scaling"]), head=head_state(classifier),
+                   meta={**meta, "info": info})
+    return {**summary, "status": "updated", "path": str(out_path)}
+
+
+def _pooled(model, texts: list[str], batch_size: int = 64):
+    """The merged model's pooled features (what its head reads) for `texts`: a (n, features) tensor on
+    the model's device, outside inference mode (so the head can be trained on it)."""
+    import torch
+
+    if not texts:
+        return torch.zeros((0, (model.classifier.hidden or model.classifier.head).in_features), device=model.device)
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            tokens = {k: v.to(model.device) for k, v in model.tokenize(texts[start:start + batch_size]).items()}
+            parts.append(model.classifier.pooled(**tokens).float())
+    return torch.cat(parts).clone()
