@@ -333,6 +333,14 @@ class Settings:
     encoder: str = DEFAULT_ENCODER
     # Sentiment head: "builtin" (models/assets/sentiment_head.npz) or a path to a head file.
     sentiment_head: str = "builtin"
+    # What labels sentiment: "builtin" (the fine-tuned LoRA sentiment model,
+    # models/assets/sentiment_lora.npz: its own transformer pass), a path to such an artefact, or
+    # "none" (the head above, over the shared encoder pass: no second pass). Builds copy it into the
+    # version and export it to ONNX like the encoder (docs/sentiment.md).
+    sentiment_model: str = "builtin"
+    # int8 serves the sentiment model when its labels agree with torch's on at least this share of the
+    # probe texts (and its probabilities' 5th-percentile cosine is ≥ int8_cosine_floor), else fp32 ONNX.
+    sentiment_int8_min_agreement: float = 0.98
     # "auto" takes CUDA when present, else CPU.
     device: str = "auto"
     # The encoder's runtime on CPU: "auto" (what each version's build chose: ONNX int8 when it scores
@@ -457,6 +465,15 @@ class Settings:
         if self.answer_mode not in ANSWER_MODES:
             raise ConfigError(f"setting answer_mode must be one of {', '.join(ANSWER_MODES)}, "
                               f"not {self.answer_mode!r}")
+        if not str(self.sentiment_model).strip():
+            raise ConfigError('setting sentiment_model must be "builtin", "none" or a path to a sentiment model')
+        if not 0.0 <= self.sentiment_int8_min_agreement <= 1.0:
+            raise ConfigError("setting sentiment_int8_min_agreement must be between 0 and 1")
+
+    @property
+    def uses_sentiment_model(self) -> bool:
+        """Whether builds serve the fine-tuned sentiment model (`sentiment_model` not "none")."""
+        return str(self.sentiment_model).strip().lower() != "none"
 
     def replace(self, **changes: Any) -> "Settings":
         """A copy with some fields changed, by their flat names (`finetune_epochs=0`, `home=...`)."""

@@ -81,3 +81,33 @@ def choose_runtime(fp32_accuracy: float | None, int8_accuracy: float | None, int
     if not close:
         why.append(f"int8 cosine {int8_cosine:.4f} < {cosine_floor}")
     return "onnx", "; ".join(why) + ": fp32 ONNX serves"
+
+
+DEFAULT_SENTIMENT_MIN_AGREEMENT = 0.98
+
+
+def choose_sentiment_runtime(fp32_vs_torch: dict | None, int8_vs_torch: dict | None, *,
+                             min_agreement: float = DEFAULT_SENTIMENT_MIN_AGREEMENT,
+                             cosine_floor: float = DEFAULT_COSINE_FLOOR) -> tuple[str, str]:
+    """(runtime, reason) for the fine-tuned sentiment model, from its export's agreement with torch
+    (`models.sentiment_onnx.compare_to_torch` on the probe texts; a KB brings no sentiment labels, so
+    agreement stands in for accuracy: a variant's accuracy can fall by at most its disagreement).
+    int8 serves when its labels agree with torch's on ≥ `min_agreement` of the texts and the
+    5th-percentile cosine of its probability vectors is ≥ `cosine_floor`; else fp32 ONNX when it
+    agrees as well; else torch."""
+    if not 0 <= min_agreement <= 1:
+        raise ValueError(f"min_agreement must be a fraction in [0, 1]; got {min_agreement}")
+
+    def passes(figures):
+        return (figures is not None and figures.get("label_agreement", 0) >= min_agreement
+                and figures.get("probability_cosine_p5", -1) >= cosine_floor)
+
+    def describe(figures):
+        return (f"label agreement with torch {figures.get('label_agreement', 0):.2%}, probability cosine p5 "
+                f"{figures.get('probability_cosine_p5', -1):.4f}" if figures else "not measured")
+
+    if passes(int8_vs_torch) and passes(fp32_vs_torch):
+        return "onnx-int8", f"int8 {describe(int8_vs_torch)} (≥ {min_agreement:.0%}, ≥ {cosine_floor})"
+    if passes(fp32_vs_torch):
+        return "onnx", f"int8 {describe(int8_vs_torch)} misses ≥ {min_agreement:.0%} / ≥ {cosine_floor}: fp32 ONNX serves"
+    return "torch", f"fp32 ONNX {describe(fp32_vs_torch)} misses ≥ {min_agreement:.0%}: torch serves"

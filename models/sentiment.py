@@ -30,6 +30,8 @@ def head_path(spec: str | Path = "builtin") -> Path:
 
 
 class SentimentModel:
+    reads_encoder = True  # reads the shared encoder pass's features (`predict(encoded)`), not texts
+
     def __init__(self, head: SoftmaxHead, source: str = "<memory>"):
         if sorted(head.labels) != sorted(SENTIMENT_LABELS):
             raise UserError(

@@ -78,7 +78,7 @@ def _classifier_class():
             super().__init__()
             self.encoder = encoder
             self.layers = [int(x) for x in layers]
-            size = int(encoder.config.hidden_size)
+            size = self.size = int(encoder.config.hidden_size)
             self.normalise = len(self.layers) > 1
             n_in = size * len(self.layers)
             self.dropout = torch.nn.Dropout(dropout)
@@ -97,7 +97,7 @@ def _classifier_class():
             """The pooled features from the encoder's hidden states (a tuple: embeddings, layer 1, ...)."""
             parts = [mean_pool(states[i], attention_mask) for i in self.layers]
             if self.normalise:
-                parts = [torch.nn.functional.layer_norm(p, p.shape[-1:]) for p in parts]
+                parts = [torch.nn.functional.layer_norm(p, (self.size,)) for p in parts]  # a constant shape: ONNX export
             return torch.cat(parts, dim=-1)
 
         def head_logits(self, pooled):
@@ -201,6 +201,9 @@ def merge_lora(encoder, lora: dict[str, tuple[np.ndarray, np.ndarray]], scaling:
 
 class FineTunedSentiment:
     """The fine-tuned sentiment model, LoRA merged: `predict(texts)` runs its own forward pass."""
+
+    reads_encoder = False  # its own pass: it needs the texts, not the shared encoder's features
+    runtime = "torch"
 
     def __init__(self, classifier, tokenizer, *, labels: list[str], temperature: float, max_length: int,
                  info: dict, source: str = "<memory>", device: str = "cpu"):

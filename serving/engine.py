@@ -56,7 +56,7 @@ class Served:
     version: ModelVersion
     encoder: Encoder
     intent_head: SoftmaxHead
-    sentiment: SentimentModel
+    sentiment: SentimentModel  # or a fine-tuned model (FineTunedSentiment / OnnxSentiment): reads_encoder False
     index: VectorIndex
     documents: dict[str, Document]
     docs_by_label: dict[str, list[str]]
@@ -78,6 +78,20 @@ def runtime_for(version: ModelVersion, settings: Settings) -> str:
         return "torch"
     if version.onnx_dir is None:
         log.warning("version %s has no ONNX export (built with runtime = torch): serving torch", version.name)
+        return "torch"
+    return wanted
+
+
+def sentiment_runtime_for(version: ModelVersion, settings: Settings) -> str:
+    """What labels sentiment for `version`: "head" (the head over the encoder pass) when the version has
+    no fine-tuned sentiment model, else that model's runtime as `runtime_for` decides the encoder's
+    (the forced `runtime` setting, else the build's choice; torch on CUDA or without an export)."""
+    from models.loading import pick_device
+
+    if version.sentiment_model_path is None:
+        return "head"
+    wanted = version.sentiment_runtime if settings.runtime == "auto" else settings.runtime
+    if wanted == "torch" or pick_device(settings.device).startswith("cuda") or version.sentiment_onnx_dir is None:
         return "torch"
     return wanted
 
@@ -110,6 +124,7 @@ class Engine:
         self._stamp = None
         self._last_check = 0.0
         self._encoders: dict[str, Encoder] = {}
+        self._sentiments: dict[tuple, object] = {}
         self._composers: dict[tuple, Composer] = {}
         self._composer_lock = threading.Lock()
         self.reload(force=True)
@@ -161,6 +176,20 @@ class Engine:
                 self._encoders[key] = load_encoder(version.onnx_dir, runtime, threads=self.settings.torch_threads)
         return self._encoders[key]
 
+    def _sentiment_for(self, version: ModelVersion):
+        runtime = sentiment_runtime_for(version, self.settings)
+        if runtime == "head":
+            return version.load_sentiment()
+        key = ((version.meta.get("sentiment") or {}).get("artefact_sha256") or str(version.path), runtime)
+        if key not in self._sentiments:  # the same artefact is loaded once however many versions carry it
+            self._sentiments = {key: version.load_sentiment(runtime, threads=self.settings.torch_threads)}
+        return self._sentiments[key]
+
+    @property
+    def sentiment_runtime(self) -> str:
+        """What labels sentiment in the served version: head, torch, onnx or onnx-int8."""
+        return sentiment_runtime_for(self._served.version, self.settings)
+
     @property
     def runtime(self) -> str:
         """The encoder runtime of the served version: torch, onnx or onnx-int8."""
@@ -188,7 +217,7 @@ class Engine:
             encoder=self._encoder_for(version),
             intent_head=intent_head,
             label_index={label: i for i, label in enumerate(intent_head.labels)},
-            sentiment=version.load_sentiment(),
+            sentiment=self._sentiment_for(version),
             index=index,
             documents=documents,
             docs_by_label=dict(by_label),
@@ -230,7 +259,7 @@ class Engine:
             inputs.append(" ".join((turns[-1:] if short else turns[-2:]) + [text]))
         encoded = served.encoder.encode(inputs)
         intent_probs = served.intent_head.predict_proba(encoded)
-        sentiments = served.sentiment.predict(encoded)
+        sentiments = self._label_sentiment(served, inputs[:len(texts)], encoded)
         scores, positions = served.index.search(encoded.embeddings, SEARCH_K)
         decisions = [decide(served.index.entries, served.label_of, served.intent_head.labels, served.label_index,
                             intent_probs[i], scores[i], positions[i], served.index.lexical_search(inputs[i], SEARCH_K),
@@ -355,7 +384,15 @@ class Engine:
         """Sentiment only (no retrieval): for watched channels."""
         self.maybe_reload()
         served = self._served
-        return served.sentiment.predict(served.encoder.encode(list(texts)))
+        texts = list(texts)
+        return self._label_sentiment(served, texts, served.encoder.encode(texts) if served.sentiment.reads_encoder else None)
+
+    @staticmethod
+    def _label_sentiment(served: Served, texts: list[str], encoded) -> list[tuple[str, dict[str, float]]]:
+        """One (label, scores) per text: the head reads the shared pass, a fine-tuned model the texts."""
+        if served.sentiment.reads_encoder:
+            return served.sentiment.predict(encoded)[:len(texts)]
+        return served.sentiment.predict(texts)
 
     def _quote(self, served: Served, doc: Document, section_id: str | None, chunk: str | None) -> tuple[str, dict | None]:
         """What an answer from `doc` shows: the whole article when it is short and the match is its

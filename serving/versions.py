@@ -8,7 +8,12 @@ version folder, and of the champion pointer.
         kb.jsonl               the knowledge base the version was built from
         training_examples.jsonl  labelled feedback questions it was trained on (later builds replay them)
         intent_head.npz        intent classifier head
-        sentiment_head.npz     sentiment head
+        sentiment_head.npz     sentiment head (over the shared encoder pass)
+        sentiment_model.npz    the fine-tuned sentiment model (LoRA + head, models/sentiment_model.py),
+                               when the build was set to serve it (`sentiment_model`); it then labels
+                               sentiment instead of the head
+        sentiment_onnx/        that model exported to ONNX fp32 and int8 (models/sentiment_onnx.py);
+                               meta.json "sentiment" says which runtime serves it and why
         encoder/               fine-tuned encoder (absent when the version uses the base encoder)
         onnx/                  the encoder exported to ONNX fp32 and int8 (models/onnx_export.py), absent
                                when the version was built for torch only; meta.json "runtime" says which
@@ -53,6 +58,8 @@ KB_FILE = "kb.jsonl"
 EXAMPLES_FILE = "training_examples.jsonl"
 INTENT_HEAD_FILE = "intent_head.npz"
 SENTIMENT_HEAD_FILE = "sentiment_head.npz"
+SENTIMENT_MODEL_FILE = "sentiment_model.npz"
+SENTIMENT_ONNX_DIR = "sentiment_onnx"
 ENCODER_DIR = "encoder"
 ONNX_DIR = "onnx"
 COMPOSER_DIR = "composer"  # a LoRA adapter on the composer model (peft), when a retrain trained one
@@ -132,6 +139,25 @@ class ModelVersion:
     def sentiment_head_path(self) -> Path:
         return self.path / SENTIMENT_HEAD_FILE
 
+    @property
+    def sentiment_model_path(self) -> Path | None:
+        """The fine-tuned sentiment model's artefact, when the version serves one (else the head labels)."""
+        path = self.path / SENTIMENT_MODEL_FILE
+        return path if path.is_file() else None
+
+    @property
+    def sentiment_onnx_dir(self) -> Path | None:
+        """The sentiment model's ONNX export (complete: its manifest is there), or None."""
+        from models.sentiment_onnx import MANIFEST
+
+        path = self.path / SENTIMENT_ONNX_DIR
+        return path if (path / MANIFEST).is_file() else None
+
+    @property
+    def sentiment_runtime(self) -> str:
+        """The runtime the build chose for the sentiment model (torch when it has no export)."""
+        return (self.meta.get("sentiment") or {}).get("served", "torch")
+
     def documents(self) -> list[Document]:
         """The knowledge base the version was built from."""
         return [Document.from_dict(row) for row in _read_jsonl(self.path / KB_FILE, self.name)]
@@ -152,10 +178,21 @@ class ModelVersion:
 
         return SoftmaxHead.load(self.path / INTENT_HEAD_FILE)
 
-    def load_sentiment(self):
+    def load_sentiment(self, runtime: str | None = None, *, threads: int = 0):
+        """What labels sentiment for this version: the fine-tuned model when it has one (on `runtime`,
+        default the build's choice: torch, onnx or onnx-int8), else the head over the encoder pass."""
         from models.sentiment import SentimentModel
 
-        return SentimentModel.load(str(self.sentiment_head_path))
+        if self.sentiment_model_path is None:
+            return SentimentModel.load(str(self.sentiment_head_path))
+        runtime = runtime or self.sentiment_runtime
+        if runtime == "torch" or self.sentiment_onnx_dir is None:
+            from models.sentiment_model import FineTunedSentiment
+
+            return FineTunedSentiment.load(self.sentiment_model_path)
+        from models.sentiment_onnx import OnnxSentiment
+
+        return OnnxSentiment(self.sentiment_onnx_dir, "int8" if runtime == "onnx-int8" else "fp32", threads=threads)
 
 
 class VersionDraft:
@@ -213,6 +250,16 @@ class VersionDraft:
 
     def save_sentiment_head(self, source: Path) -> None:
         shutil.copyfile(source, self.path / SENTIMENT_HEAD_FILE)
+
+    def save_sentiment_model(self, source: Path) -> Path:
+        """Copy the fine-tuned sentiment model's artefact in; returns where it now lies."""
+        shutil.copyfile(source, self.path / SENTIMENT_MODEL_FILE)
+        return self.path / SENTIMENT_MODEL_FILE
+
+    @property
+    def sentiment_onnx_dir(self) -> Path:
+        """Where the sentiment model's ONNX export goes (training/export.py writes it)."""
+        return self.path / SENTIMENT_ONNX_DIR
 
     def save_documents(self, documents: list[Document]) -> None:
         _write_jsonl(self.path / KB_FILE, (doc.to_dict() for doc in documents))

@@ -21,7 +21,7 @@ from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
 from retrieval.ranking import SEARCH_K, DecisionParams, decide, tune
 from serving.versions import ONNX_DIR, ModelVersion, TrainingExample, VersionStore
-from training.export import prepare_runtime, remember, wants_onnx
+from training.export import prepare_runtime, prepare_sentiment, remember, remember_sentiment, wants_onnx
 from training.finetune import finetune_encoder
 from training.fit_heads import train_intent_head
 
@@ -152,6 +152,11 @@ def build_version(
 
         raise UserError("the knowledge base is empty: nothing to build")
     started = time.perf_counter()
+    head_path(settings.sentiment_head)  # a missing file fails here, not after the fine-tuning
+    if settings.uses_sentiment_model:
+        from models.sentiment_model import artefact_path
+
+        artefact_path(settings.sentiment_model)
     versions = VersionStore(settings.models_dir)
     extra_examples = extra_examples or []
     label_of = {doc.id: doc.label for doc in documents}
@@ -208,6 +213,13 @@ def build_version(
         log.info("thresholds tuned for this version: cosine %.3f, intent probability %.3f",
                  decision["cos_threshold"], decision["head_threshold"])
         draft.save_sentiment_head(head_path(settings.sentiment_head))
+        if settings.uses_sentiment_model:  # the fine-tuned model labels sentiment; exported like the encoder
+            from models.sentiment_model import artefact_path
+
+            sentiment = prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions)
+        else:
+            sentiment = {"model": "head", "served": "head",
+                         "reason": "sentiment_model = none: the head over the encoder pass"}
         draft.save_documents(documents)
         draft.save_examples(extra)
         counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(train_rows),
@@ -221,13 +233,26 @@ def build_version(
             "oos_threshold": DECISION_THRESHOLD,
             "decision": decision,
             "runtime": runtime or {"served": "torch", "reason": "runtime = torch, or CUDA: no ONNX export"},
+            "sentiment": sentiment,
             "notes": notes,
             "counts": counts,
             "build_seconds": round(time.perf_counter() - started, 2),
             **({"composer": composer_meta} if composer_meta is not None else {}),
         })
         remember(torch_version, version.onnx_dir)
+        remember_sentiment(version)
     return BuildResult(version, time.perf_counter() - started, counts)
+
+
+def carry_sentiment(settings: Settings, champion: ModelVersion, head: Path | None = None) -> Settings:
+    """Settings that rebuild with the champion's sentiment: its head (or `head`, an updated one), and its
+    fine-tuned model when it serves one and the settings still ask for one (`sentiment_model` not
+    "none"), so a retrain, the gate's reference build and `forget` keep what corrections taught it. A
+    different `sentiment_model` takes effect at the next `csbot ingest`."""
+    changes = {"sentiment_head": str(head or champion.sentiment_head_path)}
+    if settings.uses_sentiment_model and champion.sentiment_model_path is not None:
+        changes["sentiment_model"] = str(champion.sentiment_model_path)
+    return settings.replace(**changes)
 
 
 def _encoder_version(name: str) -> str:

@@ -175,3 +175,72 @@ def _link_tree(source: Path, folder: Path) -> None:
                 os.link(path, target)
             except OSError:  # another filesystem, or links not allowed
                 shutil.copyfile(path, target)
+
+
+# ----- the fine-tuned sentiment model -------------------------------------------------------------
+_SENTIMENT_EXPORTS: dict[str, Path] = {}  # artefact sha256 -> a committed folder holding its export (this process)
+
+
+def prepare_sentiment(draft, artefact: Path, settings, versions=None) -> dict:
+    """Copy the fine-tuned sentiment model into the draft, export it to ONNX fp32 and int8 (hard-linked
+    from an earlier export of the same artefact: this process's, or one of the newest versions'), and
+    choose its runtime (`models.runtimes.choose_sentiment_runtime`, from the export's agreement with
+    torch on the fixed probe texts). Returns the record for the version's meta "sentiment"."""
+    from models.onnx_export import sha256_file
+    from models.runtimes import choose_sentiment_runtime
+    from models.sentiment_onnx import MANIFEST, export_sentiment, read_manifest
+
+    started = time.perf_counter()
+    copied = draft.save_sentiment_model(Path(artefact))
+    sha = sha256_file(copied)
+    record = {"model": "fine-tuned", "source": str(artefact), "artefact_sha256": sha}
+    if not wants_onnx(settings):
+        return {**record, "served": "torch", "reason": "runtime = torch, or CUDA: no ONNX export"}
+    manifest, record["export"] = None, "exported"
+    for candidate in [_SENTIMENT_EXPORTS.get(sha), *_recent_sentiment_exports(versions)]:
+        if candidate is None or not (Path(candidate) / MANIFEST).is_file():
+            continue
+        try:
+            found = read_manifest(candidate)
+        except Exception:  # noqa: BLE001 - an unreadable old export is simply not reused
+            continue
+        if (found.get("artefact") or {}).get("sha256") == sha:
+            _link_tree(Path(candidate), draft.sentiment_onnx_dir)
+            manifest = read_manifest(draft.sentiment_onnx_dir)
+            record.update(export="reused", reused_from=str(candidate))
+            log.info("sentiment model's ONNX export reused from %s", candidate)
+            break
+    if manifest is None:
+        manifest = export_sentiment(copied, draft.sentiment_onnx_dir)
+        log.info("sentiment model exported to ONNX fp32 and int8 in %.1fs", manifest["export_seconds"])
+    figures = {variant: entry.get("vs_torch") for variant, entry in manifest["variants"].items()}
+    chosen, reason = choose_sentiment_runtime(figures.get("fp32"), figures.get("int8"),
+                                              min_agreement=settings.sentiment_int8_min_agreement,
+                                              cosine_floor=settings.int8_cosine_floor)
+    if settings.runtime != "auto":
+        chosen, reason = settings.runtime, f"runtime = {settings.runtime} (setting); measured: {reason}"
+    log.info("sentiment runtime %s: %s", chosen, reason)
+    return {**record, "served": chosen, "reason": reason, "scores": figures,
+            "seconds": round(time.perf_counter() - started, 2)}
+
+
+def remember_sentiment(version) -> None:
+    """After a version is committed, point later builds in this process at its sentiment export."""
+    folder = version.sentiment_onnx_dir
+    sha = (version.meta.get("sentiment") or {}).get("artefact_sha256")
+    if folder is not None and sha:
+        _SENTIMENT_EXPORTS[sha] = folder
+
+
+def _recent_sentiment_exports(versions, newest: int = 5) -> list[Path]:
+    if versions is None:
+        return []
+    out = []
+    for name in reversed(versions.names()[-newest:]):
+        try:
+            folder = versions.get(name).sentiment_onnx_dir
+        except Exception:  # noqa: BLE001 - an unreadable version is skipped
+            continue
+        if folder is not None:
+            out.append(folder)
+    return out

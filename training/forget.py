@@ -62,7 +62,7 @@ def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict
 
 
 def _rebuild_without(settings, versions, champion, keys: set[str], tainted: list[str]) -> str:
-    from training.build import build_version
+    from training.build import build_version, carry_sentiment
 
     kept = [ex for ex in champion.examples() if normalize(ex.text) not in keys]
     parent = champion.parent
@@ -75,7 +75,7 @@ def _rebuild_without(settings, versions, champion, keys: set[str], tainted: list
             parent = None
     if parent not in versions.names():
         parent = None
-    build_settings = settings.replace(sentiment_head=str(champion.sentiment_head_path), finetune_epochs=0)
+    build_settings = carry_sentiment(settings, champion).replace(finetune_epochs=0)
     meta = {key: champion.meta[key] for key in ("metrics", "data_until", "retrain") if key in champion.meta}
     built = build_version(champion.documents(), build_settings, extra_examples=kept,
                           encoder_dir=champion.encoder_dir, parent=parent,

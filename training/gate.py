@@ -245,11 +245,11 @@ def reference_build(settings, champion, documents: list[Document], examples, wor
 
     Returns (settings for that home, version name). Nothing under CSBOT_HOME/models is touched.
     """
-    from training.build import build_version
+    from training.build import build_version, carry_sentiment
 
     home = Path(tempfile.mkdtemp(prefix="reference-", dir=work_dir))
-    ref_settings = settings.replace(home=home, finetune_epochs=0, encoder=champion.base_encoder or settings.encoder,
-                                    sentiment_head=str(champion.sentiment_head_path))
+    ref_settings = carry_sentiment(settings, champion).replace(
+        home=home, finetune_epochs=0, encoder=champion.base_encoder or settings.encoder)
     result = build_version(documents, ref_settings, extra_examples=examples, encoder_dir=champion.encoder_dir,
                            parent=champion.name, meta={"reason": "gate reference"})
     return ref_settings, result.version.name

@@ -351,15 +351,19 @@ class _Run:
         self.report["training"] = _run_encoder_job(job, config, self.work)
         self._timed("encoder_training", step)
         step = time.perf_counter()
-        sentiment_head = champion.sentiment_head_path
-        self.report["sentiment"] = self._sentiment(sentiment_head, train_docs, Path(job.out_dir))
+        from training.build import carry_sentiment
+
+        self.build_settings = carry_sentiment(settings, champion)
+        # What labels sentiment learns from the corrections: the fine-tuned model when the champion
+        # serves one (its head; the LoRA adapter stays), else the head over the encoder pass.
+        self.report["sentiment"] = self._sentiment(champion, train_docs, Path(job.out_dir))
         if self.report["sentiment"].get("status") == "updated":
-            sentiment_head = Path(self.report["sentiment"]["path"])
+            kind = "sentiment_model" if self.report["sentiment"]["model"] == "fine-tuned" else "sentiment_head"
+            self.build_settings = self.build_settings.replace(**{kind: self.report["sentiment"]["path"]})
         self._timed("sentiment", step)
 
         # The gate scores a build of the candidate without the held-out questions (in a temporary
         # folder); only if it passes is the served version built, from the whole KB.
-        self.build_settings = settings.replace(sentiment_head=str(sentiment_head))
         self.version_meta = {"reason": "retrain", "data_until": data.data_until, "feedback_counts": counts,
                              "retrain": {"method": config.method, "stages": config.stages, "start_from": config.start_from,
                                          "sentiment_updated": self.report["sentiment"].get("status") == "updated"}}
@@ -436,18 +440,25 @@ class _Run:
                           triplets=triplets, val_texts=[t for t, _, _ in val], val_labels=[label for _, label, _ in val],
                           articles=[[d.label, article[d.id]] for d in train_docs], config=cfg)
 
-    def _sentiment(self, head_path: Path, train_docs, encoder_dir: Path) -> dict:
-        from training.sentiment_update import update_sentiment_head
+    def _sentiment(self, champion, train_docs, encoder_dir: Path) -> dict:
+        from training.sentiment_update import update_sentiment_head, update_sentiment_model
 
+        model = "fine-tuned" if self.settings.uses_sentiment_model and champion.sentiment_model_path else "head"
         if not self.config.sentiment_update:
-            return {"status": "skipped", "reason": "sentiment_update is off"}
-        from models.encoder import Encoder
-
+            return {"status": "skipped", "reason": "sentiment_update is off", "model": model}
         replay = [q for d in train_docs for q in d.questions] + [r.get("question") or "" for r in self.rows[-2000:]]
-        encoder = Encoder(str(encoder_dir), self.config.device or self.settings.device, cached=False)
-        summary = update_sentiment_head(self.store, head_path, encoder, replay, self.work / "sentiment_head.npz", self.config)
-        log.info("sentiment head: %s%s", summary.get("status"), f" ({summary['reason']})" if summary.get("reason") else "")
-        return summary
+        device = self.config.device or self.settings.device
+        if model == "fine-tuned":
+            summary = update_sentiment_model(self.store, champion.sentiment_model_path, replay,
+                                             self.work / "sentiment_model.npz", self.config, device=device)
+        else:
+            from models.encoder import Encoder
+
+            encoder = Encoder(str(encoder_dir), device, cached=False)
+            summary = update_sentiment_head(self.store, champion.sentiment_head_path, encoder, replay,
+                                            self.work / "sentiment_head.npz", self.config)
+        log.info("sentiment %s: %s%s", model, summary.get("status"), f" ({summary['reason']})" if summary.get("reason") else "")
+        return {**summary, "model": model}
 
     def _gate(self, versions, champion, documents, train_docs, examples, replay_examples, eval_rows,
               encoder_dir: Path) -> Outcome:

@@ -42,7 +42,7 @@ def served_threshold(settings, meta: dict) -> float:
 def run(args) -> int:
     from core.errors import UserError
     from core.settings import Settings
-    from serving.engine import runtime_for
+    from serving.engine import runtime_for, sentiment_runtime_for
     from serving.versions import VersionStore, folder_bytes
 
     settings = Settings.load()
@@ -82,12 +82,16 @@ def run(args) -> int:
         meta = version.meta
         metrics = meta.get("metrics", {})
         chosen = meta.get("runtime") or {}
+        sentiment = meta.get("sentiment") or {}
         rows.append({"version": name, "champion": name == champion, "parent": meta.get("parent"),
                      "created": meta.get("created"), "reason": meta.get("reason"), "counts": meta.get("counts", {}),
                      "metrics": metrics, "threshold": served_threshold(settings, meta),
                      "gate": metrics.get("gate"), "heldout": metrics.get("heldout"),
                      "runtime": runtime_for(version, settings), "runtime_chosen": chosen.get("served", "torch"),
                      "runtime_reason": chosen.get("reason"), "runtime_scores": chosen.get("scores"),
+                     "sentiment_runtime": sentiment_runtime_for(version, settings),
+                     "sentiment_model": sentiment.get("model", "head"), "sentiment_runtime_chosen": sentiment.get("served", "head"),
+                     "sentiment_reason": sentiment.get("reason"), "sentiment_scores": sentiment.get("scores"),
                      "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name)})
     served = next((r for r in rows if r["champion"]), None)
     if args.json:
@@ -100,6 +104,10 @@ def run(args) -> int:
         out("no model versions yet: run `csbot ingest PATH`")
     if served and served["runtime_reason"]:
         out(f"runtime of the champion: {served['runtime']} — {served['runtime_reason']}")
+    if served and served["sentiment_reason"]:
+        what = "the head over the encoder pass" if served["sentiment_runtime"] == "head" else \
+            f"the fine-tuned model on {served['sentiment_runtime']}"
+        out(f"sentiment of the champion: {what} — {served['sentiment_reason']}")
     if served:
         composer = served["composer"]
         verdict = ("approved by the gate" if composer["approved"] else "not approved by the gate"
@@ -115,5 +123,6 @@ def run(args) -> int:
             f"{counts.get('documents', '?')} articles, {counts.get('intents', '?')} intents, "
             f"{counts.get('extra_examples', 0)} feedback examples, threshold {row['threshold']:.2f}{gate}{heldout}, "
             f"runtime {row['runtime']}{'' if row['runtime'] == row['runtime_chosen'] else ' (forced; chose ' + row['runtime_chosen'] + ')'}, "
+            f"sentiment {row['sentiment_runtime']}, "
             f"{row['bytes'] / 1e6:.0f} MB  (parent {row['parent'] or '-'})")
     return 0

@@ -1,4 +1,4 @@
-"""LoRA through a multi-process launcher's single-process form, and the sentiment-head update."""
+"""LoRA through a multi-process launcher's single-process form, and the sentiment updates (model and head)."""
 
 from __future__ import annotations
 
@@ -39,8 +39,14 @@ def test_lora_under_torchrun_single_process_on_cpu(tiny_settings):
     assert (candidate.encoder_dir / "config.json").is_file()  # merged: a plain model folder
     assert not list(candidate.encoder_dir.glob("adapter_*"))
     sentiment = outcome.report["sentiment"]
-    assert sentiment["status"] == "updated", sentiment
-    assert candidate.sentiment_head_path.read_bytes() != versions.get(candidate.parent).sentiment_head_path.read_bytes()
+    # The champion serves the fine-tuned sentiment model (the default), so the corrections update it.
+    assert sentiment["status"] == "updated" and sentiment["model"] == "fine-tuned", sentiment
+    parent = versions.get(candidate.parent)
+    assert candidate.sentiment_model_path.read_bytes() != parent.sentiment_model_path.read_bytes()
+    assert candidate.sentiment_head_path.read_bytes() == parent.sentiment_head_path.read_bytes()
+    assert candidate.meta["sentiment"]["artefact_sha256"] != parent.meta["sentiment"]["artefact_sha256"]
+    assert candidate.meta["sentiment"]["served"] in ("onnx-int8", "onnx")  # the new artefact exported and judged
+    assert candidate.sentiment_onnx_dir is not None
 
 
 def test_sentiment_head_update_learns_corrections_and_keeps_the_rest(tmp_path):

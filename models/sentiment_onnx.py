@@ -1,0 +1,234 @@
+"""The fine-tuned sentiment model (models/sentiment_model.py) through onnxruntime on CPU, fp32 and int8.
+
+`export_sentiment(artefact, folder)` writes one folder that `OnnxSentiment` serves without torch:
+
+    <folder>/sentiment.onnx         fp32 graph of the merged model (torch.onnx.export, TorchScript
+                                    exporter): input_ids, attention_mask, token_type_ids -> logits
+    <folder>/sentiment.int8.onnx    the same graph, MatMul weights quantised to int8 per channel
+                                    (onnxruntime.quantization.quantize_dynamic, as the encoder's)
+    <folder>/tokenizer.json         the base encoder's fast tokenizer (+ its config files)
+    <folder>/sentiment_onnx.json    the manifest, written last: a folder without it is unfinished
+
+The pooling (masked mean of the chosen hidden states, layer norm, concatenation) and the head are
+inside the graph; temperature and softmax are applied here, as `FineTunedSentiment.probabilities`
+does. The manifest records the artefact's sha256 (a build reuses an export of the same artefact)
+and, per variant, its agreement with the torch model on a probe set (`compare_to_torch`).
+
+int8 runs one text at a time: dynamic quantisation scales activations per run, so in a batch a
+text's label could depend on its batchmates (the same rule as models/onnx_encoder.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from core.errors import UserError
+from models.onnx_export import QUANTISATION, probe_sentences, sha256_file
+from models.sentiment_model import softmax_np
+
+FORMAT = 1
+MANIFEST = "sentiment_onnx.json"
+VARIANT_FILES = {"fp32": "sentiment.onnx", "int8": "sentiment.int8.onnx"}
+RUNTIME_OF_VARIANT = {"fp32": "onnx", "int8": "onnx-int8"}
+DEFAULT_OPSET = 17
+# Messages as watched channels carry them, next to the encoder's probe set (questions, odd inputs).
+MESSAGE_PROBE = [
+    "The router arrived yesterday.",
+    "My order number is 12345.",
+    "thank you so much, great service!",
+    "this is the worst support ever",
+    "I love the new app",
+    "my order arrived broken and nobody answers",
+    "Still waiting for a refund after three weeks. Unbelievable.",
+    "ok thanks",
+    "Flight delayed again, missed my connection, no one at the desk.",
+    "The new dashboard looks nice but the export button is gone?",
+    "@user can you check ticket 4411 please",
+    "not bad at all :)",
+]
+
+
+def probe_texts(extra: list[str] | None = None) -> list[str]:
+    """The fixed probe set (the encoder's, plus message-like lines) and `extra` texts (a KB's)."""
+    return list(dict.fromkeys(probe_sentences() + MESSAGE_PROBE + [t for t in (extra or []) if t and t.strip()]))
+
+
+def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = DEFAULT_OPSET,
+                     probe: list[str] | None = None) -> dict:
+    """Export the artefact's merged model to `folder` (fp32 and int8); return the manifest."""
+    import torch
+
+    from models.sentiment_model import FineTunedSentiment
+
+    started = time.perf_counter()
+    artefact = Path(artefact)
+    model = FineTunedSentiment.load(artefact)  # a bad artefact fails before anything is written
+    folder = Path(folder).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export must not look finished
+    if not getattr(model.tokenizer, "is_fast", False):
+        raise UserError(f"cannot export sentiment model {artefact} to ONNX: its tokenizer has no fast version")
+    model.tokenizer.save_pretrained(str(folder))
+    sample = model.tokenize(["an example sentence to trace", "short"])
+    input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
+    dynamic_axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
+    dynamic_axes["logits"] = {0: "batch"}
+    files = {variant: folder / name for variant, name in VARIANT_FILES.items()}
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code; checked below
+        torch.onnx.export(model.torch_model(), tuple(sample[n] for n in input_names), str(files["fp32"]),
+                          input_names=input_names, output_names=["logits"], dynamic_axes=dynamic_axes,
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # the quantiser logs "consider pre-processing" on root
+    try:
+        quantize_dynamic(str(files["fp32"]), str(files["int8"]), per_channel=True,
+                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+    import onnxruntime
+
+    manifest = {
+        "format": FORMAT,
+        "artefact": {"path": str(artefact), "sha256": sha256_file(artefact)},
+        "labels": model.labels,
+        "temperature": model.temperature,
+        "max_length": model.max_length,
+        "inputs": input_names,
+        "pad_token": model.tokenizer.pad_token,
+        "pad_token_id": int(model.tokenizer.pad_token_id),
+        "do_lower_case": bool(getattr(model.tokenizer, "do_lower_case", False)),
+        "opset": opset,
+        "exporter": f"torch.onnx.export (TorchScript) torch {torch.__version__}",
+        "onnxruntime": onnxruntime.__version__,
+        "variants": {variant: {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
+                               **({"quantisation": QUANTISATION} if variant == "int8" else {})}
+                     for variant, path in files.items()},
+    }
+    texts = probe_texts(probe)
+    reference = model.predict_proba(texts)
+    manifest["probe"] = {"texts": len(texts)}
+    for variant in files:
+        candidate = OnnxSentiment(folder, variant, manifest=manifest).predict_proba(texts)
+        manifest["variants"][variant]["vs_torch"] = compare_to_torch(reference, candidate)
+    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, folder / MANIFEST)
+    return manifest
+
+
+def compare_to_torch(reference: np.ndarray, candidate: np.ndarray) -> dict:
+    """Agreement of two (n, labels) probability arrays on the same texts: the share of equal labels,
+    the 5th percentile of the probability vectors' cosine, and the largest probability difference."""
+    a = reference / np.linalg.norm(reference, axis=1, keepdims=True).clip(1e-12)
+    b = candidate / np.linalg.norm(candidate, axis=1, keepdims=True).clip(1e-12)
+    cosine = (a * b).sum(1)
+    return {"texts": int(len(reference)),
+            "label_agreement": round(float(np.mean(reference.argmax(1) == candidate.argmax(1))), 4),
+            "probability_cosine_p5": round(float(np.percentile(cosine, 5)), 6),
+            "max_abs_probability_diff": round(float(np.abs(reference - candidate).max()), 6)}
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a sentiment export folder; UserError (one line) when the folder is not one."""
+    folder = Path(folder).expanduser()
+    path = folder / MANIFEST
+    if not path.is_file():
+        raise UserError(f"sentiment ONNX folder {folder} has no {MANIFEST}: not an export, or an unfinished one")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"sentiment ONNX manifest {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    missing = [k for k in ("format", "variants", "inputs", "labels", "temperature", "max_length", "pad_token_id")
+               if k not in manifest] if isinstance(manifest, dict) else ["everything"]
+    if missing:
+        raise UserError(f"sentiment ONNX manifest {path} lacks {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise UserError(f"sentiment ONNX manifest {path} has format {manifest['format']!r}; this csbot reads {FORMAT}")
+    return manifest
+
+
+class OnnxSentiment:
+    """`predict(texts)` as FineTunedSentiment's, from an export folder; `variant` fp32 or int8;
+    `threads`: onnxruntime's intra-op threads (0: its default)."""
+
+    reads_encoder = False  # its own pass: it needs the texts, not the shared encoder's features
+
+    def __init__(self, folder: str | Path, variant: str = "int8", *, threads: int = 0, manifest: dict | None = None):
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self.folder = Path(folder).expanduser()
+        self.manifest = manifest if manifest is not None else read_manifest(self.folder)
+        entry = self.manifest["variants"].get(variant)
+        if entry is None:
+            raise UserError(f"sentiment ONNX folder {self.folder} has no {variant!r} variant")
+        self.variant = variant
+        self.runtime = RUNTIME_OF_VARIANT[variant]
+        self.labels = list(self.manifest["labels"])
+        self.temperature = float(self.manifest["temperature"])
+        self.source = f"{self.folder}#{self.runtime}"
+        path = self.folder / entry["file"]
+        if not path.is_file() or ("bytes" in entry and path.stat().st_size != entry["bytes"]):
+            raise UserError(f"sentiment ONNX file {path} is missing or truncated (export the folder again)")
+        try:
+            self._tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise UserError(f"sentiment ONNX tokenizer in {self.folder} is unreadable: {str(exc).splitlines()[0]}") from None
+        self._tokenizer.enable_truncation(max_length=int(self.manifest["max_length"]))
+        self._tokenizer.enable_padding(pad_id=int(self.manifest["pad_token_id"]),
+                                       pad_token=self.manifest.get("pad_token") or "[PAD]")
+        options = ort.SessionOptions()
+        if threads and threads > 0:
+            options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+            raise UserError(f"sentiment ONNX file {path} cannot be loaded: {str(exc).splitlines()[0]}") from None
+        self._inputs = [i.name for i in self._session.get_inputs()]
+
+    def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        if isinstance(texts, str):
+            raise TypeError("logits() takes a list of texts")
+        if not texts:
+            return np.zeros((0, len(self.labels)), np.float32)
+        if self.variant == "int8":
+            batch_size = 1  # batch-invariant labels (module doc)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        parts = []
+        for start in range(0, len(texts), batch_size):
+            batch = [texts[i] or " " for i in order[start:start + batch_size]]
+            if self.manifest.get("do_lower_case"):
+                batch = [t.lower() for t in batch]
+            encodings = self._tokenizer.encode_batch(batch)
+            arrays = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                      "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                      "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+            parts.append(self._session.run(["logits"], {n: arrays[n] for n in self._inputs})[0].astype(np.float32))
+        return np.concatenate(parts)[np.argsort(np.array(order))]
+
+    def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        return softmax_np(self.logits(texts, batch_size), self.temperature)
+
+    def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, dict[str, float]]]:
+        """One (label, {label: probability}) per text, in input order."""
+        return [(self.labels[int(np.argmax(row))], {label: float(p) for label, p in zip(self.labels, row)})
+                for row in self.predict_proba(texts, batch_size)]
