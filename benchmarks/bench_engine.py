@@ -1,10 +1,12 @@
 """Engine latency and throughput, and ingest speed (figures printed; nothing asserted).
 
-- Ingest of the demo KB (intent model included), wall time, with `runtime = torch` (no ONNX export)
-  and with the default `auto` (export to ONNX fp32 + int8, both scored, the index built by the
-  winner): the ratio is the export's cost.
-- Single-question latency p50/p99 end to end in `Engine.answer` for each encoder runtime (torch,
-  ONNX fp32, ONNX int8; sentiment included: it rides on the same pass), printed as a ratio to the bare
+- Ingest of the demo KB (intent model included), wall time, with `runtime = torch` (no ONNX export),
+  with `auto` and `sentiment_model = none` (the encoder exported to ONNX fp32 + int8, both scored, the
+  index built by the winner; sentiment by the head on the same pass) and with the defaults (the
+  fine-tuned sentiment model exported too): the ratios are the exports' cost.
+- Single-question latency p50/p99 end to end in `Engine.answer` for each runtime (torch, ONNX fp32,
+  ONNX int8, for the encoder and the fine-tuned sentiment model alike: sentiment included, its own
+  pass), and int8 with the head (`sentiment_model = none`: one pass), printed as a ratio to the bare
   torch sentence-transformers encode of the same question in the same run (the floor).
 - Batch throughput (`Engine.answer_batch`, 64 questions per call).
 - The same on a 1k-chunk KB (1,000 DSTC10 FAQ snippets) and a 100k-chunk KB (the 12k real DSTC10
@@ -81,11 +83,12 @@ def measure(engine: Engine, label: str, rounds: int, model) -> dict:
     throughput = batches * len(batch_questions) / (time.perf_counter() - start)
     f50, f99 = percentiles(floor)
     s50, s99 = percentiles(single)
-    row = {"kb": label, "runtime": engine.runtime, "index": engine.served.index.meta["type"],
+    row = {"kb": label, "runtime": engine.runtime, "sentiment": engine.sentiment_runtime,
+           "index": engine.served.index.meta["type"],
            "vectors": len(engine.served.index),
            "encode_p50_ms": round(f50, 2), "answer_p50_ms": round(s50, 2), "answer_p99_ms": round(s99, 2),
            "ratio_p50": round(s50 / f50, 2), "batch_per_s": round(throughput, 1)}
-    print(f"{label:>10} {engine.runtime:>9} | {row['index']:>5} {row['vectors']:>7} vectors | torch encode p50 {f50:6.2f} ms | "
+    print(f"{label:>10} {engine.runtime:>9} sentiment {engine.sentiment_runtime:>9} | {row['index']:>5} {row['vectors']:>7} vectors | torch encode p50 {f50:6.2f} ms | "
           f"answer p50 {s50:6.2f} ms p99 {s99:6.2f} ms | ratio {s50 / f50:4.2f} | batch {throughput:6.1f} q/s",
           flush=True)
     return row
@@ -143,22 +146,27 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         walls = {}
-        for runtime in ("torch", "auto"):
-            home = Path(tmp) / f"demo-{runtime}"
+        for name, changes in (("torch", {"runtime": "torch", "sentiment_model": "none"}),
+                              ("auto-head", {"sentiment_model": "none"}), ("auto", {})):
+            home = Path(tmp) / f"demo-{name}"
             start = time.perf_counter()
-            report = ingest([REPO / "demo" / "kb"], Settings.load(env={}, home=home, runtime=runtime))
-            walls[runtime] = time.perf_counter() - start
+            report = ingest([REPO / "demo" / "kb"], Settings.load(env={}, home=home, **changes))
+            walls[name] = time.perf_counter() - start
             print(f"ingest demo KB ({report['documents']} articles, fine-tuning + intent model + index), "
-                  f"runtime {runtime}: {walls[runtime]:.1f}s wall (build {report['seconds']:.1f}s)", flush=True)
-        print(f"ingest with the ONNX export / without: {walls['auto'] / walls['torch']:.2f}", flush=True)
+                  f"{name} {changes}: {walls[name]:.1f}s wall (build {report['seconds']:.1f}s)", flush=True)
+        print(f"ingest with the encoder's ONNX export / without: {walls['auto-head'] / walls['torch']:.2f}; "
+              f"with the sentiment model's too / without either: {walls['auto'] / walls['torch']:.2f}", flush=True)
         settings = Settings.load(env={}, home=Path(tmp) / "demo-auto")
         champion = VersionStore(settings.models_dir).champion()
         print(f"the build chose {champion.runtime}: {champion.meta['runtime']['reason']}", flush=True)
+        print(f"and for sentiment {champion.sentiment_runtime}: {champion.meta['sentiment']['reason']}", flush=True)
         torch.set_num_threads(answering_threads)
         floor = load_sentence_transformer(champion.encoder_name, "cpu")
         for runtime in ("torch", "onnx", "onnx-int8"):
             rows.append(measure(Engine(settings.replace(runtime=runtime, torch_threads=answering_threads)), "demo",
                                 args.rounds, floor))
+        head_settings = Settings.load(env={}, home=Path(tmp) / "demo-auto-head", torch_threads=answering_threads)
+        rows.append(measure(Engine(head_settings), "demo-head", args.rounds, floor))
         if not (DATA / "dstc10_knowledge_faq").is_dir():
             print(f"no {DATA}/dstc10_knowledge_faq: skipping the 1k and 100k KBs")
             print(json.dumps(rows))

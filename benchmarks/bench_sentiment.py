@@ -23,7 +23,10 @@ test-set logits are cached too (keyed by the artefact's and the texts' hashes). 
 prints both tables for the shipped head and the model only (no floor to train). Every run ends with
 per-text latency, one thread, one text at a time (`--latency N` texts from TweetEval test, 0 to skip):
 the shared encoder pass alone (the old head's floor: the head itself rides on it), the old head
-(encoder pass + head), and the fine-tuned model, with its ratio to the encoder pass.
+(encoder pass + head), and the fine-tuned model, with its ratio to the encoder pass. Row (d) (off
+with --no-int8) is the fine-tuned model as the engine serves it on CPU: exported with
+models/sentiment_onnx.py into the cache folder, ONNX int8, one text at a time; the latency table then
+adds the int8 encoder pass, the old head on it, and the int8 model.
 """
 
 from __future__ import annotations
@@ -66,17 +69,32 @@ def label_recalls(split, predicted) -> dict:
 class ModelRow:
     """The fine-tuned model as a row of the tables: predictions from the texts, logits cached on disk."""
 
-    def __init__(self, spec, cache_dir, log):
+    def __init__(self, spec, cache_dir, log, runtime: str = "torch"):
+        """`runtime`: torch (FineTunedSentiment), or onnx-int8 / onnx as the engine serves it (the
+        artefact exported once into the cache folder by models/sentiment_onnx.py, one thread)."""
+        import hashlib
+
         from models.sentiment_model import FineTunedSentiment, artefact_path
 
         self.path = artefact_path(spec)
-        self.model = FineTunedSentiment.load(spec)
+        self.runtime = runtime
+        if runtime == "torch":
+            self.model = FineTunedSentiment.load(spec)
+        else:
+            from models.sentiment_onnx import MANIFEST, OnnxSentiment, export_sentiment
+
+            base = Path(cache_dir) if cache_dir is not None else Path("/tmp/csbot-sentiment-cache")
+            folder = base / f"sentiment-onnx-{hashlib.sha1(self.path.read_bytes()).hexdigest()[:16]}"
+            if not (folder / MANIFEST).is_file():
+                log(f"  exporting {self.path} to ONNX in {folder}")
+                export_sentiment(self.path, folder)
+            self.model = OnnxSentiment(folder, "int8" if runtime == "onnx-int8" else "fp32", threads=1)
         self.cache_dir, self.log = cache_dir, log
 
     def labels_for(self, split) -> list[str]:
         import hashlib
 
-        digest = hashlib.sha1(self.path.read_bytes())
+        digest = hashlib.sha1(self.path.read_bytes() + self.runtime.encode())
         for text in split.texts:
             digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
         path = None if self.cache_dir is None else Path(self.cache_dir) / f"lora-{split.name}-{digest.hexdigest()[:16]}.npy"
@@ -146,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablations", action="store_true", help="also train heads that read layers 5/6")
     parser.add_argument("--model", default="builtin", help="fine-tuned model artefact ('' to leave it out)")
     parser.add_argument("--model-only", action="store_true", help="shipped head and fine-tuned model only, no floor")
+    parser.add_argument("--no-int8", dest="int8", action="store_false",
+                        help="leave out row (d): the fine-tuned model through ONNX int8, as served")
     parser.add_argument("--latency", type=int, default=200, help="texts timed one at a time, one thread (0: skip)")
     parser.add_argument("--neutral-only", action="store_true", help="only the neutral-recall table, shipped head")
     parser.add_argument("--tune-neutral-offset", type=Path, metavar="OUT",
@@ -188,8 +208,11 @@ def main(argv: list[str] | None = None) -> int:
             rows.append((f"    ablation: {spec} MLP", ts.train_head(train, labels, weight, feature_spec=spec,
                                                                     log=lambda m: None)))
     model_row = ModelRow(args.model, cache_dir, log) if args.model else None
+    int8_row = ModelRow(args.model, cache_dir, log, runtime="onnx-int8") if args.model and args.int8 else None
     if model_row is not None:
         rows.append(("(c) fine-tuned: LoRA + head", model_row))
+    if int8_row is not None:
+        rows.append(("(d) fine-tuned, ONNX int8 (served)", int8_row))
 
     width = max(len(name) for name, _ in rows) + 2
     print(f"{'':<{width}}{'TweetEval test':^33}{'airline test':^33}")
@@ -204,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.time() - started:.0f}s)")
     neutral_table(rows, args.data_dir, cache_dir, encoder, log)
     if args.latency:
-        latency_table(args, test_splits[0].texts, shipped, model_row)
+        latency_table(args, test_splits[0].texts, shipped, model_row, int8_row)
     return 0
 
 
-def latency_table(args, texts, head, model_row) -> None:
+def latency_table(args, texts, head, model_row, int8_row=None) -> None:
     """p50 / p99 per text, one thread, one text per call: encoder pass, old head, fine-tuned model."""
     import torch
 
@@ -225,6 +248,18 @@ def latency_table(args, texts, head, model_row) -> None:
            ("(b) old head: encoder pass + head", lambda t: old.predict(encoder.encode([t])))]
     if model_row is not None:
         fns.append(("(c) fine-tuned model, own pass", lambda t: model_row.model.predict([t])))
+    if int8_row is not None:
+        from models.onnx_encoder import OnnxEncoder
+        from models.sentiment_onnx import export_sentiment  # noqa: F401 (the int8 row's folder exists)
+        from training.export import export_encoder
+
+        folder = Path(int8_row.model.folder).parent / "encoder-onnx"
+        if not (folder / "onnx.json").is_file():
+            export_encoder(args.encoder, folder, "bench")
+        int8_encoder = OnnxEncoder(folder, "int8", threads=1)
+        fns.append(("int8 encoder pass (the served floor)", lambda t: int8_encoder.encode([t])))
+        fns.append(("(b) old head on the int8 pass", lambda t: old.predict(int8_encoder.encode([t]))))
+        fns.append(("(d) fine-tuned int8, own pass", lambda t: int8_row.model.predict([t])))
     for text in sample[:10]:  # warm-up
         for _, fn in fns:
             fn(text)
@@ -237,9 +272,9 @@ def latency_table(args, texts, head, model_row) -> None:
     rows = [(name, (float(np.percentile(t, 50)), float(np.percentile(t, 99)))) for (name, _), t in zip(fns, times)]
     floor = rows[0][1][0]
     print(f"\nper-text latency, 1 thread, {len(sample)} TweetEval test texts one at a time, interleaved (torch, CPU)")
-    print(f"{'':<36}{'p50 ms':>9}{'p99 ms':>9}{'p50 / encoder':>15}")
+    print(f"{'':<38}{'p50 ms':>9}{'p99 ms':>9}{'p50 / torch encoder':>21}")
     for name, (p50, p99) in rows:
-        print(f"{name:<36}{p50:>9.2f}{p99:>9.2f}{p50 / floor:>15.2f}")
+        print(f"{name:<38}{p50:>9.2f}{p99:>9.2f}{p50 / floor:>21.2f}")
     torch.set_num_threads(max(1, args.threads))
 
 

@@ -1,8 +1,8 @@
 """Train the dedicated sentiment model: a LoRA adapter on all-MiniLM-L6-v2 plus a 3-way head.
 
     python training/train_sentiment_model.py [--data-dir ../shared/data] [--out models/assets/sentiment_lora.npz]
-        [--base builtin:all-MiniLM-L6-v2] [--threads 2] [--max-steps 700] [--batch-size 32]
-        [--max-length 64] [--eval-every 175] [--seed 13]
+        [--base builtin:all-MiniLM-L6-v2] [--threads 2] [--max-steps 2400] [--batch-size 32]
+        [--max-length 64] [--eval-every 600] [--seed 13]
 
 Data (each folder's README.md under ../shared/data): the SemEval-2013..2016 Task 4A training pool
 plus the `train` split of Twitter US Airline Sentiment (mentions -> `@user`), the same rows as
@@ -144,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=BUILTIN_ARTEFACT)
     parser.add_argument("--base", default=DEFAULT_BASE)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-steps", type=int, default=700)
+    parser.add_argument("--max-steps", type=int, default=2400)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--eval-every", type=int, default=175)
+    parser.add_argument("--eval-every", type=int, default=600)
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--probe", type=int, default=0, help="time this many steps, print, and exit")
     parser.add_argument("--val-rows", type=int, default=0, help="smoke runs only: use the first N rows of each val set")
