@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.settings import Settings  # noqa: E402
@@ -161,6 +162,7 @@ def main() -> None:
         print(f"the build chose {champion.runtime}: {champion.meta['runtime']['reason']}", flush=True)
         print(f"and for sentiment {champion.sentiment_runtime}: {champion.meta['sentiment']['reason']}", flush=True)
         torch.set_num_threads(answering_threads)
+        faiss.omp_set_num_threads(answering_threads)  # as core.runtime.limit_threads does for the answering commands
         floor = load_sentence_transformer(champion.encoder_name, "cpu")
         for runtime in ("torch", "onnx", "onnx-int8"):
             rows.append(measure(Engine(settings.replace(runtime=runtime, torch_threads=answering_threads)), "demo",
@@ -174,9 +176,11 @@ def main() -> None:
         settings_1k = Settings.load(env={}, home=Path(tmp) / "kb1k")
         start = time.perf_counter()
         torch.set_num_threads(default_threads)
+        faiss.omp_set_num_threads(default_threads)
         ingest([dstc_kb(Path(tmp) / "dstc1k.jsonl", 1000)], settings_1k)
         print(f"ingest 1k-article KB: {time.perf_counter() - start:.1f}s", flush=True)
         torch.set_num_threads(answering_threads)
+        faiss.omp_set_num_threads(answering_threads)
         floor_1k = load_sentence_transformer(VersionStore(settings_1k.models_dir).champion().encoder_name, "cpu")
         for runtime in ("torch", "onnx-int8"):
             rows.append(measure(Engine(settings_1k.replace(runtime=runtime, torch_threads=answering_threads)), "1k",

@@ -350,8 +350,8 @@ class Settings:
     runtime: str = "auto"
     int8_margin: float = 0.005  # accuracy (a fraction) int8 may lose against fp32 ONNX and still serve
     int8_cosine_floor: float = 0.98  # 5th-percentile cosine of int8 embeddings to torch, at least
-    # Torch intra-op threads of the commands that answer (ask, chat, serve, demo, eval, ...); 0 keeps
-    # torch's default (one per core). One thread answers a single question fastest on small VMs and
+    # Torch, onnxruntime and FAISS threads of the commands that answer (ask, chat, serve, demo, eval, ...);
+    # 0 keeps the libraries' defaults (one per core). One thread answers a single question fastest on small VMs and
     # leaves the other cores to concurrent requests (docs/benchmarks.md); training sets its own.
     torch_threads: int = 1
     # Below this confidence the engine declines and hands off. None: the value tuned for the

@@ -25,7 +25,7 @@ version folder, and of the champion pointer.
 Nothing else names these files: builders write a version through a `VersionDraft`
 (`VersionStore.draft()`, then `draft.commit(meta)`), and the engine, the gate and the retrain read
 one through `ModelVersion` (`documents()`, `examples()`, `load_index()`, `load_intent_head()`,
-`load_sentiment()`, `encoder_dir`, `sentiment_head_path`) — the `save_pretrained` /
+`load_sentiment()`, `encoder_dir`, `sentiment_head_path`, `sentiment_model_path`) — the `save_pretrained` /
 `from_pretrained` idea for the whole bundle.
 
 A version folder is written under a temporary name and renamed into place when complete, so a

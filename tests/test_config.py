@@ -98,3 +98,23 @@ def test_replace_and_to_dict_use_the_flat_names_and_leave_secrets_out(tmp_path):
     flat = s.to_dict()
     assert flat["retrain_min_new_examples"] == 20 and flat["slack_workers"] == 4 and flat["home"] == str(tmp_path)
     assert "xoxb-secret" not in str(flat) and "slack_bot_token" not in flat
+
+
+def test_the_answering_thread_limit_reaches_torch_and_faiss(tmp_path):
+    import faiss
+    import torch
+
+    from core.runtime import limit_threads
+
+    before = torch.get_num_threads(), faiss.omp_get_max_threads()
+    try:
+        torch.set_num_threads(2)
+        faiss.omp_set_num_threads(2)
+        limit_threads(Settings.load(env={}, home=tmp_path, torch_threads=1))
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == (1, 1)
+        faiss.omp_set_num_threads(2)
+        limit_threads(Settings.load(env={}, home=tmp_path, torch_threads=0))  # 0 leaves the libraries alone
+        assert faiss.omp_get_max_threads() == 2
+    finally:
+        torch.set_num_threads(before[0])
+        faiss.omp_set_num_threads(before[1])
