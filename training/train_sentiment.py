@@ -192,13 +192,15 @@ def train_head(train, labels, sample_weight, calibration=None, *, feature_spec=F
                         sample_weight=sample_weight, calibration=cal, seed=SEED, on_epoch=on_epoch, **MLP)
 
 
-def example_weights(splits: list[Split]) -> np.ndarray:
-    """Per-example loss weights: n / (3 * n_class) within each source, times AIRLINE_WEIGHT for airline."""
+def example_weights(splits: list[Split], airline_weight: float | None = None) -> np.ndarray:
+    """Per-example loss weights: n / (3 * n_class) within each source, times `airline_weight` (default
+    AIRLINE_WEIGHT) for airline."""
+    airline = AIRLINE_WEIGHT if airline_weight is None else airline_weight
     weights = []
     for split in splits:
         y = np.array([LABELS.index(label) for label in split.labels])
         counts = np.bincount(y, minlength=len(LABELS))
-        source = AIRLINE_WEIGHT if split.name.startswith("airline") else 1.0
+        source = airline if split.name.startswith("airline") else 1.0
         weights.append(source * len(y) / (len(LABELS) * counts[y]))
     return np.concatenate(weights)
 

@@ -2,7 +2,7 @@
 
     python training/train_sentiment_model.py [--data-dir ../shared/data] [--out models/assets/sentiment_lora.npz]
         [--base builtin:all-MiniLM-L6-v2] [--threads 2] [--max-steps 2400] [--batch-size 32]
-        [--max-length 64] [--eval-every 600] [--seed 13]
+        [--max-length 64] [--eval-every 600] [--seed 13] [--airline-weight 1.0]
 
 Data (each folder's README.md under ../shared/data): the SemEval-2013..2016 Task 4A training pool
 plus the `train` split of Twitter US Airline Sentiment (mentions -> `@user`), the same rows as
@@ -149,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--eval-every", type=int, default=600)
     parser.add_argument("--seed", type=int, default=13)
+    parser.add_argument("--airline-weight", type=float, default=ts.AIRLINE_WEIGHT,
+                        help="extra loss weight of the airline rows against the SemEval rows (after per-source balancing)")
     parser.add_argument("--probe", type=int, default=0, help="time this many steps, print, and exit")
     parser.add_argument("--val-rows", type=int, default=0, help="smoke runs only: use the first N rows of each val set")
     args = parser.parse_args(argv)
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
     texts = [t for s in train_splits for t in s.texts]
     gold = np.array([LABELS.index(label) for s in train_splits for label in s.labels])
-    weights = ts.example_weights(train_splits).astype(np.float32)
+    weights = ts.example_weights(train_splits, args.airline_weight).astype(np.float32)
     weights /= weights.mean()
 
     first, tokenizer = build_classifier(args.base, len(LABELS), dropout=TRAIN["head_dropout"], **HEADS["mlp_layers"])
@@ -242,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
             "lora": LORA, "train": {**TRAIN, "batch_size": args.batch_size, "max_steps": args.max_steps,
                                     "eval_every": args.eval_every, "seed": args.seed, "threads": args.threads,
                                     "max_length": args.max_length,
-                                    "example_weights": "classes balanced within each source"},
+                                    "example_weights": "classes balanced within each source",
+                                    "airline_weight": args.airline_weight},
             "chosen_step": step, "chosen_head": head_name, "heads_tried": HEADS, "neutral_logit_offset": offset,
             "data": {s.name: {"n": len(s.labels), **{k: s.labels.count(k) for k in LABELS}} for s in train_splits},
             "val": {s.name: {"macro_recall": round(mr, 4), "recall": {k: round(v, 4) for k, v in per.items()}}
