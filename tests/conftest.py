@@ -31,6 +31,27 @@ os.environ["XDG_DATA_HOME"] = str(_SUITE_HOME / "xdg")
 atexit.register(shutil.rmtree, _SUITE_HOME, True)
 
 
+LINKED_SUFFIXES = (".onnx", ".safetensors", ".bin", ".gguf")
+
+
+def copy_home(source: Path, target: Path) -> Path:
+    """Copy a CSBOT_HOME for one test; the large model files inside its committed versions (ONNX graphs,
+    weights) are hard-linked instead of copied. csbot never writes a committed version's files in place
+    (builds write drafts, then rename) and no test does, so sharing them is safe; a demo home is about
+    380 MB, and dozens of tests copy one."""
+    def copy(src, dst):
+        if str(src).endswith(LINKED_SUFFIXES) and f"{os.sep}models{os.sep}" in str(src):
+            try:
+                os.link(src, dst)
+                return dst
+            except OSError:
+                pass
+        return shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=copy)
+    return Path(target)
+
+
 @pytest.fixture(scope="session")
 def demo_home(tmp_path_factory) -> Path:
     """A CSBOT_HOME holding a champion built from the demo KB (built once; tests copy it)."""
@@ -64,7 +85,7 @@ def home(demo_home, tmp_path, monkeypatch) -> Path:
     Rebuilds in these tests skip encoder fine-tuning (the session's demo home exercised it once).
     """
     path = tmp_path / "home"
-    shutil.copytree(demo_home, path)
+    copy_home(demo_home, path)
     monkeypatch.setenv("CSBOT_HOME", str(path))
     monkeypatch.setenv("CSBOT_FINETUNE_EPOCHS", "0")
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,7 @@ import pytest
 
 from bot.cli import build_parser, main
 from serving.versions import VersionStore
-from tests.conftest import REPO
+from tests.conftest import REPO, copy_home
 
 pytestmark = pytest.mark.slow
 
@@ -91,7 +91,7 @@ def test_the_demo_prints_a_next_command_that_answers(home, tmp_path):
 
 def test_the_default_home_is_the_same_from_any_folder(demo_home, tmp_path):
     fake_home = tmp_path / "user"
-    shutil.copytree(demo_home, fake_home / ".local" / "share" / "csbot")
+    copy_home(demo_home, fake_home / ".local" / "share" / "csbot")
     env = {k: v for k, v in os.environ.items() if k not in ("CSBOT_HOME", "XDG_DATA_HOME")}
     env["HOME"] = str(fake_home)
     for cwd in (tmp_path, REPO):

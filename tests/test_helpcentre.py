@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ pytestmark = pytest.mark.slow
 
 from tests.conftest import HELPCENTRE_HTML as HTML_KB  # noqa: E402
 from tests.conftest import HELPCENTRE_MD as MD_KB  # noqa: E402
+from tests.conftest import copy_home  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -109,7 +109,7 @@ def test_csbot_chat_offers_a_numbered_choice_and_stores_the_pick(md_home, tmp_pa
     from store import Store
 
     home = tmp_path / "home"
-    shutil.copytree(md_home, home)
+    copy_home(md_home, home)
     env = {**os.environ, "CSBOT_HOME": str(home), "CSBOT_CLARIFY_MARGIN": "0.15"}
     run = subprocess.run([sys.executable, "-m", "bot.cli", "chat", "--user", "U7"], cwd=tmp_path, env=env,
                          input="I need to change or cancel the order I placed\n2\n", capture_output=True,

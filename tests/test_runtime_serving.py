@@ -13,7 +13,7 @@ import pytest
 
 from core.errors import ConfigError
 from core.settings import Settings
-from tests.conftest import DEMO_KB, REPO
+from tests.conftest import DEMO_KB, REPO, copy_home
 
 pytestmark = pytest.mark.slow
 
@@ -72,10 +72,9 @@ def test_runtime_torch_at_build_skips_the_export(tmp_path):
 
 
 def test_models_json_shows_the_runtime_and_why(demo_home, tmp_path):
-    import shutil
 
     home = tmp_path / "home"
-    shutil.copytree(demo_home, home)
+    copy_home(demo_home, home)
     env = {**os.environ, "CSBOT_HOME": str(home)}
     run = subprocess.run([sys.executable, "-m", "bot.cli", "models", "--json"], env=env, capture_output=True,
                          text=True, timeout=120)

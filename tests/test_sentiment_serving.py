@@ -18,7 +18,7 @@ import pytest
 from core.errors import ConfigError, UserError
 from core.settings import Settings
 from models.runtimes import choose_sentiment_runtime
-from tests.conftest import DEMO_KB, REPO
+from tests.conftest import DEMO_KB, REPO, copy_home
 
 CLEAR = {"this is the worst support ever, nobody answers and my order is broken": "negative",
          "thank you so much, great service, you fixed it in minutes!": "positive",
@@ -102,7 +102,7 @@ def test_a_rebuild_links_the_export_and_none_keeps_the_head(demo_home, tmp_path)
     from training.ingest import ingest
 
     home = tmp_path / "home"
-    shutil.copytree(demo_home, home)
+    copy_home(demo_home, home)
     kb = tmp_path / "kb"
     shutil.copytree(DEMO_KB, kb)
     first = next(kb.glob("*.md"))
@@ -133,7 +133,7 @@ def test_a_rebuild_links_the_export_and_none_keeps_the_head(demo_home, tmp_path)
 @pytest.mark.slow
 def test_a_missing_sentiment_model_fails_the_build_in_one_line_and_keeps_the_champion(demo_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(demo_home, home)
+    copy_home(demo_home, home)
     champion = (home / "models" / "CHAMPION").read_text()
     env = {**os.environ, "CSBOT_HOME": str(home), "CSBOT_SENTIMENT_MODEL": str(tmp_path / "nope.npz")}
     kb = tmp_path / "kb"
@@ -151,7 +151,7 @@ def test_a_missing_sentiment_model_fails_the_build_in_one_line_and_keeps_the_cha
 @pytest.mark.slow
 def test_models_shows_what_labels_sentiment(demo_home, tmp_path):
     home = tmp_path / "home"
-    shutil.copytree(demo_home, home)
+    copy_home(demo_home, home)
     env = {**os.environ, "CSBOT_HOME": str(home)}
     run = subprocess.run([sys.executable, "-m", "bot.cli", "models", "--json"], env=env, capture_output=True,
                          text=True, timeout=120)

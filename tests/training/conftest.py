@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import copy_home
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -88,7 +89,7 @@ def tiny_home_template(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_home(tiny_home_template, tmp_path, monkeypatch) -> Path:
     path = tmp_path / "home"
-    shutil.copytree(tiny_home_template, path)
+    copy_home(tiny_home_template, path)
     monkeypatch.setenv("CSBOT_HOME", str(path))
     monkeypatch.chdir(tmp_path)
     for key in list(os.environ):

@@ -3,10 +3,9 @@ feedback gives the gate a held-out set of its own, and a better model is promote
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from tests.conftest import copy_home
 from training.retrain import EXIT_NOTHING, EXIT_PROMOTED, retrain
 
 pytestmark = pytest.mark.slow
@@ -49,7 +48,7 @@ def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre
     from store import Store
 
     home = tmp_path / "home"
-    shutil.copytree(helpcentre_home, home)
+    copy_home(helpcentre_home, home)
     monkeypatch.setenv("CSBOT_HOME", str(home))
     for key in [k for k in __import__("os").environ if k.startswith("CSBOT_RETRAIN_")]:
         monkeypatch.delenv(key)
@@ -99,7 +98,7 @@ def test_too_little_held_out_data_means_the_gate_does_not_decide(helpcentre_home
     from store import Store
 
     home = tmp_path / "home"
-    shutil.copytree(helpcentre_home, home)
+    copy_home(helpcentre_home, home)
     settings = Settings.load(env={}, home=home)
     engine = Engine(settings)
     with Store.from_settings(settings) as store:
