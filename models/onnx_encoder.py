@@ -27,6 +27,26 @@ def _first_line(exc: Exception) -> str:
     return text[0] if text else type(exc).__name__
 
 
+def cpu_session(path: Path, *, threads: int = 0, spin: bool = False, what: str = "ONNX file"):
+    """An onnxruntime CPU session as csbot runs them: `threads` intra-op threads (0: onnxruntime's
+    default), one inter-op thread, sequential, every graph optimisation, no busy-waiting unless `spin`;
+    a file onnxruntime cannot load is one UserError line ("{what} PATH cannot be loaded: ...")."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads and threads > 0:
+        options.intra_op_num_threads = int(threads)
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
+        raise UserError(f"{what} {path} cannot be loaded: {_first_line(exc)}") from None
+
+
 class OnnxEncoder:
     """`variant`: "fp32" or "int8". `threads`: onnxruntime's intra-op threads, as the torch_threads
     setting (0: onnxruntime's default, one per core). `spin`: let idle intra-op threads busy-wait
@@ -35,7 +55,6 @@ class OnnxEncoder:
     def __init__(self, folder: str | Path, variant: str = "fp32", *, threads: int = 0, spin: bool = False,
                  manifest: dict | None = None):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.folder = Path(folder).expanduser()
@@ -67,18 +86,7 @@ class OnnxEncoder:
                                        pad_token=self.manifest.get("pad_token") or "[PAD]")
         self._lower = bool(self.manifest.get("do_lower_case", False))
 
-        options = ort.SessionOptions()
-        if self.threads > 0:
-            options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        try:
-            self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            raise UserError(f"ONNX encoder file {model_path} cannot be loaded: {_first_line(exc)}") from None
+        self._session = cpu_session(model_path, threads=self.threads, spin=spin, what="ONNX encoder file")
         inputs = [i.name for i in self._session.get_inputs()]
         outputs = [o.name for o in self._session.get_outputs()]
         if sorted(inputs) != sorted(self.manifest["inputs"]) or list(outputs[:2]) != list(OUTPUT_NAMES):

@@ -197,17 +197,8 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
 
     files = {"fp32": fp32_path}
     if "int8" in variants:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
         files["int8"] = folder / VARIANT_FILES["int8"]
-        root = logging.getLogger()
-        level = root.level
-        root.setLevel(max(level, logging.ERROR))  # the quantiser logs "consider pre-processing" on root
-        try:
-            quantize_dynamic(str(fp32_path), str(files["int8"]), per_channel=True,
-                             op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-        finally:
-            root.setLevel(level)
+        quantize_matmuls(fp32_path, files["int8"])
 
     import onnxruntime
 
@@ -241,10 +232,30 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
             manifest["variants"][variant]["vs_torch"] = compare(reference, candidate)
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
 
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    write_manifest(folder / MANIFEST, manifest)
     return manifest
+
+
+def quantize_matmuls(fp32_path: Path, int8_path: Path) -> None:
+    """The int8 variant (QUANTISATION): onnxruntime's dynamic quantiser on the MatMuls, per channel."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(max(level, logging.ERROR))  # the quantiser logs "consider pre-processing" on root
+    try:
+        quantize_dynamic(str(fp32_path), str(int8_path), per_channel=True,
+                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def write_manifest(path: Path, manifest: dict) -> None:
+    """Write an export's manifest last and atomically (a temp file, then a rename): a folder without it
+    is an unfinished export."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def read_manifest(folder: str | Path) -> dict:

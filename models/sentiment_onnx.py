@@ -21,7 +21,6 @@ text's label could depend on its batchmates (the same rule as models/onnx_encode
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 import warnings
@@ -30,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from models.onnx_export import QUANTISATION, probe_sentences, sha256_file
+from models.onnx_encoder import cpu_session
+from models.onnx_export import QUANTISATION, probe_sentences, quantize_matmuls, sha256_file, write_manifest
 from models.sentiment_model import softmax_np
 
 FORMAT = 1
@@ -86,16 +86,7 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
         torch.onnx.export(model.torch_model(), tuple(sample[n] for n in input_names), str(files["fp32"]),
                           input_names=input_names, output_names=["logits"], dynamic_axes=dynamic_axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(max(level, logging.ERROR))  # the quantiser logs "consider pre-processing" on root
-    try:
-        quantize_dynamic(str(files["fp32"]), str(files["int8"]), per_channel=True,
-                         op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
+    quantize_matmuls(files["fp32"], files["int8"])
 
     import onnxruntime
 
@@ -123,9 +114,7 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
         candidate = OnnxSentiment(folder, variant, manifest=manifest).predict_proba(texts)
         manifest["variants"][variant]["vs_torch"] = compare_to_torch(reference, candidate)
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
-    tmp = folder / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    write_manifest(folder / MANIFEST, manifest)
     return manifest
 
 
@@ -168,7 +157,6 @@ class OnnxSentiment:
 
     def __init__(self, folder: str | Path, variant: str = "int8", *, threads: int = 0, manifest: dict | None = None):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        import onnxruntime as ort
         from tokenizers import Tokenizer
 
         self.folder = Path(folder).expanduser()
@@ -191,18 +179,7 @@ class OnnxSentiment:
         self._tokenizer.enable_truncation(max_length=int(self.manifest["max_length"]))
         self._tokenizer.enable_padding(pad_id=int(self.manifest["pad_token_id"]),
                                        pad_token=self.manifest.get("pad_token") or "[PAD]")
-        options = ort.SessionOptions()
-        if threads and threads > 0:
-            options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/... types
-            raise UserError(f"sentiment ONNX file {path} cannot be loaded: {str(exc).splitlines()[0]}") from None
+        self._session = cpu_session(path, threads=threads, what="sentiment ONNX file")
         self._inputs = [i.name for i in self._session.get_inputs()]
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
