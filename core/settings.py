@@ -341,6 +341,11 @@ class Settings:
     # int8 serves the sentiment model when its labels agree with torch's on at least this share of the
     # probe texts (and its probabilities' 5th-percentile cosine is ≥ int8_cosine_floor), else fp32 ONNX.
     sentiment_int8_min_agreement: float = 0.98
+    # A question's sentiment continues from the encoder pass's hidden state 3 (the fine-tuned model
+    # adapts only the layers above, which intent fine-tuning leaves to the encoder's top two) instead of
+    # a second whole pass, when both exports fit and the labels agree with the model's own pass on
+    # ≥ sentiment_int8_min_agreement of the probe texts (docs/sentiment.md). false: always the own pass.
+    sentiment_share_encoder: bool = True
     # "auto" takes CUDA when present, else CPU.
     device: str = "auto"
     # The encoder's runtime on CPU: "auto" (what each version's build chose: ONNX int8 when it scores

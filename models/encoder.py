@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from models.loading import load_sentence_transformer
 class Encoded:
     embeddings: np.ndarray  # (n, dim) float32, L2-normalised
     layers: np.ndarray  # (n, n_layers + 1, hidden) float32, mean-pooled per layer
+    # One (tokens, hidden) float32 array per text, without padding: the hidden state the ONNX export's
+    # `token_states` output holds (OnnxEncoder.encode(..., states=True)); None when not asked for.
+    token_states: list[np.ndarray] | None = field(default=None, compare=False)
 
 
 class Encoder:

@@ -17,7 +17,7 @@ import numpy as np
 
 from core.errors import UserError
 from models.encoder import Encoded
-from models.onnx_export import MANIFEST, OUTPUT_NAMES, read_manifest
+from models.onnx_export import MANIFEST, OUTPUT_NAMES, STATES_NAME, read_manifest
 
 RUNTIME_OF_VARIANT = {"fp32": "onnx", "int8": "onnx-int8"}
 
@@ -93,6 +93,7 @@ class OnnxEncoder:
             raise UserError(f"ONNX encoder file {model_path} takes {inputs} and gives {outputs}; "
                             f"{MANIFEST} expects {self.manifest['inputs']} -> {list(OUTPUT_NAMES)}")
         self._inputs = inputs
+        self._outputs = outputs
 
     @property
     def dim(self) -> int:
@@ -101,6 +102,13 @@ class OnnxEncoder:
     @property
     def n_layers(self) -> int:
         return int(self.manifest["n_layers"])
+
+    @property
+    def token_states(self) -> dict | None:
+        """The manifest's `token_states` record ({layer, prefix_sha256, tokenizer_sha256}) when the graph
+        outputs a hidden state's token states, else None."""
+        record = self.manifest.get("token_states")
+        return record if record and STATES_NAME in self._outputs else None
 
     def _features(self, batch: list[str]) -> dict[str, np.ndarray]:
         encodings = self._tokenizer.encode_batch(batch)
@@ -111,13 +119,19 @@ class OnnxEncoder:
         }
         return {name: arrays[name] for name in self._inputs}
 
-    def encode(self, texts: list[str], batch_size: int = 64) -> Encoded:
+    def encode(self, texts: list[str], batch_size: int = 64, *, states: bool = False) -> Encoded:
+        """`states`: also return each text's token states (`Encoded.token_states`, without padding);
+        needs an export with them (`token_states` is not None)."""
         if isinstance(texts, str):
             raise TypeError("encode() takes a list of texts")
+        if states and self.token_states is None:
+            raise ValueError(f"{self.name} has no token_states output (export it with token_states_layer)")
         if not texts:
             hidden = int(self.manifest["hidden"])
-            return Encoded(np.zeros((0, self.dim), np.float32), np.zeros((0, self.n_layers + 1, hidden), np.float32))
-        embeddings, layers = [], []
+            return Encoded(np.zeros((0, self.dim), np.float32), np.zeros((0, self.n_layers + 1, hidden), np.float32),
+                           [] if states else None)
+        embeddings, layers, token_states = [], [], []
+        names = list(OUTPUT_NAMES) + ([STATES_NAME] if states else [])
         if self.variant == "int8":
             # Dynamic int8 quantises activations with one scale per run, so a text's embedding would
             # depend on its batchmates (and their padding): int8 runs one text at a time, and answers
@@ -129,11 +143,16 @@ class OnnxEncoder:
             batch = [texts[i] or " " for i in order[start:start + batch_size]]
             if self._lower:
                 batch = [t.lower() for t in batch]
-            sentence, pooled = self._session.run(list(OUTPUT_NAMES), self._features(batch))
+            features = self._features(batch)
+            sentence, pooled, *rest = self._session.run(names, features)
             embeddings.append(sentence.astype(np.float32, copy=False))
             layers.append(pooled.astype(np.float32, copy=False))
+            if states:  # each row cut to its own tokens (padding is on the right)
+                lengths = features["attention_mask"].sum(1) if "attention_mask" in features else [rest[0].shape[1]] * len(batch)
+                token_states.extend(rest[0][row, :int(n)].astype(np.float32, copy=False) for row, n in enumerate(lengths))
         inverse = np.argsort(np.array(order))
-        return Encoded(np.concatenate(embeddings)[inverse], np.concatenate(layers)[inverse])
+        return Encoded(np.concatenate(embeddings)[inverse], np.concatenate(layers)[inverse],
+                       [token_states[i] for i in inverse] if states else None)
 
     def embed(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Sentence embeddings only (for index building)."""

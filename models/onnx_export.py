@@ -14,7 +14,11 @@ returns what `models.encoder.Encoder.encode` returns, so every head reads the sa
 - `sentence_embedding` (batch, dim): the model's own modules after the transformer (its Pooling,
   Normalize, Dense ...) are traced into the graph, so pooling and normalisation are the model's;
 - `layers` (batch, n_layers + 1, hidden): the attention-mask mean of every hidden state
-  (0 = word embeddings), as Encoder computes it for the sentiment head.
+  (0 = word embeddings), as Encoder computes it for the sentiment head;
+- `token_states` (batch, sequence, hidden), only when exported with `token_states_layer=k`: hidden
+  state k's token states, which the fine-tuned sentiment model's tail graph continues from when its
+  lower layers are the encoder's (models/sentiment_onnx.py; the manifest's `token_states` records k and
+  the digests that decide it: `prefix_digest`, `tokenizer_digest`).
 
 Only MatMuls are quantised (per channel, int8 weights, dynamic uint8 activations): quantising every
 op costs ~0.04 of cosine to torch on MiniLM (docs/benchmarks.md). The manifest records the cosine of
@@ -41,6 +45,7 @@ FORMAT = 1
 MANIFEST = "onnx.json"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 OUTPUT_NAMES = ("sentence_embedding", "layers")
+STATES_NAME = "token_states"  # the optional third output (module doc)
 DEFAULT_OPSET = 17
 QUANTISATION = {"method": "quantize_dynamic", "per_channel": True, "op_types": ["MatMul"],
                 "weight_type": "QInt8", "activation_type": "QUInt8 (dynamic)"}
@@ -89,8 +94,50 @@ def _source_identity(name: str, path: str) -> dict:
             "weights_sha256": sha256_file(weights) if weights else None}
 
 
-def _graph(model, input_names):
-    """What is traced: the whole sentence-transformers module chain plus the per-layer mean pool."""
+def prefix_digest(bert, layers: int) -> str:
+    """sha256 of a BERT-like model's embeddings and its first `layers` transformer layers (parameter
+    names and float32 values): two models with the same digest compute the same hidden state `layers`."""
+    import torch
+
+    digest = hashlib.sha256()
+    wanted = ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(int(layers)))
+    found = 0
+    for name, value in sorted(bert.named_parameters()):
+        if name.startswith(wanted):
+            found += 1
+            digest.update(name.encode())
+            digest.update(value.detach().to(torch.float32).cpu().contiguous().numpy().tobytes())
+    if not found:
+        raise UserError("cannot fingerprint the encoder's lower layers: it has no BERT-style parameter names")
+    return digest.hexdigest()
+
+
+def tokenizer_digest(path: str | Path) -> str:
+    """sha256 of a tokenizer.json's tokenizer without its truncation and padding settings (those differ
+    between exports of the same vocabulary: max lengths are applied at run time)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(path))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return hashlib.sha256(tokenizer.to_str().encode()).hexdigest()
+
+
+def reads_lower_case(path: str | Path, python_lower: bool) -> bool:
+    """Whether an export reads text lower-cased: its own `do_lower_case` flag (lower() before the
+    tokenizer) or a tokenizer whose normaliser lower-cases (BERT's uncased vocabularies)."""
+    from tokenizers import Tokenizer
+
+    if python_lower:
+        return True
+    tokenizer = Tokenizer.from_file(str(path))
+    probe = "Hello World ABC"
+    return tokenizer.encode(probe).ids == tokenizer.encode(probe.lower()).ids
+
+
+def _graph(model, input_names, token_states_layer: int | None = None):
+    """What is traced: the whole sentence-transformers module chain plus the per-layer mean pool (and
+    hidden state `token_states_layer`'s token states, when given)."""
     import torch
 
     class Graph(torch.nn.Module):
@@ -104,6 +151,8 @@ def _graph(model, input_names):
             mask = features["attention_mask"].unsqueeze(-1).to(out["sentence_embedding"].dtype)
             stacked = torch.stack(tuple(out["all_layer_embeddings"]), dim=1)  # (b, L+1, t, h)
             pooled = (stacked * mask.unsqueeze(1)).sum(2) / mask.sum(1).clamp(min=1e-9).unsqueeze(1)
+            if token_states_layer is not None:
+                return out["sentence_embedding"], pooled, out["all_layer_embeddings"][token_states_layer]
             return out["sentence_embedding"], pooled
 
     return Graph().eval()
@@ -152,11 +201,12 @@ def compare(reference, candidate) -> dict:
 
 
 def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = ("fp32", "int8"),
-                opset: int = DEFAULT_OPSET, measure: bool = True) -> dict:
+                opset: int = DEFAULT_OPSET, measure: bool = True, token_states_layer: int | None = None) -> dict:
     """Export `source` (a model name as models/loading.py takes it) into `folder`; return the manifest.
 
     `variants` must include "fp32" (int8 is quantised from it). With `measure`, each variant is
     compared with the torch Encoder on `probe_sentences()` and the figures go into the manifest.
+    `token_states_layer` (1 .. n_layers - 1): also output that hidden state's token states (module doc).
     """
     import torch
 
@@ -170,6 +220,8 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
     started = time.perf_counter()
     model = load_sentence_transformer(source, "cpu")  # a bad source fails before anything is written
     description = _describe(model)
+    if token_states_layer is not None and not 1 <= int(token_states_layer) < description["n_layers"]:
+        raise UserError(f"token_states_layer must be in 1..{description['n_layers'] - 1}; got {token_states_layer}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export must not look finished
     first = model[0]
@@ -185,14 +237,17 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
 
     sample = model.preprocess(["an example sentence to trace", "short"])
     input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
-    graph = _graph(model, input_names)
+    graph = _graph(model, input_names, token_states_layer)
+    output_names = list(OUTPUT_NAMES) + ([STATES_NAME] if token_states_layer is not None else [])
     dynamic_axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
     dynamic_axes.update({n: {0: "batch"} for n in OUTPUT_NAMES})
+    dynamic_axes[STATES_NAME] = {0: "batch", 1: "sequence"}
     fp32_path = folder / VARIANT_FILES["fp32"]
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code; checked by measure
         torch.onnx.export(graph, tuple(sample[n] for n in input_names), str(fp32_path),
-                          input_names=input_names, output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes={n: dynamic_axes[n] for n in input_names + output_names},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
 
     files = {"fp32": fp32_path}
@@ -207,7 +262,7 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
         "source": _source_identity(source, resolve_model_path(source)),
         **description,
         "inputs": input_names,
-        "outputs": list(OUTPUT_NAMES),
+        "outputs": output_names,
         "pad_token": tokenizer.pad_token,
         "pad_token_id": int(tokenizer.pad_token_id),
         "opset": opset,
@@ -215,6 +270,11 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
         "onnxruntime": onnxruntime.__version__,
         "variants": {},
     }
+    if token_states_layer is not None:
+        manifest["token_states"] = {"layer": int(token_states_layer),
+                                    "prefix_sha256": prefix_digest(inner, int(token_states_layer)),
+                                    "tokenizer_sha256": tokenizer_digest(folder / "tokenizer.json"),
+                                    "lower_case": reads_lower_case(folder / "tokenizer.json", description["do_lower_case"])}
     for variant, path in files.items():
         entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
         if variant == "int8":

@@ -111,3 +111,19 @@ def choose_sentiment_runtime(fp32_vs_torch: dict | None, int8_vs_torch: dict | N
     if passes(fp32_vs_torch):
         return "onnx", f"int8 {describe(int8_vs_torch)} misses ≥ {min_agreement:.0%} / ≥ {cosine_floor}: fp32 ONNX serves"
     return "torch", f"fp32 ONNX {describe(fp32_vs_torch)} misses ≥ {min_agreement:.0%}: torch serves"
+
+
+def choose_shared(figures: dict | None, *, min_agreement: float = DEFAULT_SENTIMENT_MIN_AGREEMENT) -> tuple[bool, str]:
+    """(served, reason) for the sentiment model's shared path (the encoder pass's token states through
+    its tail; `models.sentiment_onnx.compare_shared`, the own pass as the reference): it serves when its
+    labels agree with the own pass on ≥ `min_agreement` of the probe texts."""
+    if not 0 <= min_agreement <= 1:
+        raise ValueError(f"min_agreement must be a fraction in [0, 1]; got {min_agreement}")
+    if not figures or not figures.get("texts"):
+        return False, "the shared path was not measured: the model's own pass serves"
+    agreement = float(figures.get("label_agreement", 0))
+    if agreement >= min_agreement:
+        return True, (f"labels from the encoder pass agree with the model's own pass on {agreement:.2%} of "
+                      f"{figures['texts']} probe texts (≥ {min_agreement:.0%})")
+    return False, (f"labels from the encoder pass agree with the model's own pass on only {agreement:.2%} "
+                   f"(< {min_agreement:.0%}): the own pass serves")

@@ -49,6 +49,38 @@ def artefact_path(spec: str | Path = "builtin") -> Path:
     return path
 
 
+def shared_layers(adapted: list[str], pooled: list[int], n_layers: int) -> int | None:
+    """How many of the base encoder's lower layers a sentiment model leaves as they are and reads only
+    through the layers above: k, so that it can continue from another pass's hidden state k when that
+    pass has the same lower layers (models/sentiment_onnx.py, the tail graph). `adapted`: the LoRA
+    module names; `pooled`: the hidden states its head pools (meta "layers"). None when there is
+    nothing to share: an adapted module outside the transformer layers, the bottom layer adapted, or a
+    head that pools a hidden state below k."""
+    indices = []
+    for name in adapted:
+        parts = name.split(".")
+        if parts[:2] != ["encoder", "layer"] or len(parts) < 3 or not parts[2].isdigit():
+            return None
+        indices.append(int(parts[2]))
+    k = min(min(indices) if indices else n_layers, n_layers - 1)  # the tail runs one layer at least
+    if k < 1 or min(i if i >= 0 else n_layers + 1 + i for i in pooled) < k:
+        return None
+    return k
+
+
+def artefact_shared_layers(path: Path) -> int | None:
+    """`shared_layers` of an artefact, from its meta and its base encoder's config (no model loaded)."""
+    from models.loading import resolve_model_path
+
+    meta, lora, _ = read_artefact(Path(path))
+    try:
+        config = json.loads((Path(resolve_model_path(meta.get("base", DEFAULT_BASE))) / "config.json").read_text())
+        n_layers = int(config["num_hidden_layers"])
+    except Exception:  # noqa: BLE001 - a base that cannot be resolved here: nothing is shared
+        return None
+    return shared_layers(list(lora), [int(x) for x in meta.get("layers", [-1])], n_layers)
+
+
 # ----- the maths shared by training, serving and export ---------------------------------------------
 
 def mean_pool(hidden, attention_mask):
@@ -206,8 +238,9 @@ class FineTunedSentiment:
     runtime = "torch"
 
     def __init__(self, classifier, tokenizer, *, labels: list[str], temperature: float, max_length: int,
-                 info: dict, source: str = "<memory>", device: str = "cpu"):
+                 info: dict, source: str = "<memory>", device: str = "cpu", adapted: list[str] | None = None):
         self.classifier = classifier.eval()
+        self.adapted = list(adapted or [])  # the LoRA-adapted modules (names as in the BertModel)
         self.tokenizer = tokenizer
         self.labels = list(labels)
         self.temperature = float(temperature)
@@ -245,7 +278,12 @@ class FineTunedSentiment:
         classifier.to(device)
         return cls(classifier, tokenizer, labels=meta["labels"], temperature=float(meta.get("temperature", 1.0)),
                    max_length=int(meta.get("max_length", 64)), info=dict(meta.get("info", {})),
-                   source=str(path), device=device)
+                   source=str(path), device=device, adapted=list(lora))
+
+    def shared_layers(self) -> int | None:
+        """`shared_layers` (below) of this model."""
+        return shared_layers(self.adapted, self.classifier.layers,
+                             int(self.classifier.encoder.config.num_hidden_layers))
 
     def torch_model(self):
         """The merged `nn.Module` (eval mode): forward(input_ids, attention_mask, token_type_ids) -> logits."""

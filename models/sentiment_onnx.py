@@ -6,8 +6,20 @@
                                     exporter): input_ids, attention_mask, token_type_ids -> logits
     <folder>/sentiment.int8.onnx    the same graph, MatMul weights quantised to int8 per channel
                                     (onnxruntime.quantization.quantize_dynamic, as the encoder's)
+    <folder>/sentiment_tail.onnx    (when the model leaves the base's lower k layers as they are:
+    <folder>/sentiment_tail.int8.onnx  `FineTunedSentiment.shared_layers`) the layers from k up, the
+                                    pooling and the head: token_states (1, tokens, hidden) -> logits
     <folder>/tokenizer.json         the base encoder's fast tokenizer (+ its config files)
     <folder>/sentiment_onnx.json    the manifest, written last: a folder without it is unfinished
+
+**The tail.** The intent fine-tuning changes only the encoder's top layers, so the served encoder's
+hidden state k is often exactly the sentiment model's. The encoder's export can then output it
+(models/onnx_export.py `token_states`), and a question costs one encoder pass plus the tail (half a
+pass for the shipped model) instead of two passes. Whether the two exports fit is decided by digests
+both manifests record (`shares_prefix_with`: the same k, the same embeddings and lower-layer weights,
+the same vocabulary and lower-casing); the build measures how often the shared path's label agrees
+with the model's own pass (`compare_shared`) and records whether it serves (training/export.py). A text
+longer than the model's max_length (the encoder reads up to its own, longer, limit) takes the own pass.
 
 The pooling (masked mean of the chosen hidden states, layer norm, concatenation) and the head are
 inside the graph; temperature and softmax are applied here, as `FineTunedSentiment.probabilities`
@@ -30,12 +42,22 @@ import numpy as np
 
 from core.errors import UserError
 from models.onnx_encoder import cpu_session
-from models.onnx_export import QUANTISATION, probe_sentences, quantize_matmuls, sha256_file, write_manifest
+from models.onnx_export import (
+    QUANTISATION,
+    prefix_digest,
+    probe_sentences,
+    quantize_matmuls,
+    reads_lower_case,
+    sha256_file,
+    tokenizer_digest,
+    write_manifest,
+)
 from models.sentiment_model import softmax_np
 
 FORMAT = 1
 MANIFEST = "sentiment_onnx.json"
 VARIANT_FILES = {"fp32": "sentiment.onnx", "int8": "sentiment.int8.onnx"}
+TAIL_FILES = {"fp32": "sentiment_tail.onnx", "int8": "sentiment_tail.int8.onnx"}
 RUNTIME_OF_VARIANT = {"fp32": "onnx", "int8": "onnx-int8"}
 DEFAULT_OPSET = 17
 # Messages as watched channels carry them, next to the encoder's probe set (questions, odd inputs).
@@ -87,6 +109,7 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
                           input_names=input_names, output_names=["logits"], dynamic_axes=dynamic_axes,
                           opset_version=opset, dynamo=False, do_constant_folding=True)
     quantize_matmuls(files["fp32"], files["int8"])
+    tail = _export_tail(model, folder, opset)
 
     import onnxruntime
 
@@ -107,15 +130,106 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
                                **({"quantisation": QUANTISATION} if variant == "int8" else {})}
                      for variant, path in files.items()},
     }
+    if tail is not None:
+        manifest["tail"] = tail
     texts = probe_texts(probe)
     reference = model.predict_proba(texts)
     manifest["probe"] = {"texts": len(texts)}
+    states = _torch_states(model, texts, tail["layer"]) if tail is not None else None
     for variant in files:
-        candidate = OnnxSentiment(folder, variant, manifest=manifest).predict_proba(texts)
-        manifest["variants"][variant]["vs_torch"] = compare_to_torch(reference, candidate)
+        candidate = OnnxSentiment(folder, variant, manifest=manifest)
+        manifest["variants"][variant]["vs_torch"] = compare_to_torch(reference, candidate.predict_proba(texts))
+        if tail is not None:  # the tail fed the torch model's own hidden state k: is the graph right?
+            tail["variants"][variant]["vs_torch"] = compare_to_torch(
+                reference, candidate.predict_proba_shared(texts, states))
     manifest["export_seconds"] = round(time.perf_counter() - started, 2)
     write_manifest(folder / MANIFEST, manifest)
     return manifest
+
+
+def _tail_module(classifier, k: int):
+    """The classifier from hidden state k on: its layers k.., then its pooling and head (one text, no
+    padding: every token is attended to and pooled)."""
+    import torch
+
+    class Tail(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.classifier = classifier
+
+        def forward(self, token_states):
+            states, hidden = [None] * k + [token_states], token_states
+            for layer in self.classifier.encoder.encoder.layer[k:]:
+                hidden = layer(hidden)
+                states.append(hidden)
+            mask = torch.ones_like(token_states[..., 0], dtype=torch.int64)
+            return self.classifier.head_logits(self.classifier.pool_states(states, mask))
+
+    return Tail().eval()
+
+
+def _torch_states(model, texts: list[str], k: int) -> list[np.ndarray]:
+    """Hidden state k of the torch model for each text, one text at a time (no padding)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for text in texts:
+            tokens = model.tokenize([text])
+            hidden = model.torch_model().encoder(**tokens, output_hidden_states=True).hidden_states[k]
+            out.append(hidden[0].float().numpy())
+    return out
+
+
+def _export_tail(model, folder: Path, opset: int) -> dict | None:
+    """Export the tail graphs (module doc) when the model has lower layers to share; their manifest record."""
+    import torch
+
+    k = model.shared_layers()
+    if k is None:
+        return None
+    files = {variant: folder / name for variant, name in TAIL_FILES.items()}
+    sample = torch.from_numpy(_torch_states(model, ["an example sentence to trace"], k)[0][None])
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_tail_module(model.torch_model(), k), (sample,), str(files["fp32"]),
+                          input_names=["token_states"], output_names=["logits"],
+                          dynamic_axes={"token_states": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+                          opset_version=opset, dynamo=False, do_constant_folding=True)
+    quantize_matmuls(files["fp32"], files["int8"])
+    return {"layer": k, "prefix_sha256": prefix_digest(model.torch_model().encoder, k),
+            "tokenizer_sha256": tokenizer_digest(folder / "tokenizer.json"),
+            "lower_case": reads_lower_case(folder / "tokenizer.json", bool(getattr(model.tokenizer, "do_lower_case", False))),
+            "variants": {variant: {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+                         for variant, path in files.items()}}
+
+
+def shares_prefix_with(encoder_manifest: dict, sentiment_manifest: dict) -> str | None:
+    """None when the sentiment export's tail can continue from the encoder export's `token_states`;
+    else why not (one line)."""
+    states, tail = encoder_manifest.get("token_states"), sentiment_manifest.get("tail")
+    if not tail:
+        return "the sentiment model has no tail graph (it adapts its lowest layers, or its head reads them)"
+    if not states:
+        return "the encoder's export has no token_states output"
+    if states.get("layer") != tail.get("layer"):
+        return f"the encoder outputs hidden state {states.get('layer')}, the tail starts from {tail.get('layer')}"
+    if states.get("prefix_sha256") != tail.get("prefix_sha256"):
+        return f"the encoder's embeddings or layers below {tail['layer']} differ from the sentiment model's base"
+    if states.get("tokenizer_sha256") != tail.get("tokenizer_sha256") or states.get("lower_case") != tail.get("lower_case"):
+        return "the encoder and the sentiment model tokenise differently"
+    return None
+
+
+def compare_shared(encoder, sentiment: "OnnxSentiment", texts: list[str]) -> dict:
+    """How the shared path (the encoder's token states through the tail) agrees with the model's own
+    pass on `texts` (compare_to_torch's figures, the own pass as the reference), and how many texts the
+    shared path took (the others are longer than the model's max_length)."""
+    states = encoder.encode(texts, states=True).token_states
+    own = sentiment.predict_proba(texts)
+    figures = compare_to_torch(own, sentiment.predict_proba_shared(texts, states))
+    figures["shared_texts"] = int(sum(1 for s in states if sentiment.takes_states(s)))
+    return figures
 
 
 def compare_to_torch(reference: np.ndarray, candidate: np.ndarray) -> dict:
@@ -181,6 +295,46 @@ class OnnxSentiment:
                                        pad_token=self.manifest.get("pad_token") or "[PAD]")
         self._session = cpu_session(path, threads=threads, what="sentiment ONNX file")
         self._inputs = [i.name for i in self._session.get_inputs()]
+        self.max_length = int(self.manifest["max_length"])
+        self.tail = None  # the manifest's tail record when its graph for this variant loaded
+        self._tail = None
+        tail = self.manifest.get("tail")
+        if tail and variant in (tail.get("variants") or {}):
+            entry = tail["variants"][variant]
+            tail_path = self.folder / entry["file"]
+            if not tail_path.is_file() or ("bytes" in entry and tail_path.stat().st_size != entry["bytes"]):
+                raise UserError(f"sentiment ONNX file {tail_path} is missing or truncated (export the folder again)")
+            self._tail = cpu_session(tail_path, threads=threads, what="sentiment ONNX file")
+            self.tail = tail
+
+    def takes_states(self, states: np.ndarray | None) -> bool:
+        """Whether `predict_proba_shared` reads these token states through the tail (not the own pass)."""
+        return self._tail is not None and states is not None and 0 < len(states) <= self.max_length
+
+    def logits_shared(self, texts: list[str], states: list[np.ndarray | None]) -> np.ndarray:
+        """Logits from another pass's token states (one (tokens, hidden) array per text, hidden state
+        `tail["layer"]` of an encoder whose export `shares_prefix_with` this one): the tail for each text
+        that fits max_length, the own pass for the others (and for every text without a tail)."""
+        if len(states) != len(texts):
+            raise ValueError("one token-state array per text")
+        out = np.zeros((len(texts), len(self.labels)), np.float32)
+        own = []
+        for i, token_states in enumerate(states):
+            if self.takes_states(token_states):
+                feed = {"token_states": np.ascontiguousarray(token_states, dtype=np.float32)[None]}
+                out[i] = self._tail.run(["logits"], feed)[0][0]
+            else:
+                own.append(i)
+        if own:
+            out[own] = self.logits([texts[i] for i in own])
+        return out
+
+    def predict_proba_shared(self, texts: list[str], states: list[np.ndarray | None]) -> np.ndarray:
+        return softmax_np(self.logits_shared(texts, states), self.temperature)
+
+    def predict_shared(self, texts: list[str], states: list[np.ndarray | None]) -> list[tuple[str, dict[str, float]]]:
+        """As `predict`, from token states where it can (`logits_shared`)."""
+        return self._labelled(self.predict_proba_shared(texts, states))
 
     def logits(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         if isinstance(texts, str):
@@ -207,5 +361,8 @@ class OnnxSentiment:
 
     def predict(self, texts: list[str], batch_size: int = 64) -> list[tuple[str, dict[str, float]]]:
         """One (label, {label: probability}) per text, in input order."""
+        return self._labelled(self.predict_proba(texts, batch_size))
+
+    def _labelled(self, proba: np.ndarray) -> list[tuple[str, dict[str, float]]]:
         return [(self.labels[int(np.argmax(row))], {label: float(p) for label, p in zip(self.labels, row)})
-                for row in self.predict_proba(texts, batch_size)]
+                for row in proba]

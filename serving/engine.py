@@ -66,6 +66,9 @@ class Served:
     sections: dict[str, Section]
     chunk_markdown: dict[str, str]  # a chunk entry's text -> the Markdown it was made from
     label_of: dict[str, str]
+    # A question's sentiment continues from the encoder pass's token states (`sentiment_shares_encoder`
+    # and the loaded exports fit); watched-channel messages (sentiment only) take the model's own pass.
+    shares_encoder: bool = False
 
 
 def runtime_for(version: ModelVersion, settings: Settings) -> str:
@@ -94,6 +97,28 @@ def sentiment_runtime_for(version: ModelVersion, settings: Settings) -> str:
     if wanted == "torch" or pick_device(settings.device).startswith("cuda") or version.sentiment_onnx_dir is None:
         return "torch"
     return wanted
+
+
+def sentiment_shares_encoder(version: ModelVersion, settings: Settings) -> bool:
+    """Whether a question's sentiment continues from the encoder pass (docs/sentiment.md): the build
+    measured the shared path on the runtimes that serve now and approved it (meta
+    "sentiment"."shared"), and `sentiment_share_encoder` is on. The engine also checks the loaded
+    exports fit (models.sentiment_onnx.shares_prefix_with)."""
+    shared = (version.meta.get("sentiment") or {}).get("shared") or {}
+    pair = f"{runtime_for(version, settings)}/{sentiment_runtime_for(version, settings)}"
+    return bool(settings.sentiment_share_encoder and shared.get("served") and shared.get("pair") == pair)
+
+
+def _exports_fit(encoder, sentiment) -> bool:
+    """The loaded encoder outputs the token states the loaded sentiment model's tail starts from."""
+    from models.sentiment_onnx import shares_prefix_with
+
+    if getattr(sentiment, "tail", None) is None or getattr(encoder, "token_states", None) is None:
+        return False
+    problem = shares_prefix_with(encoder.manifest, sentiment.manifest)
+    if problem:
+        log.warning("sentiment takes its own pass: %s", problem)
+    return problem is None
 
 
 @dataclass(frozen=True)
@@ -208,16 +233,19 @@ class Engine:
         params = DecisionParams.from_dict(version.meta.get("decision"), max_sources=self.settings.max_sources,
                                           clarify_margin=self.settings.clarify_margin)
         sections = {s.id: s for doc in documents.values() for s in split_sections(doc)}
+        encoder, sentiment = self._encoder_for(version), self._sentiment_for(version)
+        shares = sentiment_shares_encoder(version, self.settings) and _exports_fit(encoder, sentiment)
         return Served(
             params=params,
             sections=sections,
             chunk_markdown=chunk_markdown(documents.values(), self.settings.chunk_words),
             label_of={doc_id: doc.label for doc_id, doc in documents.items()},
             version=version,
-            encoder=self._encoder_for(version),
+            encoder=encoder,
             intent_head=intent_head,
             label_index={label: i for i, label in enumerate(intent_head.labels)},
-            sentiment=self._sentiment_for(version),
+            sentiment=sentiment,
+            shares_encoder=shares,
             index=index,
             documents=documents,
             docs_by_label=dict(by_label),
@@ -257,7 +285,7 @@ class Engine:
             followup_of[i] = len(inputs)
             short = len(text.split()) <= self.settings.followup_max_words
             inputs.append(" ".join((turns[-1:] if short else turns[-2:]) + [text]))
-        encoded = served.encoder.encode(inputs)
+        encoded = served.encoder.encode(inputs, states=True) if served.shares_encoder else served.encoder.encode(inputs)
         intent_probs = served.intent_head.predict_proba(encoded)
         sentiments = self._label_sentiment(served, inputs[:len(texts)], encoded)
         scores, positions = served.index.search(encoded.embeddings, SEARCH_K)
@@ -389,9 +417,12 @@ class Engine:
 
     @staticmethod
     def _label_sentiment(served: Served, texts: list[str], encoded) -> list[tuple[str, dict[str, float]]]:
-        """One (label, scores) per text: the head reads the shared pass, a fine-tuned model the texts."""
+        """One (label, scores) per text: the head reads the shared pass, a fine-tuned model the texts (or,
+        for questions, the encoder pass's token states: `Served.shares_encoder`)."""
         if served.sentiment.reads_encoder:
             return served.sentiment.predict(encoded)[:len(texts)]
+        if served.shares_encoder and encoded is not None and encoded.token_states is not None:
+            return served.sentiment.predict_shared(texts, encoded.token_states[:len(texts)])
         return served.sentiment.predict(texts)
 
     def _quote(self, served: Served, doc: Document, section_id: str | None, chunk: str | None) -> tuple[str, dict | None]:

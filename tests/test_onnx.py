@@ -239,3 +239,14 @@ def test_one_question_at_a_time_matches_torch(exported):
     torch_encoder, onnx_encoder = Encoder(MINILM, "cpu"), load_encoder(exported[0], "onnx")
     single = np.vstack([onnx_encoder.embed([t]) for t in texts])
     assert _cos(torch_encoder.embed(texts), single).min() > 0.999
+
+
+def test_token_states_need_an_export_with_them(exported):
+    from models.onnx_encoder import OnnxEncoder
+
+    folder, manifest = exported
+    encoder = OnnxEncoder(folder, "int8")
+    assert "token_states" not in manifest and encoder.token_states is None
+    assert encoder.encode(["hello"]).token_states is None
+    with pytest.raises(ValueError, match="no token_states output"):
+        encoder.encode(["hello"], states=True)

@@ -216,7 +216,8 @@ def build_version(
         if settings.uses_sentiment_model:  # the fine-tuned model labels sentiment; exported like the encoder
             from models.sentiment_model import artefact_path
 
-            sentiment = prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions)
+            sentiment = prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions,
+                                          encoder_runtime=(runtime or {}).get("served", "torch"))
         else:
             sentiment = {"model": "head", "served": "head",
                          "reason": "sentiment_model = none: the head over the encoder pass"}

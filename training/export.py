@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.runtimes import choose_runtime, load_encoder
+from models.runtimes import VARIANT_OF_RUNTIME, choose_runtime, load_encoder
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +48,26 @@ def wants_onnx(settings) -> bool:
     return settings.runtime != "torch" and not pick_device(settings.device).startswith("cuda")
 
 
-def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Path | None = None) -> dict:
-    """The ONNX export of `source` in `folder` (linked from an earlier one of the same weights when
-    there is one); returns its manifest."""
+def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Path | None = None,
+                   token_states_layer: int | None = None) -> dict:
+    """The ONNX export of `source` in `folder` (linked from an earlier one of the same weights, and
+    the same `token_states_layer`, when there is one); returns its manifest."""
     from models.onnx_export import export_onnx, read_manifest
 
     for candidate in (reuse, _EXPORTS.get(encoder_version)):
-        if candidate is not None and (Path(candidate) / "onnx.json").is_file():
+        if candidate is None or not (Path(candidate) / "onnx.json").is_file():
+            continue
+        try:
+            states = read_manifest(candidate).get("token_states") or {}
+        except Exception:  # noqa: BLE001 - an unreadable earlier export is simply not reused
+            continue
+        if states.get("layer") == token_states_layer:
             _link_tree(Path(candidate), folder)
             log.info("ONNX export of %s reused from %s", source, candidate)
             return read_manifest(folder)
     started = time.perf_counter()
     try:
-        manifest = export_onnx(source, folder, measure=False)
+        manifest = export_onnx(source, folder, measure=False, token_states_layer=token_states_layer)
     except OSError:
         raise
     except Exception as exc:  # tokenizers and onnx report a full disk as a plain Exception
@@ -84,7 +91,8 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
     `verdict` ({"served", "reason", "heldout"}): the retrain gate's choice on its held-out set, which
     overrides the probe's (`heldout_verdict`)."""
     started = time.perf_counter()
-    manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse)
+    manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse,
+                              token_states_layer=shared_sentiment_layer(settings))
     fp32 = load_encoder(draft.onnx_dir, "onnx", threads=settings.torch_threads)
     int8 = load_encoder(draft.onnx_dir, "onnx-int8", threads=settings.torch_threads)
     probes, targets = _probe(documents)
@@ -112,6 +120,16 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
               "seconds": round(time.perf_counter() - started, 2)}
     log.info("runtime %s: %s", chosen, reason)
     return {"onnx": fp32, "onnx-int8": int8}.get(chosen, torch_encoder), record
+
+
+def shared_sentiment_layer(settings) -> int | None:
+    """The hidden state the encoder's export should also output for the fine-tuned sentiment model's
+    tail (models/sentiment_onnx.py), or None: no model, `sentiment_share_encoder` off, nothing to share."""
+    if not (settings.uses_sentiment_model and settings.sentiment_share_encoder):
+        return None
+    from models.sentiment_model import artefact_path, artefact_shared_layers
+
+    return artefact_shared_layers(artefact_path(settings.sentiment_model))
 
 
 def heldout_verdict(settings, version, score) -> dict | None:
@@ -181,11 +199,13 @@ def _link_tree(source: Path, folder: Path) -> None:
 _SENTIMENT_EXPORTS: dict[str, Path] = {}  # artefact sha256 -> a committed folder holding its export (this process)
 
 
-def prepare_sentiment(draft, artefact: Path, settings, versions=None) -> dict:
+def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_runtime: str = "torch") -> dict:
     """Copy the fine-tuned sentiment model into the draft, export it to ONNX fp32 and int8 (hard-linked
     from an earlier export of the same artefact: this process's, or one of the newest versions'), and
     choose its runtime (`models.runtimes.choose_sentiment_runtime`, from the export's agreement with
-    torch on the fixed probe texts). Returns the record for the version's meta "sentiment"."""
+    torch on the fixed probe texts). When the draft's encoder export (served on `encoder_runtime`) can
+    feed the model's tail, the shared path is measured against the model's own pass (`shared`).
+    Returns the record for the version's meta "sentiment"."""
     from models.onnx_export import sha256_file
     from models.runtimes import choose_sentiment_runtime
     from models.sentiment_onnx import MANIFEST, export_sentiment, read_manifest
@@ -220,8 +240,40 @@ def prepare_sentiment(draft, artefact: Path, settings, versions=None) -> dict:
     if settings.runtime != "auto":
         chosen, reason = settings.runtime, f"runtime = {settings.runtime} (setting); measured: {reason}"
     log.info("sentiment runtime %s: %s", chosen, reason)
-    return {**record, "served": chosen, "reason": reason, "scores": figures,
-            "seconds": round(time.perf_counter() - started, 2)}
+    record.update(served=chosen, reason=reason, scores=figures)
+    record["shared"] = _prepare_shared(draft, settings, encoder_runtime, chosen)
+    return {**record, "seconds": round(time.perf_counter() - started, 2)}
+
+
+def _prepare_shared(draft, settings, encoder_runtime: str, sentiment_runtime: str) -> dict:
+    """Whether a question's sentiment continues from the encoder pass (meta "sentiment"."shared"):
+    both exports must fit (`shares_prefix_with`) and, on the runtimes the build chose, the shared
+    path's labels must agree with the model's own pass on ≥ `sentiment_int8_min_agreement` of the
+    probe texts (`models.runtimes.choose_shared`)."""
+    from models.onnx_export import read_manifest as read_encoder_manifest
+    from models.runtimes import choose_shared
+    from models.sentiment_onnx import OnnxSentiment, compare_shared, probe_texts, shares_prefix_with
+    from models.sentiment_onnx import read_manifest as read_sentiment_manifest
+
+    pair = f"{encoder_runtime}/{sentiment_runtime}"
+    off = {"served": False, "pair": pair}
+    if not settings.sentiment_share_encoder:
+        return {**off, "reason": "sentiment_share_encoder = false (setting)"}
+    if "torch" in (encoder_runtime, sentiment_runtime) or not (draft.onnx_dir / "onnx.json").is_file():
+        return {**off, "reason": "the encoder or the sentiment model is served by torch"}
+    encoder_manifest = read_encoder_manifest(draft.onnx_dir)
+    sentiment_manifest = read_sentiment_manifest(draft.sentiment_onnx_dir)
+    problem = shares_prefix_with(encoder_manifest, sentiment_manifest)
+    if problem:
+        return {**off, "reason": problem}
+    encoder = load_encoder(draft.onnx_dir, encoder_runtime, threads=settings.torch_threads)
+    sentiment = OnnxSentiment(draft.sentiment_onnx_dir, VARIANT_OF_RUNTIME[sentiment_runtime],
+                              threads=settings.torch_threads)
+    figures = compare_shared(encoder, sentiment, probe_texts())
+    served, reason = choose_shared(figures, min_agreement=settings.sentiment_int8_min_agreement)
+    log.info("sentiment from the encoder pass's hidden state %s: %s", sentiment_manifest["tail"]["layer"], reason)
+    return {"served": served, "pair": pair, "layer": sentiment_manifest["tail"]["layer"], "reason": reason,
+            "agreement": figures}
 
 
 def remember_sentiment(version) -> None:

@@ -42,7 +42,7 @@ def served_threshold(settings, meta: dict) -> float:
 def run(args) -> int:
     from core.errors import UserError
     from core.settings import Settings
-    from serving.engine import runtime_for, sentiment_runtime_for
+    from serving.engine import runtime_for, sentiment_runtime_for, sentiment_shares_encoder
     from serving.versions import VersionStore, folder_bytes
 
     settings = Settings.load()
@@ -92,6 +92,8 @@ def run(args) -> int:
                      "sentiment_runtime": sentiment_runtime_for(version, settings),
                      "sentiment_model": sentiment.get("model", "head"), "sentiment_runtime_chosen": sentiment.get("served", "head"),
                      "sentiment_reason": sentiment.get("reason"), "sentiment_scores": sentiment.get("scores"),
+                     "sentiment_shares_encoder": sentiment_shares_encoder(version, settings),
+                     "sentiment_shared": sentiment.get("shared"),
                      "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name)})
     served = next((r for r in rows if r["champion"]), None)
     if args.json:
@@ -108,6 +110,15 @@ def run(args) -> int:
         what = "the head over the encoder pass" if served["sentiment_runtime"] == "head" else \
             f"the fine-tuned model on {served['sentiment_runtime']}"
         out(f"sentiment of the champion: {what} — {served['sentiment_reason']}")
+        shared = served["sentiment_shared"] or {}
+        if served["sentiment_shares_encoder"]:
+            out(f"  questions' sentiment continues from the encoder pass (hidden state {shared.get('layer')}): "
+                f"{shared.get('reason')}")
+        elif shared.get("reason") and served["sentiment_runtime"] != "head":
+            why = shared["reason"] if not shared.get("served") else (
+                f"the build approved sharing on {shared.get('pair')} (encoder/sentiment runtimes), which do not "
+                f"both serve now" if settings.sentiment_share_encoder else "sentiment_share_encoder = false (setting)")
+            out(f"  questions' sentiment takes the model's own pass: {why}")
     if served:
         composer = served["composer"]
         verdict = ("approved by the gate" if composer["approved"] else "not approved by the gate"
