@@ -113,6 +113,7 @@ def test_ingest_json_with_fine_tuning_is_json_lines_only(tmp_path):
     version = VersionStore(tmp_path / "home" / "models").champion()
     assert (version.path / "encoder").is_dir()  # the encoder really was fine-tuned
     assert "train_runtime" not in proc.stdout and "Computing widget examples" not in proc.stderr
+    assert "train_runtime" not in proc.stderr  # the trainer's raw log dict is not printed at all
     assert "\r" not in proc.stderr  # no progress display: stderr is not a terminal
 
 

@@ -147,6 +147,9 @@ def finetune_encoder(base: str, texts: list[str], labels: list[str], out_dir: Pa
         dataloader_drop_last=False,
     )
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=data, loss=contrastive_loss(model, config.loss))
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # no raw {'train_runtime': ...} dict on the console (as the retrain)
     trainer.train()
     model.save(str(out_dir))
     record = {"steps": trainer.state.global_step, "epochs": round(trainer.state.global_step / steps_per_epoch, 2),
