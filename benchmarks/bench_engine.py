@@ -5,8 +5,10 @@
   index built by the winner; sentiment by the head on the same pass) and with the defaults (the
   fine-tuned sentiment model exported too): the ratios are the exports' cost.
 - Single-question latency p50/p99 end to end in `Engine.answer` for each runtime (torch, ONNX fp32,
-  ONNX int8, for the encoder and the fine-tuned sentiment model alike: sentiment included, its own
-  pass), and int8 with the head (`sentiment_model = none`: one pass), printed as a ratio to the bare
+  ONNX int8, for the encoder and the fine-tuned sentiment model alike: sentiment included, from the
+  encoder pass's token states through the model's tail where the build approved it, "(shared)"), the
+  same with the model's own whole pass (`demo-own`: `sentiment_share_encoder = false`), and int8 with
+  the head (`sentiment_model = none`: one pass), printed as a ratio to the bare
   torch sentence-transformers encode of the same question in the same run (the floor).
 - Batch throughput (`Engine.answer_batch`, 64 questions per call).
 - The same on a 1k-chunk KB (1,000 DSTC10 FAQ snippets) and a 100k-chunk KB (the 12k real DSTC10
@@ -84,12 +86,13 @@ def measure(engine: Engine, label: str, rounds: int, model) -> dict:
     throughput = batches * len(batch_questions) / (time.perf_counter() - start)
     f50, f99 = percentiles(floor)
     s50, s99 = percentiles(single)
+    shared = engine.served.shares_encoder
     row = {"kb": label, "runtime": engine.runtime, "sentiment": engine.sentiment_runtime,
-           "index": engine.served.index.meta["type"],
+           "sentiment_shares_encoder": shared, "index": engine.served.index.meta["type"],
            "vectors": len(engine.served.index),
            "encode_p50_ms": round(f50, 2), "answer_p50_ms": round(s50, 2), "answer_p99_ms": round(s99, 2),
            "ratio_p50": round(s50 / f50, 2), "batch_per_s": round(throughput, 1)}
-    print(f"{label:>10} {engine.runtime:>9} sentiment {engine.sentiment_runtime:>9} | {row['index']:>5} {row['vectors']:>7} vectors | torch encode p50 {f50:6.2f} ms | "
+    print(f"{label:>10} {engine.runtime:>9} sentiment {engine.sentiment_runtime:>9}{' (shared)' if shared else '         '} | {row['index']:>5} {row['vectors']:>7} vectors | torch encode p50 {f50:6.2f} ms | "
           f"answer p50 {s50:6.2f} ms p99 {s99:6.2f} ms | ratio {s50 / f50:4.2f} | batch {throughput:6.1f} q/s",
           flush=True)
     return row
@@ -167,6 +170,8 @@ def main() -> None:
         for runtime in ("torch", "onnx", "onnx-int8"):
             rows.append(measure(Engine(settings.replace(runtime=runtime, torch_threads=answering_threads)), "demo",
                                 args.rounds, floor))
+        rows.append(measure(Engine(settings.replace(sentiment_share_encoder=False, torch_threads=answering_threads)),
+                            "demo-own", args.rounds, floor))  # the sentiment model's own pass for questions too
         head_settings = Settings.load(env={}, home=Path(tmp) / "demo-auto-head", torch_threads=answering_threads)
         rows.append(measure(Engine(head_settings), "demo-head", args.rounds, floor))
         if not (DATA / "dstc10_knowledge_faq").is_dir():
