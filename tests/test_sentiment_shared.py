@@ -131,3 +131,20 @@ def test_an_encoder_fine_tuned_below_the_tail_is_not_shared(tmp_path):
     assert shared["served"] is False and "layers below 3 differ" in shared["reason"], shared
     assert not engine.served.shares_encoder
     assert engine.answer(TEXTS[1]).sentiment == "positive"
+
+
+@pytest.mark.slow
+def test_an_earlier_export_is_reused_only_with_the_same_token_states(tmp_path):
+    from models.onnx_export import export_onnx
+    from training.export import export_encoder
+
+    minilm = "builtin:all-MiniLM-L6-v2"
+    old = tmp_path / "old"
+    export_onnx(minilm, old, variants=("fp32",), measure=False)  # an export made before token_states
+    new = export_encoder(minilm, tmp_path / "new", "test-reuse-states", reuse=old, token_states_layer=3)
+    assert new["token_states"]["layer"] == 3 and "token_states" in new["outputs"]
+    assert (tmp_path / "new" / "model.onnx").stat().st_ino != (old / "model.onnx").stat().st_ino  # exported anew
+    again = export_encoder(minilm, tmp_path / "again", "test-reuse-states-2", reuse=tmp_path / "new",
+                           token_states_layer=3)
+    assert again["token_states"] == new["token_states"]
+    assert (tmp_path / "again" / "model.onnx").stat().st_ino == (tmp_path / "new" / "model.onnx").stat().st_ino
