@@ -168,16 +168,18 @@ def _tail_module(classifier, k: int):
     return Tail().eval()
 
 
-def _torch_states(model, texts: list[str], k: int) -> list[np.ndarray]:
-    """Hidden state k of the torch model for each text, one text at a time (no padding)."""
+def _torch_states(model, texts: list[str], k: int, batch_size: int = 64) -> list[np.ndarray]:
+    """Hidden state k of the torch model for each text, cut to its own tokens (padding is masked out of
+    attention, so a padded batch gives each text the states it has alone)."""
     import torch
 
     out = []
     with torch.inference_mode():
-        for text in texts:
-            tokens = model.tokenize([text])
+        for start in range(0, len(texts), batch_size):
+            tokens = model.tokenize(texts[start:start + batch_size])
             hidden = model.torch_model().encoder(**tokens, output_hidden_states=True).hidden_states[k]
-            out.append(hidden[0].float().numpy())
+            lengths = tokens["attention_mask"].sum(1).tolist()
+            out.extend(hidden[row, :n].float().numpy() for row, n in enumerate(lengths))
     return out
 
 
