@@ -126,8 +126,7 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
         "opset": opset,
         "exporter": f"torch.onnx.export (TorchScript) torch {torch.__version__}",
         "onnxruntime": onnxruntime.__version__,
-        "variants": {variant: {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path),
-                               **({"quantisation": QUANTISATION} if variant == "int8" else {})}
+        "variants": {variant: {**_file_entry(path), **({"quantisation": QUANTISATION} if variant == "int8" else {})}
                      for variant, path in files.items()},
     }
     if tail is not None:
@@ -202,8 +201,7 @@ def _export_tail(model, folder: Path, opset: int) -> dict | None:
     return {"layer": k, "prefix_sha256": prefix_digest(model.torch_model().encoder, k),
             "tokenizer_sha256": tokenizer_digest(folder / "tokenizer.json"),
             "lower_case": reads_lower_case(folder / "tokenizer.json", bool(getattr(model.tokenizer, "do_lower_case", False))),
-            "variants": {variant: {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-                         for variant, path in files.items()}}
+            "variants": {variant: _file_entry(path) for variant, path in files.items()}}
 
 
 def shares_prefix_with(encoder_manifest: dict, sentiment_manifest: dict) -> str | None:
@@ -246,6 +244,19 @@ def compare_to_torch(reference: np.ndarray, candidate: np.ndarray) -> dict:
             "max_abs_probability_diff": round(float(np.abs(reference - candidate).max()), 6)}
 
 
+def _file_entry(path: Path) -> dict:
+    """A graph file's manifest entry: its name, size and sha256."""
+    return {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+
+
+def _checked_file(folder: Path, entry: dict) -> Path:
+    """The file a manifest entry names, after checking it is there with the recorded size."""
+    path = folder / entry["file"]
+    if not path.is_file() or ("bytes" in entry and path.stat().st_size != entry["bytes"]):
+        raise UserError(f"sentiment ONNX file {path} is missing or truncated (export the folder again)")
+    return path
+
+
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a sentiment export folder; UserError (one line) when the folder is not one."""
     folder = Path(folder).expanduser()
@@ -285,9 +296,7 @@ class OnnxSentiment:
         self.labels = list(self.manifest["labels"])
         self.temperature = float(self.manifest["temperature"])
         self.source = f"{self.folder}#{self.runtime}"
-        path = self.folder / entry["file"]
-        if not path.is_file() or ("bytes" in entry and path.stat().st_size != entry["bytes"]):
-            raise UserError(f"sentiment ONNX file {path} is missing or truncated (export the folder again)")
+        path = _checked_file(self.folder, entry)
         try:
             self._tokenizer = Tokenizer.from_file(str(self.folder / "tokenizer.json"))
         except Exception as exc:  # tokenizers raises plain Exception subclasses
@@ -302,11 +311,8 @@ class OnnxSentiment:
         self._tail = None
         tail = self.manifest.get("tail")
         if tail and variant in (tail.get("variants") or {}):
-            entry = tail["variants"][variant]
-            tail_path = self.folder / entry["file"]
-            if not tail_path.is_file() or ("bytes" in entry and tail_path.stat().st_size != entry["bytes"]):
-                raise UserError(f"sentiment ONNX file {tail_path} is missing or truncated (export the folder again)")
-            self._tail = cpu_session(tail_path, threads=threads, what="sentiment ONNX file")
+            self._tail = cpu_session(_checked_file(self.folder, tail["variants"][variant]), threads=threads,
+                                     what="sentiment ONNX file")
             self.tail = tail
 
     def takes_states(self, states: np.ndarray | None) -> bool:
