@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from models.onnx_encoder import cpu_session
+from models.onnx_encoder import cpu_session, map_texts, one_text_workers
 from models.onnx_export import (
     QUANTISATION,
     prefix_digest,
@@ -278,7 +278,8 @@ def read_manifest(folder: str | Path) -> dict:
 
 class OnnxSentiment:
     """`predict(texts)` as FineTunedSentiment's, from an export folder; `variant` fp32 or int8;
-    `threads`: onnxruntime's intra-op threads (0: its default)."""
+    `threads` as OnnxEncoder's (0: one per core): fp32's intra-op threads over a batch, or how many
+    texts int8 runs side by side, one at a time each (`map_texts`)."""
 
     reads_encoder = False  # its own pass: it needs the texts, not the shared encoder's features
 
@@ -304,14 +305,16 @@ class OnnxSentiment:
         self._tokenizer.enable_truncation(max_length=int(self.manifest["max_length"]))
         self._tokenizer.enable_padding(pad_id=int(self.manifest["pad_token_id"]),
                                        pad_token=self.manifest.get("pad_token") or "[PAD]")
-        self._session = cpu_session(path, threads=threads, what="sentiment ONNX file")
+        intra = 1 if variant == "int8" else threads
+        self.workers = one_text_workers(threads) if variant == "int8" else 1
+        self._session = cpu_session(path, threads=intra, what="sentiment ONNX file")
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.max_length = int(self.manifest["max_length"])
         self.tail = None  # the manifest's tail record when its graph for this variant loaded
         self._tail = None
         tail = self.manifest.get("tail")
         if tail and variant in (tail.get("variants") or {}):
-            self._tail = cpu_session(_checked_file(self.folder, tail["variants"][variant]), threads=threads,
+            self._tail = cpu_session(_checked_file(self.folder, tail["variants"][variant]), threads=intra,
                                      what="sentiment ONNX file")
             self.tail = tail
 
@@ -326,13 +329,15 @@ class OnnxSentiment:
         if len(states) != len(texts):
             raise ValueError("one token-state array per text")
         out = np.zeros((len(texts), len(self.labels)), np.float32)
-        own = []
-        for i, token_states in enumerate(states):
-            if self.takes_states(token_states):
-                feed = {"token_states": np.ascontiguousarray(token_states, dtype=np.float32)[None]}
-                out[i] = self._tail.run(["logits"], feed)[0][0]
-            else:
-                own.append(i)
+        tail = [i for i, token_states in enumerate(states) if self.takes_states(token_states)]
+        taken = set(tail)
+        own = [i for i in range(len(texts)) if i not in taken]
+
+        def run_tail(i: int) -> np.ndarray:  # one text a run: the graph takes one text's states
+            return self._tail.run(["logits"], {"token_states": np.ascontiguousarray(states[i], dtype=np.float32)[None]})[0][0]
+
+        if tail:
+            out[tail] = map_texts(run_tail, tail, self.workers)
         if own:
             out[own] = self.logits([texts[i] for i in own])
         return out
@@ -349,20 +354,22 @@ class OnnxSentiment:
             raise TypeError("logits() takes a list of texts")
         if not texts:
             return np.zeros((0, len(self.labels)), np.float32)
-        if self.variant == "int8":
-            batch_size = 1  # batch-invariant labels (module doc)
+        if self.variant == "int8":  # batch-invariant labels (module doc): one text a run, side by side
+            return np.concatenate(map_texts(lambda text: self._run([text]), list(texts), self.workers))
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        parts = []
-        for start in range(0, len(texts), batch_size):
-            batch = [texts[i] or " " for i in order[start:start + batch_size]]
-            if self.manifest.get("do_lower_case"):
-                batch = [t.lower() for t in batch]
-            encodings = self._tokenizer.encode_batch(batch)
-            arrays = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-                      "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                      "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
-            parts.append(self._session.run(["logits"], {n: arrays[n] for n in self._inputs})[0].astype(np.float32))
+        parts = [self._run([texts[i] for i in order[start:start + batch_size]])
+                 for start in range(0, len(texts), batch_size)]
         return np.concatenate(parts)[np.argsort(np.array(order))]
+
+    def _run(self, batch: list[str]) -> np.ndarray:
+        batch = [text or " " for text in batch]
+        if self.manifest.get("do_lower_case"):
+            batch = [t.lower() for t in batch]
+        encodings = self._tokenizer.encode_batch(batch)
+        arrays = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                  "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+                  "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+        return self._session.run(["logits"], {n: arrays[n] for n in self._inputs})[0].astype(np.float32)
 
     def predict_proba(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         return softmax_np(self.logits(texts, batch_size), self.temperature)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -250,3 +251,41 @@ def test_token_states_need_an_export_with_them(exported):
     assert encoder.encode(["hello"]).token_states is None
     with pytest.raises(ValueError, match="no token_states output"):
         encoder.encode(["hello"], states=True)
+
+
+def test_map_texts_keeps_the_order_and_spreads_the_work_over_threads():
+    import threading
+
+    from models.onnx_encoder import map_texts
+
+    def square(x):  # long enough that one thread cannot take every share before the other starts
+        seen.append(threading.current_thread().name)
+        time.sleep(0.01)
+        return x * x
+
+    items, seen = list(range(11)), []
+    assert map_texts(square, items, 3) == [x * x for x in items]
+    names = set(seen)
+    assert len(names) == 3 and threading.current_thread().name in names  # the caller takes a share
+    assert sum(name.startswith("csbot-onnx") for name in names) == 2
+    seen.clear()
+    assert map_texts(lambda x: (seen.append(threading.current_thread().name), x)[1], [7], 2) == [7]
+    assert seen == [threading.current_thread().name]  # one text: the caller's thread, no hand-off
+    assert map_texts(lambda x: x, [], 2) == []
+
+
+@pytest.mark.slow
+def test_int8_on_two_threads_gives_each_text_what_it_gets_alone(exported):
+    # int8 runs one text at a time (batch-invariant); with threads=2 two texts run side by side, and a
+    # text's features must not depend on that.
+    from models.onnx_encoder import OnnxEncoder
+
+    texts = ["ok", "How do I reset my password?", "my card was declined at the checkout twice today",
+             " ".join(["my parcel is late"] * 40), "refund", "where is my order #4411?", "hi there"]
+    two = OnnxEncoder(exported[0], "int8", threads=2)
+    one = OnnxEncoder(exported[0], "int8", threads=1)
+    assert (two.workers, one.workers) == (2, 1)
+    together = two.encode(texts)
+    alone = [one.encode([t]) for t in texts]
+    assert np.array_equal(together.embeddings, np.vstack([a.embeddings for a in alone]))
+    assert np.array_equal(together.layers, np.vstack([a.layers for a in alone]))

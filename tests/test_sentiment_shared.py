@@ -8,6 +8,7 @@ onnxruntime, the shipped artefact, the demo KB."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -89,6 +90,31 @@ def test_the_demo_build_shares_the_encoder_pass_and_labels_as_the_own_pass(demo_
         answer = engine.answer(text)
         assert answer.sentiment == served.sentiment.labels[int(np.argmax(row))]
         np.testing.assert_allclose([answer.sentiment_scores[k] for k in served.sentiment.labels], row, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_two_threads_answer_a_batch_as_one_thread_and_as_each_question_alone(demo_home):
+    # torch_threads = 2: int8 runs the texts side by side (two at a time, one intra-op thread each),
+    # through the encoder, the sentiment tail and the own pass alike; nothing a question gets may depend
+    # on that.
+    from serving.engine import Engine
+
+    texts = TEXTS + [LONG, "my parcel never arrived", "How do I reset my password?"]
+    two = Engine(Settings.load(env={}, home=demo_home, torch_threads=2))
+    one = Engine(Settings.load(env={}, home=demo_home, torch_threads=1))
+    assert two.served.shares_encoder and two.served.encoder.workers == 2 and two.served.sentiment.workers == 2
+
+    def seen(answer):  # everything but the answer's own id
+        return dataclasses.replace(answer, answer_id="")
+
+    together = [seen(a) for a in two.answer_batch(texts)]
+    assert together == [seen(a) for a in one.answer_batch(texts)]
+    for answer, text in zip(together, texts):  # alone: the same features; numpy's heads on a batch of
+        alone = seen(one.answer(text))         # one round differently in the last bits
+        assert (answer.intent, answer.doc_id, answer.sentiment, answer.text) == (alone.intent, alone.doc_id,
+                                                                                  alone.sentiment, alone.text)
+        assert answer.confidence == pytest.approx(alone.confidence, abs=1e-6)
+    assert two.sentiment(texts) == one.sentiment(texts)  # the own pass, side by side
 
 
 @pytest.mark.slow
