@@ -12,8 +12,9 @@
   torch sentence-transformers encode of the same question in the same run (the floor). Two series:
   per call (engine and floor alternate call by call: cold caches, the stricter figure) and in blocks
   of 25 calls (warm caches, as a burst of questions); see `measure`.
-- Batch throughput (`Engine.answer_batch`, 64 questions per call) on the answering threads, and for
-  int8 also with `torch_threads = 2` (its texts run two at a time, one intra-op thread each).
+- Batch throughput (`Engine.answer_batch`, 64 questions per call): int8 runs its texts side by side,
+  `batch_threads` of them (default one per core; one intra-op thread each), also shown with
+  `batch_threads = 1`.
 - The same on a 1k-chunk KB (1,000 DSTC10 FAQ snippets) and a 100k-chunk KB (the 12k real DSTC10
   snippets' vectors plus noisy copies of them up to 100k, HNSW index; the engine is pinned to a
   version whose index is replaced by that one).
@@ -95,9 +96,9 @@ def measure(engine: Engine, label: str, rounds: int, model) -> dict:
         warm_floor += time_calls(lambda text: model.encode([text]), block, len(block))
         warm += time_calls(engine.answer, block, len(block))
     throughput = batch_rate(engine, rounds)
-    two_threads = None
-    if engine.runtime == "onnx-int8":  # its texts run side by side on torch_threads threads (2 cores here)
-        two_threads = batch_rate(Engine(engine.settings.replace(torch_threads=2), version=engine.pinned), rounds)
+    one_thread = None
+    if engine.runtime == "onnx-int8":  # its texts run side by side, batch_threads of them (0: one per core)
+        one_thread = batch_rate(Engine(engine.settings.replace(batch_threads=1), version=engine.pinned), rounds)
     f50, f99 = percentiles(floor)
     s50, s99 = percentiles(single)
     wf50, _ = percentiles(warm_floor)
@@ -110,11 +111,11 @@ def measure(engine: Engine, label: str, rounds: int, model) -> dict:
            "ratio_p50": round(s50 / f50, 2), "batch_per_s": round(throughput, 1),
            "warm_encode_p50_ms": round(wf50, 2), "warm_answer_p50_ms": round(w50, 2),
            "warm_answer_p99_ms": round(w99, 2), "warm_ratio_p50": round(w50 / wf50, 2),
-           "batch_per_s_2_threads": round(two_threads, 1) if two_threads else None}
+           "batch_per_s_one_thread": round(one_thread, 1) if one_thread else None}
     print(f"{label:>10} {engine.runtime:>9} sentiment {engine.sentiment_runtime:>9}{' (shared)' if shared else '         '} | {row['index']:>5} {row['vectors']:>7} vectors | "
           f"per call: torch encode p50 {f50:6.2f} ms, answer p50 {s50:6.2f} ms p99 {s99:6.2f} ms, ratio {s50 / f50:4.2f} | "
           f"in blocks: {wf50:6.2f} / {w50:5.2f} ms p99 {w99:5.2f}, ratio {w50 / wf50:4.2f} | batch {throughput:6.1f} q/s"
-          + (f", 2 threads {two_threads:6.1f} q/s" if two_threads else ""), flush=True)
+          + (f" (batch_threads=1: {one_thread:6.1f})" if one_thread else ""), flush=True)
     return row
 
 
@@ -165,6 +166,16 @@ def large_index_engine(settings: Settings, total: int) -> Engine:
     return Engine(settings, version=copy.name)
 
 
+def use_threads(n: int) -> None:
+    """torch, FAISS and BLAS threads, as core.runtime.limit_threads sets them for the answering commands."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    faiss.omp_set_num_threads(n)
+    threadpool_limits(limits=n, user_api="blas")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=200)
@@ -195,8 +206,7 @@ def main() -> None:
         champion = VersionStore(settings.models_dir).champion()
         print(f"the build chose {champion.runtime}: {champion.meta['runtime']['reason']}", flush=True)
         print(f"and for sentiment {champion.sentiment_runtime}: {champion.meta['sentiment']['reason']}", flush=True)
-        torch.set_num_threads(answering_threads)
-        faiss.omp_set_num_threads(answering_threads)  # as core.runtime.limit_threads does for the answering commands
+        use_threads(answering_threads)
         floor = load_sentence_transformer(champion.encoder_name, "cpu")
         for runtime in ("torch", "onnx", "onnx-int8"):
             rows.append(measure(Engine(settings.replace(runtime=runtime, torch_threads=answering_threads)), "demo",
@@ -211,12 +221,10 @@ def main() -> None:
             return
         settings_1k = Settings.load(env={}, home=Path(tmp) / "kb1k")
         start = time.perf_counter()
-        torch.set_num_threads(default_threads)
-        faiss.omp_set_num_threads(default_threads)
+        use_threads(default_threads)
         ingest([dstc_kb(Path(tmp) / "dstc1k.jsonl", 1000)], settings_1k)
         print(f"ingest 1k-article KB: {time.perf_counter() - start:.1f}s", flush=True)
-        torch.set_num_threads(answering_threads)
-        faiss.omp_set_num_threads(answering_threads)
+        use_threads(answering_threads)
         floor_1k = load_sentence_transformer(VersionStore(settings_1k.models_dir).champion().encoder_name, "cpu")
         for runtime in ("torch", "onnx-int8"):
             rows.append(measure(Engine(settings_1k.replace(runtime=runtime, torch_threads=answering_threads)), "1k",

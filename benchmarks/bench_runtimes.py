@@ -6,7 +6,7 @@ In one run, on the same questions:
   each p50 is also printed as a ratio to the bare sentence-transformers `encode(question)` (the
   torch floor) measured in the same loop;
 - batch throughput with TWO threads (`encode(questions, batch_size=64)`, 512 questions), median of
-  three repeats, the runtimes interleaved;
+  three repeats, the runtimes interleaved (int8 runs the texts two side by side, one at a time each);
 - accuracy on BANKING77, 10 examples per intent (train.csv, seed 0) → test.csv (3,080), with a
   logistic-regression head (C=10, as bench_accuracy's floor) and a nearest-centroid head on each
   runtime's own embeddings: what matters is the difference between runtimes; and CLINC150 in-scope
@@ -147,14 +147,16 @@ def main() -> None:
     # -- one thread: per-question latency
     torch.set_num_threads(1)
     bare = load_sentence_transformer(args.model, "cpu")
-    one = {name: load_encoder(args.model if name == "torch" else folder, name, device="cpu", threads=1) for name in RUNTIMES}
+    one = {name: load_encoder(args.model if name == "torch" else folder, name, device="cpu", threads=1,
+                           workers=1) for name in RUNTIMES}
     times = ({name: [0.0] for name in [*RUNTIMES, "bare"]} if args.skip_latency
              else latency(one, bare, questions, args.rounds))
     bare_p50 = statistics.median(times["bare"]) or 1.0
 
     # -- two threads: batch throughput, BANKING77 encodings
     torch.set_num_threads(2)
-    two = {name: load_encoder(args.model if name == "torch" else folder, name, device="cpu", threads=2) for name in RUNTIMES}
+    two = {name: load_encoder(args.model if name == "torch" else folder, name, device="cpu", threads=2,
+                           workers=2) for name in RUNTIMES}
     rates = ({name: 0 for name in [*RUNTIMES, "bare"]} if args.skip_latency
              else throughput({"bare": _Bare(bare), **two}, questions[:512]))
 

@@ -1,4 +1,4 @@
-"""Process set-up shared by every entry point: quiet third-party logging, torch and FAISS thread limits."""
+"""Process set-up shared by every entry point: quiet third-party logging; torch, FAISS and BLAS thread limits."""
 
 from __future__ import annotations
 
@@ -23,13 +23,18 @@ def quiet_libraries() -> None:
 
 
 def limit_threads(settings: Settings) -> None:
-    """Apply `torch_threads` (0: leave the libraries' defaults) to torch and to FAISS's OpenMP threads
-    (onnxruntime sessions take it per session). A question's FAISS search is one small matrix product:
-    a second OpenMP thread gains nothing on it, and when the cores are busy its barrier cost 1.5-4 ms
-    per question on the 2-core VM (engine p50 7.1-9.6 ms with two threads, 5.6 with one)."""
+    """Apply `torch_threads` (0: leave the libraries' defaults) to torch, to FAISS's OpenMP threads and to
+    the BLAS libraries numpy and FAISS load (OpenBLAS, through threadpoolctl); onnxruntime sessions take
+    it per session. A question's FAISS search is one small matrix product: a second OpenMP thread gains
+    nothing on it, and when the cores are busy its barrier cost 1.5-4 ms per question on the 2-core VM
+    (engine p50 7.1-9.6 ms with two threads, 5.6 with one). OpenBLAS's idle threads spin after each of
+    the heads' small products and took the cores from int8's texts running side by side
+    (`batch_threads`): a batch with the sentiment head answered 730 questions/s with them, 1,131 without."""
     if settings.torch_threads > 0:
         import faiss
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(settings.torch_threads)
         faiss.omp_set_num_threads(settings.torch_threads)
+        threadpool_limits(limits=settings.torch_threads, user_api="blas")

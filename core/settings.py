@@ -359,6 +359,10 @@ class Settings:
     # 0 keeps the libraries' defaults (one per core). One thread answers a single question fastest on small VMs and
     # leaves the other cores to concurrent requests (docs/benchmarks.md); training sets its own.
     torch_threads: int = 1
+    # Texts an ONNX int8 graph runs side by side when a command answers many at once (ask --file, eval,
+    # demo, a watched channel's backlog, the build's checks): int8 runs one text at a time (batch-invariant
+    # labels), each on one thread; 0 = one per core. A single question always runs on one thread.
+    batch_threads: int = 0
     # Below this confidence the engine declines and hands off. None: the value tuned for the
     # model version (see models/intent.py), which defaults to DEFAULT_OOS_THRESHOLD.
     confidence_threshold: float | None = None
@@ -472,6 +476,8 @@ class Settings:
                               f"not {self.answer_mode!r}")
         if not str(self.sentiment_model).strip():
             raise ConfigError('setting sentiment_model must be "builtin", "none" or a path to a sentiment model')
+        if self.batch_threads < 0:
+            raise ConfigError("setting batch_threads must be 0 (one per core) or more")
         if not 0.0 <= self.sentiment_int8_min_agreement <= 1.0:
             raise ConfigError("setting sentiment_int8_min_agreement must be between 0 and 1")
 

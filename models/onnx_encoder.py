@@ -49,9 +49,9 @@ def cpu_session(path: Path, *, threads: int = 0, spin: bool = False, what: str =
         raise UserError(f"{what} {path} cannot be loaded: {_first_line(exc)}") from None
 
 
-def one_text_workers(threads: int) -> int:
-    """How many texts an int8 graph runs at once for a `threads` setting (0: one per core)."""
-    return int(threads) if threads and threads > 0 else (os.cpu_count() or 1)
+def one_text_workers(workers: int) -> int:
+    """How many texts an int8 graph runs at once for a `batch_threads` setting (0: one per core)."""
+    return int(workers) if workers and workers > 0 else (os.cpu_count() or 1)
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,14 +80,14 @@ def map_texts(fn, items: list, workers: int) -> list:
 
 
 class OnnxEncoder:
-    """`variant`: "fp32" or "int8". `threads`, as the torch_threads setting (0: one per core): for
-    fp32, onnxruntime's intra-op threads over a batch; for int8, which runs one text at a time, how many
-    texts run side by side (`map_texts`), each on one intra-op thread. `spin`: let idle intra-op threads
-    busy-wait (a little lower latency under steady load, but burns CPU between messages; off by
-    default)."""
+    """`variant`: "fp32" or "int8". `threads`: fp32's onnxruntime intra-op threads, as the torch_threads
+    setting (0: onnxruntime's default, one per core). int8 runs one text at a time on one intra-op thread,
+    and `workers` texts side by side (`map_texts`; the batch_threads setting, 0: one per core). `spin`:
+    let idle intra-op threads busy-wait (a little lower latency under steady load, but burns CPU between
+    messages; off by default)."""
 
-    def __init__(self, folder: str | Path, variant: str = "fp32", *, threads: int = 0, spin: bool = False,
-                 manifest: dict | None = None):
+    def __init__(self, folder: str | Path, variant: str = "fp32", *, threads: int = 0, workers: int = 0,
+                 spin: bool = False, manifest: dict | None = None):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from tokenizers import Tokenizer
 
@@ -103,7 +103,7 @@ class OnnxEncoder:
         self.name = f"{self.folder}#{self.runtime}"
         self.device = "cpu"
         self.threads = int(threads or 0)
-        self.workers = one_text_workers(self.threads) if variant == "int8" else 1
+        self.workers = one_text_workers(workers) if variant == "int8" else 1
 
         model_path = self.folder / entry["file"]
         if not model_path.is_file():

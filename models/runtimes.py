@@ -20,13 +20,15 @@ DEFAULT_MARGIN = 0.005  # 0.5 accuracy point
 DEFAULT_COSINE_FLOOR = 0.98
 
 
-def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = "auto", threads: int = 0):
+def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = "auto", threads: int = 0,
+                 workers: int = 0):
     """An encoder for `runtime`.
 
     torch: `name_or_folder` is a model name as models/loading.py takes it; `threads` is left to the
     torch_threads setting (core.runtime.limit_threads sets it process-wide), so it is not applied here.
     onnx / onnx-int8: `name_or_folder` is a folder written by models.onnx_export; CPU only (CUDA
-    serving stays torch); `threads` is onnxruntime's intra-op thread count (0: its default).
+    serving stays torch); `threads` is fp32's onnxruntime intra-op thread count (0: its default),
+    `workers` how many texts int8 runs side by side (the batch_threads setting; 0: one per core).
     """
     if runtime not in RUNTIMES:
         raise UserError(f"unknown encoder runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
@@ -38,7 +40,7 @@ def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: 
         raise UserError(f"the {runtime} runtime runs on CPU only; device {device!r} needs runtime torch")
     from models.onnx_encoder import OnnxEncoder
 
-    return OnnxEncoder(name_or_folder, VARIANT_OF_RUNTIME[runtime], threads=threads)
+    return OnnxEncoder(name_or_folder, VARIANT_OF_RUNTIME[runtime], threads=threads, workers=workers)
 
 
 def _usable(value: float | None, what: str, low: float = 0.0, high: float = 1.0) -> bool:

@@ -278,12 +278,13 @@ def read_manifest(folder: str | Path) -> dict:
 
 class OnnxSentiment:
     """`predict(texts)` as FineTunedSentiment's, from an export folder; `variant` fp32 or int8;
-    `threads` as OnnxEncoder's (0: one per core): fp32's intra-op threads over a batch, or how many
-    texts int8 runs side by side, one at a time each (`map_texts`)."""
+    `threads` and `workers` as OnnxEncoder's: fp32's intra-op threads over a batch (0: onnxruntime's
+    default); how many texts int8 runs side by side, one at a time each (`map_texts`; 0: one per core)."""
 
     reads_encoder = False  # its own pass: it needs the texts, not the shared encoder's features
 
-    def __init__(self, folder: str | Path, variant: str = "int8", *, threads: int = 0, manifest: dict | None = None):
+    def __init__(self, folder: str | Path, variant: str = "int8", *, threads: int = 0, workers: int = 0,
+                 manifest: dict | None = None):
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         from tokenizers import Tokenizer
 
@@ -306,7 +307,7 @@ class OnnxSentiment:
         self._tokenizer.enable_padding(pad_id=int(self.manifest["pad_token_id"]),
                                        pad_token=self.manifest.get("pad_token") or "[PAD]")
         intra = 1 if variant == "int8" else threads
-        self.workers = one_text_workers(threads) if variant == "int8" else 1
+        self.workers = one_text_workers(workers) if variant == "int8" else 1
         self._session = cpu_session(path, threads=intra, what="sentiment ONNX file")
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.max_length = int(self.manifest["max_length"])

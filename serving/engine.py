@@ -198,7 +198,8 @@ class Engine:
             if runtime == "torch":
                 self._encoders[key] = Encoder(version.encoder_name, self.settings.device)
             else:
-                self._encoders[key] = load_encoder(version.onnx_dir, runtime, threads=self.settings.torch_threads)
+                self._encoders[key] = load_encoder(version.onnx_dir, runtime, threads=self.settings.torch_threads,
+                                                     workers=self.settings.batch_threads)
         return self._encoders[key]
 
     def _sentiment_for(self, version: ModelVersion):
@@ -207,7 +208,8 @@ class Engine:
             return version.load_sentiment()
         key = ((version.meta.get("sentiment") or {}).get("artefact_sha256") or str(version.path), runtime)
         if key not in self._sentiments:  # the same artefact is loaded once however many versions carry it
-            self._sentiments = {key: version.load_sentiment(runtime, threads=self.settings.torch_threads)}
+            self._sentiments = {key: version.load_sentiment(runtime, threads=self.settings.torch_threads,
+                                                                     workers=self.settings.batch_threads)}
         return self._sentiments[key]
 
     @property

@@ -178,9 +178,10 @@ class ModelVersion:
 
         return SoftmaxHead.load(self.path / INTENT_HEAD_FILE)
 
-    def load_sentiment(self, runtime: str | None = None, *, threads: int = 0):
+    def load_sentiment(self, runtime: str | None = None, *, threads: int = 0, workers: int = 0):
         """What labels sentiment for this version: the fine-tuned model when it has one (on `runtime`,
-        default the build's choice: torch, onnx or onnx-int8), else the head over the encoder pass."""
+        default the build's choice: torch, onnx or onnx-int8), else the head over the encoder pass.
+        `threads`, `workers`: as OnnxSentiment's."""
         from models.sentiment import SentimentModel
 
         if self.sentiment_model_path is None:
@@ -192,7 +193,8 @@ class ModelVersion:
             return FineTunedSentiment.load(self.sentiment_model_path)
         from models.sentiment_onnx import OnnxSentiment
 
-        return OnnxSentiment(self.sentiment_onnx_dir, "int8" if runtime == "onnx-int8" else "fp32", threads=threads)
+        return OnnxSentiment(self.sentiment_onnx_dir, "int8" if runtime == "onnx-int8" else "fp32", threads=threads,
+                             workers=workers)
 
 
 class VersionDraft:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,9 @@ def test_bad_values_and_files_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ConfigError, match="chunk_words: cannot read 'many' as int"):
         Settings.load(env={"CSBOT_CHUNK_WORDS": "many"})
+    with pytest.raises(ConfigError, match=r"setting batch_threads must be 0 \(one per core\) or more"):
+        Settings.load(env={"CSBOT_BATCH_THREADS": "-1"})
+    assert Settings.load(env={"CSBOT_BATCH_THREADS": "3"}).batch_threads == 3
     (tmp_path / "csbot.toml").write_text("colour = 'blue'\n")
     with pytest.raises(ConfigError, match="unknown setting.*colour"):
         Settings.load(env={})
@@ -100,21 +104,29 @@ def test_replace_and_to_dict_use_the_flat_names_and_leave_secrets_out(tmp_path):
     assert "xoxb-secret" not in str(flat) and "slack_bot_token" not in flat
 
 
-def test_the_answering_thread_limit_reaches_torch_and_faiss(tmp_path):
+def test_the_answering_thread_limit_reaches_torch_faiss_and_blas(tmp_path):
     import faiss
+    import numpy  # noqa: F401 - its OpenBLAS must be loaded for threadpoolctl to see it
     import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
 
     from core.runtime import limit_threads
+
+    def blas_threads():
+        return sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
 
     before = torch.get_num_threads(), faiss.omp_get_max_threads()
     try:
         torch.set_num_threads(2)
         faiss.omp_set_num_threads(2)
+        threadpool_limits(limits=2, user_api="blas")
+        assert blas_threads() == [2]
         limit_threads(Settings.load(env={}, home=tmp_path, torch_threads=1))
-        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == (1, 1)
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads(), blas_threads()) == (1, 1, [1])
         faiss.omp_set_num_threads(2)
         limit_threads(Settings.load(env={}, home=tmp_path, torch_threads=0))  # 0 leaves the libraries alone
-        assert faiss.omp_get_max_threads() == 2
+        assert faiss.omp_get_max_threads() == 2  # (FAISS's OpenBLAS is its OpenMP build: it follows)
     finally:
         torch.set_num_threads(before[0])
         faiss.omp_set_num_threads(before[1])
+        threadpool_limits(limits=os.cpu_count(), user_api="blas")

@@ -276,14 +276,14 @@ def test_map_texts_keeps_the_order_and_spreads_the_work_over_threads():
 
 @pytest.mark.slow
 def test_int8_on_two_threads_gives_each_text_what_it_gets_alone(exported):
-    # int8 runs one text at a time (batch-invariant); with threads=2 two texts run side by side, and a
+    # int8 runs one text at a time (batch-invariant); with workers=2 two texts run side by side, and a
     # text's features must not depend on that.
     from models.onnx_encoder import OnnxEncoder
 
     texts = ["ok", "How do I reset my password?", "my card was declined at the checkout twice today",
              " ".join(["my parcel is late"] * 40), "refund", "where is my order #4411?", "hi there"]
-    two = OnnxEncoder(exported[0], "int8", threads=2)
-    one = OnnxEncoder(exported[0], "int8", threads=1)
+    two = OnnxEncoder(exported[0], "int8", workers=2)
+    one = OnnxEncoder(exported[0], "int8", workers=1)
     assert (two.workers, one.workers) == (2, 1)
     together = two.encode(texts)
     alone = [one.encode([t]) for t in texts]

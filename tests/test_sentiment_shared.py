@@ -94,14 +94,14 @@ def test_the_demo_build_shares_the_encoder_pass_and_labels_as_the_own_pass(demo_
 
 @pytest.mark.slow
 def test_two_threads_answer_a_batch_as_one_thread_and_as_each_question_alone(demo_home):
-    # torch_threads = 2: int8 runs the texts side by side (two at a time, one intra-op thread each),
+    # batch_threads = 2: int8 runs the texts side by side (two at a time, one intra-op thread each),
     # through the encoder, the sentiment tail and the own pass alike; nothing a question gets may depend
     # on that.
     from serving.engine import Engine
 
     texts = TEXTS + [LONG, "my parcel never arrived", "How do I reset my password?"]
-    two = Engine(Settings.load(env={}, home=demo_home, torch_threads=2))
-    one = Engine(Settings.load(env={}, home=demo_home, torch_threads=1))
+    two = Engine(Settings.load(env={}, home=demo_home, batch_threads=2))
+    one = Engine(Settings.load(env={}, home=demo_home, batch_threads=1))
     assert two.served.shares_encoder and two.served.encoder.workers == 2 and two.served.sentiment.workers == 2
 
     def seen(answer):  # everything but the answer's own id

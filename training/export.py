@@ -94,7 +94,7 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
     manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse,
                               token_states_layer=shared_sentiment_layer(settings))
     fp32 = load_encoder(draft.onnx_dir, "onnx", threads=settings.torch_threads)
-    int8 = load_encoder(draft.onnx_dir, "onnx-int8", threads=settings.torch_threads)
+    int8 = load_encoder(draft.onnx_dir, "onnx-int8", workers=settings.batch_threads)
     probes, targets = _probe(documents)
     scores = {"probe_rows": len(probes)}
     texts = [t for t, _ in probes] + [t for t, _ in targets]
@@ -266,9 +266,10 @@ def _prepare_shared(draft, settings, encoder_runtime: str, sentiment_runtime: st
     problem = shares_prefix_with(encoder_manifest, sentiment_manifest)
     if problem:
         return {**off, "reason": problem}
-    encoder = load_encoder(draft.onnx_dir, encoder_runtime, threads=settings.torch_threads)
+    encoder = load_encoder(draft.onnx_dir, encoder_runtime, threads=settings.torch_threads,
+                           workers=settings.batch_threads)
     sentiment = OnnxSentiment(draft.sentiment_onnx_dir, VARIANT_OF_RUNTIME[sentiment_runtime],
-                              threads=settings.torch_threads)
+                              threads=settings.torch_threads, workers=settings.batch_threads)
     figures = compare_shared(encoder, sentiment, probe_texts())
     served, reason = choose_shared(figures, min_agreement=settings.sentiment_int8_min_agreement)
     log.info("sentiment from the encoder pass's hidden state %s: %s", sentiment_manifest["tail"]["layer"], reason)
