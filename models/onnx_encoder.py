@@ -59,6 +59,10 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csbot-onnx")
 
 
+# A forked child has none of the parent's pool threads: it starts its own pools.
+os.register_at_fork(after_in_child=_pool.cache_clear)
+
+
 def map_texts(fn, items: list, workers: int) -> list:
     """`[fn(item) for item in items]`, spread over `workers` threads when there is more than one item.
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -272,6 +274,24 @@ def test_map_texts_keeps_the_order_and_spreads_the_work_over_threads():
     assert map_texts(lambda x: (seen.append(threading.current_thread().name), x)[1], [7], 2) == [7]
     assert seen == [threading.current_thread().name]  # one text: the caller's thread, no hand-off
     assert map_texts(lambda x: x, [], 2) == []
+
+    # A forked child (a DataLoader worker, say) gets pools of its own, not the parent's dead threads.
+    assert map_texts(lambda x: x + 1, [1, 2, 3], 2) == [2, 3, 4]  # the parent's pool for two workers
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            signal.alarm(20)  # waiting on the parent's dead pool threads would hang: SIGALRM ends it
+            ok = map_texts(lambda x: x + 1, [1, 2, 3], 2) == [2, 3, 4]
+            os.write(write, b"ok" if ok else b"wrong")
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        assert os.read(read, 8) == b"ok"  # b"" when the child died waiting
+    finally:
+        os.close(read)
+        os.waitpid(child, 0)
 
 
 @pytest.mark.slow
