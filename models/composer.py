@@ -138,6 +138,31 @@ class TransformersChat:
             raise failure[0]
 
 
+def disable_extra_buffers() -> None:
+    """Make llama-cpp-python load models without llama.cpp's extra CPU buffer types (AMX and repacked
+    weights; `llama_model_params.use_extra_bufts = false`, as llama.cpp's `--no-extra-bufts`).
+
+    A source build on a CPU with AMX-INT8 (Sapphire Rapids) crashed with a segmentation fault in the
+    first `decode` of SmolLM2's Q4_1 weights (llama-cpp-python 0.3.36); without the extra buffer
+    types it runs. llama-cpp-python's `Llama` takes no argument for it, so its default-parameters
+    function is wrapped, once per process (idempotent)."""
+    import llama_cpp
+
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+    if getattr(original, "_csbot_no_extra_bufts", False):
+        return
+
+    def default_params():
+        params = original()
+        if hasattr(params, "use_extra_bufts"):
+            params.use_extra_bufts = False
+        return params
+
+    default_params._csbot_no_extra_bufts = True
+    module.llama_model_default_params = default_params
+
+
 class LlamaCppChat:
     """A GGUF model through llama.cpp (greedy unless temperature > 0)."""
 
@@ -147,8 +172,11 @@ class LlamaCppChat:
 
         self.name = name or str(gguf_path)
         self.lora_path = str(lora_path) if lora_path else None
+        disable_extra_buffers()
         self.llm = Llama(model_path=str(gguf_path), n_ctx=context_tokens, n_threads=threads or None, verbose=False,
                          lora_path=self.lora_path)
+        if getattr(self.llm.model_params, "use_extra_bufts", False):
+            raise RuntimeError("llama.cpp model loaded with extra buffer types")  # the wrapper above must hold
         self._lock = threading.Lock()
         atexit.register(self.close)  # llama.cpp's own __del__ fails noisily at interpreter exit
 

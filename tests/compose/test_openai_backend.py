@@ -23,6 +23,9 @@ SERVER_PACKAGES = ("llama_cpp", "fastapi", "uvicorn", "sse_starlette", "starlett
 COUNTING = [{"role": "user", "content": "Count from 1 to 10, comma separated."}]
 
 
+SERVER = ("import runpy; from models.composer import disable_extra_buffers; disable_extra_buffers(); "
+          "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -44,10 +47,11 @@ def server(tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"
     with open(log, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias",
+        # llama_cpp.server, loading without llama.cpp's extra buffer types as csbot does (models/composer.py)
+        proc = subprocess.Popen([sys.executable, "-c", SERVER, "--model", str(gguf), "--model_alias",
                                  SERVED_NAME, "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048",
                                  "--n_threads", "1", "--verbose", "False"],
-                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                                stdout=sink, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=REPO)
     base = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60
