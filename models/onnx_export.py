@@ -20,6 +20,11 @@ returns what `models.encoder.Encoder.encode` returns, so every head reads the sa
   lower layers are the encoder's (models/sentiment_onnx.py; the manifest's `token_states` records k and
   the digests that decide it: `prefix_digest`, `tokenizer_digest`).
 
+The graph is traced with transformers' **eager** attention (`eager_attention`), whatever the loaded
+model uses: its SDPA path traces into masking code (IsNaN, Where, extra Shape/Gather/Concat ops) that
+onnxruntime cannot fuse, and the int8 graph ran 10-25 % slower for it on 2 cores (docs/benchmarks.md).
+The two compute the same attention; the measured cosines below check it.
+
 Only MatMuls are quantised (per channel, int8 weights, dynamic uint8 activations): quantising every
 op costs ~0.04 of cosine to torch on MiniLM (docs/benchmarks.md). The manifest records the cosine of
 each variant to torch on a fixed probe set (`probe_sentences()`), measured at export.
@@ -29,6 +34,7 @@ Usage: python -m models.onnx_export SOURCE FOLDER   (SOURCE: builtin:all-MiniLM-
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -133,6 +139,27 @@ def reads_lower_case(path: str | Path, python_lower: bool) -> bool:
     tokenizer = Tokenizer.from_file(str(path))
     probe = "Hello World ABC"
     return tokenizer.encode(probe).ids == tokenizer.encode(probe.lower()).ids
+
+
+@contextlib.contextmanager
+def eager_attention(model):
+    """Run the block with a transformers model on its eager attention (module doc), then put back the
+    implementation it had: the model may be the process's cached copy that torch serving also uses. A
+    model that cannot switch (no `set_attn_implementation`, or transformers refuses) is traced as it is.
+    Yields the implementation in use (recorded in the manifests as `attention`)."""
+    config = getattr(model, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    switch = before not in (None, "eager") and hasattr(model, "set_attn_implementation")
+    if switch:
+        try:
+            model.set_attn_implementation("eager")
+        except (ValueError, ImportError, AttributeError):
+            switch = False
+    try:
+        yield str(getattr(config, "_attn_implementation", None) or "unknown")
+    finally:
+        if switch:
+            model.set_attn_implementation(before)
 
 
 def _graph(model, input_names, token_states_layer: int | None = None):
@@ -243,7 +270,7 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
     dynamic_axes.update({n: {0: "batch"} for n in OUTPUT_NAMES})
     dynamic_axes[STATES_NAME] = {0: "batch", 1: "sequence"}
     fp32_path = folder / VARIANT_FILES["fp32"]
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(), eager_attention(inner) as attention:
         warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code; checked by measure
         torch.onnx.export(graph, tuple(sample[n] for n in input_names), str(fp32_path),
                           input_names=input_names, output_names=output_names,
@@ -267,6 +294,7 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
         "pad_token_id": int(tokenizer.pad_token_id),
         "opset": opset,
         "exporter": f"torch.onnx.export (TorchScript) torch {torch.__version__}",
+        "attention": attention,
         "onnxruntime": onnxruntime.__version__,
         "variants": {},
     }

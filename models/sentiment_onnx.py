@@ -3,7 +3,8 @@
 `export_sentiment(artefact, folder)` writes one folder that `OnnxSentiment` serves without torch:
 
     <folder>/sentiment.onnx         fp32 graph of the merged model (torch.onnx.export, TorchScript
-                                    exporter): input_ids, attention_mask, token_type_ids -> logits
+                                    exporter, eager attention as models/onnx_export.py traces it):
+                                    input_ids, attention_mask, token_type_ids -> logits
     <folder>/sentiment.int8.onnx    the same graph, MatMul weights quantised to int8 per channel
                                     (onnxruntime.quantization.quantize_dynamic, as the encoder's)
     <folder>/sentiment_tail.onnx    (when the model leaves the base's lower k layers as they are:
@@ -44,6 +45,7 @@ from core.errors import UserError
 from models.onnx_encoder import cpu_session, map_texts, one_text_workers
 from models.onnx_export import (
     QUANTISATION,
+    eager_attention,
     prefix_digest,
     probe_sentences,
     quantize_matmuls,
@@ -103,7 +105,7 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
     dynamic_axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
     dynamic_axes["logits"] = {0: "batch"}
     files = {variant: folder / name for variant, name in VARIANT_FILES.items()}
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(), eager_attention(model.torch_model().encoder) as attention:
         warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code; checked below
         torch.onnx.export(model.torch_model(), tuple(sample[n] for n in input_names), str(files["fp32"]),
                           input_names=input_names, output_names=["logits"], dynamic_axes=dynamic_axes,
@@ -125,6 +127,7 @@ def export_sentiment(artefact: str | Path, folder: str | Path, *, opset: int = D
         "do_lower_case": bool(getattr(model.tokenizer, "do_lower_case", False)),
         "opset": opset,
         "exporter": f"torch.onnx.export (TorchScript) torch {torch.__version__}",
+        "attention": attention,
         "onnxruntime": onnxruntime.__version__,
         "variants": {variant: {**_file_entry(path), **({"quantisation": QUANTISATION} if variant == "int8" else {})}
                      for variant, path in files.items()},
@@ -191,7 +194,7 @@ def _export_tail(model, folder: Path, opset: int) -> dict | None:
         return None
     files = {variant: folder / name for variant, name in TAIL_FILES.items()}
     sample = torch.from_numpy(_torch_states(model, ["an example sentence to trace"], k)[0][None])
-    with warnings.catch_warnings(), torch.inference_mode():
+    with warnings.catch_warnings(), torch.inference_mode(), eager_attention(model.torch_model().encoder):
         warnings.simplefilter("ignore")
         torch.onnx.export(_tail_module(model.torch_model(), k), (sample,), str(files["fp32"]),
                           input_names=["token_states"], output_names=["logits"],

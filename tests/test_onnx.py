@@ -67,6 +67,33 @@ def test_export_writes_both_variants_and_a_manifest_naming_the_source(exported):
 
 
 @pytest.mark.slow
+def test_the_graph_is_traced_with_eager_attention_and_the_loaded_model_keeps_its_own(exported):
+    import onnx
+
+    from models.loading import load_sentence_transformer
+
+    folder, manifest = exported
+    ops = {node.op_type for node in onnx.load(str(folder / "model.onnx"), load_external_data=False).graph.node}
+    served = load_sentence_transformer(MINILM, "cpu")[0].auto_model.config._attn_implementation
+    # SDPA's trace masks with IsNaN/Where; the eager trace has none, and the cached torch model is as it was
+    assert (manifest["attention"], "IsNaN" in ops, served) == ("eager", False, "sdpa")
+
+
+def test_eager_attention_switches_a_real_bert_for_the_block_only():
+    from transformers import BertConfig, BertModel
+
+    from models.onnx_export import eager_attention
+
+    model = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+                                 vocab_size=100, attn_implementation="sdpa"))
+    with eager_attention(model) as inside:
+        during = model.config._attn_implementation
+    with eager_attention(object()) as plain:  # a module that cannot switch is traced as it is
+        pass
+    assert (inside, during, model.config._attn_implementation, plain) == ("eager", "eager", "sdpa", "unknown")
+
+
+@pytest.mark.slow
 def test_fp32_embeddings_match_torch(torch_probe, onnx_probe):
     assert _cos(torch_probe.embeddings, onnx_probe["onnx"].embeddings).min() > 0.999
 

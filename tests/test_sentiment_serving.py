@@ -58,6 +58,8 @@ def test_the_demo_build_serves_the_fine_tuned_model_on_int8(demo_home):
     assert record["scores"]["int8"]["label_agreement"] >= 0.98 and record["scores"]["fp32"]["label_agreement"] == 1.0
     assert champion.sentiment_model_path.read_bytes() == (REPO / "models" / "assets"
                                                           / "sentiment_lora.npz").read_bytes()
+    exported = json.loads((champion.path / "sentiment_onnx" / "sentiment_onnx.json").read_text())
+    assert exported["attention"] == "eager"  # traced as the encoder is (models/onnx_export.py)
     engine = Engine(Settings.load(env={}, home=demo_home))
     assert engine.sentiment_runtime == "onnx-int8" and isinstance(engine.served.sentiment, OnnxSentiment)
     labels = [label for label, _ in engine.sentiment(list(CLEAR))]
