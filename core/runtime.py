@@ -1,9 +1,12 @@
-"""Process set-up shared by every entry point: quiet third-party logging; torch, FAISS and BLAS thread limits."""
+"""Process set-up shared by every entry point: quiet third-party logging; torch, FAISS and BLAS thread
+limits; the process's own thread pools."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 from core.settings import Settings
 
@@ -38,3 +41,16 @@ def limit_threads(settings: Settings) -> None:
         torch.set_num_threads(settings.torch_threads)
         faiss.omp_set_num_threads(settings.torch_threads)
         threadpool_limits(limits=settings.torch_threads, user_api="blas")
+
+
+@functools.lru_cache(maxsize=None)
+def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
+    """The process's pool of `workers` threads for one use (`name`; its threads are named csbot-NAME_k),
+    made at the first call. onnxruntime, FAISS, SQLite and numpy's larger products release the GIL, so
+    such work runs side by side on these threads (models/onnx_encoder.py `map_texts`, the engine's
+    sentiment beside a question's search)."""
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"csbot-{name}")
+
+
+# A forked child (a DataLoader worker, say) has none of the parent's pool threads: it starts its own pools.
+os.register_at_fork(after_in_child=thread_pool.cache_clear)

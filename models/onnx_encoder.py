@@ -10,14 +10,13 @@ normalisation are inside the graph (they are the model's own modules, traced at 
 
 from __future__ import annotations
 
-import functools
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from core.errors import UserError
+from core.runtime import thread_pool
 from models.encoder import Encoded
 from models.onnx_export import MANIFEST, OUTPUT_NAMES, STATES_NAME, read_manifest
 
@@ -54,15 +53,6 @@ def one_text_workers(workers: int) -> int:
     return int(workers) if workers and workers > 0 else (os.cpu_count() or 1)
 
 
-@functools.lru_cache(maxsize=None)
-def _pool(workers: int) -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csbot-onnx")
-
-
-# A forked child has none of the parent's pool threads: it starts its own pools.
-os.register_at_fork(after_in_child=_pool.cache_clear)
-
-
 def map_texts(fn, items: list, workers: int) -> list:
     """`[fn(item) for item in items]`, spread over `workers` threads when there is more than one item.
 
@@ -71,11 +61,12 @@ def map_texts(fn, items: list, workers: int) -> list:
     side by side, each on one intra-op thread (on 2 cores 1.9x the texts a second of one thread; one
     text on two intra-op threads is slower than on one, because a short text's matrices are too small
     to split). Worker k takes items k, k+N, ... so that long and short texts mix. One pool per worker
-    count for the process; the caller's thread takes the first share, and a single item runs there alone."""
+    count for the process (`core.runtime.thread_pool`); the caller's thread takes the first share, and
+    a single item runs there alone."""
     if workers <= 1 or len(items) < 2:
         return [fn(item) for item in items]
     workers = min(workers, len(items))
-    others = [_pool(workers - 1).submit(lambda k=k: [fn(item) for item in items[k::workers]]) for k in range(1, workers)]
+    others = [thread_pool("onnx", workers - 1).submit(lambda k=k: [fn(item) for item in items[k::workers]]) for k in range(1, workers)]
     parts = [[fn(item) for item in items[0::workers]]] + [future.result() for future in others]
     out: list = [None] * len(items)
     for k, part in enumerate(parts):

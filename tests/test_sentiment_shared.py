@@ -118,6 +118,28 @@ def test_two_threads_answer_a_batch_as_one_thread_and_as_each_question_alone(dem
 
 
 @pytest.mark.slow
+def test_a_single_question_labels_its_sentiment_on_a_second_thread_with_the_same_result(demo_home):
+    # One question with two cores: the sentiment tail runs on a csbot-sentiment thread while the engine's
+    # thread searches and decides; with batch_threads = 1 it runs in line. The answers are the same.
+    import threading
+
+    from serving.engine import Engine
+
+    two = Engine(Settings.load(env={}, home=demo_home, batch_threads=2))
+    one = Engine(Settings.load(env={}, home=demo_home, batch_threads=1))
+    threads = []
+    for engine in (two, one):
+        real = engine.served.sentiment.predict_shared
+        engine.served.sentiment.predict_shared = (  # a spy on the real model: it records the thread
+            lambda texts, states, real=real: (threads.append(threading.current_thread().name), real(texts, states))[1])
+    question = "my parcel never arrived and nobody answers"
+    beside, inline = two.answer(question), one.answer(question)
+    assert [name.split("_")[0] for name in threads] == ["csbot-sentiment", threading.current_thread().name]
+    assert (beside.sentiment, beside.sentiment_scores, beside.intent, beside.confidence, beside.text) == (
+        inline.sentiment, inline.sentiment_scores, inline.intent, inline.confidence, inline.text)
+
+
+@pytest.mark.slow
 def test_the_setting_and_a_forced_runtime_take_the_own_pass(demo_home, tmp_path):
     from serving.engine import Engine
 
