@@ -385,17 +385,15 @@ class VersionStore:
     def prune(self, keep: int, *, dry_run: bool = False) -> dict:
         """Delete every version but the champion, its parent and the newest `keep`.
 
-        Returns {"kept": [...], "removed": [...], "freed_bytes": N}."""
+        Returns {"kept": [...], "removed": [...], "freed_bytes": N} (N: what the disk gets back,
+        `freed_by_removing`)."""
         if keep < 0:
             raise VersionError(f"keep must be 0 or more, not {keep}")
         kept = self.protected(keep)
-        removed, freed = [], 0
-        for name in self.names():
-            if name in kept:
-                continue
-            freed += folder_bytes(self.root / name)
-            removed.append(name)
-            if not dry_run:
+        removed = [name for name in self.names() if name not in kept]
+        freed = freed_by_removing(self.root / name for name in removed)  # hard links to kept ones stay
+        if not dry_run:
+            for name in removed:
                 self._remove(name)
         return {"kept": sorted(kept), "removed": removed, "freed_bytes": freed}
 
@@ -450,8 +448,23 @@ def _age_key(name: str) -> tuple:
 
 
 def folder_bytes(root: Path) -> int:
-    """Bytes of the files under `root`."""
+    """Bytes of the files under `root` (apparent size: a file hard-linked from another version counts
+    here too; `freed_by_removing` counts what deleting takes off the disk)."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def freed_by_removing(folders) -> int:
+    """Bytes that deleting `folders` gives back to the disk: each file once, and only when every hard
+    link to it is inside them (builds hard-link unchanged exports from earlier versions:
+    training/export.py), so a file still linked from a kept version frees nothing."""
+    links: dict[tuple[int, int], list[int]] = {}
+    for folder in folders:
+        for path in Path(folder).rglob("*"):
+            if path.is_file() and not path.is_symlink():
+                stat = path.stat()
+                entry = links.setdefault((stat.st_dev, stat.st_ino), [0, stat.st_nlink, stat.st_size])
+                entry[0] += 1
+    return sum(size for seen, nlink, size in links.values() if seen >= nlink)
 
 
 def _read_jsonl(path: Path, version: str) -> list[dict]:

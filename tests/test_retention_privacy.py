@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from bot.cli import main
-from serving.versions import VersionError, VersionStore, folder_bytes
+from serving.versions import VersionError, VersionStore, folder_bytes, freed_by_removing
 
 
 def _chain(root, n: int) -> list[str]:
@@ -39,6 +39,34 @@ def test_prune_keeps_the_champion_its_parent_and_the_newest(tmp_path):
     assert not list(tmp_path.glob(".deleting-*")) and versions.champion_name() == names[3]
     with pytest.raises(VersionError):
         versions.prune(keep=-1)
+
+
+def test_disk_figures_count_a_file_hard_linked_between_versions_once(tmp_path, monkeypatch, capsys):
+    # Builds hard-link an unchanged export from an earlier version (training/export.py): pruning the
+    # older version frees only what is its own, and the listing's total counts the linked file once.
+    import os
+
+    monkeypatch.setenv("CSBOT_HOME", str(tmp_path))
+    names = _chain(tmp_path / "models", 3)
+    VersionStore(tmp_path / "models").promote(names[-1])
+    folders = [tmp_path / "models" / n for n in names]
+    own = [folder_bytes(f) for f in folders]  # meta.json and kb.jsonl of each
+    oldest, middle = folders[:2]
+    (oldest / "export.bin").write_bytes(b"e" * 50_000)
+    os.link(oldest / "export.bin", middle / "export.bin")
+    assert (folder_bytes(oldest), freed_by_removing([oldest]), freed_by_removing([oldest, middle])) == (
+        own[0] + 50_000, own[0], own[0] + own[1] + 50_000)
+    assert main(["models", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["bytes"], r["own_bytes"]) for r in report["versions"]] == [
+        (own[0] + 50_000, own[0]), (own[1] + 50_000, own[1]), (own[2], own[2])]
+    assert report["disk_bytes"] == sum(own) + 50_000
+    assert main(["models"]) == 0
+    text = capsys.readouterr().out
+    assert "0 MB its own" in text and "3 versions take 0 MB on disk (files hard-linked" in text
+    pruned = VersionStore(tmp_path / "models").prune(keep=0)  # keeps the champion and its parent (middle)
+    assert (pruned["removed"], pruned["freed_bytes"]) == ([names[0]], own[0])
+    assert (middle / "export.bin").read_bytes() == b"e" * 50_000
 
 
 def test_rollback_goes_to_the_parent_and_never_forward(tmp_path):

@@ -43,7 +43,7 @@ def run(args) -> int:
     from core.errors import UserError
     from core.settings import Settings
     from serving.engine import runtime_for, sentiment_runtime_for, sentiment_shares_encoder
-    from serving.versions import VersionStore, folder_bytes
+    from serving.versions import VersionStore, folder_bytes, freed_by_removing
 
     settings = Settings.load()
     versions = VersionStore(settings.models_dir)
@@ -94,10 +94,12 @@ def run(args) -> int:
                      "sentiment_reason": sentiment.get("reason"), "sentiment_scores": sentiment.get("scores"),
                      "sentiment_shares_encoder": sentiment_shares_encoder(version, settings),
                      "sentiment_shared": sentiment.get("shared"),
-                     "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name)})
+                     "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name),
+                     "own_bytes": freed_by_removing([versions.root / name])})
     served = next((r for r in rows if r["champion"]), None)
+    disk = freed_by_removing(versions.root / row["version"] for row in rows)  # each hard-linked file once
     if args.json:
-        out(json.dumps({"champion": champion, "versions": rows,
+        out(json.dumps({"champion": champion, "versions": rows, "disk_bytes": disk,
                         "threshold": served["threshold"] if served else None,
                         "keep_versions": settings.keep_versions, "answer_mode": settings.answer_mode,
                         "compose_model": settings.compose.model, "compose_backend": settings.compose.backend}))
@@ -135,5 +137,12 @@ def run(args) -> int:
             f"{counts.get('extra_examples', 0)} feedback examples, threshold {row['threshold']:.2f}{gate}{heldout}, "
             f"runtime {row['runtime']}{'' if row['runtime'] == row['runtime_chosen'] else ' (forced; chose ' + row['runtime_chosen'] + ')'}, "
             f"sentiment {row['sentiment_runtime']}, "
-            f"{row['bytes'] / 1e6:.0f} MB  (parent {row['parent'] or '-'})")
+            f"{row['bytes'] / 1e6:.0f} MB{own_note(row)}  (parent {row['parent'] or '-'})")
+    if len(rows) > 1:
+        out(f"{len(rows)} versions take {disk / 1e6:.0f} MB on disk (files hard-linked between versions counted once)")
     return 0
+
+
+def own_note(row: dict) -> str:
+    """", 310 MB its own" when some of a version's files are hard links shared with other versions."""
+    return f", {row['own_bytes'] / 1e6:.0f} MB its own" if row["own_bytes"] < row["bytes"] else ""
