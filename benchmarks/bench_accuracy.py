@@ -32,6 +32,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from core.runtime import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before the libraries load: no progress bars of theirs among the figures
+
 import numpy as np  # noqa: E402
 
 from core.settings import Settings  # noqa: E402

@@ -62,6 +62,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from core.runtime import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before the libraries load: no progress bars of theirs among the figures
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import helpcentre_data as hd  # noqa: E402

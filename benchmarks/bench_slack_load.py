@@ -30,6 +30,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from core.runtime import quiet_libraries  # noqa: E402
+
+quiet_libraries()  # before the libraries load: no progress bars of theirs among the figures
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_var, None)
