@@ -52,6 +52,7 @@ MANIFEST = "onnx.json"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 OUTPUT_NAMES = ("sentence_embedding", "layers")
 STATES_NAME = "token_states"  # the optional third output (module doc)
+ATTENTION = "eager"  # how exports are traced now (`eager_attention`); an earlier export without it is made again
 DEFAULT_OPSET = 17
 QUANTISATION = {"method": "quantize_dynamic", "per_channel": True, "op_types": ["MatMul"],
                 "weight_type": "QInt8", "activation_type": "QUInt8 (dynamic)"}

@@ -79,6 +79,23 @@ def test_the_graph_is_traced_with_eager_attention_and_the_loaded_model_keeps_its
     assert (manifest["attention"], "IsNaN" in ops, served) == ("eager", False, "sdpa")
 
 
+@pytest.mark.slow
+def test_a_build_links_an_earlier_export_only_when_it_was_traced_as_exports_are_now(exported, tmp_path):
+    from training.export import export_encoder
+
+    folder, _ = exported
+    linked = export_encoder(MINILM, tmp_path / "linked", "v1", reuse=folder)
+    assert (tmp_path / "linked" / "model.onnx").stat().st_ino == (folder / "model.onnx").stat().st_ino
+    older = tmp_path / "older"  # the same export as an older csbot wrote it: no "attention" in its manifest
+    shutil.copytree(folder, older)
+    manifest = json.loads((older / "onnx.json").read_text())
+    del manifest["attention"]
+    (older / "onnx.json").write_text(json.dumps(manifest))
+    again = export_encoder(MINILM, tmp_path / "again", "v2", reuse=older)
+    assert (tmp_path / "again" / "model.onnx").stat().st_ino != (older / "model.onnx").stat().st_ino
+    assert linked["attention"] == again["attention"] == "eager"
+
+
 def test_eager_attention_switches_a_real_bert_for_the_block_only():
     from transformers import BertConfig, BertModel
 

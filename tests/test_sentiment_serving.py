@@ -133,6 +133,34 @@ def test_a_rebuild_links_the_export_and_none_keeps_the_head(demo_home, tmp_path)
 
 
 @pytest.mark.slow
+def test_an_export_an_older_csbot_traced_another_way_is_made_again(demo_home, tmp_path, monkeypatch):
+    from serving.versions import VersionStore
+    from training import export
+    from training.ingest import ingest
+
+    monkeypatch.setattr(export, "_SENTIMENT_EXPORTS", {})  # as in a new process: only the home's versions
+
+    home = copy_home(demo_home, tmp_path / "home")
+    settings = Settings.load(env={}, home=home, finetune_epochs=0)
+    versions = VersionStore(settings.models_dir)
+    before = versions.champion()
+    path = before.sentiment_onnx_dir / "sentiment_onnx.json"  # copied, not linked, by copy_home
+    manifest = json.loads(path.read_text())
+    del manifest["attention"]  # as exports were written before they were traced with eager attention
+    path.write_text(json.dumps(manifest))
+    kb = tmp_path / "kb"
+    shutil.copytree(DEMO_KB, kb)
+    first = next(kb.glob("*.md"))
+    first.write_text(first.read_text(encoding="utf-8") + "\n\nOne more sentence.\n", encoding="utf-8")
+    ingest([kb], settings)
+    after = versions.champion()
+    assert after.name != before.name and after.meta["sentiment"]["export"] == "exported"
+    assert json.loads((after.sentiment_onnx_dir / "sentiment_onnx.json").read_text())["attention"] == "eager"
+    assert (after.sentiment_onnx_dir / "sentiment.int8.onnx").stat().st_ino != (
+        before.sentiment_onnx_dir / "sentiment.int8.onnx").stat().st_ino
+
+
+@pytest.mark.slow
 def test_a_missing_sentiment_model_fails_the_build_in_one_line_and_keeps_the_champion(demo_home, tmp_path):
     home = tmp_path / "home"
     copy_home(demo_home, home)
