@@ -59,11 +59,14 @@ def load_phrasebank(data_dir: Path, parts=("dev", "test")) -> "ts.Split":
 
 
 def label_recalls(split, predicted) -> dict:
-    """Per-class recall, macro-recall and accuracy of predicted labels against the split's."""
+    """Per-class recall, macro-recall and accuracy of predicted labels against the split's, and where
+    the neutral rows went (`neutral_as`: the share of them labelled negative and positive: the lean)."""
     predicted, gold = np.asarray(predicted), np.array(split.labels)
     per = {label: float(np.mean(predicted[gold == label] == label)) for label in ts.LABELS if (gold == label).any()}
+    neutral = predicted[gold == "neutral"]
+    lean = {label: float(np.mean(neutral == label)) if len(neutral) else float("nan") for label in ("negative", "positive")}
     return {"n": len(gold), "per_class": per, "macro_recall": float(np.mean(list(per.values()))),
-            "accuracy": float(np.mean(predicted == gold))}
+            "accuracy": float(np.mean(predicted == gold)), "neutral_as": lean}
 
 
 class ModelRow:
@@ -122,11 +125,7 @@ def recalls(head, split, encoded, offset: float = 0.0) -> dict:
 
     logits = head.logits(features_for(head.feature_spec, encoded))
     logits[:, head.labels.index("neutral")] += offset
-    predicted = np.array([head.labels[i] for i in logits.argmax(axis=1)])
-    gold = np.array(split.labels)
-    per = {label: float(np.mean(predicted[gold == label] == label)) for label in ts.LABELS if (gold == label).any()}
-    return {"n": len(gold), "per_class": per, "macro_recall": float(np.mean(list(per.values()))),
-            "accuracy": float(np.mean(predicted == gold))}
+    return label_recalls(split, [head.labels[i] for i in logits.argmax(axis=1)])
 
 
 def tune_neutral_offset(head, splits, encoded) -> tuple[float, list]:
@@ -143,14 +142,17 @@ def neutral_table(rows, data_dir, cache_dir, encoder, log) -> None:
     splits = ts.eval_splits(data_dir, "test") + [load_phrasebank(data_dir, (part,)) for part in ("dev", "test")]
     encoded = ts.load_features(encoder, splits, cache_dir, log=log)
     width = max(len(name) for name, _ in rows) + 2
-    print("\nneutral-class recall on the neutral rows (plain statements); macro-recall in brackets")
-    print(f"{'head':<{width}}" + "".join(f"{s.name:>24}" for s in splits))
+    print("\nneutral-class recall on the neutral rows (plain statements); macro-recall in brackets; the lean: "
+          "the share of the neutral rows labelled negative / positive")
+    print(f"{'head':<{width}}" + "".join(f"{s.name:>32}" for s in splits))
     for name, head in rows:
         cells = []
         for split, enc in zip(splits, encoded):
             r = row_recalls(head, split, enc)
-            cells.append(f"{r['per_class']['neutral']:.3f} ({r['macro_recall']:.3f})")
-        print(f"{name:<{width}}" + "".join(f"{c:>24}" for c in cells))
+            lean = r["neutral_as"]
+            cells.append(f"{r['per_class']['neutral']:.3f} ({r['macro_recall']:.3f}) "
+                         f"{lean['negative']:.2f}/{lean['positive']:.2f}")
+        print(f"{name:<{width}}" + "".join(f"{c:>32}" for c in cells))
     print("(neutral rows: " + ", ".join(f"{s.name} {s.labels.count('neutral')}" for s in splits) + ")")
 
 

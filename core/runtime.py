@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from core.settings import Settings
 
@@ -47,10 +48,34 @@ def limit_threads(settings: Settings) -> None:
 def thread_pool(name: str, workers: int) -> ThreadPoolExecutor:
     """The process's pool of `workers` threads for one use (`name`; its threads are named csbot-NAME_k),
     made at the first call. onnxruntime, FAISS, SQLite and numpy's larger products release the GIL, so
-    such work runs side by side on these threads (models/onnx_encoder.py `map_texts`, the engine's
-    sentiment beside a question's search)."""
+    such work runs side by side on these threads (models/onnx_encoder.py `map_texts`; `beside`)."""
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"csbot-{name}")
 
 
-# A forked child (a DataLoader worker, say) has none of the parent's pool threads: it starts its own pools.
-os.register_at_fork(after_in_child=thread_pool.cache_clear)
+_idle: dict[str, threading.Semaphore] = {}  # one per `beside` thread: free while it has nothing to do
+
+
+def beside(name: str, fn, *args) -> Future | None:
+    """Start `fn(*args)` on the process's one `name` thread if that thread is idle; None when it is busy,
+    and the caller runs `fn` itself. So work overlaps the caller's when a core is free, and many callers
+    at once (Slack handler threads) never queue behind one another on that thread."""
+    gate = _idle.setdefault(name, threading.Semaphore(1))
+    if not gate.acquire(blocking=False):
+        return None
+    try:
+        future = thread_pool(f"{name}-beside", 1).submit(fn, *args)
+    except BaseException:
+        gate.release()
+        raise
+    future.add_done_callback(lambda _done: gate.release())
+    return future
+
+
+def _after_fork_in_child() -> None:
+    # A forked child (a DataLoader worker, say) has none of the parent's pool threads: it starts its own
+    # pools, and its `beside` threads are idle.
+    thread_pool.cache_clear()
+    _idle.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

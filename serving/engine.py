@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
-from core.runtime import thread_pool
+from core.runtime import beside
 from core.settings import Settings
 from models.encoder import Encoder
 from models.heads import SoftmaxHead
@@ -290,18 +290,19 @@ class Engine:
             short = len(text.split()) <= self.settings.followup_max_words
             inputs.append(" ".join((turns[-1:] if short else turns[-2:]) + [text]))
         encoded = served.encoder.encode(inputs, states=True) if served.shares_encoder else served.encoder.encode(inputs)
-        beside = None
+        started = None
         if len(inputs) == 1 and not served.sentiment.reads_encoder and one_text_workers(self.settings.batch_threads) > 1:
             # One question, and its sentiment is a pass of its own (the model's tail or whole pass): it runs
-            # on a second core while this thread searches and decides (the same results, sooner).
-            beside = thread_pool("sentiment", 1).submit(self._label_sentiment, served, inputs[:len(texts)], encoded)
+            # on a second core while this thread searches and decides (the same results, sooner), unless
+            # that thread is busy with another question's.
+            started = beside("sentiment", self._label_sentiment, served, inputs[:len(texts)], encoded)
         intent_probs = served.intent_head.predict_proba(encoded)
         scores, positions = served.index.search(encoded.embeddings, SEARCH_K)
         decisions = [decide(served.index.entries, served.label_of, served.intent_head.labels, served.label_index,
                             intent_probs[i], scores[i], positions[i], served.index.lexical_search(inputs[i], SEARCH_K),
                             served.params, served.threshold, served.docs_by_label)
                      for i in range(len(inputs))]
-        sentiments = beside.result() if beside else self._label_sentiment(served, inputs[:len(texts)], encoded)
+        sentiments = started.result() if started else self._label_sentiment(served, inputs[:len(texts)], encoded)
         answers = []
         for i, text in enumerate(texts):
             decision, used_context = decisions[i], False

@@ -119,8 +119,8 @@ def test_two_threads_answer_a_batch_as_one_thread_and_as_each_question_alone(dem
 
 @pytest.mark.slow
 def test_a_single_question_labels_its_sentiment_on_a_second_thread_with_the_same_result(demo_home):
-    # One question with two cores: the sentiment tail runs on a csbot-sentiment thread while the engine's
-    # thread searches and decides; with batch_threads = 1 it runs in line. The answers are the same.
+    # One question with two cores: the sentiment tail runs on the csbot-sentiment-beside thread while the
+    # engine's thread searches and decides; with batch_threads = 1 it runs in line. The answers are the same.
     import threading
 
     from serving.engine import Engine
@@ -133,10 +133,23 @@ def test_a_single_question_labels_its_sentiment_on_a_second_thread_with_the_same
         engine.served.sentiment.predict_shared = (  # a spy on the real model: it records the thread
             lambda texts, states, real=real: (threads.append(threading.current_thread().name), real(texts, states))[1])
     question = "my parcel never arrived and nobody answers"
+    here = threading.current_thread().name
     beside, inline = two.answer(question), one.answer(question)
-    assert [name.split("_")[0] for name in threads] == ["csbot-sentiment", threading.current_thread().name]
+    assert [name.split("_")[0] for name in threads] == ["csbot-sentiment-beside", here]
     assert (beside.sentiment, beside.sentiment_scores, beside.intent, beside.confidence, beside.text) == (
         inline.sentiment, inline.sentiment_scores, inline.intent, inline.confidence, inline.text)
+
+    # While that thread is busy (another question's sentiment), a question does not queue behind it.
+    from core.runtime import beside as run_beside
+
+    release = threading.Event()
+    busy = run_beside("sentiment", release.wait, 30)
+    try:
+        threads.clear()
+        assert two.answer(question).sentiment_scores == inline.sentiment_scores and threads == [here]
+    finally:
+        release.set()
+        busy.result(timeout=30)
 
 
 @pytest.mark.slow
