@@ -11,7 +11,8 @@ Features come from the cache of training/train_sentiment.py ($CSBOT_SENTIMENT_CA
 /tmp/csbot-sentiment-cache); a cold run encodes ~77k tweets (about 10-20 min on 2 CPU cores).
 
 Plain statements (neutral rows): every run also prints the neutral-class recall of each head on the
-neutral rows of TweetEval test, airline test and financial_phrasebank dev+test (news sentences, not
+neutral rows, and where the others went (the share labelled negative / positive: the lean), of
+TweetEval test, airline test and financial_phrasebank dev+test (news sentences, not
 used for any choice; its dev and test splits shown apart). `--neutral-only` prints just that table for the shipped head (no floor to
 train: needs only the test features). `--tune-neutral-offset OUT` picks the offset added to the
 shipped head's neutral logit on the choosing sets (TweetEval val + airline dev: the offset with the
