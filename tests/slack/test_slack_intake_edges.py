@@ -236,7 +236,7 @@ def test_work_resumed_after_a_restart_is_done_within_the_age_limit(make_bot, rec
     bot = make_bot(recorded_engine, inbox_max_age_seconds=900)
     bot.app.workers.stop(5)  # the process stops; questions acknowledged after that wait in its inbox
     recent = bot.mention("How do I reset my password?", user="URECENT")
-    stale = bot.mention("How do I reset my password?", user="USTALE")
+    bot.mention("How do I reset my password?", user="USTALE")
     with bot.store._write() as conn:  # their ages when the next process starts: 2 minutes and an hour
         conn.execute("UPDATE slack_inbox SET received = received - 120 WHERE body LIKE '%URECENT%'")
         conn.execute("UPDATE slack_inbox SET received = received - 3600 WHERE body LIKE '%USTALE%'")
