@@ -22,8 +22,9 @@ returns what `models.encoder.Encoder.encode` returns, so every head reads the sa
 
 The graph is traced with transformers' **eager** attention (`eager_attention`), whatever the loaded
 model uses: its SDPA path traces into masking code (IsNaN, Where, extra Shape/Gather/Concat ops) that
-onnxruntime cannot fuse, and the int8 graph ran 10-25 % slower for it on 2 cores (docs/benchmarks.md).
-The two compute the same attention; the measured cosines below check it.
+onnxruntime cannot fuse, and the int8 graph ran 7-10 % slower for it on 2 cores (docs/benchmarks.md).
+The two compute the same attention; the measured cosines below check it. The manifest records the
+implementation traced (`attention`); builds reuse only exports that record it (training/export.py).
 
 Only MatMuls are quantised (per channel, int8 weights, dynamic uint8 activations): quantising every
 op costs ~0.04 of cosine to torch on MiniLM (docs/benchmarks.md). The manifest records the cosine of
@@ -52,7 +53,6 @@ MANIFEST = "onnx.json"
 VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 OUTPUT_NAMES = ("sentence_embedding", "layers")
 STATES_NAME = "token_states"  # the optional third output (module doc)
-ATTENTION = "eager"  # how exports are traced now (`eager_attention`); an earlier export without it is made again
 DEFAULT_OPSET = 17
 QUANTISATION = {"method": "quantize_dynamic", "per_channel": True, "op_types": ["MatMul"],
                 "weight_type": "QInt8", "activation_type": "QUInt8 (dynamic)"}

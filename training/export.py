@@ -52,7 +52,7 @@ def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Pa
                    token_states_layer: int | None = None) -> dict:
     """The ONNX export of `source` in `folder` (linked from an earlier one of the same weights, and
     the same `token_states_layer`, traced as exports are now, when there is one); returns its manifest."""
-    from models.onnx_export import ATTENTION, export_onnx, read_manifest
+    from models.onnx_export import export_onnx, read_manifest
 
     for candidate in (reuse, _EXPORTS.get(encoder_version)):
         if candidate is None or not (Path(candidate) / "onnx.json").is_file():
@@ -61,8 +61,9 @@ def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Pa
             found = read_manifest(candidate)
         except Exception:  # noqa: BLE001 - an unreadable earlier export is simply not reused
             continue
-        # (an export by an older csbot, traced another way, is made again: it would serve slower)
-        if (found.get("token_states") or {}).get("layer") == token_states_layer and found.get("attention") == ATTENTION:
+        # (an export from before the manifests recorded the attention traced, i.e. before exports traced
+        # eager attention, is made again: it would serve slower)
+        if (found.get("token_states") or {}).get("layer") == token_states_layer and "attention" in found:
             _link_tree(Path(candidate), folder)
             log.info("ONNX export of %s reused from %s", source, candidate)
             return read_manifest(folder)
@@ -207,7 +208,7 @@ def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_ru
     torch on the fixed probe texts). When the draft's encoder export (served on `encoder_runtime`) can
     feed the model's tail, the shared path is measured against the model's own pass (`shared`).
     Returns the record for the version's meta "sentiment"."""
-    from models.onnx_export import ATTENTION, sha256_file
+    from models.onnx_export import sha256_file
     from models.runtimes import choose_sentiment_runtime
     from models.sentiment_onnx import MANIFEST, export_sentiment, read_manifest
 
@@ -225,7 +226,7 @@ def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_ru
             found = read_manifest(candidate)
         except Exception:  # noqa: BLE001 - an unreadable old export is simply not reused
             continue
-        if (found.get("artefact") or {}).get("sha256") == sha and found.get("attention") == ATTENTION:
+        if (found.get("artefact") or {}).get("sha256") == sha and "attention" in found:
             _link_tree(Path(candidate), draft.sentiment_onnx_dir)
             manifest = read_manifest(draft.sentiment_onnx_dir)
             record.update(export="reused", reused_from=str(candidate))
