@@ -4,7 +4,10 @@
   interface for any runtime, so the engine swaps runtimes in one line.
 - `choose_runtime(...)` is the gate's rule, a pure function of the measured figures: int8 serves when
   its accuracy is within `margin` of fp32 ONNX and its embeddings' cosine stays at or above
-  `cosine_floor`; otherwise fp32 ONNX; otherwise (no usable ONNX export) torch.
+  `cosine_floor`; otherwise fp32 ONNX; otherwise (no usable ONNX export) torch. Given the rows on which
+  the two disagree, a loss past the margin counts only when it is beyond chance (`sign_test_p`): on a
+  held-out set of a few hundred rows one question is more than 0.5 pt, and a coin flip should not
+  double the serving cost.
 """
 
 from __future__ import annotations
@@ -18,6 +21,21 @@ RUNTIMES = ("torch", "onnx", "onnx-int8")
 VARIANT_OF_RUNTIME = {"onnx": "fp32", "onnx-int8": "int8"}
 DEFAULT_MARGIN = 0.005  # 0.5 accuracy point
 DEFAULT_COSINE_FLOOR = 0.98
+# A loss past the margin makes fp32 serve only when a one-sided sign test on the rows where the two
+# variants disagree puts it beyond chance at this level.
+LOSS_SIGNIFICANCE = 0.05
+
+
+def sign_test_p(worse: int, better: int) -> float:
+    """One-sided exact sign test (McNemar's exact test) on paired right/wrong outcomes: the chance of int8
+    being wrong on at least `worse` of the `worse + better` rows where exactly one variant is right, if
+    neither variant were better. 1.0 when they never disagree."""
+    if worse < 0 or better < 0:
+        raise ValueError(f"row counts must be ≥ 0; got {worse}, {better}")
+    n = worse + better
+    if n == 0:
+        return 1.0
+    return min(1.0, sum(math.comb(n, k) for k in range(worse, n + 1)) / 2 ** n)
 
 
 def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = "auto", threads: int = 0,
@@ -52,12 +70,15 @@ def _usable(value: float | None, what: str, low: float = 0.0, high: float = 1.0)
 
 
 def choose_runtime(fp32_accuracy: float | None, int8_accuracy: float | None, int8_cosine: float | None, *,
-                   margin: float = DEFAULT_MARGIN, cosine_floor: float = DEFAULT_COSINE_FLOOR) -> tuple[str, str]:
+                   margin: float = DEFAULT_MARGIN, cosine_floor: float = DEFAULT_COSINE_FLOOR,
+                   discordant: tuple[int, int] | None = None) -> tuple[str, str]:
     """(runtime, reason) from the gate's held-out figures.
 
     Accuracies are fractions in [0, 1] measured on the same held-out set; `int8_cosine` is the int8
     embeddings' cosine to fp32 (the minimum, or a low percentile, over a probe set). None or NaN means
-    "not measured / export failed": without fp32 figures neither ONNX variant serves.
+    "not measured / export failed": without fp32 figures neither ONNX variant serves. `discordant`:
+    (rows only fp32 got right, rows only int8 got right) on that set; with it, a loss past the margin
+    that a sign test cannot tell from chance (p ≥ LOSS_SIGNIFICANCE) does not count against int8.
     """
     if not 0 <= margin < 1:
         raise ValueError(f"margin must be a fraction in [0, 1); got {margin}")
@@ -73,13 +94,24 @@ def choose_runtime(fp32_accuracy: float | None, int8_accuracy: float | None, int
     loss = fp32_accuracy - int8_accuracy
     # A tiny tolerance so a loss of exactly `margin` (e.g. 0.850 - 0.845) is not lost to float rounding.
     within = loss <= margin + 1e-9
+    chance = ""
+    if not within and discordant is not None:
+        worse, better = discordant
+        p = sign_test_p(worse, better)
+        chance = (f"{worse} rows only fp32 gets right, {better} only int8; sign test p {p:.2f} "
+                  f"{'≥' if p >= LOSS_SIGNIFICANCE else '<'} {LOSS_SIGNIFICANCE}")
+        within = p >= LOSS_SIGNIFICANCE
     close = int8_cosine >= cosine_floor
     if within and close:
+        if chance:
+            return "onnx-int8", (f"int8 accuracy {int8_accuracy:.2%} against fp32 {fp32_accuracy:.2%}: a loss past "
+                                 f"{margin * 100:.1f} pt within chance ({chance}), and its cosine "
+                                 f"{int8_cosine:.4f} ≥ {cosine_floor}")
         return "onnx-int8", (f"int8 accuracy {int8_accuracy:.2%} is within {margin * 100:.1f} pt of fp32 "
                              f"{fp32_accuracy:.2%} and its cosine {int8_cosine:.4f} ≥ {cosine_floor}")
     why = []
     if not within:
-        why.append(f"int8 loses {loss * 100:.2f} pt (> {margin * 100:.1f})")
+        why.append(f"int8 loses {loss * 100:.2f} pt (> {margin * 100:.1f}" + (f"; {chance})" if chance else ")"))
     if not close:
         why.append(f"int8 cosine {int8_cosine:.4f} < {cosine_floor}")
     return "onnx", "; ".join(why) + ": fp32 ONNX serves"

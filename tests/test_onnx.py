@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from core.errors import UserError
-from models.runtimes import choose_runtime, load_encoder
+from models.runtimes import choose_runtime, load_encoder, sign_test_p
 
 MINILM = "builtin:all-MiniLM-L6-v2"
 SENTIMENT_SENTENCES = [
@@ -250,6 +250,59 @@ def test_torch_serves_without_an_fp32_onnx_figure():
 
 def test_torch_serves_when_fp32_accuracy_is_nan():
     assert choose_runtime(math.nan, 0.877, 0.99)[0] == "torch"
+
+
+def test_the_sign_test_gives_the_exact_one_sided_chance():
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(4, 2) == pytest.approx(22 / 64)  # C(6,4) + C(6,5) + C(6,6) over 2^6
+    assert sign_test_p(5, 0) == pytest.approx(1 / 32)
+    assert sign_test_p(0, 3) == 1.0
+    with pytest.raises(ValueError, match="≥ 0"):
+        sign_test_p(-1, 2)
+
+
+def test_a_loss_past_the_margin_that_chance_explains_still_serves_int8():
+    # The demo's probe on one machine: 246 rows, int8 wrong on 4 where fp32 was right, right on 2 where
+    # fp32 was wrong: 0.81 pt, past 0.5, and p = 0.34.
+    runtime, reason = choose_runtime(0.7439, 0.7358, 0.989, discordant=(4, 2))
+    assert runtime == "onnx-int8"
+    assert "within chance (4 rows only fp32 gets right, 2 only int8; sign test p 0.34 ≥ 0.05)" in reason
+
+
+def test_a_loss_past_the_margin_beyond_chance_serves_fp32():
+    runtime, reason = choose_runtime(0.80, 0.77, 0.99, discordant=(9, 0))
+    assert runtime == "onnx"
+    assert "int8 loses 3.00 pt (> 0.5; 9 rows only fp32 gets right, 0 only int8; sign test p 0.00 < 0.05)" in reason
+
+
+def test_within_chance_does_not_excuse_a_cosine_below_the_floor():
+    runtime, reason = choose_runtime(0.7439, 0.7358, 0.95, discordant=(4, 2))
+    assert runtime == "onnx" and "cosine 0.9500 < 0.98" in reason
+
+
+def test_discordant_rows_count_each_side_and_refuse_unpaired_rows():
+    from training.export import discordant_rows
+
+    assert discordant_rows([True, True, False, False, True], [True, False, True, False, False]) == (2, 1)
+    with pytest.raises(ValueError, match="different rows"):
+        discordant_rows([True], [True, False])
+
+
+def test_heldout_verdict_pairs_the_two_variants_rows(tmp_path):
+    from types import SimpleNamespace
+
+    from core.settings import Settings
+    from training.export import heldout_verdict
+
+    version = SimpleNamespace(onnx_dir=tmp_path, meta={"runtime": {"scores": {"int8_cosine_p5": 0.99}}})
+    reports = {"onnx": {"accuracy": 0.75, "correct": [True] * 6 + [False] * 2},
+               "onnx-int8": {"accuracy": 0.625, "correct": [True] * 5 + [False] * 3}}
+    verdict = heldout_verdict(Settings.load(env={}, home=tmp_path), version, reports.__getitem__)
+    assert verdict["served"] == "onnx-int8"  # one row apart: p = 0.5
+    assert verdict["heldout"]["only_fp32_right"] == 1 and verdict["heldout"]["only_int8_right"] == 0
+    reports["onnx-int8"] = {"accuracy": 0.625, "correct": [False] * 8}
+    reports["onnx"] = {"accuracy": 0.75, "correct": [True] * 6 + [False] * 2}
+    assert heldout_verdict(Settings.load(env={}, home=tmp_path), version, reports.__getitem__)["served"] == "onnx"
 
 
 def test_accuracy_given_as_a_percentage_is_rejected():

@@ -77,7 +77,9 @@ def classification_report(gold: list[str], predicted: list[str]) -> dict:
     }
 
 
-def evaluate(engine, rows: list[dict], batch_size: int = 256) -> dict:
+def evaluate(engine, rows: list[dict], batch_size: int = 256, *, per_row: bool = False) -> dict:
+    """The report `csbot eval` prints. `per_row`: also "correct", one bool per row with an intent, in
+    order (the retrain's runtime choice pairs two variants' rows; not in `eval`'s output)."""
     answers = []
     for start in range(0, len(rows), batch_size):
         answers.extend(engine.answer_batch([r["text"] for r in rows[start:start + batch_size]]))
@@ -87,6 +89,8 @@ def evaluate(engine, rows: list[dict], batch_size: int = 256) -> dict:
         gold = [r["intent"] for r, _ in intent_rows]
         predicted = [a.intent for _, a in intent_rows]
         report.update(classification_report(gold, predicted))
+        if per_row:
+            report["correct"] = [g == p for g, p in zip(gold, predicted)]
         in_scope = [(g, p) for g, p in zip(gold, predicted) if g != OUT_OF_SCOPE]
         oos = [(g, p) for g, p in zip(gold, predicted) if g == OUT_OF_SCOPE]
         if in_scope:

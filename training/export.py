@@ -102,8 +102,13 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
     texts = [t for t, _ in probes] + [t for t, _ in targets]
     reference = torch_encoder.embed(texts)
     embedded = {"onnx": fp32.embed(texts), "onnx-int8": int8.embed(texts)}
-    for runtime, vectors in embedded.items():
-        scores[f"{runtime}_accuracy"] = _accuracy(vectors, probes, targets)
+    correct = {runtime: _correct(vectors, probes, targets) for runtime, vectors in embedded.items()}
+    for runtime, right in correct.items():
+        scores[f"{runtime}_accuracy"] = None if right is None else round(float(np.mean(right)), 4)
+    discordant = None
+    if correct["onnx"] is not None:
+        discordant = discordant_rows(correct["onnx"], correct["onnx-int8"])
+        scores["only_fp32_right"], scores["only_int8_right"] = discordant
     cosines = np.sum(reference * embedded["onnx-int8"], axis=1)
     scores["int8_cosine_p5"] = round(float(np.percentile(cosines, 5)), 4) if len(cosines) else None
     scores["int8_cosine_min"] = round(float(cosines.min()), 4) if len(cosines) else None
@@ -111,7 +116,8 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
     if fp32_accuracy is None:  # nothing to score (a one-article KB): the embeddings' agreement decides
         fp32_accuracy = int8_accuracy = 1.0
     chosen, reason = choose_runtime(fp32_accuracy, int8_accuracy, scores["int8_cosine_p5"],
-                                    margin=settings.int8_margin, cosine_floor=settings.int8_cosine_floor)
+                                    margin=settings.int8_margin, cosine_floor=settings.int8_cosine_floor,
+                                    discordant=discordant)
     if settings.runtime != "auto":
         chosen, reason = settings.runtime, f"runtime = {settings.runtime} (setting); measured: {reason}"
     elif verdict is not None:
@@ -136,16 +142,23 @@ def shared_sentiment_layer(settings) -> int | None:
 
 def heldout_verdict(settings, version, score) -> dict | None:
     """The retrain gate's runtime choice: the candidate `version` (built in the gate's home) scored on
-    the held-out rows with fp32 ONNX and with int8 (`score(runtime) -> evaluate() report`), under the
+    the held-out rows with fp32 ONNX and with int8 (`score(runtime) -> evaluate() report`, with its
+    per-row "correct" where the sign test should read them), under the
     same rule. None when there is nothing to choose (runtime forced, CUDA, no export)."""
     if settings.runtime != "auto" or not wants_onnx(settings) or version.onnx_dir is None:
         return None
-    fp32, int8 = score("onnx").get("accuracy"), score("onnx-int8").get("accuracy")
+    fp32_report, int8_report = score("onnx"), score("onnx-int8")
+    fp32, int8 = fp32_report.get("accuracy"), int8_report.get("accuracy")
     cosine = ((version.meta.get("runtime") or {}).get("scores") or {}).get("int8_cosine_p5")
+    discordant = None
+    if fp32_report.get("correct") is not None and int8_report.get("correct") is not None:
+        discordant = discordant_rows(fp32_report["correct"], int8_report["correct"])
     served, reason = choose_runtime(fp32, int8, cosine, margin=settings.int8_margin,
-                                    cosine_floor=settings.int8_cosine_floor)
-    return {"served": served, "reason": f"on the retrain's held-out set: {reason}",
-            "heldout": {"onnx_accuracy": fp32, "onnx-int8_accuracy": int8, "int8_cosine_p5": cosine}}
+                                    cosine_floor=settings.int8_cosine_floor, discordant=discordant)
+    heldout = {"onnx_accuracy": fp32, "onnx-int8_accuracy": int8, "int8_cosine_p5": cosine}
+    if discordant is not None:
+        heldout["only_fp32_right"], heldout["only_int8_right"] = discordant
+    return {"served": served, "reason": f"on the retrain's held-out set: {reason}", "heldout": heldout}
 
 
 def _probe(documents) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
@@ -171,8 +184,16 @@ def _sample(rows: list, limit: int) -> list:
     return [rows[i] for i in sorted(keep)]
 
 
-def _accuracy(vectors: np.ndarray, probes, targets) -> float | None:
-    """Share of probe rows whose nearest title/heading (other than their own text) is of their intent."""
+def discordant_rows(fp32_right, int8_right) -> tuple[int, int]:
+    """(rows only fp32 got right, rows only int8 got right): what `choose_runtime`'s sign test reads."""
+    a, b = np.asarray(fp32_right, dtype=bool), np.asarray(int8_right, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"the two variants were scored on different rows ({a.shape} against {b.shape})")
+    return int(np.sum(a & ~b)), int(np.sum(~a & b))
+
+
+def _correct(vectors: np.ndarray, probes, targets) -> np.ndarray | None:
+    """Per probe row: is its nearest title/heading (other than its own text) of its intent?"""
     if not probes or len({label for _, label in targets}) < 2:
         return None
     q, t = vectors[:len(probes)], vectors[len(probes):]
@@ -183,7 +204,7 @@ def _accuracy(vectors: np.ndarray, probes, targets) -> float | None:
             if other == text:
                 sims[i, j] = -np.inf
     best = np.argmax(sims, axis=1)
-    return round(float(np.mean([targets[j][1] == label for j, (_, label) in zip(best, probes)])), 4)
+    return np.array([targets[j][1] == label for j, (_, label) in zip(best, probes)], dtype=bool)
 
 
 def _link_tree(source: Path, folder: Path) -> None:

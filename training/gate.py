@@ -187,13 +187,14 @@ def training_documents(documents: list[Document], exclude: set[str]) -> list[Doc
 
 # ----- scoring and the decision -------------------------------------------------------------------
 
-def score_version(settings, version_name: str, rows: list[dict]) -> dict:
-    """Evaluate one version (pinned, not necessarily the champion) on the held-out rows."""
+def score_version(settings, version_name: str, rows: list[dict], *, per_row: bool = False) -> dict:
+    """Evaluate one version (pinned, not necessarily the champion) on the held-out rows (`per_row`:
+    training.evaluate.evaluate's)."""
     from serving.engine import Engine
     from training.evaluate import evaluate
 
     engine = Engine(settings, version=version_name, reload_check_seconds=1e9)
-    return evaluate(engine, rows)
+    return evaluate(engine, rows, per_row=per_row)
 
 
 @dataclass

@@ -481,7 +481,7 @@ class _Run:
         candidate_report = score_version(gate_settings, scored.version.name, eval_rows)
         # The runtime that serves the new version: fp32 ONNX and int8 on the same held-out rows.
         verdict = heldout_verdict(gate_settings, scored.version, lambda runtime: score_version(
-            gate_settings.replace(runtime=runtime), scored.version.name, eval_rows))
+            gate_settings.replace(runtime=runtime), scored.version.name, eval_rows, per_row=True))
         if verdict is not None:
             self.report["runtime"] = verdict
         champion_report["model_version"] = champion.name

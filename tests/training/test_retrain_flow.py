@@ -178,6 +178,8 @@ def test_promotion_hot_reload_sentiment_invariant_and_rollback(tiny_settings):
     assert runtime["reason"].startswith("on the retrain's held-out set: ")
     heldout = runtime["scores"]["heldout"]
     assert 0 <= heldout["onnx-int8_accuracy"] <= 1 and 0 <= heldout["onnx_accuracy"] <= 1
+    # The two variants' rows were paired for the sign test (docs/benchmarks.md, the gate's rule).
+    assert heldout["only_fp32_right"] >= 0 and heldout["only_int8_right"] >= 0
     assert outcome.report["runtime"]["served"] == runtime["served"] == engine.runtime
     assert meta["parent"] == old and meta["reason"] == "retrain" and meta["code_revision"]
     assert meta["metrics"]["gate"] == "passed" and meta["metrics"]["heldout"]["accuracy"] is not None
