@@ -289,13 +289,17 @@ class Engine:
             followup_of[i] = len(inputs)
             short = len(text.split()) <= self.settings.followup_max_words
             inputs.append(" ".join((turns[-1:] if short else turns[-2:]) + [text]))
-        encoded = served.encoder.encode(inputs, states=True) if served.shares_encoder else served.encoder.encode(inputs)
         started = None
         if len(inputs) == 1 and not served.sentiment.reads_encoder and one_text_workers(self.settings.batch_threads) > 1:
-            # One question, and its sentiment is a pass of its own (the model's tail or whole pass): it runs
-            # on a second core while this thread searches and decides (the same results, sooner), unless
-            # that thread is busy with another question's.
-            started = beside("sentiment", self._label_sentiment, served, inputs[:len(texts)], encoded)
+            # One question, and its sentiment is a pass of its own: the model's whole pass starts on a second
+            # core at once and runs while this thread encodes, searches and decides (the label a watched
+            # channel's message of the same text gets), unless that thread is busy with another question's;
+            # then the label continues from this pass's token states, as in a batch.
+            started = beside("sentiment", served.sentiment.predict, inputs[:len(texts)])
+        if served.shares_encoder and started is None:
+            encoded = served.encoder.encode(inputs, states=True)
+        else:
+            encoded = served.encoder.encode(inputs)
         intent_probs = served.intent_head.predict_proba(encoded)
         scores, positions = served.index.search(encoded.embeddings, SEARCH_K)
         decisions = [decide(served.index.entries, served.label_of, served.intent_head.labels, served.label_index,

@@ -119,34 +119,41 @@ def test_two_threads_answer_a_batch_as_one_thread_and_as_each_question_alone(dem
 
 @pytest.mark.slow
 def test_a_single_question_labels_its_sentiment_on_a_second_thread_with_the_same_result(demo_home):
-    # One question with two cores: the sentiment tail runs on the csbot-sentiment-beside thread while the
-    # engine's thread searches and decides; with batch_threads = 1 it runs in line. The answers are the same.
+    # One question with two cores: the model's own pass runs on the csbot-sentiment-beside thread, started
+    # before the engine's thread encodes, searches and decides; with batch_threads = 1 the label continues
+    # in line from the encoder pass's token states (the tail). The answers are the same.
     import threading
 
     from serving.engine import Engine
 
     two = Engine(Settings.load(env={}, home=demo_home, batch_threads=2))
     one = Engine(Settings.load(env={}, home=demo_home, batch_threads=1))
-    threads = []
-    for engine in (two, one):
-        real = engine.served.sentiment.predict_shared
-        engine.served.sentiment.predict_shared = (  # a spy on the real model: it records the thread
-            lambda texts, states, real=real: (threads.append(threading.current_thread().name), real(texts, states))[1])
+    calls = []
+    for engine in (two, one):  # spies on the real model: they record which pass ran on which thread
+        model = engine.served.sentiment
+        shared, own = model.predict_shared, model.predict
+        model.predict_shared = lambda texts, states, real=shared: (
+            calls.append(("tail", threading.current_thread().name.split("_")[0])), real(texts, states))[1]
+        model.predict = lambda texts, real=own: (
+            calls.append(("own", threading.current_thread().name.split("_")[0])), real(texts))[1]
     question = "my parcel never arrived and nobody answers"
     here = threading.current_thread().name
     beside, inline = two.answer(question), one.answer(question)
-    assert [name.split("_")[0] for name in threads] == ["csbot-sentiment-beside", here]
-    assert (beside.sentiment, beside.sentiment_scores, beside.intent, beside.confidence, beside.text) == (
-        inline.sentiment, inline.sentiment_scores, inline.intent, inline.confidence, inline.text)
+    assert calls == [("own", "csbot-sentiment-beside"), ("tail", here)]
+    assert (beside.sentiment, beside.intent, beside.confidence, beside.text) == (
+        inline.sentiment, inline.intent, inline.confidence, inline.text)
+    assert max(abs(beside.sentiment_scores[k] - inline.sentiment_scores[k]) for k in inline.sentiment_scores) < 0.02
+    assert two.sentiment([question])[0] == (beside.sentiment, beside.sentiment_scores)  # a channel message's label
 
-    # While that thread is busy (another question's sentiment), a question does not queue behind it.
+    # While that thread is busy (another question's sentiment), a question does not queue behind it: its
+    # label continues from the encoder pass in line.
     from core.runtime import beside as run_beside
 
     release = threading.Event()
     busy = run_beside("sentiment", release.wait, 30)
     try:
-        threads.clear()
-        assert two.answer(question).sentiment_scores == inline.sentiment_scores and threads == [here]
+        calls.clear()
+        assert two.answer(question).sentiment_scores == inline.sentiment_scores and calls == [("tail", here)]
     finally:
         release.set()
         busy.result(timeout=30)
