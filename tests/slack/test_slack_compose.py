@@ -6,12 +6,15 @@ In a DM in compose mode the answer streams a checked sentence at a time and ends
 sources and the feedback buttons; the store holds the composed text before the buttons show. A
 composition the guard refuses, or one past its first-token budget, becomes the select answer;
 per-channel modes decide where the bot composes. Outcomes are pinned as in
-tests/compose/test_compose_real.py (greedy decoding, one thread)."""
+tests/compose/test_compose_real.py (greedy decoding, one thread); the draft the guard refuses is
+scripted, as there."""
 
 from __future__ import annotations
 
 import pytest
 
+from tests.compose.scripted_endpoint import MODEL as SCRIPTED_MODEL
+from tests.compose.scripted_endpoint import ScriptedEndpoint
 from tests.compose.test_compose_real import COMPOSED, UNSUPPORTED
 from tests.slack.slack_sender import feedback_answer_id
 
@@ -59,20 +62,26 @@ def test_a_dm_in_compose_mode_streams_checked_sentences_with_numbered_sources(ma
     assert feedback_answer_id(stop.args["blocks"]) == answer_id
 
 
-def test_a_composition_the_guard_refuses_becomes_the_select_answer(make_bot, composing, engine):
-    bot = make_bot(composing, answer_modes="im:compose")
-    dm(bot, UNSUPPORTED)
+def test_a_composition_the_guard_refuses_becomes_the_select_answer(make_bot, demo_home, engine):
+    # Each sentence of this draft passes on its own (no invented fact), the whole falls short of the
+    # support share at the end: the stream is stopped and the message replaced by the select answer.
+    # The draft is scripted (tests/compose/scripted_endpoint.py; what the small model writes differs
+    # from CPU to CPU), served to the real OpenAI backend.
+    draft = "Sure, happy to help with that today. honestly it should be quick and painless for everybody involved."
+    with ScriptedEndpoint(draft) as url:
+        refusing = compose_engine(demo_home, compose_backend="openai", compose_endpoint_url=url,
+                                  compose_model=SCRIPTED_MODEL)
+        bot = make_bot(refusing, answer_modes="im:compose")
+        dm(bot, UNSUPPORTED)
     [reply] = bot.mock.bot_replies("D1")
     answer_id = reply["metadata"]["event_payload"]["answer_id"]
     stored = bot.store.get_answer(answer_id)
     select = engine.answer(UNSUPPORTED)
     assert stored["answer_mode"] == "select" and stored["answer_text"] == select.text
-    assert '"outcome": "fallback"' in stored["composition"] and '"reason": "guard: ' in stored["composition"]
-    # Its sentences passed one by one (no invented fact), the whole fell short of the support share
-    # at the end: the stream is stopped and the message replaced by the select answer.
+    assert '"outcome": "fallback"' in stored["composition"] and '"reason": "guard: only' in stored["composition"]
     [start] = bot.mock.calls_to("chat.startStream")
     [update] = bot.mock.calls_to("chat.update")
-    assert '"reason": "guard: only' in stored["composition"]
+    assert start.args["chunks"][0]["text"].strip() == "Sure, happy to help with that today."
     assert update.args["ts"] == reply["ts"] and start.time < update.time
     assert bot.mock.streams[reply["ts"]]["state"] == "completed" and bot.mock.calls_to("chat.postMessage") == []
     assert "Payment methods" in update.args["blocks"][0]["text"] and reply["text"] == update.args["text"]
