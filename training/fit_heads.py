@@ -6,6 +6,8 @@ on held-out logits.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from core.errors import UserError
@@ -53,13 +55,22 @@ def fit_softmax_head(
         scale = features.std(axis=0) + 1e-6
         x = (features - mean) / scale
     y = np.array([classes.index(label) for label in labels])
-    model = LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight, random_state=seed)
-    model.fit(x, y)
+    model = _fit(LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight, random_state=seed), x, y)
     weights, bias = _full_weights(model, len(classes), x.shape[1])
     head = SoftmaxHead(classes, weights, bias, feature_spec, mean, scale)
     if calibrate:
         head.temperature = _fit_temperature(x, y, len(classes), c, class_weight, seed, max_iter)
     return head
+
+
+def _fit(model, x: np.ndarray, y: np.ndarray):
+    """`model.fit(x, y)`, without scikit-learn's warning that many classes with one row each look like a
+    regression problem: a KB without example questions trains on a title and a few headings per
+    article, so most of its classes have one row by design."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%",
+                                category=UserWarning)
+        return model.fit(x, y)
 
 
 def _full_weights(model, n_classes: int, n_features: int) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +98,8 @@ def _fit_temperature(x, y, n_classes, c, class_weight, seed, max_iter, folds: in
         train, test = fold_of != fold, fold_of == fold
         if len(set(y[train])) < n_classes or not test.any():
             continue
-        model = LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight, random_state=seed)
-        model.fit(x[train], y[train])
+        model = _fit(LogisticRegression(C=c, max_iter=max_iter, class_weight=class_weight, random_state=seed),
+                     x[train], y[train])
         w, b = _full_weights(model, n_classes, x.shape[1])
         held_logits.append(x[test] @ w + b)
         held_y.append(y[test])
