@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODEL = "scripted-model"
@@ -20,9 +21,10 @@ MODEL = "scripted-model"
 
 class ScriptedEndpoint:
     """`with ScriptedEndpoint(reply) as url:` serves POST {url}/chat/completions, streaming `reply` a
-    word at a time as server-sent events; `requests` keeps each request's JSON body."""
+    word at a time as server-sent events; `reply` is the text, or a function of the request's
+    messages that returns it. `requests` keeps each request's JSON body."""
 
-    def __init__(self, reply: str):
+    def __init__(self, reply: str | Callable[[list[dict]], str]):
         self.reply = reply
         self.requests: list[dict] = []
         endpoint = self
@@ -40,7 +42,8 @@ class ScriptedEndpoint:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                for piece in re.findall(r"\S+\s*|\s+", endpoint.reply):
+                reply = endpoint.reply if isinstance(endpoint.reply, str) else endpoint.reply(body["messages"])
+                for piece in re.findall(r"\S+\s*|\s+", reply):
                     self._event({"index": 0, "delta": {"content": piece}, "finish_reason": None})
                 self._event({"index": 0, "delta": {}, "finish_reason": "stop"})
                 self.wfile.write(b"data: [DONE]\n\n")

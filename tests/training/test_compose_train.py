@@ -75,7 +75,11 @@ def test_the_retrain_trains_the_composer_from_composed_thumbs(tiny_settings, bas
                  "down")
         for i, intent in enumerate(["refund", "track_order", "change_address", "opening_hours"] * 2):
             composed(store, f"question {i} about {intent}", intent, cited(intent), ["flooder"])  # one user's flood
-    outcome = retrain(tiny_settings, fast_config(user_share_floor=3, **COMPOSER_FAST))
+    # Answerable held-out rows only: six steps teach this model to copy the section and cite it (so on
+    # every seed and kernel set tried), not to abstain, so what it writes for an off-topic question is noise that
+    # varies with the CPU's kernels, and one invented number in it keeps the composer out (a CI machine
+    # drew one). The off-topic rows' scoring is pinned on scripted drafts in test_compose_gate.py.
+    outcome = retrain(tiny_settings, fast_config(user_share_floor=3, **{**COMPOSER_FAST, "composer_heldout_oos": 0}))
     assert outcome.exit_code == EXIT_PROMOTED, outcome.message
     composer = outcome.report["composer"]
     assert composer["plan"]["train"] and composer["plan"]["reason"] == "no composer verdict yet"
@@ -89,11 +93,11 @@ def test_the_retrain_trains_the_composer_from_composed_thumbs(tiny_settings, bas
     trained = verdict["trained"]
     assert trained["sft"]["steps"] == 6 and trained["kto"]["steps"] >= 1 and trained["device"] == "cpu"
     for metrics in (verdict["metrics"], verdict["current_metrics"]):
-        assert metrics["answerable"] == 4 and metrics["offtopic"] == 2
+        assert metrics["answerable"] == 4 and metrics["offtopic"] == 0 and metrics["oos_abstention_rate"] is None
         assert all(0.0 <= metrics[k] <= 1.0 for k in ("faithfulness", "token_f1", "rouge_l", "guard_pass_rate",
-                                                      "citation_accuracy", "oos_abstention_rate", "invented_rate"))
+                                                      "citation_accuracy", "invented_rate"))
     assert {c["rule"] for c in verdict["checks"]} >= {"faithfulness", "guard_pass_rate", "invented_rate"}
-    assert composer["status"] == "approved", (verdict["reasons"], composer["samples"])  # a few steps teach this model the cited format
+    assert composer["status"] == "approved", json.dumps([verdict["reasons"], composer["samples"]])  # a few steps teach this model the cited format
     assert verdict["metrics"]["faithfulness"] > verdict["current_metrics"]["faithfulness"]
 
     # The adapter was written through the version; meta["composer"] is the verdict; auto composes with it.
