@@ -24,6 +24,41 @@ from typing import Iterator, Protocol, runtime_checkable
 log = logging.getLogger("csbot.composer")
 
 
+class Cancel(threading.Event):
+    """The signal to stop a generation: an Event that also runs the callbacks registered with
+    `on_set` when it is set, so that a backend can interrupt a call that blocks (cut a connection,
+    flag llama.cpp to abort)."""
+
+    def __init__(self):
+        super().__init__()
+        self._hooks: list = []
+        self._hooks_lock = threading.Lock()
+
+    def set(self) -> None:
+        with self._hooks_lock:
+            super().set()
+            hooks, self._hooks = self._hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001 - one failed interruption must not stop the others
+                log.info("stopping a generation: %s: %s", type(exc).__name__, exc)
+
+    def on_set(self, hook):
+        """Call `hook()` when this is set (now, if it is already); returns a function that unregisters it."""
+        with self._hooks_lock:
+            if not self.is_set():
+                self._hooks.append(hook)
+                return lambda: self._forget(hook)
+        hook()
+        return lambda: None
+
+    def _forget(self, hook) -> None:
+        with self._hooks_lock:
+            if hook in self._hooks:
+                self._hooks.remove(hook)
+
+
 @runtime_checkable
 class ChatModel(Protocol):
     """What serving/compose.py needs of a backend."""
@@ -31,9 +66,12 @@ class ChatModel(Protocol):
     name: str
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
         """The reply to `messages` ([{role, content}], chat format) as text pieces, in order; it
-        ends before any of the `stop` strings."""
+        ends before any of the `stop` strings. Once `cancel` is set (from another thread: the
+        composer's deadline passed) the generation stops as soon as the backend can tell, even in the
+        middle of reading the prompt, and the stream ends; what it yields then no longer matters.
+        (A backend without `cancel` is stopped before its next piece.)"""
         ...
 
 
@@ -102,20 +140,26 @@ class TransformersChat:
         return replies
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         inputs = self.prompt_ids(messages)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=120)
         failure: list[BaseException] = []
+        # `generate` checks its stopping criteria after every token: a cancelled one ends at the next
+        # (and frees the model's lock for the next question) instead of writing to max_new_tokens.
+        halt = StoppingCriteriaList([_Cancelled(cancel)] if cancel is not None else [])
 
         def run() -> None:
             try:
                 with self._lock, torch.inference_mode():
+                    if cancel is not None and cancel.is_set():  # cancelled while waiting for the lock
+                        streamer.end()
+                        return
                     self.model.generate(**inputs, max_new_tokens=max_new_tokens, streamer=streamer,
                                         stop_strings=stop or None, tokenizer=self.tokenizer,
-                                        **self._generate_kwargs(temperature))
+                                        stopping_criteria=halt, **self._generate_kwargs(temperature))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 failure.append(exc)
                 streamer.end()
@@ -136,6 +180,18 @@ class TransformersChat:
             thread.join()
         if failure:
             raise failure[0]
+
+
+class _Cancelled:
+    """A transformers stopping criterion: stop every sequence once `cancel` is set."""
+
+    def __init__(self, cancel: Cancel):
+        self.cancel = cancel
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.cancel.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 def disable_extra_buffers() -> None:
@@ -186,14 +242,63 @@ class LlamaCppChat:
             llm.close()
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
         with self._lock:
-            for chunk in self.llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
-                                                         temperature=temperature, stop=stop or None,
-                                                         repeat_penalty=1.1, stream=True):
-                piece = chunk["choices"][0]["delta"].get("content")
-                if piece:
-                    yield piece
+            flag = _AbortFlag(self.llm, cancel) if cancel is not None else None
+            try:
+                for chunk in self.llm.create_chat_completion(messages=messages, max_tokens=max_new_tokens,
+                                                             temperature=temperature, stop=stop or None,
+                                                             repeat_penalty=1.1, stream=True):
+                    piece = chunk["choices"][0]["delta"].get("content")
+                    if piece:
+                        yield piece
+                    if flag is not None and flag.cancelled():
+                        return
+            except RuntimeError:
+                if flag is not None and flag.cancelled():  # llama_decode aborted (returned 2): as asked
+                    return
+                raise
+            finally:
+                if flag is not None:
+                    flag.release()
+
+
+class _AbortFlag:
+    """Stops llama.cpp's `llama_decode` once `cancel` is set, also in the middle of a prompt (on a
+    CPU the prompt is most of the time to the first token: seconds of both cores after a missed
+    first-token budget). llama.cpp asks its abort callback after every graph node; the callback is
+    libc's `strlen` on a two-byte buffer, "\\0\\0" (0: go on) or "\\1\\0" (1: abort), so the check
+    is C only: a Python callback would take the GIL at every node, from llama.cpp's thread, behind
+    whatever else the process runs. Without libc's strlen only the pieces stop (the stream's loop)."""
+
+    def __init__(self, llm, cancel: Cancel):
+        import ctypes
+
+        import llama_cpp
+
+        self.llm, self.cancel = llm, cancel
+        self.buffer = ctypes.create_string_buffer(2)  # kept alive while llama.cpp may read it
+        try:
+            strlen = ctypes.cast(ctypes.CDLL(None).strlen, ctypes.c_void_p).value
+        except (OSError, AttributeError):
+            strlen = None
+        self.armed = strlen is not None
+        self._forget = None
+        if self.armed:
+            self._callback = llama_cpp.ggml_abort_callback(strlen)
+            llama_cpp.llama_set_abort_callback(llm.ctx, self._callback, ctypes.cast(self.buffer, ctypes.c_void_p))
+            self._forget = cancel.on_set(lambda: self.buffer.__setitem__(0, 1))
+
+    def cancelled(self) -> bool:
+        return self.cancel.is_set()
+
+    def release(self) -> None:
+        """Unset the callback: the context serves later generations."""
+        import llama_cpp
+
+        if self.armed:
+            self._forget()
+            llama_cpp.llama_set_abort_callback(self.llm.ctx, llama_cpp.ggml_abort_callback(), None)
 
 
 def _until_stop(text: str, piece: str, stop: list[str] | None) -> tuple[str, str | None]:

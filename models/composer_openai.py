@@ -6,13 +6,22 @@ at most four stop strings: the first four go to the server, and every stop strin
 here, holding back a piece's tail while it could still be the start of one, so the text ends before
 any of them whatever the server does with `stop`. Every failure is an `EndpointError` (one line,
 naming the endpoint's URL), raised from the openai client's own exception.
+
+A composition past its deadline cancels the stream (`cancel`, models/composer.py `Cancel`): the
+request's socket is shut down at once, which ends a wait for the response headers or for the next
+piece (the server sees the client hang up and stops generating). The socket is caught as it is
+connected (an httpcore trace hook), so each request opens its own connection (no keep-alive): a
+reused one would be connected already, out of reach of the hook.
 """
 
 from __future__ import annotations
 
+import contextvars
+import socket
 from typing import Iterator
 
 from core.errors import UserError
+from models.composer import Cancel
 
 MAX_STOP = 4  # OpenAI's limit on `stop`; vLLM and llama.cpp's server take more, others refuse them
 
@@ -33,19 +42,24 @@ class OpenAIChat:
         self.base_url, self.model, self.timeout = base_url, model, timeout
         # Servers without authentication still want some bearer token from this client.
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
-                                    max_retries=0)
+                                    max_retries=0, http_client=_cuttable_client())
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
         import openai
 
         stop = [s for s in stop or [] if s]
+        cuts: list = []  # unregisters the socket's shutdown from `cancel` once the stream is done
+        token = _CANCEL.set((cancel, cuts) if cancel is not None else None)
         try:
             response = self.client.chat.completions.create(
                 model=self.model, messages=messages, max_tokens=max_new_tokens, temperature=temperature,
                 stop=stop[:MAX_STOP] or None, stream=True)
         except openai.OpenAIError as exc:
+            _forget(cuts)
             raise self._error(exc) from exc
+        finally:
+            _CANCEL.reset(token)
         held = ""  # the end of the text so far that may begin a stop string
         try:
             for chunk in _chunks(response, self._error):
@@ -66,6 +80,7 @@ class OpenAIChat:
                 yield held
         finally:
             response.close()  # ends the server's generation when the caller stops early
+            _forget(cuts)
 
     def _error(self, exc: Exception) -> EndpointError:
         import openai
@@ -83,6 +98,51 @@ class OpenAIChat:
             return EndpointError(f"{where} answered HTTP {exc.status_code}: {_one_line(_message(exc))}"
                                  f"{hint.get(exc.status_code, '')}")
         return EndpointError(f"{where} failed: {type(exc).__name__}: {_one_line(str(exc))}")
+
+
+# The stream being requested on this thread: its Cancel and the list its socket's hook goes in.
+_CANCEL: contextvars.ContextVar = contextvars.ContextVar("csbot_compose_cancel", default=None)
+
+
+def _cuttable_client():
+    """openai's default httpx client, without keep-alive, whose requests made inside a cancellable
+    `OpenAIChat.stream` have their socket shut down when the stream's Cancel is set."""
+    import openai
+
+    class Client(openai.DefaultHttpxClient):
+        def send(self, request, **kwargs):
+            current = _CANCEL.get()
+            if current is not None:
+                request.extensions = {**request.extensions, "trace": _shut_on(*current)}
+            return super().send(request, **kwargs)
+
+    limits = openai.DEFAULT_CONNECTION_LIMITS  # an httpx Limits (the openai client's own httpx fork)
+    return Client(limits=type(limits)(max_connections=limits.max_connections, max_keepalive_connections=0))
+
+
+def _shut_on(cancel: Cancel, cuts: list):
+    """An httpcore trace hook: once the request's connection is made, `cancel` shuts its socket down."""
+
+    def trace(event: str, info: dict) -> None:
+        if event == "connection.connect_tcp.complete":
+            sock = info["return_value"].get_extra_info("socket")
+            if sock is not None:
+                cuts.append(cancel.on_set(lambda: _shutdown(sock)))
+
+    return trace
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread (close() would not)
+    except OSError:
+        pass  # closed already
+
+
+def _forget(cuts: list) -> None:
+    for forget in cuts:
+        forget()
+    cuts.clear()
 
 
 def _chunks(response, error) -> Iterator:

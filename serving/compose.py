@@ -9,20 +9,27 @@ Before anything is shown the guard checks the text (`check`): every number, pric
 address and name-like word must appear in the sections it cites (or the question); a citation must
 name a section the model was given; most of the answer's words must come from the sections. A
 composed answer that fails the guard, abstains, or runs past its time budget is replaced by the
-select-mode answer (abstaining means a hand-off). When streamed (`Composition.pieces`), text is
-released a sentence at a time, each sentence checked first, so an unsupported fact is never posted:
-the stream stops there and the front end shows the select answer instead.
+select-mode answer (abstaining means a hand-off). The budgets are deadlines: the fallback comes when
+one expires, not when the late token does, and the generation is stopped. When streamed
+(`Composition.pieces`), text is released a sentence at a time, each sentence checked first, so an
+unsupported fact is never posted: the stream stops there and the front end shows the select answer
+instead.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
+import queue
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 
 from core.settings import ComposeSettings
-from models.composer import ChatModel
+from models.composer import Cancel, ChatModel
 
+log = logging.getLogger("csbot.compose")
 ABSTAIN = "NO_ANSWER"
 SYSTEM_PROMPT = (
     "You are a customer-support assistant. Answer the customer's question using only the numbered "
@@ -249,25 +256,23 @@ class Composer:
                sentence_guard: bool = True):
         """Yield the answer's text in checked sentences; return (StopIteration.value) the Composition.
         Raises GuardFailure when a sentence fails the guard or a budget runs out (nothing unchecked
-        has been yielded by then)."""
+        has been yielded by then). The budgets are deadlines: the backend's pieces are read on a
+        thread of their own (`_Feed`), and at a deadline the wait ends, the generation is told to
+        stop, and the fallback is raised at once."""
         cfg = self.settings
         started = time.monotonic()
         result = Composition("composed", model=self.model.name)
         if not passages:
             result.outcome, result.reason = "fallback", "no section to compose from"
             return result
-        text, released, first = "", 0, None
+        text, released = "", 0
         haystack = [p.header() + "\n" + p.text for p in passages] + [question]
+        feed = _Feed(self.model, build_messages(question, passages, turns), max_new_tokens=cfg.max_new_tokens,
+                     temperature=cfg.temperature, stop=STOP)
         try:
-            for piece in self.model.stream(build_messages(question, passages, turns), max_new_tokens=cfg.max_new_tokens,
-                                           temperature=cfg.temperature, stop=STOP):
-                now = time.monotonic() - started
-                if first is None:
-                    first = result.first_token_seconds = now
-                    if now > cfg.first_token_budget_seconds:
-                        raise _Budget(f"first token after {now:.1f}s (budget {cfg.first_token_budget_seconds:g}s)")
-                if now > cfg.latency_budget_seconds:
-                    raise _Budget(f"still writing after {now:.1f}s (budget {cfg.latency_budget_seconds:g}s)")
+            while (piece := feed.next(*_deadline(cfg, started, result.first_token_seconds))) is not _END:
+                if result.first_token_seconds is None:
+                    result.first_token_seconds = time.monotonic() - started
                 text += piece
                 result.pieces += 1
                 if not sentence_guard or abstains(text[:len(ABSTAIN) + 2]) or ABSTAIN in text:
@@ -292,6 +297,8 @@ class Composer:
             if released:
                 raise GuardFailure(failed) from None
             return failed
+        finally:
+            feed.stop()  # a deadline, the guard, or a caller that stopped reading: the generation ends too
         whole = text
         result.text = text.strip()
         result.seconds = time.monotonic() - started
@@ -314,6 +321,82 @@ class Composer:
 
 class _Budget(Exception):
     pass
+
+
+_END = object()  # the backend's reply is complete
+
+
+def _deadline(cfg: ComposeSettings, started: float, first: float | None) -> tuple[float, str]:
+    """When the next piece is due (time.monotonic()) and what to say when it is not there by then: the
+    first token's budget until it came, the whole answer's (`latency_budget_seconds`) throughout."""
+    first_budget, latency_budget = cfg.first_token_budget_seconds, cfg.latency_budget_seconds
+    if first is None and first_budget <= latency_budget:
+        return started + first_budget, f"first token not within {first_budget:g}s budget"
+    return started + latency_budget, f"still writing after the {latency_budget:g}s budget"
+
+
+class _Feed:
+    """A backend's pieces, read on a thread of their own into a queue, so that the composer waits for
+    each only until its deadline. `stop()` tells the generation to end: a backend whose `stream`
+    takes `cancel` (models/composer.py `Cancel`) stops at once (llama.cpp aborts even while it reads
+    the prompt, an endpoint's connection is cut) or at its next token (transformers); any other
+    stops before its next piece, and its generator is closed.
+
+    The thread is not a daemon: a process that ends right after the fallback (`csbot ask`) waits for
+    the stopped generation to return rather than kill it inside torch or llama.cpp, which aborted
+    the interpreter ("terminate called without an active exception")."""
+
+    def __init__(self, model: ChatModel, messages: list[dict], **kwargs):
+        self.cancel = Cancel()
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        if _takes_cancel(model):
+            kwargs["cancel"] = self.cancel
+        self.thread = threading.Thread(target=self._run, args=(model, messages, kwargs), name="csbot-compose",
+                                       daemon=False)
+        self.thread.start()
+
+    def _run(self, model: ChatModel, messages: list[dict], kwargs: dict) -> None:
+        pieces = None
+        try:
+            pieces = model.stream(messages, **kwargs)
+            for piece in pieces:
+                if self.cancel.is_set():
+                    break
+                self._queue.put(piece)
+            self._queue.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - raised in the composer's thread by `next`
+            self._queue.put(exc)
+        finally:
+            close = getattr(pieces, "close", None)
+            try:
+                if close is not None:
+                    close()  # the backend's own clean-up: its HTTP response closed, its generate thread joined
+            except Exception as exc:  # noqa: BLE001 - the answer went out already; only worth a line
+                log.info("closing the composer's stream: %s: %s", type(exc).__name__, exc)
+
+    def next(self, deadline: float, reason: str):
+        """The next piece, or _END; raises the backend's error, or _Budget(reason) at `deadline`."""
+        left = deadline - time.monotonic()
+        if left <= 0:  # strict: a piece that is ready but late does not count
+            raise _Budget(reason)
+        try:
+            item = self._queue.get(timeout=left)
+        except queue.Empty:
+            raise _Budget(reason) from None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def stop(self) -> None:
+        self.cancel.set()
+
+
+def _takes_cancel(model: ChatModel) -> bool:
+    try:
+        params = inspect.signature(model.stream).parameters
+    except (TypeError, ValueError):
+        return False
+    return "cancel" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _fallback(result: Composition, reason: str, started: float) -> Composition:

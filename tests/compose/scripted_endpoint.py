@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import re
+import select
+import socket
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,11 +25,21 @@ MODEL = "scripted-model"
 class ScriptedEndpoint:
     """`with ScriptedEndpoint(reply) as url:` serves POST {url}/chat/completions, streaming `reply` a
     word at a time as server-sent events; `reply` is the text, or a function of the request's
-    messages that returns it. `requests` keeps each request's JSON body."""
+    messages that returns it. `requests` keeps each request's JSON body.
 
-    def __init__(self, reply: str | Callable[[list[dict]], str]):
+    A slow server: `first_delay` seconds before the first word (with `headers_first`, after the
+    response headers, as vLLM does; else before them, as llama.cpp's server does, which answers only
+    once it has the first token), `delay` seconds before each later word (or `delay(i)` before word
+    i, to stall in the middle of the answer). While it waits it watches
+    the connection: `hung_up` is set when the client closes it before the reply is done (the
+    server's generation would then stop)."""
+
+    def __init__(self, reply: str | Callable[[list[dict]], str], *, first_delay: float = 0.0,
+                 delay: float | Callable[[int], float] = 0.0, headers_first: bool = True):
         self.reply = reply
+        self.first_delay, self.delay, self.headers_first = first_delay, delay, headers_first
         self.requests: list[dict] = []
+        self.hung_up = threading.Event()
         endpoint = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,15 +52,39 @@ class ScriptedEndpoint:
                 if not self.path.endswith("/chat/completions"):
                     self.send_error(404)
                     return
+                if not endpoint.headers_first and not self._wait(endpoint.first_delay):
+                    return
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
+                self.wfile.flush()
                 reply = endpoint.reply if isinstance(endpoint.reply, str) else endpoint.reply(body["messages"])
-                for piece in re.findall(r"\S+\s*|\s+", reply):
+                for i, piece in enumerate(re.findall(r"\S+\s*|\s+", reply)):
+                    wait = endpoint.pause(i)
+                    if not self._wait(wait):
+                        return
                     self._event({"index": 0, "delta": {"content": piece}, "finish_reason": None})
                 self._event({"index": 0, "delta": {}, "finish_reason": "stop"})
                 self.wfile.write(b"data: [DONE]\n\n")
                 self.wfile.flush()
+
+            def _wait(self, seconds: float) -> bool:
+                """Sleep `seconds`; False (and `hung_up` set) as soon as the client closes the connection."""
+                deadline = time.monotonic() + seconds
+                while (left := deadline - time.monotonic()) > 0:
+                    readable, _, _ = select.select([self.connection], [], [], left)
+                    if readable:
+                        if not self._connected():
+                            endpoint.hung_up.set()
+                            return False
+                        time.sleep(min(left, 0.05))  # bytes, not a hang-up: nothing here reads them
+                return True
+
+            def _connected(self) -> bool:
+                try:
+                    return bool(self.connection.recv(1, socket.MSG_PEEK))  # b"": the client closed it
+                except OSError:  # reset
+                    return False
 
             def _event(self, choice: dict) -> None:
                 chunk = {"id": "chatcmpl-scripted", "object": "chat.completion.chunk", "created": 0,
@@ -57,6 +94,12 @@ class ScriptedEndpoint:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def pause(self, i: int) -> float:
+        """Seconds to wait before word `i` once the headers are sent."""
+        if i == 0:
+            return self.first_delay if self.headers_first else 0.0
+        return self.delay(i) if callable(self.delay) else self.delay
 
     def __enter__(self) -> str:
         self._thread.start()

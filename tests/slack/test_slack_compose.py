@@ -94,7 +94,7 @@ def test_past_the_first_token_budget_the_select_answer_is_posted(make_bot, demo_
     [post] = bot.mock.calls_to("chat.postMessage")
     stored = bot.store.get_answer(post.args["metadata"]["event_payload"]["answer_id"])
     assert stored["answer_mode"] == "select" and stored["answer_text"] == engine.answer(COMPOSED).text
-    assert '"reason": "first token after' in stored["composition"]
+    assert '"reason": "first token not within 0s budget"' in stored["composition"]
 
 
 def test_channel_modes_decide_where_the_bot_composes(make_bot, composing):
