@@ -68,13 +68,17 @@ def describe_os_error(exc: OSError) -> str:
     where = f": {exc.filename}" if exc.filename else ""
     line = f"{what}{where}"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        line += " (free some space, or `csbot models prune`)"
+        line += " (disk full: free some space, or `csbot models prune`)"
     elif exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         line += " (csbot needs to write under CSBOT_HOME; point it at a writable folder)"
     return line
 
 
 def describe_sqlite_error(exc: sqlite3.Error) -> str | None:
+    """One line for an SQLite error that did not come through the store (which names its file itself:
+    store/schema.py `describe_error`), e.g. from an index under CSBOT_HOME."""
+    from store.schema import FULL_BELOW_BYTES, free_bytes
+
     message = str(exc)
     home = os.environ.get("CSBOT_HOME") or "the csbot home"
     if "readonly" in message or "read-only" in message:
@@ -82,7 +86,13 @@ def describe_sqlite_error(exc: sqlite3.Error) -> str | None:
     if "unable to open" in message:
         return f"cannot open the database under {home} ({message}): is the folder missing or read-only?"
     if "disk is full" in message or "disk I/O" in message:
-        return f"cannot write the database under {home} ({message}): is the disk full?"
+        free = free_bytes(os.path.join(home, "csbot.sqlite3")) if os.environ.get("CSBOT_HOME") else None
+        if "disk is full" in message or (free is not None and free < FULL_BELOW_BYTES):
+            return f"disk full: cannot write under {home} ({message}); free some space, or `csbot models prune`"
+        return f"disk I/O error under {home} ({message}); check the disk (e.g. `dmesg`)"
+    if "malformed" in message or "not a database" in message:
+        return (f"a database under {home} is damaged ({message}); restore it from a backup, and check it with "
+                "`sqlite3 FILE \"PRAGMA integrity_check\"`")
     return None
 
 

@@ -16,9 +16,10 @@ from store.schema import (
     SchemaTooNewError,
     StoreBusyError,
     StoreError,
+    StoreFullError,
 )
 from store.store import Store, load_or_create_salt
-from store.votes import ImportReport, import_votes, parse_vote
+from store.votes import ImportReport, ImportStoppedError, import_votes, parse_vote
 
 __all__ = [
     "APPLICATION_ID",
@@ -30,12 +31,14 @@ __all__ = [
     "CorruptDatabaseError",
     "ForeignDatabaseError",
     "ImportReport",
+    "ImportStoppedError",
     "InvalidVoteError",
     "Redactor",
     "SchemaTooNewError",
     "Store",
     "StoreBusyError",
     "StoreError",
+    "StoreFullError",
     "UnknownAnswerError",
     "VoteResult",
     "import_votes",

@@ -14,7 +14,13 @@ Owned by the store (same SQLite file, tables from schema migration 4), used by b
 * Revoked workspaces (`app_uninstalled`, `tokens_revoked`): nothing is posted there any more.
 
 Privacy: an item holds the raw payload (message text, user ids) only while it is pending or
-running; a finished item is deleted (secure_delete is on), a failed one keeps no body.
+running; a finished item is deleted (secure_delete is on), a failed one keeps no body and a
+redacted error. secure_delete zeroes the database file only: the WAL keeps every page version
+written since the last checkpoint, so `scrub` checkpoints it (TRUNCATE). It runs when a finished or
+failed item leaves nothing pending or running, and the worker pool calls it at its start (after a
+kill -9, the dead process's WAL is still there), every housekeeping round while payloads have left
+since the last scrub (a busy inbox is never empty), and at its stop: no checkpoint per message
+under load, and no raw payload on disk once the inbox is idle.
 """
 
 from __future__ import annotations
@@ -31,6 +37,9 @@ from core.clock import to_iso, utcnow
 PENDING, RUNNING, FAILED = "pending", "running", "failed"
 INTERACTIVE, ANSWER, SENTIMENT = "interactive", "answer", "sentiment"
 PRIORITY = {INTERACTIVE: 0, ANSWER: 1, SENTIMENT: 2}
+# How long a scrub waits for another process's reader or writer before giving up until the next try:
+# it holds the store's lock meanwhile, and the intake's write before an ack waits on that lock.
+SCRUB_WAIT_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,7 @@ def pid_alive(pid: int) -> bool:
 class Inbox:
     def __init__(self, store):
         self.store = store
+        self._unscrubbed = False  # a payload left the inbox since the last completed scrub
 
     # ----- intake ------------------------------------------------------------------------------
     def accept(self, items: list[InboxItem], *, event_id: str | None = None, limit: int | None = None,
@@ -160,21 +170,55 @@ class Inbox:
             return item
 
     def finish(self, item_id: int) -> None:
-        """The item's effect is durable: delete it (and its payload)."""
-        with self.store._write() as conn:
-            conn.execute("DELETE FROM slack_inbox WHERE id = ?", (item_id,))
+        """The item's effect is durable: delete it (and its payload); scrub if the inbox is now idle."""
+        with self.store._lock:  # nobody in this process sees the inbox idle before its scrub is done
+            with self.store._write() as conn:
+                conn.execute("DELETE FROM slack_inbox WHERE id = ?", (item_id,))
+                idle = self._idle(conn)
+            self._payload_gone(idle)
 
     def retry(self, item_id: int, error: str, delay: float, now: float | None = None) -> None:
+        """Try the item again after `delay` seconds (it keeps its payload for that)."""
         now = time.time() if now is None else now
         with self.store._write() as conn:
             conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, not_before = ?, error = ? WHERE id = ?",
-                         (PENDING, now + delay, error[:500], item_id))
+                         (PENDING, now + delay, self._error_text(error), item_id))
 
     def fail(self, item_id: int, error: str) -> None:
         """Give up on an item: it stays (without its payload) for /healthz and the log."""
-        with self.store._write() as conn:
-            conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, body = NULL, error = ? WHERE id = ?",
-                         (FAILED, error[:500], item_id))
+        with self.store._lock:
+            with self.store._write() as conn:
+                conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, body = NULL, error = ? WHERE id = ?",
+                             (FAILED, self._error_text(error), item_id))
+                idle = self._idle(conn)
+            self._payload_gone(idle)
+
+    def _error_text(self, error: str) -> str:
+        # An exception's text can quote the payload (a message, an email address): redacted like answers.
+        return (self.store.redact(str(error)) or "")[:500]
+
+    @staticmethod
+    def _idle(conn) -> bool:
+        return conn.execute("SELECT 1 FROM slack_inbox WHERE state IN (?, ?) LIMIT 1",
+                            (PENDING, RUNNING)).fetchone() is None
+
+    def _payload_gone(self, idle: bool) -> None:
+        self._unscrubbed = True
+        if idle:
+            self.scrub()
+
+    def scrub(self, *, if_needed: bool = False) -> bool:
+        """Checkpoint the WAL (TRUNCATE) so the page versions of finished payloads leave the disk.
+
+        Returns whether it completed: another process's reader or writer can hold it up (then
+        call it again later). `if_needed`: only if a payload left since the last completed scrub."""
+        if if_needed and not self._unscrubbed:
+            return True
+        self._unscrubbed = False  # before the checkpoint: a payload leaving meanwhile marks it again
+        done = self.store.checkpoint(wait=SCRUB_WAIT_SECONDS)
+        if not done:
+            self._unscrubbed = True
+        return done
 
     def release(self, owner: str) -> int:
         """Hand `owner`'s running items back (a stop that ran out of grace)."""

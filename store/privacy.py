@@ -1,13 +1,12 @@
 """Retention and deletion (purge, forget a user), export and row counts: what touches every table.
 
-Mixed into store.store.Store, which provides the connection (`_write`, `_read`, `_lock`,
-`_conn`), `path`, `busy_timeout` and `hash_user`.
+Mixed into store.store.Store, which provides the connection (`_write`, `_read`,
+`_file_errors`, `checkpoint`), `path`, `busy_timeout` and `hash_user`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -90,16 +89,8 @@ class Privacy:
                 if table in statements or n:
                     counts[table] = n
         if not dry_run and any(counts.values()):
-            self._checkpoint()
+            self.checkpoint()  # best effort: the deleted rows' old page versions leave the WAL too
         return counts
-
-    def _checkpoint(self) -> None:
-        """Best effort: move deleted pages out of the WAL so old copies do not linger on disk."""
-        with self._lock:
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-            except sqlite3.Error:
-                pass
 
     # -- export and stats ----------------------------------------------------------------------
 
@@ -112,18 +103,20 @@ class Privacy:
         if unknown:
             raise UserError(f"unknown export kind(s) {', '.join(unknown)}")
         bound = parse_since(since)
-        conn = schema.connect(self.path, busy_timeout=self.busy_timeout, read_only=True)
+        with self._file_errors():
+            conn = schema.connect(self.path, busy_timeout=self.busy_timeout, read_only=True)
         try:
-            conn.execute("BEGIN")
-            for kind in EXPORT_KINDS:
-                if kind not in kinds:
-                    continue
-                sql = f"SELECT * FROM {kind}" + (" WHERE time > ?" if bound else "") + " ORDER BY time"
-                cursor = conn.execute(sql, (bound,) if bound else ())
-                keys = [d[0] for d in cursor.description]
-                for values in cursor:
-                    row = dict(zip(keys, values))
-                    yield {"type": _EXPORT_TYPES[kind], **_EXPORT_DECODE.get(kind, dict)(row)}
+            with self._file_errors():  # a damaged page can surface on any row
+                conn.execute("BEGIN")
+                for kind in EXPORT_KINDS:
+                    if kind not in kinds:
+                        continue
+                    sql = f"SELECT * FROM {kind}" + (" WHERE time > ?" if bound else "") + " ORDER BY time"
+                    cursor = conn.execute(sql, (bound,) if bound else ())
+                    keys = [d[0] for d in cursor.description]
+                    for values in cursor:
+                        row = dict(zip(keys, values))
+                        yield {"type": _EXPORT_TYPES[kind], **_EXPORT_DECODE.get(kind, dict)(row)}
         finally:
             conn.close()
 

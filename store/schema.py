@@ -19,6 +19,7 @@ Every connection gets foreign_keys=ON, synchronous=FULL, secure_delete=ON and a 
 from __future__ import annotations
 
 import os
+import shlex
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -55,6 +56,67 @@ class SchemaTooNewError(StoreError):
 
 class StoreBusyError(StoreError):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or quota) holding the database has no room left."""
+
+
+# SQLite's primary result codes (the low byte of an extended code such as SQLITE_IOERR_SHMSIZE).
+_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
+_FILE_CODES = frozenset((_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB))
+_CODE_WORDS = (("malformed", _CORRUPT), ("not a database", _NOTADB), ("disk is full", _FULL),
+               ("disk i/o", _IOERR), ("readonly", _READONLY), ("locked", _BUSY), ("unable to open", _CANTOPEN))
+# Less free space than this beside the database counts as a full disk: a write needs a few pages, and the
+# -shm file needs 32 KiB; SQLite reports some of these failures as "disk I/O error", not "disk is full".
+FULL_BELOW_BYTES = 1 << 20
+
+
+def _primary_code(exc: BaseException) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF
+    text = str(exc).lower()
+    return next((c for word, c in _CODE_WORDS if word in text), None)
+
+
+def free_bytes(path: Path) -> int | None:
+    """Bytes this process may still write on the file system holding `path` (None if unknown)."""
+    folder = Path(os.path.realpath(path)).parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    return (st.f_bfree if os.geteuid() == 0 else st.f_bavail) * st.f_frsize
+
+
+def describe_error(path: Path, exc: BaseException, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> StoreError | None:
+    """The one-line StoreError for an SQLite error about the database file itself (damaged, full disk,
+    read-only, I/O, locked), naming the file and what to do; None for anything else (e.g. a constraint)."""
+    code = _primary_code(exc)
+    if code not in _FILE_CODES or not isinstance(exc, sqlite3.Error):
+        return None
+    check = f"sqlite3 {shlex.quote(str(path))} \"PRAGMA integrity_check\""
+    free = free_bytes(path) if code in (_FULL, _IOERR, _CANTOPEN) else None
+    if code == _FULL or (free is not None and free < FULL_BELOW_BYTES):
+        shown = "" if free is None else f", {free // 1024} KiB free"
+        return StoreFullError(f"disk full: no room to write the csbot database {path} or its -wal/-shm files "
+                              f"({exc}{shown}); free some space (or `csbot models prune`), then run the command again")
+    if code in (_CORRUPT, _NOTADB):
+        return CorruptDatabaseError(
+            f"the csbot database {path} is damaged ({exc}); restore it from a backup (`sqlite3 FILE .recover` "
+            f"salvages what is still readable), and list the damage with: {check}")
+    if code == _READONLY:
+        return StoreError(f"the csbot database {path} is read-only ({exc}); csbot needs to write the file and its "
+                          "folder: make them writable, or point CSBOT_HOME at a writable folder")
+    if code == _IOERR:
+        return StoreError(f"disk I/O error on the csbot database {path} ({exc}); check the disk (e.g. `dmesg`), "
+                          f"then the file with: {check}")
+    if code == _CANTOPEN:
+        return StoreError(f"cannot open the csbot database {path} ({exc}): is its folder missing or not writable?")
+    return StoreBusyError(f"{path} stayed locked by another process for {busy_timeout:g}s ({exc})")
 
 
 @dataclass(frozen=True)
@@ -334,19 +396,46 @@ def inspect(path: Path, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict:
     try:
         conn = connect(path, busy_timeout=busy_timeout, read_only=True)
     except sqlite3.Error as exc:
-        raise CorruptDatabaseError(f"{path} cannot be opened as an SQLite database: {exc}") from exc
+        raise (describe_error(path, exc, busy_timeout=busy_timeout)
+               or CorruptDatabaseError(f"{path} cannot be opened as an SQLite database: {exc}")) from exc
     try:
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
         objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        _probe_roots(conn)
     except sqlite3.DatabaseError as exc:
-        raise CorruptDatabaseError(
-            f"{path} is a damaged SQLite database ({exc}); csbot will not use or overwrite it"
-        ) from exc
+        raise (describe_error(path, exc, busy_timeout=busy_timeout)
+               or CorruptDatabaseError(f"{path} is a damaged SQLite database ({exc}); csbot will not use it")) from exc
     finally:
         conn.close()
     return {"application_id": app_id, "user_version": version, "tables": tables, "objects": objects}
+
+
+def _probe_roots(conn: sqlite3.Connection) -> None:
+    """Read the first entry of every table and index. Garbage in a root page, or on the way to the
+    first entry, then shows at open whatever the command (a report reads other tables than a vote
+    writes), for about 40 page reads; damage deeper in a b-tree shows when a command reads it."""
+    def quoted(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    for kind, name, table in conn.execute(
+            "SELECT type, name, tbl_name FROM sqlite_master WHERE type IN ('table', 'index') AND rootpage > 0"
+            " ORDER BY rootpage").fetchall():
+        if kind == "table":
+            conn.execute(f"SELECT * FROM {quoted(table)} LIMIT 1").fetchall()
+            continue
+        columns = [row[2] for row in conn.execute(f"PRAGMA index_info({quoted(name)})")]
+        if not columns or None in columns:
+            continue  # an index on an expression: read when used
+        order = ", ".join(quoted(c) for c in columns)
+        try:
+            conn.execute(f"SELECT {order} FROM {quoted(table)} INDEXED BY {quoted(name)} ORDER BY {order} LIMIT 1"
+                         ).fetchall()
+        except sqlite3.OperationalError as exc:
+            if _primary_code(exc) in (_CORRUPT, _NOTADB):
+                raise
+            # e.g. "no query solution" for an index with another collation: read when used
 
 
 def _verify_ours(path: Path, info: dict) -> bool:
@@ -421,7 +510,8 @@ def open_database(
     try:
         conn = connect(path, busy_timeout=busy_timeout)
     except sqlite3.Error as exc:
-        raise StoreError(f"cannot open the csbot database {path}: {exc}") from exc
+        raise (describe_error(path, exc, busy_timeout=busy_timeout)
+               or StoreError(f"cannot open the csbot database {path}: {exc}")) from exc
     try:
         if kind == "new":
             # Another process may have created it between check_file and connect.
@@ -431,12 +521,12 @@ def open_database(
         migrate(conn, target=target_version)
     except sqlite3.OperationalError as exc:
         conn.close()
-        if "locked" in str(exc) or "busy" in str(exc):
-            raise StoreBusyError(f"{path} stayed locked by another process for {busy_timeout:g}s") from exc
-        raise StoreError(f"cannot prepare the csbot database {path}: {exc}") from exc
+        raise (describe_error(path, exc, busy_timeout=busy_timeout)
+               or StoreError(f"cannot prepare the csbot database {path}: {exc}")) from exc
     except sqlite3.DatabaseError as exc:
         conn.close()
-        raise CorruptDatabaseError(f"{path} is a damaged SQLite database ({exc})") from exc
+        raise (describe_error(path, exc, busy_timeout=busy_timeout)
+               or CorruptDatabaseError(f"{path} is a damaged SQLite database ({exc})")) from exc
     except BaseException:
         conn.close()
         raise

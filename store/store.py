@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,7 @@ from store.privacy import Privacy
 from store.redact import KINDS, Redactor
 from store.rows import dicts
 from store.runs import CONSUMING_STATUSES, SUCCESS_STATUS, Runs, training_run_watermark  # noqa: F401
-from store.schema import StoreBusyError, StoreError
+from store.schema import StoreBusyError, StoreError, StoreFullError  # noqa: F401
 
 SALT_FILE = "salt"
 
@@ -182,31 +182,55 @@ class Store(Answers, Monitoring, Runs, Privacy):
         """One durable write transaction; the commit happens before the caller returns."""
         with self._lock:
             conn = self._conn
-            try:
+            with self._file_errors():
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise self._busy(exc) from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException as exc:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
-                    raise self._busy(exc) from exc
-                raise
+            with self._file_errors():
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        # On a full or damaged disk the rollback may fail too; the first error says why.
+                        with suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        with self._lock:
-            try:
-                return dicts(self._conn.execute(sql, tuple(params)))
-            except sqlite3.OperationalError as exc:
-                if _is_busy(exc):
-                    raise self._busy(exc) from exc
-                raise
+        with self._lock, self._file_errors():
+            return dicts(self._conn.execute(sql, tuple(params)))
 
-    def _busy(self, exc: Exception) -> StoreBusyError:
-        return StoreBusyError(f"{self.path} stayed locked by another writer for {self.busy_timeout:g}s ({exc})")
+    @contextmanager
+    def _file_errors(self) -> Iterator[None]:
+        """Raise a StoreError naming the file and what to do for an SQLite error about the file
+        (damaged, full disk, read-only, locked); any other SQLite error (a bug in a statement) as is."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            error = schema.describe_error(self.path, exc, busy_timeout=self.busy_timeout)
+            if error is None:
+                raise
+            raise error from exc
+
+    def checkpoint(self, *, wait: float | None = None) -> bool:
+        """Copy the WAL into the database file and truncate the WAL to 0 bytes
+        (`PRAGMA wal_checkpoint(TRUNCATE)`): secure_delete zeroes deleted rows in the database file,
+        but the WAL keeps every page version written since the last checkpoint, deleted rows too.
+
+        Best effort: True when it completed. Another process's reader or writer can hold it up;
+        it waits for them at most `wait` seconds (default: the busy timeout), then gives up."""
+        with self._lock:
+            conn = self._conn
+            try:
+                if wait is not None:
+                    conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                return busy == 0
+            except sqlite3.Error:
+                return False
+            finally:
+                if wait is not None:
+                    with suppress(sqlite3.Error):
+                        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
 
     def hash_user(self, user: str | None) -> str | None:
         """The salted hash stored in place of a Slack (or CLI) user id."""
@@ -218,11 +242,6 @@ class Store(Answers, Monitoring, Runs, Privacy):
         return self.redactor(text)
 
     def schema_version(self) -> int:
-        with self._lock:
+        with self._lock, self._file_errors():
             return schema.schema_version(self._conn)
-
-
-def _is_busy(exc: sqlite3.OperationalError) -> bool:
-    text = str(exc).lower()
-    return "locked" in text or "busy" in text
 

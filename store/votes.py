@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from core.errors import UserError
 from store.answers import CAPPED, DUPLICATE, STORED
+from store.schema import StoreError
 from store.store import Store
 
 _UP = {"up", "+1", "👍", "👍🏻", "👍🏼", "👍🏽", "👍🏾", "👍🏿", ":+1:", "thumbsup", ":thumbsup:", "thumbs_up", "y", "yes", "good", "helpful"}
@@ -55,6 +56,15 @@ class ImportReport:
         return {"stored": self.stored, "duplicates": self.duplicates, "capped": self.capped, "rejected": self.rejected}
 
 
+class ImportStoppedError(StoreError):
+    """The store failed part-way through a bulk import (a full disk, a damaged file): `report` says
+    what was stored before line `line`, `cause` why it stopped."""
+
+    def __init__(self, report: ImportReport, line: int, cause: StoreError):
+        super().__init__(f"stopped at line {line} after storing {report.stored} vote(s): {cause}")
+        self.report, self.line, self.cause = report, line, cause
+
+
 def import_event_id(record: dict) -> str:
     """A deterministic id for an imported vote, so importing the same line twice is a duplicate."""
     key = json.dumps([record.get(k) for k in IMPORT_FIELDS], ensure_ascii=False, separators=(",", ":"))
@@ -87,7 +97,8 @@ def parse_import_line(text: str) -> dict:
 
 def import_votes(store: Store, lines: Iterable[str], *, origin: str = "import") -> ImportReport:
     """Record one vote per JSONL line; bad lines are reported, never fatal. Line numbers are 1-based
-    and count blank lines too, so they match an editor's."""
+    and count blank lines too, so they match an editor's. A store that fails (full disk, damaged
+    file) stops the import with ImportStoppedError, which carries the report so far."""
     report = ImportReport()
     for number, raw in enumerate(lines, start=1):
         text = raw.strip()
@@ -109,6 +120,8 @@ def import_votes(store: Store, lines: Iterable[str], *, origin: str = "import") 
         except UserError as exc:
             report.rejected.append({"line": number, "error": str(exc)})
             continue
+        except StoreError as exc:  # the file, not the line: later lines would fail the same way
+            raise ImportStoppedError(report, number, exc) from exc
         if result.status == STORED:
             report.stored += 1
         elif result.status == DUPLICATE:

@@ -6,7 +6,8 @@
 Both forms go through Store.record_vote, the same code the Slack app uses.
 Exit codes: 0 stored (or, for --file, the file was read - rejected lines are listed on stderr
 and in the JSON); 1 the single vote was capped / had nothing to retract, or --strict and some
-line was rejected; 2 bad input (unknown answer id, unreadable file, bad arguments).
+line was rejected; 2 bad input (unknown answer id, unreadable file, bad arguments) or a store that
+cannot be written (full disk, damaged file: a --file import says how many votes it stored first).
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ def _run_single(store, args: argparse.Namespace) -> int:
 
 
 def _run_file(store, args: argparse.Namespace) -> int:
-    from store import import_votes
+    from store import ImportStoppedError, StoreError, import_votes
 
     name = "<stdin>" if str(args.file) == "-" else str(args.file)
     try:
@@ -140,12 +141,16 @@ def _run_file(store, args: argparse.Namespace) -> int:
                 report = import_votes(store, fh)
     except FileNotFoundError:
         raise UserError(f"no such file: {name}") from None
+    except ImportStoppedError as exc:
+        _show_rejects(name, exc.report)
+        message = (f"{name}: stopped at line {exc.line} after storing {exc.report.stored} vote(s) "
+                   f"(importing the file again skips them as duplicates): {exc.cause}")
+        if args.json:
+            out(json.dumps({**exc.report.to_json(), "error": message, "line": exc.line}), flush=True)
+        raise StoreError(message) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read {name}: {exc}") from None
-    for reject in report.rejected[:MAX_REJECTS_SHOWN]:
-        print(f"{name}:{reject['line']}: rejected: {reject['error']}", file=sys.stderr)
-    if len(report.rejected) > MAX_REJECTS_SHOWN:
-        print(f"{name}: ... and {len(report.rejected) - MAX_REJECTS_SHOWN} more rejected lines", file=sys.stderr)
+    _show_rejects(name, report)
     if args.json:
         out(json.dumps(report.to_json()))
     else:
@@ -154,3 +159,10 @@ def _run_file(store, args: argparse.Namespace) -> int:
             f"rejected {len(report.rejected)} (of {report.lines} lines)"
         )
     return 1 if args.strict and report.rejected else 0
+
+
+def _show_rejects(name: str, report) -> None:
+    for reject in report.rejected[:MAX_REJECTS_SHOWN]:
+        print(f"{name}:{reject['line']}: rejected: {reject['error']}", file=sys.stderr)
+    if len(report.rejected) > MAX_REJECTS_SHOWN:
+        print(f"{name}: ... and {len(report.rejected) - MAX_REJECTS_SHOWN} more rejected lines", file=sys.stderr)
