@@ -30,9 +30,10 @@ one through `ModelVersion` (`documents()`, `examples()`, `load_index()`, `load_i
 
 A version folder is written under a temporary name and renamed into place when complete, so a
 crash never leaves a half-written version that looks real. `promote` flips CHAMPION with one
-`os.replace`; a version's `meta.json` names its parent (the version it was built from), which
-`rollback` serves. `prune` keeps the champion, its parent and the newest N versions (the
-`keep_versions` setting, 5 by default) and deletes the rest.
+`os.replace` (given `expect_champion`, only if the champion is still the one the caller built on);
+a version's `meta.json` names its parent (the version it was built from), which `rollback` serves.
+`prune` keeps the champion, its parent and the newest N versions (the `keep_versions` setting, 5 by
+default) and deletes the rest.
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ INDEX_DIR = "index"
 
 class VersionError(UserError):
     pass
+
+
+ANY = object()  # promote's `expect_champion` default: whatever the champion is
 
 
 @dataclass
@@ -349,9 +353,16 @@ class VersionStore:
         tmp.rename(self.root / name)
         return ModelVersion(name, self.root / name, meta)
 
-    def promote(self, name: str, reason: str = "promote") -> ModelVersion:
+    def promote(self, name: str, reason: str = "promote", *, expect_champion=ANY) -> ModelVersion:
+        """Serve `name`. With `expect_champion` (a version name, or None for "no champion yet"), a
+        compare-and-set: raises VersionError and changes nothing when the champion is another one, so
+        a writer never promotes over a champion it did not build on. The compare and the flip are one
+        step only while the caller holds the home's writer lock (training/lock.py)."""
         version = self.get(name)
         previous = self.champion_name()
+        if expect_champion is not ANY and previous != expect_champion:
+            raise VersionError(f"the champion changed while {name} was being made: it is {previous or 'none'}, "
+                               f"not {expect_champion or 'none'}; {name} was not promoted")
         _write_atomic(self.root / CHAMPION_FILE, name + "\n")
         with open(self.root / HISTORY_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": time.time(), "champion": name, "previous": previous, "reason": reason}) + "\n")
@@ -366,7 +377,7 @@ class VersionStore:
         if current.parent not in self.names():
             raise VersionError(f"{current.name}'s parent {current.parent} is no longer kept (pruned); "
                                f"`csbot models promote VERSION` serves another one")
-        return self.promote(current.parent, reason=f"rollback from {current.name}")
+        return self.promote(current.parent, reason=f"rollback from {current.name}", expect_champion=current.name)
 
     # ----- retention -----------------------------------------------------------------------
     def protected(self, keep: int) -> set[str]:

@@ -24,13 +24,24 @@ from training.feedback_data import normalize
 
 def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict:
     """Remove the learned examples whose text is one of `texts` from every model version and the
-    held-out set (see the module doc). Returns what was (or, with dry_run, would be) done."""
-    from serving.versions import VersionError, VersionStore
-
+    held-out set (see the module doc). Returns what was (or, with dry_run, would be) done. Holds the
+    home's writer lock (training/lock.py) unless dry_run."""
     keys = {normalize(t) for t in texts if t and t.strip()}
     report = {"learned_examples": 0, "versions_rebuilt": [], "versions_deleted": [], "heldout_rows": 0}
     if not keys:
         return report
+    if dry_run:
+        return _forget(settings, keys, report, dry_run=True)
+    from training.lock import hold_writer
+
+    # The rebuild starts from the champion and replaces it: no other writer may move it meanwhile.
+    with hold_writer(settings, "forget"):
+        return _forget(settings, keys, report, dry_run=False)
+
+
+def _forget(settings, keys: set[str], report: dict, *, dry_run: bool) -> dict:
+    from serving.versions import VersionError, VersionStore
+
     versions = VersionStore(settings.models_dir)
     champion = versions.champion_name()
     tainted = []
@@ -80,7 +91,7 @@ def _rebuild_without(settings, versions, champion, keys: set[str], tainted: list
     built = build_version(champion.documents(), build_settings, extra_examples=kept,
                           encoder_dir=champion.encoder_dir, parent=parent,
                           meta={**meta, "reason": f"forget (rebuilt {champion.name} without a user's questions)"})
-    versions.promote(built.version.name, reason="forget")
+    versions.promote(built.version.name, reason="forget", expect_champion=champion.name)
     return built.version.name
 
 

@@ -1,15 +1,22 @@
-"""One retrain at a time: an exclusive `fcntl` lock on `CSBOT_HOME/retrain.lock`.
+"""Exclusive `fcntl` locks on files under CSBOT_HOME: one retrain at a time (`retrain.lock`) and one
+writer of the model store at a time (`models.lock`).
 
 The kernel releases an fcntl lock when its process dies, however it dies (SIGKILL included), so a
 crashed run never leaves a stale lock behind: the file may still exist, but nobody holds it and the
-next run takes it at once. The file's content (pid, host, start time) is only informational, for
-the "another retrain is running" message; it is never trusted to decide anything.
+next run takes it at once. The file's content (what holds it, pid, host, start time) is only
+informational, for the "another … is running" messages; it is never trusted to decide anything.
 
     with RetrainLock(settings.home) as lock:      # raises LockBusy if another run holds it
         ...
+    with hold_writer(settings, "ingest"):         # waits up to writer_wait_seconds, then LockBusy
+        ...
 
-`csbot ingest` can take the same lock (`RetrainLock(home).acquire(wait=True)`) so that a build it
-starts never races a retrain (both create `.building-*` folders and both call `clean_partial`).
+The writer lock serialises everything that reads the champion to build on it and then moves the
+champion pointer or deletes versions: ingest (parse, merge with the champion's articles, build,
+promote), the retrain's build-and-promote step (it trains without it), `csbot forget`'s rebuild and
+`csbot models promote/rollback/prune`. Without it two writers starting from the same champion would
+each promote a version built on it, and the last to finish would drop the other's change. A
+process must not take the same lock twice (a second `flock` on a new descriptor waits on the first).
 """
 
 from __future__ import annotations
@@ -18,29 +25,48 @@ import fcntl
 import json
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 
 from core.errors import CsbotError
 
 LOCK_FILE = "retrain.lock"
+WRITER_LOCK_FILE = "models.lock"
+POLL_SECONDS = 0.2
 
 
 class LockBusy(CsbotError):
-    """Another process holds the lock."""
+    """Another process holds the lock (after `waited` seconds of waiting, when it waited)."""
 
-    def __init__(self, path: Path, holder: dict | None):
+    def __init__(self, path: Path, holder: dict | None, what: str = "retrain", waited: float | None = None):
         self.path = path
         self.holder = holder or {}
+        self.waited = waited
+        what = self.holder.get("what") or what
         who = f"pid {self.holder.get('pid', '?')}"
         if self.holder.get("started"):
             who += f", started {self.holder['started']}"
-        super().__init__(f"another retrain is running ({who}; lock {path})")
+        if waited is None:
+            super().__init__(f"another {what} is running ({who}; lock {path})")
+        else:
+            super().__init__(f"another {what} ({who}) still holds {path} after {waited:g}s of waiting; try again "
+                             f"when it has finished (the writer_wait_seconds setting says how long to wait)")
 
 
-class RetrainLock:
-    def __init__(self, home: str | os.PathLike, name: str = LOCK_FILE):
+def waiting_line(holder: dict | None) -> str:
+    """The one line a process prints when it has to wait for the writer lock."""
+    holder = holder or {}
+    return (f"waiting for another {holder.get('what') or 'writer'} (pid {holder.get('pid', '?')}, "
+            f"started {holder.get('started', '?')}) to finish…")
+
+
+class HomeLock:
+    """An exclusive lock on the file `name` under `home`; `what` names the holder in messages."""
+
+    def __init__(self, home: str | os.PathLike, name: str, *, what: str):
         self.path = Path(home) / name
+        self.what = what
         self._fd: int | None = None
 
     @property
@@ -54,24 +80,33 @@ class RetrainLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self, *, wait: bool = False, timeout: float | None = None) -> "RetrainLock":
-        """Take the lock; `wait=False` raises LockBusy at once when it is held elsewhere."""
+    def acquire(self, *, wait: bool = False, timeout: float | None = None, on_wait=None) -> "HomeLock":
+        """Take the lock; `wait=False` raises LockBusy at once when it is held elsewhere. With `wait`,
+        polls until `timeout` seconds have passed (None: forever), then raises LockBusy; `on_wait(holder)`
+        is called once, when it first has to wait (holder: what the other process wrote, or {})."""
         if self._fd is not None:
             return self
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        told = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if not wait or (deadline is not None and time.monotonic() >= deadline):
+                waited = time.monotonic() - started
+                if not wait or (timeout is not None and waited >= timeout):
                     os.close(fd)
-                    raise LockBusy(self.path, self.holder()) from None
-                time.sleep(0.2)
+                    raise LockBusy(self.path, self.holder(), self.what, waited=timeout if wait else None) from None
+                holder = self.holder()
+                # The holder writes its details just after it locks: give it a moment before telling.
+                if on_wait is not None and not told and (holder or waited >= 1.0):
+                    on_wait(holder or {})
+                    told = True
+                time.sleep(POLL_SECONDS if timeout is None else max(0.0, min(POLL_SECONDS, timeout - waited)))
         os.ftruncate(fd, 0)
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
+        info = {"what": self.what, "pid": os.getpid(), "host": socket.gethostname(),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
         os.write(fd, json.dumps(info).encode())
         self._fd = fd
@@ -87,8 +122,35 @@ class RetrainLock:
             os.close(self._fd)
             self._fd = None
 
-    def __enter__(self) -> "RetrainLock":
+    def __enter__(self) -> "HomeLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+class RetrainLock(HomeLock):
+    """One retrain at a time: `CSBOT_HOME/retrain.lock`."""
+
+    def __init__(self, home: str | os.PathLike, name: str = LOCK_FILE):
+        super().__init__(home, name, what="retrain")
+
+
+class WriterLock(HomeLock):
+    """One writer of the model store at a time: `CSBOT_HOME/models.lock`; `what` (ingest, retrain,
+    forget, models promote …) is what a waiting process is told it waits for."""
+
+    def __init__(self, home: str | os.PathLike, what: str):
+        super().__init__(home, WRITER_LOCK_FILE, what=what)
+
+
+def say_waiting(holder: dict) -> None:
+    print(waiting_line(holder), file=sys.stderr, flush=True)
+
+
+def hold_writer(settings, what: str, *, on_wait=None) -> WriterLock:
+    """Take the writer lock on `settings.home`, waiting up to `settings.writer_wait_seconds`; tells
+    `on_wait(holder)` (default: the waiting line on stderr) once if it has to wait. Raises LockBusy
+    (one line; the CLI exits 2) when the wait runs out. Use as `with hold_writer(...):`."""
+    return WriterLock(settings.home, what).acquire(wait=True, timeout=settings.writer_wait_seconds,
+                                                   on_wait=on_wait or say_waiting)

@@ -11,6 +11,8 @@ Only CSBOT_HOME (or a csbot.toml) needs to be set. Exit codes:
     3  nothing to do (message says why: no new feedback, too little new data, no model yet,
        another retrain holds the lock)
     4  rejected by the gate: the champion keeps serving (the report says which rule failed)
+    5  not promoted: another writer (ingest, forget, `csbot models`) changed the champion while the
+       run trained; the feedback is not consumed, so the next run trains on the new champion
     1  error (the champion keeps serving; the log and the training-runs table say what happened)
     2  bad usage or configuration
 
@@ -54,11 +56,13 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_NOTHING = 3
 EXIT_REJECTED = 4
+EXIT_SUPERSEDED = 5
 
 # The gate's verdicts; runs with them use up their feedback (the store owns that and the watermark).
 from store.runs import PROMOTED, REJECTED  # noqa: E402
 
 NOTHING, ERROR, DRY_RUN = "nothing-to-do", "error", "dry-run"
+SUPERSEDED = "champion-changed"  # not in CONSUMING_STATUSES: the next run reads the same feedback
 
 log = logging.getLogger("csbot.retrain")
 
@@ -254,7 +258,7 @@ class _Run:
         versions = VersionStore(self.settings.models_dir)
         try:
             if not self.dry_run:
-                removed = versions.clean_partial() + _remove_orphan_candidates(versions)
+                removed = _clean_partial_if_idle(self.settings.home, versions) + _remove_orphan_candidates(versions)
                 if removed:
                     log.info("removed %d folder(s) left by an interrupted run", removed)
             work_root = Path(self.settings.home) / "work"
@@ -507,18 +511,17 @@ class _Run:
         if decision.promote or self.config.keep_rejected:
             # The served version: the whole KB (held-out questions included) + the same examples and encoder,
             # and the composer's adapter (retrained and approved, else the champion's carried over).
-            step = time.perf_counter()
-            built = build_version(documents, self.build_settings, extra_examples=examples, encoder_dir=encoder_dir,
-                                  parent=champion.name, meta={**self.version_meta, "metrics": metrics},
-                                  runtime_verdict=verdict, composer_dir=composer.adapter, composer_meta=composer.meta)
-            candidate = built.version.name
-            self.report["candidate"] = candidate
-            self._timed("build_and_index", step)
-            log.info("version %s built in %.0fs", candidate, built.seconds)
+            candidate = self._serve(versions, champion, decision.promote, lambda: build_version(
+                documents, self.build_settings, extra_examples=examples, encoder_dir=encoder_dir, parent=champion.name,
+                meta={**self.version_meta, "metrics": metrics}, runtime_verdict=verdict, composer_dir=composer.adapter,
+                composer_meta=composer.meta))
+            if candidate is None:
+                return self._finish(SUPERSEDED, EXIT_SUPERSEDED, f"not promoted: the champion changed from "
+                                    f"{champion.name} to {self.report['served'] or 'none'} while this run trained "
+                                    f"(an ingest, forget or `csbot models` promoted it), and a version built on "
+                                    f"{champion.name} would undo that; the feedback is not consumed: the next run "
+                                    "trains on the new champion", write_report=True)
         if decision.promote:
-            versions.promote(candidate, reason="retrain")
-            self.report["served"] = candidate
-            self.report["pruned"] = versions.prune(self.settings.keep_versions)["removed"]
             return self._finish(PROMOTED, EXIT_PROMOTED, f"promoted {candidate} (was {champion.name}): {scores}; "
                                 f"{_composer_line(self.report['composer'])}", consumed=True, write_report=True)
         self.report["candidate"] = candidate
@@ -526,6 +529,30 @@ class _Run:
         return self._finish(REJECTED, EXIT_REJECTED,
                             f"rejected the candidate{kept}: {'; '.join(decision.reasons)} — {champion.name} keeps serving",
                             consumed=True, write_report=True)
+
+    def _serve(self, versions, champion, promote: bool, build) -> str | None:
+        """Build the new version in the models folder (`build()`) and, with `promote`, serve it: under the
+        home's writer lock (training/lock.py), which the training before ran without. Returns its name, or
+        None, with nothing built, when the champion is no longer the version this run trained on (an
+        ingest, forget or `csbot models` promoted another meanwhile)."""
+        from training.lock import hold_writer, waiting_line
+
+        with hold_writer(self.settings, "retrain", on_wait=lambda holder: log.warning("%s", waiting_line(holder))):
+            current = versions.champion_name()
+            if current != champion.name:
+                self.report["served"] = current
+                return None
+            step = time.perf_counter()
+            built = build()
+            candidate = built.version.name
+            self.report["candidate"] = candidate
+            self._timed("build_and_index", step)
+            log.info("version %s built in %.0fs", candidate, built.seconds)
+            if promote:
+                versions.promote(candidate, reason="retrain", expect_champion=champion.name)
+                self.report["served"] = candidate
+                self.report["pruned"] = versions.prune(self.settings.keep_versions)["removed"]
+        return candidate
 
 
 # ----- helpers ------------------------------------------------------------------------------------
@@ -596,6 +623,17 @@ def _run_encoder_job(job, config, work: Path) -> dict:
     if not Path(job.out_dir).is_dir() or not summary_path.is_file():
         raise RuntimeError(f"encoder training ({' '.join(launcher)}) wrote no model to {job.out_dir}")
     return {**json.loads(summary_path.read_text(encoding="utf-8")), "launcher": config.launcher}
+
+
+def _clean_partial_if_idle(home, versions) -> int:
+    """Remove the drafts killed builds left, unless another writer (an ingest, forget) is building one now."""
+    from training.lock import LockBusy, WriterLock
+
+    try:
+        with WriterLock(home, "retrain"):
+            return versions.clean_partial()
+    except LockBusy:
+        return 0
 
 
 def _remove_orphan_candidates(versions) -> int:

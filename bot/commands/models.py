@@ -52,29 +52,8 @@ def run(args) -> int:
         raise UserError(f"{args.action} takes no VERSION")
     if args.action != "prune" and (keep is not None or dry_run):
         raise UserError("--keep and --dry-run go with `csbot models prune`")
-    if args.action == "promote":
-        if not args.version:
-            raise UserError("promote needs a VERSION (see `csbot models`)")
-        versions.promote(args.version, reason="manual promote")
-        out(f"{args.version} is now the champion")
-        return 0
-    if args.action == "rollback":
-        before = versions.champion().name
-        version = versions.rollback()
-        out(f"rolled back: {version.name} (the parent of {before}) is now the champion")
-        return 0
-    if args.action == "prune":
-        keep = settings.keep_versions if keep is None else keep
-        if keep < 0:
-            raise UserError(f"--keep must be 0 or more, not {keep}")
-        report = versions.prune(keep, dry_run=dry_run)
-        if args.json:
-            out(json.dumps({**report, "keep": keep, "dry_run": bool(dry_run)}))
-        else:
-            verb = "would delete" if dry_run else "deleted"
-            out(f"{verb} {len(report['removed'])} version(s), {report['freed_bytes'] / 1e6:.0f} MB; "
-                f"kept {len(report['kept'])} (champion, its parent, newest {keep})")
-        return 0
+    if args.action != "list":
+        return change(args.action, args, settings, versions, keep, dry_run)
     champion = versions.champion_name()
     rows = []
     for name in versions.names():
@@ -141,6 +120,44 @@ def run(args) -> int:
     if len(rows) > 1:
         out(f"{len(rows)} versions take {disk / 1e6:.0f} MB on disk (files hard-linked between versions counted once)")
     return 0
+
+
+def change(action: str, args, settings, versions, keep, dry_run: bool) -> int:
+    """promote, rollback, prune: each under the home's writer lock (training/lock.py), so it never
+    lands between another writer's read of the champion and its promotion."""
+    from core.errors import UserError
+    from training.lock import hold_writer
+
+    if action == "promote":
+        if not args.version:
+            raise UserError("promote needs a VERSION (see `csbot models`)")
+        with hold_writer(settings, "models promote"):  # never between another writer's read and its promotion
+            versions.promote(args.version, reason="manual promote")
+        out(f"{args.version} is now the champion")
+        return 0
+    if action == "rollback":
+        with hold_writer(settings, "models rollback"):
+            before = versions.champion().name
+            version = versions.rollback()
+        out(f"rolled back: {version.name} (the parent of {before}) is now the champion")
+        return 0
+    if action == "prune":
+        keep = settings.keep_versions if keep is None else keep
+        if keep < 0:
+            raise UserError(f"--keep must be 0 or more, not {keep}")
+        if dry_run:
+            report = versions.prune(keep, dry_run=True)
+        else:
+            with hold_writer(settings, "models prune"):  # not while another writer builds on a version
+                report = versions.prune(keep)
+        if args.json:
+            out(json.dumps({**report, "keep": keep, "dry_run": bool(dry_run)}))
+        else:
+            verb = "would delete" if dry_run else "deleted"
+            out(f"{verb} {len(report['removed'])} version(s), {report['freed_bytes'] / 1e6:.0f} MB; "
+                f"kept {len(report['kept'])} (champion, its parent, newest {keep})")
+        return 0
+    raise UserError(f"unknown action {action}")
 
 
 def own_note(row: dict) -> str:

@@ -1,6 +1,7 @@
 """`csbot retrain`: the nightly retrain (feedback → fine-tuning → gate → promotion), the same code as
 `python training/retrain.py`. Exit codes: 0 promoted (or an empty feedback table), 3 nothing to do,
-4 rejected by the gate, 1 error, 2 bad usage. See docs/retrain.md."""
+4 rejected by the gate, 5 the champion changed while it trained (not promoted), 1 error, 2 bad usage.
+See docs/retrain.md."""
 
 from __future__ import annotations
 
