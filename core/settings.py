@@ -368,6 +368,10 @@ class Settings:
     confidence_threshold: float | None = None
     # Words per knowledge-base chunk for long articles.
     chunk_words: int = 120
+    # Largest article `csbot ingest` accepts, in bytes: a Markdown/text file, an HTML page's article
+    # text, a CSV/JSONL row (0: no limit). Help-centre articles are well under 1 MB; a 2 MB one is
+    # already ~3,000 chunks to encode (docs/knowledge-base.md).
+    max_article_bytes: int = 2_000_000
     # Index type: "auto" (exact search below hnsw_min_vectors, HNSW above), "flat", "hnsw", "ivf".
     index_type: str = "auto"
     hnsw_min_vectors: int = 50_000
@@ -385,6 +389,9 @@ class Settings:
     # Model versions kept besides the champion and its parent (the rollback target): the newest N.
     # `csbot models prune` applies it, and every ingest and retrain runs it after a promotion.
     keep_versions: int = 5
+    # Seconds a writer of the model store (ingest, the retrain's promotion, forget, `csbot models
+    # promote/rollback/prune`) waits for another one to finish before it gives up (exit 2); 0: not at all.
+    writer_wait_seconds: float = 1800
     # Store (store/): salted user hashes, per-user daily vote cap, PII redaction, message text.
     user_hash_salt: str | None = field(default=None, repr=False)  # None: a salt kept in $CSBOT_HOME/salt
     vote_daily_cap: int = 200
@@ -476,6 +483,10 @@ class Settings:
                               f"not {self.answer_mode!r}")
         if not str(self.sentiment_model).strip():
             raise ConfigError('setting sentiment_model must be "builtin", "none" or a path to a sentiment model')
+        if self.writer_wait_seconds < 0:
+            raise ConfigError("setting writer_wait_seconds must be 0 (do not wait) or more")
+        if self.max_article_bytes < 0:
+            raise ConfigError("setting max_article_bytes must be 0 (no limit) or more")
         if self.batch_threads < 0:
             raise ConfigError("setting batch_threads must be 0 (one per core) or more")
         if not 0.0 <= self.sentiment_int8_min_agreement <= 1.0:
