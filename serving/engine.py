@@ -28,6 +28,7 @@ from typing import Iterator
 from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
 from core.runtime import beside
 from core.settings import Settings
+from core.text import clean_text
 from models.encoder import Encoder
 from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
@@ -264,6 +265,8 @@ class Engine:
                      mode: str | None = None) -> list[Answer]:
         """Answer many messages with one batched encoder pass; in compose mode (`mode`, else the
         `answer_mode` setting; see `mode_for`) each answer is then composed (`compose`)."""
+        texts = [clean_text(t) for t in texts]  # no lone surrogate or control character reaches a tokenizer
+        contexts = None if contexts is None else [[clean_text(t) for t in c or []] for c in contexts]
         answers = self._select_batch(texts, contexts)
         if self.mode_for(mode) == "compose":
             contexts = contexts or [[] for _ in texts]
@@ -426,7 +429,7 @@ class Engine:
         """Sentiment only (no retrieval): for watched channels."""
         self.maybe_reload()
         served = self._served
-        texts = list(texts)
+        texts = [clean_text(t) for t in texts]
         return self._label_sentiment(served, texts, served.encoder.encode(texts) if served.sentiment.reads_encoder else None)
 
     @staticmethod

@@ -77,6 +77,18 @@ def test_sentiment_of_an_angry_message_is_negative(engine):
     assert label == "positive" and scores["positive"] > 0.5
 
 
+def test_text_no_tokenizer_should_see_is_cleaned_where_it_enters_the_engine(engine):
+    from core.text import clean_text
+
+    assert clean_text("a\ud800b\x00c\r\n\td \ud83d\ude00 é") == "a\ufffdbc\n\td \U0001f600 é"  # a pair joins
+    raw = "I forgot my\x00 password and can't get \ud800into my account\x1b"
+    answer = engine.answer(raw)  # a lone surrogate made the tokenizer raise
+    assert answer.question == "I forgot my password and can't get \ufffdinto my account"
+    assert answer.doc_id == "reset-password" and not answer.handoff
+    [(label, _)] = engine.sentiment(["\ud800 absolutely furious, worst service ever!\x00"])
+    assert label == "negative"
+
+
 def test_questions_learned_from_feedback_join_the_index_and_vote_for_their_intent(settings):
     """A retrain's labelled feedback questions are indexed as `learned` entries, filed under the
     first article of their intent, and feed the nearest-neighbour vote for that intent."""

@@ -14,13 +14,22 @@ is durable without more code. A lazy function may carry a shedding class with
 `bot.slack.handlers.work(...)` (default: interactive, never shed). Ack functions must stay cheap
 and must not need the lazy part to have run.
 
+Replays: every request that queued work claims one id (`claim_key`) in the same transaction as its
+items - an Events API event its event id, a slash command, button click, view submission or
+shortcut its trigger id, anything else a hash of its body - so the same request delivered again
+(Slack's retries, a replayed signed body) is acknowledged with 200 and runs once.
+
 Responses: a well-formed signed request no listener handles gets 200 and one log line (Slack
-counts a 404 as a failure and retries); a request whose ack or middleware raised gets 400 and one
-log line, never 500; when the inbox write fails the request gets 503 and Slack retries events.
+counts a 404 as a failure and retries); so does one csbot handles but could not carry out because
+it lacks a field that work needs (`missing_field`: a mention without its channel, a click without
+its user...), before any ack or work runs - Slack must not retry it, and nothing is queued that
+could only fail. A request whose ack or middleware raised gets 400 and one log line, never 500;
+when the inbox write fails the request gets 503 and Slack retries events.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sqlite3
@@ -38,6 +47,17 @@ from store.schema import StoreError
 
 log = logging.getLogger("csbot.slack.intake")
 BATCH, REPLAY, LATE = "csbot_intake_batch", "csbot_replay", "csbot_late"
+# Exceptions that come from what a payload holds, not from the moment: running the same payload
+# again raises them again (the worker does not retry them; the HTTP server answers them 400).
+CONTENT_ERRORS = (UnicodeError, ValueError, TypeError, LookupError, AttributeError, RecursionError)
+# What the work of each request kind csbot handles reads from its payload ("a.b": b inside a).
+_EVENT_NEEDS = {"message": ("channel", "ts"), "app_mention": ("channel", "ts"),
+                "reaction_added": ("user", "item.channel", "item.ts"),
+                "reaction_removed": ("user", "item.channel", "item.ts"), "app_home_opened": ("user",)}
+_INTERACTION_NEEDS = {"block_actions": ("user.id",), "view_submission": ("user.id",), "shortcut": ("user.id",),
+                      "message_action": ("user.id",)}
+_COMMAND_NEEDS = ("user_id", "channel_id")
+_FROM_A_PERSON = (None, "thread_broadcast", "file_share")  # message subtypes answered as a person's question
 
 
 def function_key(function: Callable) -> str:
@@ -52,6 +72,51 @@ def request_kind(body: dict) -> str:
     if body.get("command"):
         return f"command {body.get('command')}"
     return str(body.get("type") or "request")
+
+
+def claim_key(body: dict, raw: str | None = None) -> str:
+    """The one id a request claims when it is accepted, so that it runs once however often it is
+    delivered: an event's `event_id`; an interaction's or slash command's `trigger_id` (Slack gives
+    each one its own) as "trigger:<id>"; else "body:<sha256>" of the raw body (`raw`, the signed
+    text over HTTP) or of the payload's canonical JSON (Socket Mode)."""
+    if body.get("type") == "event_callback":
+        key = body.get("event_id")
+    else:
+        key = body.get("trigger_id")
+        key = f"trigger:{key}" if isinstance(key, str) and key else None
+    if isinstance(key, str) and key:
+        return key
+    text = raw if raw else json.dumps(body, sort_keys=True, default=str)
+    return "body:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _field(payload: dict, path: str):
+    for name in path.split("."):
+        payload = payload.get(name) if isinstance(payload, dict) else None
+    return payload
+
+
+def missing_field(body: dict) -> str | None:
+    """The field a request of a kind csbot handles lacks that its work needs (as "event.channel"),
+    or None. A message or mention needs its user too when csbot would answer it as a person's
+    question (not a bot's, not an edit, join, deletion...: the middleware drops those, and an edit
+    carries its user inside `message`)."""
+    if body.get("type") == "event_callback":
+        event = body.get("event") if isinstance(body.get("event"), dict) else {}
+        needs = list(_EVENT_NEEDS.get(event.get("type"), ()))
+        if (event.get("type") in ("message", "app_mention") and event.get("subtype") in _FROM_A_PERSON
+                and not event.get("bot_id")):
+            needs.append("user")
+        where, payload = "event.", event
+    elif body.get("command"):
+        needs, where, payload = _COMMAND_NEEDS, "", body
+    else:
+        needs, where, payload = _INTERACTION_NEEDS.get(body.get("type"), ()), "", body
+    for path in needs:
+        value = _field(payload, path)
+        if not (isinstance(value, str) and value.strip()):
+            return where + path
+    return None
 
 
 class _Shared:
@@ -127,26 +192,27 @@ class DurableApp(App):
         batch = Batch()
         req.context[BATCH] = batch
         body = req.body if isinstance(req.body, dict) else {}
+        missing = missing_field(body)
+        if missing:
+            log.warning("ignored a %s request without %s: csbot could not carry it out", request_kind(body), missing)
+            return BoltResponse(status=200, body="")
         resp = super().dispatch(req)
         if resp.status == 404:
             log.info("ignored a %s request: csbot has no listener for it", request_kind(body))
             return BoltResponse(status=200, body="")
         if resp.status >= 500:  # our ack or middleware raised on this payload (logged by _on_error)
             return BoltResponse(status=400, body="csbot cannot handle this request")
-        if resp.status != 200:
+        if resp.status != 200 or not (batch.items or body.get("type") == "event_callback"):
             return resp
-        event_id = body.get("event_id") if body.get("type") == "event_callback" else None
-        event_id = event_id if isinstance(event_id, str) and event_id else None
-        if not batch.items and not event_id:
-            return resp
+        key = claim_key(body, req.raw_body if req.mode == "http" else None)
         try:
-            accepted = self.store.inbox.accept(batch.items, event_id=event_id, limit=self.inbox_limit)
+            accepted = self.store.inbox.accept(batch.items, event_id=key, limit=self.inbox_limit)
         except (StoreError, sqlite3.Error) as exc:
             log.error("could not write a %s request to the inbox (%s): answering 503 so Slack retries",
                       request_kind(body), exc)
             return BoltResponse(status=503, body="try again")
         if accepted.duplicate:
-            log.info("event %s already accepted: skipped", event_id)
+            log.info("%s request %s already accepted: skipped (delivered again)", request_kind(body), key)
             return BoltResponse(status=200, body="")
         if accepted.shed or accepted.late:
             self.shed_total += accepted.shed

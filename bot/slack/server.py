@@ -2,9 +2,12 @@
 GET /healthz) or Socket Mode, each with a graceful stop on SIGTERM / SIGINT.
 
 HTTP mode checks the request signature (slack_sdk's `SignatureVerifier`) before anything else
-reads the body: a bad or stale signature gets 401 (a body that is not even UTF-8, 400), and a signed body that is not a Slack payload
-of a shape csbot reads (invalid JSON, not an object, no type, an event callback without an event
-object, a wrong-typed id...) gets 400 with one log line; neither reaches the app.
+reads the body: a bad or stale signature gets 401 (a body that is not even UTF-8, 400; over 1 MiB,
+413), and a signed body that is not a Slack payload of a shape csbot reads (invalid JSON, JSON
+nested deeper than MAX_DEPTH levels, not an object, no type, an event callback without an event
+object, a wrong-typed id...) gets 400 with one log line; neither reaches the app. The nesting is
+measured by a linear scan before any JSON parser recurses into it. Nothing a request contains
+gets a 500: an exception the app raises on a payload is answered 400 with one log line too.
 
 Why waitress (docs/slack.md): a pure-Python production WSGI server that reads each request
 completely on its event loop before a worker thread sees it, so slow or half-sent requests hold
@@ -20,9 +23,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import threading
 import time
+from itertools import accumulate
+from urllib.parse import parse_qsl
 
 from slack_bolt import App, BoltResponse
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -30,6 +36,8 @@ from slack_bolt.adapter.wsgi.http_response import WsgiHttpResponse
 from slack_bolt.request import BoltRequest
 from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
+
+from bot.slack.intake import CONTENT_ERRORS
 
 log = logging.getLogger("csbot.slack.server")
 EVENTS_PATH = "/slack/events"
@@ -44,13 +52,41 @@ _STRING_IDS = ("event_id", "team_id", "api_app_id", "trigger_id", "callback_id",
                "channel_id", "response_url")
 _OBJECTS = ("event", "user", "team", "channel", "container", "message", "view")
 HANDLED_EVENTS = ("message", "app_mention", "reaction_added", "reaction_removed", "app_home_opened")
+# Slack's deepest payloads (rich-text blocks inside a message inside an interaction) nest about a dozen
+# levels; Python's JSON parser, bolt's deep copies and the handlers recurse once per level.
+MAX_DEPTH = 64
+# A JSON string, escapes included; an unterminated one runs to the end of the text, so that every
+# character is read once whatever the body holds.
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?', re.S)
+_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
+
+
+def json_depth(text: str) -> int:
+    """How deep the arrays and objects of a JSON text nest (brackets inside strings do not count),
+    in one linear pass and without parsing it."""
+    brackets = _NOT_BRACKET.sub("", _JSON_STRING.sub("", text))
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def json_texts(body: str, content_type: str | None) -> list[str]:
+    """The JSON texts bolt parses in a body (`parse_body`, whose rule this follows): the body itself, or
+    a form's `payload=` field."""
+    if content_type == "application/json" or body.startswith("{"):
+        return [body]
+    if "payload" in body:
+        return [value for key, value in parse_qsl(body, keep_blank_values=True) if key == "payload"]
+    return []
 
 
 def malformed(body: str, content_type: str | None) -> str | None:
     """Why a (signed) body is not a Slack payload csbot can read, or None if it looks like one."""
+    for text in json_texts(body, content_type):
+        if json_depth(text) > MAX_DEPTH:
+            return f"the JSON nests deeper than {MAX_DEPTH} levels"
     try:
         payload = parse_body(body, content_type)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         return f"cannot parse the body: {exc}"
     if not isinstance(payload, dict) or not payload:
         return "the payload is not an object"
@@ -132,7 +168,11 @@ class CsbotRequestHandler(SlackRequestHandler):
         if problem:
             log.warning("rejected a signed request: %s", problem)
             return BoltResponse(status=400, body=problem)
-        return self.app.dispatch(bolt_request)
+        try:
+            return self.app.dispatch(bolt_request)
+        except CONTENT_ERRORS as exc:  # the payload's content, past the checks above: never a 500
+            log.warning("rejected a signed request: %s: %s", type(exc).__name__, exc)
+            return BoltResponse(status=400, body="csbot cannot handle this request")
 
 
 def health_status(app) -> dict:

@@ -5,7 +5,10 @@ Each serving process runs `slack_workers` threads. A worker takes the most urgen
 watched-channel sentiment; oldest first within a class), replays it through the DurableApp
 (bot/slack/intake.py) and deletes it once the lazy listener returned, i.e. once its effect is
 durable (a vote stored; an answer posted and its ts in the reply ledger). An exception retries
-the item with back-off, up to MAX_ATTEMPTS, then marks it failed.
+the item with back-off, up to MAX_ATTEMPTS, then marks it failed - except one that comes from the
+payload's content (bot/slack/intake.py CONTENT_ERRORS: a text a tokenizer cannot read, a missing
+key...): running it again would raise it again and only make a question late (the busy note, for a
+message that was never a matter of load), so the item fails at once, with one log line saying so.
 
 Shedding, decided when a worker takes an item (the wait is the time since the ack):
 * interactive items are never shed;
@@ -33,7 +36,7 @@ from collections import Counter
 
 from slack_bolt.request import BoltRequest
 
-from bot.slack.intake import LATE, REPLAY, Replay
+from bot.slack.intake import CONTENT_ERRORS, LATE, REPLAY, Replay
 from core.settings import SlackSettings
 from store.inbox import ANSWER, INTERACTIVE, SENTIMENT
 
@@ -65,6 +68,7 @@ class WorkerPool:
         inbox = self.store.inbox
         inbox.register(self.owner)
         resumed = inbox.reclaim(stale_after=STALE_AFTER_SECONDS)
+        inbox.scrub()  # payloads a killed process had finished may still sit in the WAL
         depth = inbox.depth()
         if resumed or depth["pending"]:
             log.info("resuming the inbox: %d pending item(s) (%d taken back from a stopped process)",
@@ -99,6 +103,7 @@ class WorkerPool:
         try:
             released = self.store.inbox.release(self.owner) if late else 0
             self.store.inbox.unregister(self.owner)
+            self.store.inbox.scrub()
         except Exception as exc:  # noqa: BLE001 - a dead owner's items are reclaimed by the next start anyway
             log.warning("could not hand back the running items: %s", exc)
         if late:
@@ -164,7 +169,12 @@ class WorkerPool:
             self.stats["late" if late and item["work"] == ANSWER else ("done" if replay.ran else "skipped")] += 1
             return
         text = f"{type(error).__name__}: {error}"
-        if item["attempts"] >= MAX_ATTEMPTS:
+        if isinstance(error, CONTENT_ERRORS):
+            self.stats["failed"] += 1
+            inbox.fail(item["id"], text)
+            log.error("inbox item %s (%s) cannot be carried out, its content raised (not retried): %s", item["id"],
+                      item["function"], text)
+        elif item["attempts"] >= MAX_ATTEMPTS:
             self.stats["failed"] += 1
             inbox.fail(item["id"], text)
             log.error("inbox item %s (%s) failed %d times, giving up: %s", item["id"], item["function"],
@@ -183,6 +193,7 @@ class WorkerPool:
                 if inbox.reclaim(stale_after=STALE_AFTER_SECONDS):
                     with self.app.queued:
                         self.app.queued.notify_all()
+                inbox.scrub(if_needed=True)  # a busy inbox is never idle: finished payloads leave the WAL here
             except Exception as exc:  # noqa: BLE001 - try again at the next round
                 log.warning("inbox housekeeping failed: %s", exc)
             if self.engine is not None:

@@ -201,7 +201,7 @@ def sentiment_submission(view, label, *, user="U5", view_id="VSENT1"):
     values = {ids.SENTIMENT_LABEL_BLOCK: {ids.SENTIMENT_LABEL: {
         "type": "radio_buttons", "selected_option": {"value": label} if label else None}}}
     return {"type": "view_submission", "team": {"id": TEAM}, "user": {"id": user, "team_id": TEAM},
-            "api_app_id": "A0CSBOT", "token": "legacy", "trigger_id": "555.666.def",
+            "api_app_id": "A0CSBOT", "token": "legacy", "trigger_id": f"555.666.{view_id}.{label}",  # one per submission
             "view": {**view, "id": view_id, "team_id": TEAM, "state": {"values": values}}}
 
 

@@ -67,12 +67,21 @@ class SlackSender:
     def interaction(self, payload: dict):
         return self.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
 
-    def command(self, text: str, *, user: str = "U1", channel: str = "C1", response_url: str):
+    def command_body(self, text: str, *, user: str | None = "U1", channel: str | None = "C1",
+                     response_url: str) -> str:
+        """The form body of one slash command (its own trigger id, as Slack gives each); None leaves a field out."""
         form = {"token": "legacy", "team_id": TEAM, "team_domain": "csbot-test", "channel_id": channel,
                 "channel_name": "general", "user_id": user, "user_name": "someone", "command": "/csbot",
                 "text": text, "api_app_id": APP_ID, "response_url": response_url,
                 "trigger_id": f"{next(self._ids)}.1.abc"}
-        return self.post(urlencode(form), "application/x-www-form-urlencoded")
+        return urlencode({k: v for k, v in form.items() if v is not None})
+
+    def command(self, text: str, *, user: str = "U1", channel: str = "C1", response_url: str):
+        return self.form(self.command_body(text, user=user, channel=channel, response_url=response_url))
+
+    def form(self, body: str):
+        """POST a form body (a slash command's, or an interaction's `payload=`) exactly as given."""
+        return self.post(body, "application/x-www-form-urlencoded")
 
 
 # ----- interaction payloads (Slack's documented block_actions / view_submission shapes) -----------
@@ -120,7 +129,9 @@ def feedback_answer_id(blocks: list) -> str:
     return answer_id
 
 
-def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", view_id="VCORR1"):
+def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", view_id="VCORR1", trigger=None):
+    """A submission of the correction modal; each its own trigger id unless `trigger` (Slack gives each
+    interaction one; the intake claims it, so two submissions with one trigger id count once)."""
     values = {
         ids.CORRECTION_ARTICLE_BLOCK: {ids.CORRECTION_ARTICLE: {
             "type": "static_select", "selected_option": {"value": doc_id} if doc_id else None}},
@@ -128,6 +139,9 @@ def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", vi
             "type": "static_select", "selected_option": {"value": intent} if intent else None}},
         ids.CORRECTION_TEXT_BLOCK: {ids.CORRECTION_TEXT: {"type": "plain_text_input", "value": text}},
     }
-    return {"type": "view_submission", "team": {"id": TEAM}, "user": {"id": user, "team_id": TEAM},
-            "api_app_id": "A0CSBOT", "token": "legacy", "trigger_id": "333.444.def",
-            "view": {**view, "id": view_id, "team_id": TEAM, "state": {"values": values}}}
+    payload = {"type": "view_submission", "team": {"id": TEAM}, "user": {"id": user, "team_id": TEAM},
+               "api_app_id": "A0CSBOT", "token": "legacy", "trigger_id": trigger or f"333.444.{uuid.uuid4().hex[:8]}",
+               "view": {**view, "id": view_id, "team_id": TEAM, "state": {"values": values}}}
+    if user is None:
+        del payload["user"]
+    return payload

@@ -15,12 +15,16 @@ import re
 from dataclasses import dataclass, field
 
 from bot.slack.contracts import AnswerEngine, SlackStore
-from bot.slack.intake import LATE  # noqa: F401 (re-exported for handlers)
+from bot.slack.intake import CONTENT_ERRORS, LATE  # noqa: F401 (re-exported for handlers)
 from bot.slack.options import SlackOptions
 from bot.slack.posted import PostedAnswers
+from core.text import clean_text
 from store.inbox import ANSWER, INTERACTIVE, SENTIMENT  # noqa: F401 (re-exported for handlers)
 
 log = logging.getLogger("csbot.slack")
+# The reply to a question whose text the engine raised on (bot/slack/intake.py CONTENT_ERRORS): the
+# text is the cause, so the asker can fix it; load has nothing to do with it.
+UNREADABLE_TEXT = "Sorry, I couldn't read that message. Could you write it again in plain text?"
 
 
 @dataclass
@@ -65,10 +69,12 @@ _MENTION = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 def strip_mention(text: str, bot_user_id: str | None) -> str:
-    """Drop the bot's own @mention from a message and tidy the whitespace."""
+    """A message's text as a question: cleaned (core/text.py), without the bot's own @mention, the
+    whitespace tidied."""
+    text = clean_text(text)
     if bot_user_id:
-        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text or "")
-    return " ".join((text or "").split())
+        text = re.sub(rf"<@{re.escape(bot_user_id)}(?:\|[^>]*)?>", " ", text)
+    return " ".join(text.split())
 
 
 def mentions(text: str, user_id: str | None) -> bool:

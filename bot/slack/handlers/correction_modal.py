@@ -12,6 +12,7 @@ from bot.slack import ids
 from bot.slack.handlers import Deps, log, may_vote
 from bot.slack.handlers.feedback_buttons import modal_context
 from core.errors import UserError
+from core.text import clean_text
 
 MISSING = "Pick the right article or intent, or write the right answer."
 
@@ -26,7 +27,7 @@ def read_correction(view: dict) -> dict:
     text = ((values.get(ids.CORRECTION_TEXT_BLOCK) or {}).get(ids.CORRECTION_TEXT) or {}).get("value")
     return {"doc_id": selected(ids.CORRECTION_ARTICLE_BLOCK, ids.CORRECTION_ARTICLE),
             "intent": selected(ids.CORRECTION_INTENT_BLOCK, ids.CORRECTION_INTENT),
-            "answer_text": (text or "").strip() or None}
+            "answer_text": clean_text(text).strip() or None}  # a training target: as the engine reads text
 
 
 class CorrectionModal:
@@ -43,7 +44,7 @@ class CorrectionModal:
         correction = read_correction(view)
         context = modal_context(view)
         answer_id, user = context.get("answer_id"), (body.get("user") or {}).get("id")
-        if not any(correction.values()) or not answer_id:
+        if not any(correction.values()) or not answer_id or not user:  # no user: nobody to count it for
             return
         if not may_vote(self.deps.store, answer_id, user, context.get("channel")):
             log.info("correction for %s from %s ignored: that user could not see the answer", answer_id, user)

@@ -27,6 +27,9 @@ threads the bot answered in, and edits.
 * Late (the inbox was backed up, see bot/slack/workers.py): a mention or DM gets the ephemeral
   busy note (and an escalation when `slack_escalation_channel` is set) instead of a model answer;
   support-channel chatter stays unanswered.
+* Unreadable: the text is cleaned first (core/text.py: lone surrogates, control characters); if the
+  engine still raises on it (bot/slack/intake.py CONTENT_ERRORS), a mention or DM gets one reply
+  saying the message could not be read (UNREADABLE_TEXT) and a log line; never the busy note.
 * The agent surface (DMs, the app's messages tab / agent threads; with `slack_stream_channels`
   also mentions in channels): before the engine runs, the thread shows the status "Searching the
   help centre…"; an article's answer is then streamed into the reply (bot/slack/streaming.py, `slack_stream`), ending with the sources and
@@ -42,7 +45,8 @@ from __future__ import annotations
 import dataclasses
 
 from bot.slack import blocks, streaming
-from bot.slack.handlers import ANSWER, LATE, Deps, log, mentions, strip_mention, work
+from bot.slack.handlers import (ANSWER, CONTENT_ERRORS, LATE, UNREADABLE_TEXT, Deps, log, mentions, strip_mention,
+                                work)
 from bot.slack.ids import ANSWER_EVENT_TYPE, WORKING_STATUS
 from serving.compose import GuardFailure
 from store.redact import redact
@@ -132,7 +136,12 @@ class MessageHandler:
             status = streaming.StatusInBackground(client, channel, thread_ts, WORKING_STATUS)
         new_thread = working and dm and not deps.posted.answered_in_thread(channel, thread_ts)
         turns = self.thread_turns(client, channel, event, bot_user_id) if event.get("thread_ts") else []
-        answer = deps.engine.answer(question, turns)
+        try:
+            answer = deps.engine.answer(question, turns)
+        except CONTENT_ERRORS as exc:  # the text, not the load: say so once, never the busy note
+            if status is not None:
+                status.settled()
+            return self.unreadable(client, key, event, thread_ts, exc, reply=bar is None and replace_ts is None)
         priority = not replace_ts and deps.options.priority(channel, answer.sentiment_scores)
         weak = answer.handoff or (bar is not None and answer.confidence < bar)
         if bar is not None and weak and not priority:
@@ -280,6 +289,18 @@ class MessageHandler:
             ledger.post_begin(key, answer_id=None, channel=channel, thread_ts=thread_ts, question_ts=ts,
                               message=dict(channel=target, unfurl_links=False, text=text))
         self.settle(client, key)
+
+    def unreadable(self, client, key: str, event: dict, thread_ts: str, exc: BaseException, *,
+                   reply: bool) -> str | None:
+        """The engine raised on this message's text: one log line, and (`reply`: a question put to
+        the bot) one reply in its thread saying the message could not be read."""
+        channel, ts = event["channel"], event["ts"]
+        log.warning("could not read the message %s/%s (%s: %s)%s", channel, ts, type(exc).__name__, exc,
+                    ": told the asker" if reply else ": staying quiet")
+        if not reply:
+            return None
+        return self.post_once(client, key, channel=channel, thread_ts=thread_ts, question_ts=ts, answer_id=None,
+                              text=UNREADABLE_TEXT)
 
     # ----- helpers -------------------------------------------------------------------------------
     def thread_turns(self, client, channel: str, event: dict, bot_user_id: str | None) -> list[str]:

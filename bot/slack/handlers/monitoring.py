@@ -24,6 +24,7 @@ from bot.slack import blocks, ids
 from bot.slack.handlers import SENTIMENT, Deps, log, work
 from core.answer import SENTIMENT_LABELS
 from core.errors import UserError
+from core.text import clean_text
 
 WATCHED_SUBTYPES = (None, "thread_broadcast", "file_share")
 
@@ -40,10 +41,11 @@ class Monitoring:
         channel = event.get("channel")
         if channel not in self.deps.options.watched_channels or event.get("subtype") not in WATCHED_SUBTYPES:
             return
-        if not event.get("ts") or not (event.get("text") or "").strip():  # e.g. a file without a comment
+        text = clean_text(event.get("text"))  # as the engine reads it, and storable
+        if not event.get("ts") or not text.strip():  # e.g. a file without a comment
             return
         result = watch_message(self.deps.engine, self.deps.store, channel=channel, ts=event["ts"],
-                               user=event.get("user"), text=event.get("text") or "", workspace=body.get("team_id"),
+                               user=event.get("user"), text=text, workspace=body.get("team_id"),
                                config=self.config)
         if result.alert:
             self.post_alert(client, result.check)

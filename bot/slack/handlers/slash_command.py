@@ -18,8 +18,9 @@ import datetime as dt
 import re
 
 from bot.slack import blocks
-from bot.slack.handlers import Deps, log
+from bot.slack.handlers import CONTENT_ERRORS, UNREADABLE_TEXT, Deps, log
 from bot.slack.handlers.app_home import collect_status
+from core.text import clean_text
 
 PUBLIC = ("ask", "status", "help")
 ADMIN = ("sentiment", "reload")
@@ -33,7 +34,7 @@ _PERIOD_WORDS = {"h": "hour", "d": "day", "w": "week"}
 
 
 def parse(text: str | None) -> tuple[str, str]:
-    parts = (text or "").strip().split(None, 1)
+    parts = clean_text(text).strip().split(None, 1)
     if not parts:
         return "help", ""
     return parts[0].lower(), (parts[1].strip() if len(parts) > 1 else "")
@@ -104,7 +105,9 @@ class SlashCommand:
             return
         engine, store = self.deps.engine, self.deps.store
         if sub == "ask":
-            answer = engine.answer(rest)
+            answer = self.read(sub, respond, engine.answer, rest)
+            if answer is None:
+                return
             store.record_answer(answer, user=command.get("user_id"), workspace=command.get("team_id"),
                                 channel=command.get("channel_id"), origin="slack", question=rest)
             respond(text=blocks.answer_text(answer), blocks=blocks.answer_blocks(answer), response_type="ephemeral")
@@ -114,13 +117,26 @@ class SlashCommand:
         elif sub == "sentiment" and (report := parse_report(rest)) is not None:
             self.report(client, command, report, respond)
         elif sub == "sentiment":
-            label, scores = engine.sentiment([rest])[0]
+            labels = self.read(sub, respond, engine.sentiment, [rest])
+            if labels is None:
+                return
+            label, scores = labels[0]
             respond(text=f"Sentiment: {label}", blocks=blocks.sentiment_blocks(rest, label, scores),
                     response_type="ephemeral")
         elif sub == "reload":
             changed = engine.reload()
             respond(text=f"Now serving model {engine.model_version}" + ("" if changed else " (unchanged)"),
                     response_type="ephemeral")
+
+    @staticmethod
+    def read(sub: str, respond, call, text):
+        """`call(text)`, or None when the engine raised on the text: the user is told so, once."""
+        try:
+            return call(text)
+        except CONTENT_ERRORS as exc:
+            log.warning("could not read a /csbot %s text (%s: %s)", sub, type(exc).__name__, exc)
+            respond(text=UNREADABLE_TEXT, response_type="ephemeral")
+            return None
 
     # ----- /csbot sentiment [#channel] [7d] --------------------------------------------------------
     def is_admin(self, command: dict) -> bool:
