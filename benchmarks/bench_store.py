@@ -9,6 +9,10 @@
 2. Reading everything since the last training run (Store.feedback_since_last_run: votes joined
    with their answers, as dicts) from a table of 1,000,000 votes. Target < 1 s. The table is
    built with one transaction of plain INSERTs (~30-60 s); it is not part of the timing.
+3. Redaction of pathological texts (long runs of the characters the PII patterns look for: "x.",
+   "a:", digits, "a@", URL-like, IBAN-like, 40,000 characters each) against ordinary customer text of
+   the same length, measured in the same run: the ratio shows whether any pattern backtracks
+   (target: each pathological text within 10x of the ordinary one).
 
 Each figure is the median of --repeat runs. Everything is written to a temporary directory
 (or --dir) and deleted afterwards unless --keep.
@@ -33,6 +37,10 @@ from core.clock import to_iso  # noqa: E402
 from store import Store  # noqa: E402
 
 VOTE_TARGET = 2000.0  # votes per second
+REDACT_RATIO_TARGET = 10.0  # pathological / ordinary text of the same length
+PATHOLOGICAL = {"x.": "x." * 20000, "a:": "a:" * 20000, "digits": "1 " * 20000, "a@": "a@" + "a" * 39998,
+                "url": "https://" + "a:" * 19996, "iban-like": "GB82 " * 8000}
+ORDINARY = "My parcel is late again, mail me at jane@example.com or call +44 20 7946 0958 please. "
 READ_TARGET = 1.0  # seconds
 
 
@@ -170,9 +178,27 @@ def bench_read(workdir: Path, rows: int, repeat: int, new_rows: list[int]) -> di
     return {"table_rows": rows, **results, "target_s": READ_TARGET}
 
 
+def bench_redact(repeat: int) -> dict:
+    from store.redact import redact
+
+    def median_seconds(text: str) -> float:
+        runs = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            redact(text)
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs)
+
+    floor = median_seconds((ORDINARY * (40000 // len(ORDINARY) + 1))[:40000])
+    texts = {name: median_seconds(text) for name, text in PATHOLOGICAL.items()}
+    return {"ordinary_ms": round(floor * 1000, 2),
+            "pathological_ms": {name: round(t * 1000, 2) for name, t in texts.items()},
+            "worst_ratio": round(max(texts.values()) / floor, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["votes", "read"])
+    parser.add_argument("--only", choices=["votes", "read", "redact"])
     parser.add_argument("--votes", type=int, default=5000, help="votes per timed run")
     parser.add_argument("--rows", type=int, default=1_000_000, help="size of the big feedback table")
     parser.add_argument(
@@ -195,6 +221,9 @@ def main(argv: list[str] | None = None) -> int:
             print("read since last training run ...", file=sys.stderr)
             new_rows = args.new or [10_000, 100_000, args.rows]
             results["read"] = bench_read(workdir, args.rows, args.repeat, new_rows)
+        if args.only in (None, "redact"):
+            print("redaction of pathological texts ...", file=sys.stderr)
+            results["redact"] = bench_redact(max(args.repeat, 5))
     finally:
         if not args.keep and args.dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -215,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
                 ok = "meets" if value["median_s"] < READ_TARGET else "MISSES"
                 print(f"read since last run from {r['table_rows']:,} votes: {value['rows_returned']:,} rows in "
                       f"median {value['median_s']} s (runs {value['runs_s']}); target < {READ_TARGET} s: {ok}")
+    if "redact" in results:
+        r = results["redact"]
+        ok = "meets" if r["worst_ratio"] <= REDACT_RATIO_TARGET else "MISSES"
+        print(f"redaction, 40,000 characters: ordinary text {r['ordinary_ms']} ms; pathological "
+              + ", ".join(f"{k} {v} ms" for k, v in r["pathological_ms"].items())
+              + f"; worst ratio {r['worst_ratio']}x, target <= {REDACT_RATIO_TARGET:g}x: {ok}")
     return 0
 
 

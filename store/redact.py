@@ -111,6 +111,30 @@ def luhn_ok(digits: str) -> bool:
     return total % 10 == 0
 
 
+class _LuhnSums:
+    """The Luhn checksum of any slice of a digit string in constant time (prefix sums of the digits
+    and of their doubled values, by position parity), so that a long run of digit groups is scanned
+    in linear time."""
+
+    def __init__(self, digits: str):
+        self.plain = [[0], [0]]  # by parity of the position: running sum of the digits
+        self.doubled = [[0], [0]]  # ... of the doubled digits (minus 9 above 9)
+        for p, ch in enumerate(digits):
+            d = ord(ch) - 48
+            dd = d * 2 - 9 if d > 4 else d * 2
+            for parity in (0, 1):
+                on = p % 2 == parity
+                self.plain[parity].append(self.plain[parity][-1] + (d if on else 0))
+                self.doubled[parity].append(self.doubled[parity][-1] + (dd if on else 0))
+
+    def valid(self, start: int, end: int) -> bool:
+        """luhn_ok(digits[start:end]): the digits an odd number of places from the end are doubled."""
+        kept = (end - 1) % 2  # positions of the end digit's parity are not doubled
+        total = (self.plain[kept][end] - self.plain[kept][start]
+                 + self.doubled[1 - kept][end] - self.doubled[1 - kept][start])
+        return total % 10 == 0
+
+
 def iban_ok(iban: str) -> bool:
     """True if `iban` (no spaces) has its country's length and a valid mod-97 checksum."""
     iban = iban.upper()
@@ -216,23 +240,31 @@ def _redact_cards(text: str, counts: Counter) -> str:
     def run(m: re.Match) -> str:
         s = m.group(0)
         groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", s)]
-        n = len(groups)
-        # Longest contiguous span of digit groups that is a Luhn-valid 13-19 digit number.
-        candidates = []
-        for i in range(n):
-            digits = ""
+        digits = "".join(s[a:b] for a, b in groups)
+        luhn = _LuhnSums(digits)
+        first_digit, k = [], 0  # index in `digits` of each group's first digit
+        for a, b in groups:
+            first_digit.append(k)
+            k += b - a
+        first_digit.append(k)
+        # Left to right, the longest span of whole digit groups that is a Luhn-valid 13-19 digit
+        # number; then on after it, so that a pasted list of cards leaves none of them.
+        pieces, done, i, n = [], 0, 0, len(groups)
+        while i < n:
+            best = None
             for j in range(i, n):
-                digits += s[groups[j][0] : groups[j][1]]
-                if len(digits) > 19:
+                length = first_digit[j + 1] - first_digit[i]
+                if length > 19:
                     break
-                if len(digits) >= 13:
-                    candidates.append((-(groups[j][1] - groups[i][0]), i, j, digits))
-        for _, i, j, digits in sorted(candidates):
-            if luhn_ok(digits):
-                counts["card"] += 1
-                start, end = groups[i][0], groups[j][1]
-                return s[:start] + PLACEHOLDERS["card"] + s[end:]
-        return s
+                if length >= 13 and luhn.valid(first_digit[i], first_digit[j + 1]):
+                    best = j
+            if best is None:
+                i += 1
+                continue
+            counts["card"] += 1
+            pieces += [s[done:groups[i][0]], PLACEHOLDERS["card"]]
+            done, i = groups[best][1], best + 1
+        return "".join(pieces) + s[done:]
 
     return _DIGIT_RUN.sub(run, text)
 
