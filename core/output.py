@@ -29,20 +29,59 @@ def out(*values, sep: str = " ", end: str = "\n", flush: bool = False) -> None:
     print(*values, sep=sep, end=end, file=stdout(), flush=flush)
 
 
-class Progress:
-    """A one-line progress display on stderr for long work: `label · 12s` refreshed in place, then
-    `label: done in 12.3s`. Off (silent) when stderr is not a terminal or when `quiet`."""
+def _duration(seconds: float) -> str:
+    """`45s`, `1m 30s`, `2h 05m`: how long a stage has run, for people."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
 
-    def __init__(self, label: str, *, quiet: bool = False, stream=None, interval: float = 0.5):
-        self.label = label
+
+class Progress:
+    """Progress of long work on stderr, following its stages (`stage("encoding 1,234 chunks")`).
+
+    On a terminal: one line `label · 12s` redrawn in place, its label the current stage, then
+    `label: done in 12.3s` under the first label. When stderr is not a terminal (a pipe, a log file):
+    plain lines, without carriage returns or escape codes: one per stage change (`csbot ingest:
+    encoding 1,234 chunks…`) and, while a stage runs long, one every `heartbeat` seconds (`csbot
+    ingest: … still encoding 1,234 chunks (1m 30s)`); the first label is not printed there, so work that
+    stops early on bad input leaves only its one error line. `name` (the command, default "csbot")
+    starts those plain lines. Silent with `quiet`."""
+
+    def __init__(self, label: str, *, quiet: bool = False, stream=None, interval: float = 0.5,
+                 heartbeat: float = 30.0, name: str | None = None):
+        self.label = self.title = label
         self.stream = stream or sys.__stderr__ or sys.stderr
-        self.enabled = not quiet and bool(getattr(self.stream, "isatty", lambda: False)())
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.quiet = quiet
+        self.enabled = not quiet and self.tty  # the redrawn line is shown
         self.interval = interval
+        self.heartbeat = heartbeat
+        self.prefix = f"{name or 'csbot'}: "
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._started = 0.0
+        self._started = self._stage_started = self._last_line = 0.0
         self._lock = threading.Lock()
         self._shown = False
+        self._lines = 0  # plain lines written (not a terminal)
+
+    def stage(self, label: str) -> None:
+        """The work moved on to `label` (a callback the work calls: `progress=bar.stage`)."""
+        with self._lock:
+            if label == self.label:
+                return
+            self.label = label
+            self._stage_started = time.perf_counter()
+            if not self.quiet and not self.tty:
+                self._line(f"{label}…")
+
+    def _line(self, text: str) -> None:  # with the lock held
+        self.stream.write(f"{self.prefix}{text}\n")
+        self.stream.flush()
+        self._last_line = time.perf_counter()
+        self._lines += 1
 
     def clear(self) -> None:
         """Blank the progress line so that a log line printed next starts clean (the ticker redraws
@@ -59,9 +98,10 @@ class Progress:
         return True
 
     def __enter__(self) -> "Progress":
-        self._started = time.perf_counter()
-        if self.enabled:
-            self._thread = threading.Thread(target=self._tick, name="csbot-progress", daemon=True)
+        self._started = self._stage_started = self._last_line = time.perf_counter()
+        if not self.quiet:
+            target = self._tick if self.tty else self._beat
+            self._thread = threading.Thread(target=target, name="csbot-progress", daemon=True)
             self._thread.start()
         return self
 
@@ -71,17 +111,32 @@ class Progress:
         while not self._stop.wait(self.interval if n else 0):
             elapsed = time.perf_counter() - self._started
             with self._lock:
-                self.stream.write(f"\r{frames[n % 4]} {self.label} · {elapsed:.0f}s ")
+                self.stream.write(f"\r\x1b[K{frames[n % 4]} {self.label} · {elapsed:.0f}s ")
                 self.stream.flush()
                 self._shown = True
             n += 1
+
+    def _beat(self) -> None:
+        """Not a terminal: a line when the current stage has printed nothing for `heartbeat` seconds."""
+        while True:
+            with self._lock:
+                due = self._last_line + self.heartbeat
+            if self._stop.wait(max(0.0, due - time.perf_counter())):
+                return
+            with self._lock:
+                now = time.perf_counter()
+                if now >= self._last_line + self.heartbeat:
+                    self._line(f"… still {self.label} ({_duration(now - self._stage_started)})")
 
     def __exit__(self, exc_type, *exc) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-            elapsed = time.perf_counter() - self._started
-            status = "done" if exc_type is None else "stopped"
-            with self._lock:
-                self.stream.write(f"\r\x1b[K{self.label}: {status} in {elapsed:.1f}s\n")
+        elapsed = time.perf_counter() - self._started
+        status = "done" if exc_type is None else "stopped"
+        with self._lock:
+            if self.enabled:
+                self.stream.write(f"\r\x1b[K{self.title}: {status} in {elapsed:.1f}s\n")
                 self.stream.flush()
+            elif self._lines:  # a log that said what was going on says that it ended
+                self._line(f"{status} after {_duration(elapsed)}")

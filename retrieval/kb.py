@@ -10,7 +10,8 @@
 - CSV / JSONL rows: `{id, title, answer, intent?, questions?, url?}`. `questions` is a list in JSONL
   or `|`-separated in CSV. A row without `id` gets the slug of its title.
 Every error names the file and line; a file with any bad row is rejected whole, so nothing is
-half-ingested.
+half-ingested. An article over `max_article_bytes` (core/settings.py) is such an error, found from a
+Markdown file's size before any file is read.
 
 An article's text (Markdown) is split on its headings into `Section`s (markdown-it-py finds the
 headings, so a `#` inside a code block is not one). Each section knows its heading path (article
@@ -34,6 +35,7 @@ HTML_SUFFIXES = {".html", ".htm"}
 ROW_SUFFIXES = {".csv", ".jsonl"}
 SUPPORTED_SUFFIXES = TEXT_SUFFIXES | HTML_SUFFIXES | ROW_SUFFIXES
 SECTION_SEP = " › "  # between the parts of a heading path
+_CSV_FIELD_MAX = 2**31 - 1  # no article size limit: any CSV field the csv module can hold
 
 
 class KnowledgeBaseError(UserError):
@@ -123,14 +125,26 @@ def expand_paths(paths: list[str | Path], skipped: list[Path] | None = None) -> 
     return files
 
 
-def load_documents(paths: list[str | Path], skipped: list[Path] | None = None) -> list[Document]:
+def load_documents(paths: list[str | Path], skipped: list[Path] | None = None, *,
+                   max_article_bytes: int | None = None) -> list[Document]:
     """Parse every file; duplicate ids across files are an error naming both places.
 
-    Unsupported files found in folders are appended to `skipped` (see `expand_paths`)."""
+    Unsupported files found in folders are appended to `skipped` (see `expand_paths`). With
+    `max_article_bytes` (None or 0: no limit), an article larger than that is an error naming it
+    (`check_size`): every Markdown/text file's size is checked before any file is read."""
+    files = expand_paths(paths, skipped)
+    if max_article_bytes:
+        for path in files:
+            if path.suffix.lower() in TEXT_SUFFIXES:
+                try:
+                    size = path.stat().st_size
+                except OSError as exc:
+                    raise KnowledgeBaseError(f"{path}: cannot read: {exc.strerror}") from exc
+                check_size(str(path), "file", size, max_article_bytes)
     documents: list[Document] = []
     seen: dict[str, str] = {}
-    for path in expand_paths(paths, skipped):
-        for doc in parse_file(path):
+    for path in files:
+        for doc in parse_file(path, max_article_bytes):
             if doc.id in seen:
                 raise KnowledgeBaseError(f"{doc.source}: duplicate article id {doc.id!r} (first at {seen[doc.id]})")
             seen[doc.id] = doc.source
@@ -138,7 +152,20 @@ def load_documents(paths: list[str | Path], skipped: list[Path] | None = None) -
     return documents
 
 
-def parse_file(path: Path) -> list[Document]:
+def check_size(where: str, what: str, size: int, limit: int | None) -> None:
+    """One article (a file, an HTML page's text, a CSV/JSONL row) of `size` bytes must fit `limit`:
+    a help-centre article is well under a megabyte, and one of many megabytes is a dump that would
+    take many minutes to build into thousands of chunks of a single article."""
+    if limit and size > limit:
+        raise KnowledgeBaseError(f"{where}: {what} of {_bytes(size)}, over the limit of {_bytes(limit)} per article "
+                                 "(setting max_article_bytes): split it into smaller articles")
+
+
+def _bytes(n: int) -> str:
+    return f"{n:,} bytes ({n / 1e6:.1f} MB)" if n >= 100_000 else f"{n:,} bytes"
+
+
+def parse_file(path: Path, max_article_bytes: int | None = None) -> list[Document]:
     suffix = path.suffix.lower()
     try:
         raw = path.read_bytes()
@@ -149,12 +176,13 @@ def parse_file(path: Path) -> list[Document]:
     except OSError as exc:
         raise KnowledgeBaseError(f"{path}: cannot read: {exc.strerror}") from exc
     if suffix in TEXT_SUFFIXES:
+        check_size(str(path), "file", len(raw), max_article_bytes)
         return [_parse_markdown(path, text)]
     if suffix in HTML_SUFFIXES:
-        return [_parse_html(path, text)]
+        return [_parse_html(path, text, max_article_bytes)]
     if suffix == ".jsonl":
-        return _parse_jsonl(path, text)
-    return _parse_csv(path, text)
+        return _parse_jsonl(path, text, max_article_bytes)
+    return _parse_csv(path, text, max_article_bytes)
 
 
 def _parse_markdown(path: Path, text: str, *, title: str | None = None, url: str | None = None) -> Document:
@@ -198,8 +226,9 @@ def _front_matter(text: str) -> tuple[dict[str, str], str, int]:
     return {}, text, 0
 
 
-def _parse_html(path: Path, text: str) -> Document:
-    """One help-centre article exported as HTML → a Markdown article (see the module doc)."""
+def _parse_html(path: Path, text: str, max_article_bytes: int | None = None) -> Document:
+    """One help-centre article exported as HTML → a Markdown article (see the module doc). Its size
+    is its article's Markdown, not the page's: exports carry navigation, scripts and inline images."""
     from bs4 import BeautifulSoup
     from markdownify import markdownify
 
@@ -219,6 +248,7 @@ def _parse_html(path: Path, text: str) -> Document:
     markdown = re.sub(r"\n{3,}", "\n\n", markdown).strip()
     if not markdown:
         raise KnowledgeBaseError(f"{path}:1: no article text found in the HTML")
+    check_size(str(path), "article text", len(markdown.encode("utf-8")), max_article_bytes)
     return _parse_markdown(path, markdown, title=title, url=url or None)
 
 
@@ -259,11 +289,12 @@ def _text_field(row: dict, name: str, where: str) -> str:
     return value.strip()
 
 
-def _parse_jsonl(path: Path, text: str) -> list[Document]:
+def _parse_jsonl(path: Path, text: str, max_article_bytes: int | None = None) -> list[Document]:
     docs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
+        check_size(f"{path}:{number}", "row", len(line.encode("utf-8")), max_article_bytes)
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -274,7 +305,9 @@ def _parse_jsonl(path: Path, text: str) -> list[Document]:
     return docs
 
 
-def _parse_csv(path: Path, text: str) -> list[Document]:
+def _parse_csv(path: Path, text: str, max_article_bytes: int | None = None) -> list[Document]:
+    # The csv module refuses fields over 128 KiB as malformed; the article size limit is the bound.
+    csv.field_size_limit(max(csv.field_size_limit(), max_article_bytes or _CSV_FIELD_MAX))
     try:
         reader = csv.DictReader(text.splitlines())
         header = reader.fieldnames or []
@@ -287,6 +320,8 @@ def _parse_csv(path: Path, text: str) -> list[Document]:
                 raise KnowledgeBaseError(f"{path}:{reader.line_num}: more fields than the header has")
             if not any((v or "").strip() for v in row.values()):
                 continue
+            size = sum(len(v.encode("utf-8")) for v in row.values() if isinstance(v, str)) + len(row) - 1
+            check_size(f"{path}:{reader.line_num}", "row", size, max_article_bytes)
             docs.append(_row_to_document(path, reader.line_num, row))
     except csv.Error as exc:
         raise KnowledgeBaseError(f"{path}:{reader.line_num}: malformed CSV ({exc})") from exc
@@ -339,7 +374,10 @@ def split_sections(doc: Document) -> list[Section]:
 
 def plain_text(markdown: str) -> str:
     """Markdown without its markup, on one line (for embedding and lexical search)."""
-    text = re.sub(r"!?\[([^\]]*)\]\([^)]*\)", r"\1", markdown)  # links and images → their text
+    # Links and images → their text. The text holds no `[` and the target no `(` but one pair (a URL
+    # such as .../Foo_(bar)), so each bracket scans only up to the next one: with `[^\]]*` every
+    # unclosed `[` scanned to the end of the paragraph, quadratic (80 s for 320 kB of them).
+    text = re.sub(r"!?\[([^\[\]]*)\]\((?:[^()]|\([^()]*\))*\)", r"\1", markdown)
     text = re.sub(r"`{3,}[^\n]*", " ", text)
     text = re.sub(r"(^|\s)[#>]+\s", " ", text)
     text = re.sub(r"[*_`~|]+", "", text)

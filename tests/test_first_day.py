@@ -209,7 +209,7 @@ def test_a_full_disk_is_one_line(home, tmp_path):
     proc = run_in_mount_namespace(
         f"mount -t tmpfs -o size=512k tmpfs {shlex.quote(str(full))} && "
         f"CSBOT_HOME={shlex.quote(str(full / 'home'))} CSBOT_FINETUNE_EPOCHS=0 "
-        f"{py} -m bot.cli ingest {shlex.quote(str(kb))}")
+        f"{py} -m bot.cli ingest --quiet {shlex.quote(str(kb))}")  # (without it, the stages it reached print first)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("csbot ingest: error: no space left on device"), proc.stderr
     # A full disk behind stdout (/dev/full answers every write with ENOSPC).

@@ -180,3 +180,63 @@ def test_unsupported_files_in_a_folder_are_listed_as_skipped(tmp_path):
     skipped = []
     docs = load_documents([tmp_path], skipped)
     assert [d.id for d in docs] == ["a"] and skipped == [tmp_path / "manual.pdf"]
+
+
+# ----- size limit per article (`max_article_bytes`) -------------------------------------------------
+
+def test_a_file_over_the_article_limit_is_refused_by_its_size_before_it_is_read(tmp_path):
+    kb = tmp_path / "kb"
+    kb.mkdir()
+    write(kb / "small.md", "# Small\n\nShort text.\n")
+    big = kb / "dump.md"
+    big.write_bytes(b"# Dump\n\n" + b"\xff" * 3000)  # not UTF-8: only its size may be looked at
+    with pytest.raises(KnowledgeBaseError) as err:
+        load_documents([kb], max_article_bytes=2000)
+    assert str(err.value) == (f"{big}: file of 3,008 bytes, over the limit of 2,000 bytes per article "
+                              "(setting max_article_bytes): split it into smaller articles")
+    with pytest.raises(KnowledgeBaseError, match=r"dump\.md:3: not valid UTF-8"):  # 0: no limit, so it is read
+        load_documents([kb], max_article_bytes=0)
+
+
+def test_a_knowledge_base_of_many_articles_may_be_far_larger_than_the_limit(tmp_path):
+    for i in range(40):
+        write(tmp_path / f"article-{i}.md", f"# Article {i}\n\n" + "A normal paragraph of help text. " * 150)
+    docs = load_documents([tmp_path], max_article_bytes=10_000)  # ~5 kB each, ~200 kB in all
+    assert len(docs) == 40 and sum(len(d.answer) for d in docs) > 15 * 10_000
+
+
+def test_a_jsonl_or_csv_row_over_the_limit_names_its_line(tmp_path):
+    rows = [{"title": "A", "answer": "short"}, {"title": "B", "answer": "x" * 5000}]
+    jsonl = write(tmp_path / "kb.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(KnowledgeBaseError, match=rf"^{jsonl}:2: row of 5,0\d\d bytes, over the limit of 4,000 bytes"):
+        load_documents([jsonl], max_article_bytes=4000)
+    csv_file = write(tmp_path / "kb.csv", "title,answer\nC,short\nD," + "y" * 5000 + "\n")
+    with pytest.raises(KnowledgeBaseError, match=rf"^{csv_file}:3: row of 5,00\d bytes, over the limit"):
+        load_documents([csv_file], max_article_bytes=4000)
+    assert len(load_documents([jsonl, csv_file], max_article_bytes=6000)) == 4
+
+
+def test_a_csv_answer_longer_than_the_csv_modules_field_limit_loads(tmp_path):
+    # the csv module's own default refuses fields over 131,072 characters as malformed
+    csv_file = write(tmp_path / "kb.csv", "title,answer\nLong,\"" + "word " * 40_000 + "\"\n")
+    [doc] = load_documents([csv_file], max_article_bytes=2_000_000)
+    assert len(doc.answer) == 200_000 - 1
+
+
+def test_an_html_page_is_measured_by_its_article_text_not_its_markup(tmp_path):
+    script = "<script>var x = '" + "z" * 20_000 + "';</script>"
+    write(tmp_path / "page.html", f"<html><head>{script}</head><body><nav>{'menu ' * 2000}</nav>"
+          "<article><h1>Returns</h1><p>Send it back within 30 days.</p></article></body></html>")
+    [doc] = load_documents([tmp_path / "page.html"], max_article_bytes=5000)
+    assert doc.title == "Returns" and doc.answer == "Send it back within 30 days."
+    long_page = write(tmp_path / "long.html", "<article><h1>Long</h1><p>" + "text " * 2000 + "</p></article>")
+    with pytest.raises(KnowledgeBaseError, match=rf"^{long_page}: article text of 9,99\d bytes, over the limit"):
+        load_documents([long_page], max_article_bytes=5000)
+
+
+def test_plain_text_strips_links_and_keeps_unclosed_brackets():
+    from retrieval.kb import plain_text
+
+    assert plain_text("See [the guide](https://x.example/a) and ![logo](l.png).") == "See the guide and logo."
+    assert plain_text("[Foo](https://en.wikipedia.org/wiki/Foo_(bar)) is a page.") == "Foo is a page."
+    assert plain_text("a[i] [unclosed and (open ](x") == "a[i] [unclosed and (open ](x"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,6 +139,7 @@ def build_version(
     runtime_verdict: dict | None = None,
     composer_dir: Path | None = None,
     composer_meta: dict | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BuildResult:
     """Build (but do not promote) a new version from `documents` plus `extra_examples`.
 
@@ -145,7 +147,8 @@ def build_version(
     folder, copied into the version), else the configured base encoder fine-tuned on the KB's
     questions (`finetune.epochs` > 0), else the base encoder itself. `composer_dir` (a LoRA adapter
     folder: the retrain's, or the parent's carried over) is copied into the version and
-    `composer_meta` (the composer gate's verdict) becomes its meta["composer"].
+    `composer_meta` (the composer gate's verdict) becomes its meta["composer"]. `progress` is told
+    each stage as it starts ("encoding 1,234 texts (1,100 chunks)"), for a progress display.
     """
     if not documents:
         from core.errors import UserError
@@ -163,6 +166,7 @@ def build_version(
     known_labels = set(label_of.values())
     extra = [ex for ex in extra_examples if ex.intent in known_labels]
     notes: list[str] = []
+    stage = progress or _silent
     with versions.draft() as draft:
         entries = index_entries(documents, settings.chunk_words, learned=extra)
         train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "heading", "question")]
@@ -180,8 +184,10 @@ def build_version(
             tune_texts = [t for t, i in zip(texts, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
             tune_labels = [l for l, i in zip(labels, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
             log.info("fine-tuning the encoder on %d titles and labelled questions", len(tune_texts))
+            stage(f"fine-tuning the encoder on {len(tune_texts):,} titles and questions")
             finetune_encoder(settings.encoder, tune_texts, tune_labels, draft.encoder_dir, settings.finetune,
                              seed=settings.seed, device=settings.device)
+        stage("loading the encoder")
         if draft.has_encoder:
             source = str(draft.encoder_dir)
             encoder = Encoder(source, settings.device, cached=False)
@@ -194,21 +200,26 @@ def build_version(
         if wants_onnx(settings):  # compressed serving: export, score fp32 vs int8, build with the winner
             reuse = Path(encoder_dir).parent / ONNX_DIR if encoder_dir is not None else None
             encoder, runtime = prepare_runtime(draft, source, encoder_version, documents, settings, encoder,
-                                               reuse=reuse, verdict=runtime_verdict)
+                                               reuse=reuse, verdict=runtime_verdict, progress=stage)
         torch_version = encoder_version
         if runtime and runtime["served"] != "torch":
             encoder_version = f"{encoder_version}+{runtime['served']}"  # the index records the runtime that built it
         log.info("encoding %d index entries", len(entries))
+        chunks = sum(e.kind == "chunk" for e in entries)
+        stage(f"encoding {len(entries):,} texts ({chunks:,} chunks)")
         vectors = encoder.embed([e.text for e in entries])
         entries = assign_learned_sections(entries, vectors)
+        stage(f"building the index of {len(entries):,} vectors")
         index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
                                   index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
                                   seed=settings.seed)
         draft.save_index(index)
 
+        stage("training the intent classifier")
         features = vectors[train_rows + learned_rows]  # learned rows are `extra`, in order
         head = train_intent_head(features, labels, seed=settings.seed)
         draft.save_intent_head(head)
+        stage("tuning the answer thresholds")
         decision = tune_decision(encoder, draft.load_index(), head, documents, search_k=SEARCH_K)
         log.info("thresholds tuned for this version: cosine %.3f, intent probability %.3f",
                  decision["cos_threshold"], decision["head_threshold"])
@@ -216,11 +227,14 @@ def build_version(
         if settings.uses_sentiment_model:  # the fine-tuned model labels sentiment; exported like the encoder
             from models.sentiment_model import artefact_path
 
+            stage("preparing the sentiment model")
             sentiment = prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions,
-                                          encoder_runtime=(runtime or {}).get("served", "torch"))
+                                          encoder_runtime=(runtime or {}).get("served", "torch"),
+                                          progress=stage)
         else:
             sentiment = {"model": "head", "served": "head",
                          "reason": "sentiment_model = none: the head over the encoder pass"}
+        stage("saving the version")
         draft.save_documents(documents)
         draft.save_examples(extra)
         counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(train_rows),
@@ -254,6 +268,10 @@ def carry_sentiment(settings: Settings, champion: ModelVersion, head: Path | Non
     if settings.uses_sentiment_model and champion.sentiment_model_path is not None:
         changes["sentiment_model"] = str(champion.sentiment_model_path)
     return settings.replace(**changes)
+
+
+def _silent(label: str) -> None:
+    """No progress display."""
 
 
 def _encoder_version(name: str) -> str:

@@ -49,7 +49,7 @@ def wants_onnx(settings) -> bool:
 
 
 def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Path | None = None,
-                   token_states_layer: int | None = None) -> dict:
+                   token_states_layer: int | None = None, progress=None) -> dict:
     """The ONNX export of `source` in `folder` (linked from an earlier one of the same weights, and
     the same `token_states_layer`, traced as exports are now, when there is one); returns its manifest."""
     from models.onnx_export import export_onnx, read_manifest
@@ -67,6 +67,8 @@ def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Pa
             _link_tree(Path(candidate), folder)
             log.info("ONNX export of %s reused from %s", source, candidate)
             return read_manifest(folder)
+    if progress is not None:
+        progress("exporting the encoder to ONNX (fp32 and int8)")
     started = time.perf_counter()
     try:
         manifest = export_onnx(source, folder, measure=False, token_states_layer=token_states_layer)
@@ -88,13 +90,15 @@ def remember(encoder_version: str, folder: Path | None) -> None:
 
 
 def prepare_runtime(draft, source: str, encoder_version: str, documents, settings, torch_encoder,
-                    *, reuse: Path | None = None, verdict: dict | None = None):
+                    *, reuse: Path | None = None, verdict: dict | None = None, progress=None):
     """Export, measure and choose (module doc). Returns (encoder to build with, runtime record).
     `verdict` ({"served", "reason", "heldout"}): the retrain gate's choice on its held-out set, which
     overrides the probe's (`heldout_verdict`)."""
     started = time.perf_counter()
     manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse,
-                              token_states_layer=shared_sentiment_layer(settings))
+                              token_states_layer=shared_sentiment_layer(settings), progress=progress)
+    if progress is not None:
+        progress("choosing the runtime: ONNX fp32 or int8")
     fp32 = load_encoder(draft.onnx_dir, "onnx", threads=settings.torch_threads)
     int8 = load_encoder(draft.onnx_dir, "onnx-int8", workers=settings.batch_threads)
     probes, targets = _probe(documents)
@@ -222,7 +226,8 @@ def _link_tree(source: Path, folder: Path) -> None:
 _SENTIMENT_EXPORTS: dict[str, Path] = {}  # artefact sha256 -> a committed folder holding its export (this process)
 
 
-def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_runtime: str = "torch") -> dict:
+def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_runtime: str = "torch",
+                      progress=None) -> dict:
     """Copy the fine-tuned sentiment model into the draft, export it to ONNX fp32 and int8 (hard-linked
     from an earlier export of the same artefact: this process's, or one of the newest versions'), and
     choose its runtime (`models.runtimes.choose_sentiment_runtime`, from the export's agreement with
@@ -254,6 +259,8 @@ def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_ru
             log.info("sentiment model's ONNX export reused from %s", candidate)
             break
     if manifest is None:
+        if progress is not None:
+            progress("exporting the sentiment model to ONNX (fp32 and int8)")
         manifest = export_sentiment(copied, draft.sentiment_onnx_dir)
         log.info("sentiment model exported to ONNX fp32 and int8 in %.1fs", manifest["export_seconds"])
     figures = {variant: entry.get("vs_torch") for variant, entry in manifest["variants"].items()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 
 from core.output import out
@@ -16,17 +17,30 @@ def register(subparsers) -> None:
     p.add_argument("--force", action="store_true", help="rebuild even if nothing changed")
     p.add_argument("--index-type", choices=["auto", "flat", "hnsw", "ivf"], help="override the index type")
     p.add_argument("--json", action="store_true", help="print a JSON report")
-    p.add_argument("--quiet", action="store_true", help="no progress display on stderr")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr (no progress line, no stage lines)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from core.output import Progress
     from training.ingest import ingest
+    from training.lock import say_waiting
 
     settings = Settings.load(index_type=args.index_type)
-    with Progress("ingesting: parsing, fine-tuning the encoder, building the index", quiet=args.quiet):
-        report = ingest(args.paths, settings, prune=args.prune, force=args.force)
+    # The label follows the build's stages; when stderr is not a terminal they are plain lines
+    # (core/output.py), so a piped or logged ingest still says what it is doing.
+    with Progress("parsing the knowledge-base files", quiet=args.quiet, name="csbot ingest") as progress:
+        def waiting(holder: dict) -> None:  # another ingest, retrain promotion, forget or `models` holds the home
+            progress.clear()
+            say_waiting(holder)
+
+        build_log = logging.getLogger("training.build")  # its warnings start on a cleared line
+        build_log.addFilter(progress.filter)
+        try:
+            report = ingest(args.paths, settings, prune=args.prune, force=args.force, on_wait=waiting,
+                            progress=progress.stage)
+        finally:
+            build_log.removeFilter(progress.filter)
     if args.json:
         out(json.dumps(report))
     else:
