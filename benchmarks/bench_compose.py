@@ -302,7 +302,7 @@ def ask_round(home: Path, questions: list[tuple[str, str]], vote_f1: float) -> l
     asked = []
     for i, (question, gold) in enumerate(questions):
         t0 = time.perf_counter()
-        select = engine.answer(question, mode="select")
+        select = engine.answer(question)  # the engine selects; composing is the caller's
         shown = engine.compose(select)
         seconds = time.perf_counter() - t0
         report = shown.composition

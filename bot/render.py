@@ -3,21 +3,7 @@
 from __future__ import annotations
 
 from core.answer import Answer
-
-# The engine's hand-off text promises a colleague will follow up "here", which is true in Slack (the
-# on-call group is mentioned) and not in a terminal, where nobody is told.
-TERMINAL_HANDOFF_TEXT = ("I'm not sure I can answer that correctly. In the terminal nobody is notified: "
-                         "rephrase the question, or ask a colleague.")
-
-
-def terminal_text(answer: Answer) -> str:
-    """The answer's text as the terminal shows it (the engine's hand-off text is Slack's)."""
-    if answer.handoff:
-        from serving.engine import HANDOFF_TEXT
-
-        if answer.text == HANDOFF_TEXT:
-            return TERMINAL_HANDOFF_TEXT
-    return answer.text
+from serving.policy import TERMINAL_HANDOFF_TEXT  # noqa: F401 - the terminal's hand-off words, owned by the policy
 
 
 def answer_text(answer: Answer) -> str:
@@ -30,7 +16,7 @@ def answer_text(answer: Answer) -> str:
         lines[0] += " · the article's text (composing fell back: " + composition.get("reason", "") + ")"
     if answer.section and not answer.handoff:
         lines.append("From: " + " › ".join(answer.section["path"]))
-    lines.append(terminal_text(answer))
+    lines.append(answer.text)  # a hand-off's text is the terminal's already (serving/policy.py)
     if answer.clarify:
         lines.append("Did you mean: " + " · ".join(o["title"] for o in answer.clarify) + " (best guess shown above)")
     if answer.sources:

@@ -1,5 +1,7 @@
 """The answer engine: one message in, one `Answer` out (text, intent, confidence, sentiment, sources,
-hand-off). Every front end — CLI, Slack, benchmarks — goes through `Engine.answer` / `answer_batch`.
+hand-off). Every front end — CLI, Slack, benchmarks — goes through `Engine.answer` / `answer_batch`,
+which select; the answer policy (serving/policy.py) decides what a front end does with a selected
+answer (stay quiet, hand off, compose).
 
 Per message: one encoder pass gives the sentence embedding and the per-layer features; the intent
 head and the sentiment head read them; FAISS finds the closest titles, headings, example questions
@@ -39,12 +41,11 @@ from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
 from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
 from serving.compose import Composer, Composition, GuardFailure, Passage, clip_words
+from serving.policy import HANDOFF_TEXT  # the engine's hand-offs say it; the policy words them per front end
 from serving.versions import ModelVersion, VersionStore
 
 log = logging.getLogger("csbot.engine")
 
-HANDOFF_TEXT = ("I'm not sure I can answer that correctly, so I've passed it to a colleague on the "
-                "support team who will follow up here.")
 # A short follow-up the engine can answer on its own at least this confidently stands alone ("what
 # about international orders?"); a weaker one is read with the thread's previous turn when that
 # makes the engine surer ("and for express?").
@@ -258,20 +259,16 @@ class Engine:
         )
 
     # ----- answering ---------------------------------------------------------------------------
-    def answer(self, text: str, context: list[str] | None = None, *, mode: str | None = None) -> Answer:
-        return self.answer_batch([text], [context or []], mode=mode)[0]
+    def answer(self, text: str, context: list[str] | None = None) -> Answer:
+        return self.answer_batch([text], [context or []])[0]
 
-    def answer_batch(self, texts: list[str], contexts: list[list[str]] | None = None, *,
-                     mode: str | None = None) -> list[Answer]:
-        """Answer many messages with one batched encoder pass; in compose mode (`mode`, else the
-        `answer_mode` setting; see `mode_for`) each answer is then composed (`compose`)."""
+    def answer_batch(self, texts: list[str], contexts: list[list[str]] | None = None) -> list[Answer]:
+        """Select the answers to many messages with one batched encoder pass. The engine only
+        selects: whether to compose (and whether to answer at all) is the answer policy's
+        (serving/policy.py), which calls `compose` / `compose_stream` at most once per answer."""
         texts = [clean_text(t) for t in texts]  # no lone surrogate or control character reaches a tokenizer
         contexts = None if contexts is None else [[clean_text(t) for t in c or []] for c in contexts]
-        answers = self._select_batch(texts, contexts)
-        if self.mode_for(mode) == "compose":
-            contexts = contexts or [[] for _ in texts]
-            answers = [self.compose(a, c) for a, c in zip(answers, contexts)]
-        return answers
+        return self._select_batch(texts, contexts)
 
     def _select_batch(self, texts: list[str], contexts: list[list[str]] | None = None) -> list[Answer]:
         self.maybe_reload()

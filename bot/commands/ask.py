@@ -37,6 +37,7 @@ def read_questions(path: str) -> list[str]:
 def run(args) -> int:
     from bot.catalog import blank_check, cli_user
     from bot.runtime import open_engine
+    from serving.policy import AnswerPolicy
 
     if (args.question is not None) == bool(args.file):
         raise UserError("give either a QUESTION or --file")
@@ -44,12 +45,21 @@ def run(args) -> int:
     if not questions:
         raise UserError(f"{args.file} holds no questions")
     user = cli_user(args.user)
-    engine = open_engine()
-    answers = engine.answer_batch(questions, [args.context] * len(questions), mode=args.mode)
+    policy = AnswerPolicy(open_engine())
+    replies = policy.answer(questions, [terminal(args.mode, args.context)] * len(questions))
+    answers = [reply.answer for reply in replies]
     record_answers(answers, origin="cli", user=user)
     for answer in answers:
         out(json.dumps(answer.to_json(), ensure_ascii=False) if args.json else answer_text(answer) + "\n")
     return 0
+
+
+def terminal(mode: str | None, turns=()):
+    """A terminal question's conversation for the answer policy: always answered (no bar, no
+    priority rule), in `mode` (None: the answer_mode setting), composed whole."""
+    from serving.policy import Conversation
+
+    return Conversation("cli", mode=mode, turns=tuple(turns))
 
 
 def record_answers(answers, origin: str, user: str | None = None) -> None:

@@ -36,11 +36,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from bot.catalog import cli_user
-    from bot.commands.ask import record_answers
+    from bot.commands.ask import record_answers, terminal
     from bot.runtime import open_engine
+    from serving.policy import AnswerPolicy
 
     user = cli_user(args.user)
     engine = open_engine()
+    policy = AnswerPolicy(engine)
     out(f"csbot chat · model {engine.model_version} · '+'/'-' rates the last answer, /new new thread, "
         "/help commands, /quit leaves", flush=True)
     thread: list[str] = []
@@ -85,7 +87,7 @@ def run(args) -> int:
                 continue
             out(record_vote(last.answer_id, "up" if line == "+" else "down", user), flush=True)
             continue
-        answer = engine.answer(line, thread, mode=args.mode)
+        answer = policy.reply(engine.answer(line, thread), terminal(args.mode, thread)).answer
         record_answers([answer], origin="chat", user=user)
         thread.append(line)
         last = answer

@@ -18,11 +18,12 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from bot.commands.ask import read_questions, record_answers
+    from bot.commands.ask import read_questions, record_answers, terminal
     from bot.render import answer_text
     from bot.runtime import open_engine
     from core.runtime import quiet_libraries
     from core.settings import Settings
+    from serving.policy import AnswerPolicy
     from training.ingest import ingest
 
     quiet_libraries()
@@ -34,7 +35,7 @@ def run(args) -> int:
           f"{time.perf_counter() - started:.1f}s) in {settings.home.resolve()}\n")
     engine = open_engine(settings)
     questions = read_questions(args.questions)
-    answers = engine.answer_batch(questions)
+    answers = [reply.answer for reply in AnswerPolicy(engine).answer(questions, [terminal(None)] * len(questions))]
     from bot.catalog import cli_user
 
     record_answers(answers, origin="demo", user=cli_user(None))

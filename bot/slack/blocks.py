@@ -38,6 +38,7 @@ from slack_sdk.models.views import View
 
 from bot.slack import ids
 from core.answer import Answer
+from serving import policy
 
 SECTION_LIMIT = 2900  # Slack allows 3000 characters per section text
 MARKDOWN_LIMIT = 12_000  # a markdown block's text (and a streamed markdown_text)
@@ -197,8 +198,7 @@ def escalation_blocks(answer: Answer, *, channel: str, permalink: str | None, on
             ContextBlock(elements=[MarkdownTextObject(text=details)])]
 
 
-PRIORITY_HANDOFF_TEXT = ("I'm sorry this has been so frustrating. I've flagged your message to the support team "
-                         "as a priority, and a colleague will follow up here shortly.")
+PRIORITY_HANDOFF_TEXT = policy.PRIORITY_HANDOFF_TEXT  # the answer policy owns the hand-off texts
 
 
 def priority_notice_text(oncall_usergroup: str) -> str:

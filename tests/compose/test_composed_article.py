@@ -25,7 +25,7 @@ QUESTION = "How do I delete my account?"
 
 
 def composed(engine, text_for):
-    select = engine.answer(QUESTION, mode="select")
+    select = engine.answer(QUESTION)
     passages = engine.passages(select)
     assert len(passages) >= 2 and passages[1].doc_id != select.doc_id
     composition = Composer(Replay(text_for(passages)), ComposeSettings()).compose(QUESTION, passages)

@@ -155,9 +155,10 @@ def make_bot(tmp_path, slack_mock):
 
     started, stores = [], []
 
-    def make(engine, *, store=None, **slack_settings) -> Bot:
+    def make(engine, *, store=None, answer_mode="select", **slack_settings) -> Bot:
         settings = Settings.load(env={}, home=tmp_path / "home", slack_api_url=slack_mock.api_url,
                                  slack_bot_token=BOT_TOKEN, slack_signing_secret=SIGNING_SECRET,
+                                 answer_mode=answer_mode,
                                  **{f"slack_{name}": value for name, value in slack_settings.items()})
         if store is None:
             store = Store.from_settings(settings)

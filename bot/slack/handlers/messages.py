@@ -3,8 +3,13 @@ threads the bot answered in, and edits.
 
 * Replies always go in the thread of the question; a question inside a thread is read with the
   thread's earlier user turns (conversations.replies).
+* Whether to answer, the priority hand-off, select or compose (once per answer) and the hand-off
+  texts are the answer policy's (serving/policy.py); this handler translates a Slack message into its
+  `Conversation` (the bar, a support channel's priority threshold, the channel's answer mode) and
+  the policy's `Reply` into Slack messages.
 * In support channels, and for un-mentioned follow-ups in a thread, the bot answers only when the
-  answer clears `slack_support_min_confidence` and is not a hand-off, so it stays out of chatter.
+  answer clears `slack_support_min_confidence` and is not a hand-off, so it stays out of chatter
+  (nothing is composed for a message it stays quiet on).
 * A channel message that @mentions the bot is answered once, from the `app_mention` event (the
   matching `message` event is skipped).
 * Edits: if the bot answered the message and its text changed, the bot's reply is replaced in
@@ -49,6 +54,7 @@ from bot.slack.handlers import (ANSWER, CONTENT_ERRORS, LATE, UNREADABLE_TEXT, D
                                 work)
 from bot.slack.ids import ANSWER_EVENT_TYPE, WORKING_STATUS
 from serving.compose import GuardFailure
+from serving.policy import AnswerPolicy, Conversation
 from store.redact import redact
 
 CONTEXT_TURNS = 5  # earlier user turns of a thread given to the engine
@@ -59,6 +65,7 @@ BUSY_TEXT = ("I'm swamped right now and couldn't answer in time, sorry! A collea
 class MessageHandler:
     def __init__(self, deps: Deps):
         self.deps = deps
+        self.policy = AnswerPolicy(deps.engine)  # whether to answer, priority, compose: decided there
 
     # ----- lazy listeners ------------------------------------------------------------------------
     @work(ANSWER)
@@ -142,18 +149,13 @@ class MessageHandler:
             if status is not None:
                 status.settled()
             return self.unreadable(client, key, event, thread_ts, exc, reply=bar is None and replace_ts is None)
-        priority = not replace_ts and deps.options.priority(channel, answer.sentiment_scores)
-        weak = answer.handoff or (bar is not None and answer.confidence < bar)
-        if bar is not None and weak and not priority:
+        conversation = self.conversation(channel, dm, bar, turns, stream=bool(working and deps.options.stream),
+                                         replaces_reply=bool(replace_ts))
+        decision = self.policy.reply(answer, conversation)  # composes whole unless it streams below
+        if decision.quiet:
             log.debug("staying quiet on %s/%s: confidence %.2f below %.2f", channel, ts, answer.confidence, bar)
             return None
-        if priority and weak:
-            answer = dataclasses.replace(answer, text=blocks.PRIORITY_HANDOFF_TEXT, handoff=True, doc_id=None,
-                                         sources=[])
-        composing = (not weak and not replace_ts and deps.engine.mode_for(deps.options.mode_for(channel, dm)) == "compose")
-        stream_composed = composing and working and deps.options.stream
-        if composing and not stream_composed:
-            answer = deps.engine.compose(answer, turns)  # the whole composition, then one post
+        answer, priority, stream_composed = decision.answer, decision.priority, decision.stream_compose
         deps.store.record_answer(answer, user=event.get("user"), workspace=team, channel=channel,
                                  thread=thread_ts, origin="slack", question=question)
         escalation = f"escalation:{channel}:{ts}"
@@ -167,8 +169,9 @@ class MessageHandler:
             reply_ts = client.chat_update(ts=replace_ts, **message)["ts"]
             deps.store.inbox.post_done(key, reply_ts, answer_id=answer.answer_id)
         elif stream_composed:
-            reply_ts, composed = self.stream_composed(client, key, answer, turns, thread_ts=thread_ts, question_ts=ts,
-                                                      team=team, user=event.get("user"), group=group, channel=channel)
+            reply_ts, composed = self.stream_composed(client, key, decision, conversation, thread_ts=thread_ts,
+                                                      question_ts=ts, team=team, user=event.get("user"), group=group,
+                                                      channel=channel)
             if composed.handoff and not answer.handoff:  # the composer abstained: a colleague is owed
                 self.owe_escalation(client, escalation, composed, channel, thread_ts, ts, priority=False)
             answer = composed
@@ -217,16 +220,19 @@ class MessageHandler:
         ledger.post_done(key, delivery.ts)
         return delivery.ts
 
-    def stream_composed(self, client, key: str, answer, turns: list[str], *, thread_ts: str, question_ts: str,
+    def stream_composed(self, client, key: str, decision, conversation, *, thread_ts: str, question_ts: str,
                         team: str | None, user: str | None, group: str | None, channel: str) -> tuple[str, object]:
-        """Stream a composition a checked sentence at a time. The select answer is stored already;
-        the composed one replaces it in the store before the footer (and its 👍/👎) shows. A sentence
-        that fails the guard, or a budget, stops the stream: the message becomes the select answer."""
-        store = self.deps.store
-        composing = self.deps.engine.compose_stream(answer, turns)
+        """Stream the composition the policy asked for (`decision.stream_compose`) a checked sentence
+        at a time. The select answer is stored already; the composed one replaces it in the store
+        before the footer (and its 👍/👎) shows. A sentence that fails the guard, or a budget, stops
+        the stream: the message becomes the select answer."""
+        store, answer = self.deps.store, decision.answer
+        composing = self.deps.engine.compose_stream(answer, list(conversation.turns))
 
         def final():
-            return composing.answer or answer
+            if composing.answer is None:
+                return answer
+            return self.policy.composed(decision, composing.answer, conversation).answer
 
         def pieces():
             try:
@@ -303,6 +309,16 @@ class MessageHandler:
                               text=UNREADABLE_TEXT)
 
     # ----- helpers -------------------------------------------------------------------------------
+    def conversation(self, channel: str, dm: bool, bar: float | None, turns: list[str], *, stream: bool,
+                     replaces_reply: bool) -> Conversation:
+        """The message's conversation in the answer policy's plain values: Slack's support channels
+        carry the priority rule, a channel's own answer mode (slack_answer_modes) is requested."""
+        options = self.deps.options
+        threshold = options.priority_negative_threshold if channel in options.support_channels else None
+        return Conversation("slack", channel=channel, dm=dm, bar=bar, priority_threshold=threshold,
+                            mode=options.mode_for(channel, dm), turns=tuple(turns), stream=stream,
+                            replaces_reply=replaces_reply)
+
     def thread_turns(self, client, channel: str, event: dict, bot_user_id: str | None) -> list[str]:
         """The thread's earlier messages from people (not bots), oldest first."""
         try:
