@@ -307,7 +307,8 @@ def test_the_terminal_hand_off_text_does_not_promise_a_colleague(home, capsys):
     out = capsys.readouterr().out
     assert TERMINAL_HANDOFF_TEXT in out and "follow up here" not in out
     assert main(["ask", "what's the weather in Paris tomorrow", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["handoff"] is True  # the JSON keeps the engine's answer
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["handoff"] is True and shown["answer"] == TERMINAL_HANDOFF_TEXT  # --json tells the truth too
 
 
 def test_chat_commands_and_identity(home):
