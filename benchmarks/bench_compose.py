@@ -1,4 +1,4 @@
-"""Composed answers (issue 15): speed of the embedded composer and faithfulness, select vs compose.
+"""Composed answers: speed of the embedded composer and faithfulness, select vs compose.
 
     python benchmarks/bench_compose.py [--questions 30] [--stackfaq 40] [--offtopic 30] [--backends llama-cpp,transformers]
                                        [--round [--round-sets demo,stackfaq] [--round-questions 40]

@@ -1,5 +1,5 @@
 """Help-centre knowledge bases (articles only, no example questions): answers, decisions and the
-learning loop, each figure beside the bare-retrieval floor measured in the same run (issue 9, item 7).
+learning loop, each figure beside the bare-retrieval floor measured in the same run.
 
 The floor: bare frozen all-MiniLM-L6-v2 (`builtin:all-MiniLM-L6-v2`), the question's cosine to every
 article title and every section (`<title> — <heading>`; StackFAQ articles have no headings, so

@@ -1,4 +1,4 @@
-"""Encoder runtimes side by side: torch, ONNX fp32, ONNX int8 (issue 13; figures printed, nothing asserted).
+"""Encoder runtimes side by side: torch, ONNX fp32, ONNX int8 (figures printed, nothing asserted).
 
 In one run, on the same questions:
 - per-question latency p50/p99 with ONE thread (`encode([question])`, the full Encoded features the

@@ -43,9 +43,10 @@ for _var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_prox
 
 from benchmarks.demo_home import bench_home  # noqa: E402
 from bot.slack.app import build_app  # noqa: E402
-from bot.slack.server import CsbotRequestHandler, RunningServer  # noqa: E402
+from bot.slack.server import CsbotRequestHandler  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from store import Store  # noqa: E402
+from tests.slack.running_server import RunningServer  # noqa: E402
 from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET, MockSlack  # noqa: E402
 from tests.slack.slack_sender import SlackSender  # noqa: E402
 
@@ -100,7 +101,8 @@ def main() -> int:
 
         mention_app, streamed_app = serve("mention"), serve("streamed")
         posted_app = serve("posted", slack_stream=False)
-        today_app = serve("today", slack_stream=False, slack_status=False)  # a DM as answered before issue 14
+        # The baseline: a DM answered with one post, without streaming or a status.
+        today_app = serve("today", slack_stream=False, slack_status=False)
         client = WebClient(token=BOT_TOKEN, base_url=mock.api_url)
         f = {k: [] for k in ("ack", "mention_post", "stream_status", "stream_first_text", "stream_whole",
                              "posted_status", "posted_whole", "today_dm_post", "round_trip")}

@@ -1,4 +1,4 @@
-"""Benchmarks for the conversation store (issue 3, point 7).
+"""Benchmarks for the conversation store: durable vote writes, reading since the last run, redaction.
 
     .venv/bin/python benchmarks/bench_store.py                 # both benchmarks
     .venv/bin/python benchmarks/bench_store.py --only votes    # sustained durable vote writes

@@ -1,4 +1,4 @@
-"""Which runtime runs the encoder: torch, ONNX fp32 or ONNX int8 (issue 13).
+"""Which runtime runs the encoder: torch, ONNX fp32 or ONNX int8.
 
 - `load_encoder(name_or_folder, runtime, device=..., threads=...)` gives an object with Encoder's
   interface for any runtime, so the engine swaps runtimes in one line.

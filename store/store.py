@@ -27,30 +27,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from core.clock import DURATION_HELP, parse_duration, parse_since, to_iso, utcnow  # noqa: F401
 from store import schema
-
-# Names that lived here before the split; callers may still import them from store.store.
-from store.answers import (  # noqa: F401
-    CAPPED,
-    CORRECTION_ORIGINS,
-    DEFAULT_DAILY_VOTE_CAP,
-    DUPLICATE,
-    NO_VOTE,
-    ORIGINS,
-    STORED,
-    VOTES,
-    Answers,
-    InvalidVoteError,
-    UnknownAnswerError,
-    VoteResult,
-)
+from store.answers import DEFAULT_DAILY_VOTE_CAP, Answers
 from store.monitoring import Monitoring
 from store.privacy import Privacy
 from store.redact import KINDS, Redactor
 from store.rows import dicts
-from store.runs import CONSUMING_STATUSES, SUCCESS_STATUS, Runs, training_run_watermark  # noqa: F401
-from store.schema import StoreBusyError, StoreError, StoreFullError  # noqa: F401
+from store.runs import Runs
+from store.schema import StoreError
 
 SALT_FILE = "salt"
 

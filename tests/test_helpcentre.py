@@ -155,7 +155,7 @@ def test_a_kb_of_one_article_ingests_answers_and_declines(tmp_path):
 
 
 def test_a_csv_without_questions_ingests_with_fine_tuning_on(tmp_path):
-    """The crash of issue 9: ingest-time fine-tuning of a KB with no example questions."""
+    """Ingest-time fine-tuning of a KB with no example questions has nothing to train on and must not crash."""
     from core.settings import Settings
     from training.ingest import ingest
 

@@ -1,4 +1,4 @@
-"""ONNX serving (issue 13, phase 1): export of the real MiniLM, OnnxEncoder against the torch Encoder,
+"""ONNX serving: export of the real MiniLM, OnnxEncoder against the torch Encoder,
 the sentiment head on ONNX features, folder errors, and the gate's runtime rule."""
 
 from __future__ import annotations

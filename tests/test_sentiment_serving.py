@@ -1,4 +1,4 @@
-"""The fine-tuned sentiment model served (issue 13 item 4): every build copies it into the version,
+"""The fine-tuned sentiment model served: every build copies it into the version,
 exports it to ONNX fp32 + int8 (reused for the same artefact), the build's rule picks its runtime, the
 engine labels sentiment with it, `csbot models` shows it, `runtime` forces one and
 `sentiment_model = none` keeps the head. Real MiniLM, onnxruntime, the shipped artefact, the demo KB."""

@@ -1,5 +1,5 @@
 """Compressed serving at build time: export a version's encoder to ONNX (fp32 and int8) and choose the
-runtime that serves it (issue 13; docs/benchmarks.md "Encoder runtimes").
+runtime that serves it (docs/benchmarks.md "Encoder runtimes").
 
 `prepare_runtime(draft, source, ...)` runs inside `training/build.py` before anything is encoded:
 

@@ -151,10 +151,6 @@ class SpikeCheck:
     alert_id: int | None = None
 
     @property
-    def spike(self) -> bool:
-        return self.status in (ALERT, COOLDOWN)
-
-    @property
     def alert(self) -> bool:
         return self.status == ALERT
 

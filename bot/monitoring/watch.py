@@ -4,7 +4,7 @@ whether the channel now has a negative spike worth an alert; plus replaying a re
 * `watch_message` - one message: the engine's answer gives sentiment and intent in one encoder
   pass; the store keeps the scores always and the (redacted) text only with store_message_text;
   then `check_channel` at the message's own time (the clock is the message, never the wall).
-* `alert_summary` / `alert_text` - what an alert says: counts, recent vs baseline share, the top
+* `alert_summary` - what an alert says: counts, recent vs baseline share, the top
   topics of the recent negatives and up to 3 redacted examples (only when text is stored).
 * `read_stream` / `replay` - feed a CSV or JSON Lines stream (e.g. the airline tweets, with their
   timestamps) through the same path, in time order, for demos, tests and `csbot report --replay`.
@@ -79,7 +79,7 @@ def watch_message(engine, store, *, channel: str, ts: str, user: str | None, tex
 # ----- what an alert says -----------------------------------------------------------------------------
 
 def alert_summary(check: SpikeCheck, *, text_stored: bool) -> dict:
-    """Everything an alert shows (bot/slack/blocks.py renders it; `alert_text` is the plain form)."""
+    """Everything an alert shows (bot/slack/blocks.py renders it as blocks and as plain text)."""
     cfg = check.config
     return {
         "channel": check.channel,
@@ -98,14 +98,6 @@ def alert_summary(check: SpikeCheck, *, text_stored: bool) -> dict:
         "examples": list(check.examples[: cfg.examples]) if text_stored else None,
         "text_stored": text_stored,
     }
-
-
-def alert_text(check: SpikeCheck) -> str:
-    s = alert_summary(check, text_stored=False)
-    topics = ", ".join(f"{t} ({n})" for t, n in s["topics"]) or "none"
-    return (f"Negative spike in <#{s['channel']}>: {s['recent_negative']} of {s['recent_n']} messages negative in "
-            f"the last {s['window_minutes']} min ({s['recent_share']:.0%}) vs {s['baseline_share']:.0%} over the "
-            f"previous {s['baseline_days']:g} days ({s['baseline_n']:,} messages). Top topics: {topics}.")
 
 
 # ----- replaying a recorded stream ---------------------------------------------------------------------

@@ -243,26 +243,6 @@ class HttpServer:
         tasks.shutdown(cancel_pending=True, timeout=1)
 
 
-class RunningServer:
-    """The app's HTTP server and worker pool running in background threads (tests, benchmarks) until `stop()`."""
-
-    def __init__(self, wsgi_app, host: str = "127.0.0.1", port: int = 0, **options):
-        self.handler = wsgi_app
-        self.workers = getattr(getattr(wsgi_app, "app", None), "workers", None)
-        if self.workers is not None:
-            self.workers.start()
-        self.http = HttpServer(wsgi_app, host, port, **options)
-        self.url = self.http.url
-        self.thread = threading.Thread(target=self.http.run, name="csbot-http", daemon=True)
-        self.thread.start()
-
-    def stop(self, grace: float | None = None) -> None:
-        self.http.stop()
-        self.thread.join(timeout=5)
-        if self.workers is not None:
-            self.workers.stop(grace)
-
-
 class StopSignal:
     """SIGTERM / SIGINT set an event the main thread waits on (the handlers run in the main thread)."""
 

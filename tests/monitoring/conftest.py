@@ -88,9 +88,10 @@ def monitor_bot(tmp_path, slack_mock):  # noqa: F811 (the slack_mock fixture)
     """`monitor_bot(engine, store_message_text=False, slack={...}, **settings)`: a running bot with
     the given Settings fields (e.g. alert_min_messages=5) and slack_<name> fields from `slack`."""
     from bot.slack.app import build_app
-    from bot.slack.server import CsbotRequestHandler, RunningServer
+    from bot.slack.server import CsbotRequestHandler
     from core.settings import Settings
     from store import Store
+    from tests.slack.running_server import RunningServer
 
     started, stores = [], []
 

@@ -1,4 +1,4 @@
-"""Issue 6, point 6: replaying a real stream in time order raises the alert where the negative
+"""Replaying a real stream in time order raises the alert where the negative
 surge is, and not elsewhere; the cooldown holds.
 
 The stream is Twitter US Airline Sentiment (../shared/data/twitter_airline_sentiment/all.csv,

@@ -1,4 +1,4 @@
-"""Issue 6, points 3 and 6: the summary and the chart (a valid PNG that shows the data: its pixels
+"""The monitoring summary and the chart (a valid PNG that shows the data: its pixels
 are checked), and the offline `csbot report` command on a replayed real stream."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 6 in Slack, end to end over HTTP against the local mock Slack API: watched channels are
+"""Channel monitoring in Slack, end to end over HTTP against the local mock Slack API: watched channels are
 scored without a reply, a replayed real surge raises one alert (and the cooldown holds across a
 restart), `/csbot sentiment` uploads the chart into a thread, "Correct sentiment" stores the label,
 strongly negative support messages get a priority hand-off, and the App Home shows the summary."""

@@ -149,9 +149,10 @@ def recorded_engine(engine):
 @pytest.fixture
 def make_bot(tmp_path, slack_mock):
     from bot.slack.app import build_app
-    from bot.slack.server import CsbotRequestHandler, RunningServer
+    from bot.slack.server import CsbotRequestHandler
     from core.settings import Settings
     from store import Store
+    from tests.slack.running_server import RunningServer
 
     started, stores = [], []
 

@@ -1,4 +1,4 @@
-"""Issue 3, points 4 and 5: `csbot feedback`, `purge`, `forget` and `export` use the Store code."""
+"""`csbot feedback`, `purge`, `forget` and `export` use the Store code."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Schema version 3 (issue 6): sentiment corrections for the retrain, monitoring alerts (the spike
+"""Schema version 3: sentiment corrections for the retrain, monitoring alerts (the spike
 cooldown), and the monitored-message reads the spike detector uses."""
 
 from __future__ import annotations

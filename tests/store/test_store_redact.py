@@ -1,4 +1,4 @@
-"""Issue 3, point 3: PII is replaced by typed placeholders before anything is written."""
+"""PII is replaced by typed placeholders before anything is written."""
 
 from __future__ import annotations
 

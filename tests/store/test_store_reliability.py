@@ -1,4 +1,4 @@
-"""Issue 3, point 6: acknowledged votes survive SIGKILL; readers and writers never see 'database is locked'."""
+"""Acknowledged votes survive SIGKILL; readers and writers never see 'database is locked'."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 3, point 1 and 6: one schema owner, versioned migrations, pragmas, refusing foreign files."""
+"""One schema owner, versioned migrations, pragmas, refusing foreign files."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Issue 3, point 2 (votes) and the vote half of point 6 (unknown answer ids, replays)."""
+"""Votes: last write wins, retraction, the daily cap, replayed Slack events, unknown answer ids,
+corrections and the feedback the retrain reads."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from conftest import FAST, good_feedback, poisoned_feedback, record
 
+from models.runtimes import choose_runtime
 from training.retrain import EXIT_NOTHING, EXIT_PROMOTED, EXIT_REJECTED, retrain
 
 REPO = Path(__file__).resolve().parents[2]
@@ -178,8 +179,14 @@ def test_promotion_hot_reload_sentiment_invariant_and_rollback(tiny_settings):
     assert runtime["reason"].startswith("on the retrain's held-out set: ")
     heldout = runtime["scores"]["heldout"]
     assert 0 <= heldout["onnx-int8_accuracy"] <= 1 and 0 <= heldout["onnx_accuracy"] <= 1
-    # The two variants' rows were paired for the sign test (docs/benchmarks.md, the gate's rule).
-    assert heldout["only_fp32_right"] >= 0 and heldout["only_int8_right"] >= 0
+    # The two variants' rows were paired for the sign test (docs/benchmarks.md, the gate's rule): the
+    # recorded figures, discordant counts included, give the recorded choice and reason under the rule.
+    discordant = (heldout["only_fp32_right"], heldout["only_int8_right"])
+    assert all(type(n) is int for n in discordant), heldout
+    chosen, why = choose_runtime(heldout["onnx_accuracy"], heldout["onnx-int8_accuracy"], heldout["int8_cosine_p5"],
+                                 margin=tiny_settings.int8_margin, cosine_floor=tiny_settings.int8_cosine_floor,
+                                 discordant=discordant)
+    assert (runtime["served"], runtime["reason"]) == (chosen, f"on the retrain's held-out set: {why}"), heldout
     assert outcome.report["runtime"]["served"] == runtime["served"] == engine.runtime
     assert meta["parent"] == old and meta["reason"] == "retrain" and meta["code_revision"]
     assert meta["metrics"]["gate"] == "passed" and meta["metrics"]["heldout"]["accuracy"] is not None
