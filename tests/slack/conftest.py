@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from core.answer import OUT_OF_SCOPE, Answer, Source
+from tests.slack.serve_process import ServeProcess
 from tests.slack.slack_mock import BOT_TOKEN, SIGNING_SECRET, MockSlack
 from tests.slack.slack_sender import SlackSender
 
@@ -175,3 +176,19 @@ def make_bot(tmp_path, slack_mock):
         bot.server.stop()
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def serve(home, slack_mock, tmp_path):
+    """Start `csbot serve --http` subprocesses on `home` against the mock Slack; all closed at the end."""
+    started = []
+
+    def start(**settings) -> ServeProcess:
+        process = ServeProcess(home, slack_mock.api_url, tmp_path / f"serve-{len(started)}.log", **settings)
+        started.append(process)
+        process.wait_healthy()
+        return process
+
+    yield start
+    for process in started:
+        process.close()

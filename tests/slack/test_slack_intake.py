@@ -24,21 +24,6 @@ from tests.slack.slack_sender import button_payload
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def serve(home, slack_mock, tmp_path):
-    started = []
-
-    def start(**settings) -> ServeProcess:
-        process = ServeProcess(home, slack_mock.api_url, tmp_path / f"serve-{len(started)}.log", **settings)
-        started.append(process)
-        process.wait_healthy()
-        return process
-
-    yield start
-    for process in started:
-        process.close()
-
-
 def answered_question(home, engine) -> str:
     """An answer in the store (channel C1, in a thread) to vote on; returns its id."""
     store = Store.from_settings(Settings.load(env={}, home=home))

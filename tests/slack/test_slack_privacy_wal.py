@@ -11,7 +11,6 @@ import pytest
 
 from core.settings import Settings
 from store import Store
-from tests.slack.serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
 
@@ -63,21 +62,6 @@ def test_dm_payloads_leave_no_trace_on_disk_once_the_inbox_is_idle(make_bot, rec
     assert len(bot.mock.calls_to("chat.stopStream")) == 10  # every DM was answered (streamed)
     assert occurrences(bot.settings.home) == NONE_LEFT
     assert_redacted(stored_questions(bot.settings.home), 10)
-
-
-@pytest.fixture
-def serve(home, slack_mock, tmp_path):
-    started = []
-
-    def start(**settings) -> ServeProcess:
-        process = ServeProcess(home, slack_mock.api_url, tmp_path / f"serve-{len(started)}.log", **settings)
-        started.append(process)
-        process.wait_healthy()
-        return process
-
-    yield start
-    for process in started:
-        process.close()
 
 
 def test_no_payload_is_left_on_disk_after_kill_9_and_a_restart(serve, home, slack_mock):
