@@ -8,6 +8,7 @@ import sys
 from bot.render import answer_text
 from core.errors import UserError
 from core.output import out
+from core.settings import ANSWER_MODES
 
 
 def register(subparsers) -> None:
@@ -16,7 +17,7 @@ def register(subparsers) -> None:
     p.add_argument("--file", help="a text file with one question per line ('-' for stdin)")
     p.add_argument("--context", action="append", default=[], help="an earlier turn of the thread (repeatable)")
     p.add_argument("--user", help="who is asking (default: your login name); stored only as a salted hash")
-    p.add_argument("--mode", choices=("select", "compose", "auto"),
+    p.add_argument("--mode", choices=ANSWER_MODES,
                    help="select: the article section as written; compose: a language model writes the answer "
                         "from the best sections, cited and checked; auto: compose once the retrain approved a "
                         "composer (default: the answer_mode setting, select)")

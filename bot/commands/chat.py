@@ -13,6 +13,7 @@ import contextlib
 
 from bot.render import answer_text
 from core.output import out, stdout
+from core.settings import ANSWER_MODES
 
 CLARIFY_PROMPT = "I found more than one article that could answer this. Which one did you mean?"
 HELP = """commands:
@@ -29,7 +30,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("chat", help="talk to the bot in the terminal",
                               description=__doc__.split("\n\n")[0].replace("`csbot chat`: ", ""))
     p.add_argument("--user", help="who is asking and voting (default: your login name); stored only as a salted hash")
-    p.add_argument("--mode", choices=("select", "compose", "auto"),
+    p.add_argument("--mode", choices=ANSWER_MODES,
                    help="how answers are made (see `csbot ask --help`; default: the answer_mode setting)")
     p.set_defaults(func=run)
 

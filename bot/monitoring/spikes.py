@@ -1,28 +1,28 @@
 """Negative-spike detection per channel, against the channel's own baseline.
 
-For a channel at time `now`:
+For a channel at time `now` (the lengths and bars are the `alert_*` settings, core/settings/alerts.py,
+which also holds their defaults and why):
 
-* recent window   = (now - window, now]                      (default: the last 60 minutes)
-* baseline window = (now - window - baseline, now - window]  (default: the 7 days before that)
+* recent window   = (now - window, now]                      (`alert_window_minutes`)
+* baseline window = (now - window - baseline, now - window]  (`alert_baseline_days` before that)
 
 A spike is declared when all of these hold:
 
-1. the recent window has at least `min_messages` scored messages (default 20), and the baseline at
-   least `min_baseline` (default 100) - without a baseline there is nothing to compare with;
+1. the recent window has at least `min_messages` scored messages, and the baseline at least
+   `min_baseline` - without a baseline there is nothing to compare with;
 2. the Wilson lower confidence bound of the recent negative share is above the Wilson upper bound
-   of the baseline share (both one-sided at `confidence`, default 0.999, i.e. z = 3.09): the surge
-   is very unlikely to be binomial noise around the channel's usual rate, and a thin baseline
-   (a new channel) needs a bigger surge. The confidence is high because the check runs after
-   every message, over overlapping windows: at 0.99 a week of a busy channel sees a false alarm
-   or two (measured on the airline replay, see tests/monitoring/test_monitoring_replay.py);
-3. the recent share is at least `min_lift` (default 0.10) above the baseline share, so a
-   statistically certain but tiny rise in a very busy channel does not page anyone.
+   of the baseline share (both one-sided at `confidence`): the surge is very unlikely to be
+   binomial noise around the channel's usual rate, and a thin baseline (a new channel) needs a
+   bigger surge. The confidence is high because the check runs after every message, over
+   overlapping windows;
+3. the recent share is at least `min_lift` above the baseline share, so a statistically certain
+   but tiny rise in a very busy channel does not page anyone.
 
-An alert is raised for a spike unless the channel already had one within `cooldown` (default 60
-minutes) of `now`. The same `evaluate` decides online (`check_channel`, once per stored message,
-counting from the store and claiming the alert there, so a restart or a second process does not
-alert again) and offline (`scan`, over a time-ordered history: replays, reports). No function here
-reads the clock: `now` is always passed in (the Slack handler passes the message's own time).
+An alert is raised for a spike unless the channel already had one within `cooldown` of `now`. The
+same `evaluate` decides online (`check_channel`, once per stored message, counting from the store
+and claiming the alert there, so a restart or a second process does not alert again) and offline
+(`scan`, over a time-ordered history: replays, reports). No function here reads the clock: `now` is
+always passed in (the Slack handler passes the message's own time).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def as_utc(value: Any) -> dt.datetime:
     return clock.as_utc(value)
 
 
-_ALERT = AlertSettings()  # the defaults (core/settings.py holds every one)
+_ALERT = AlertSettings()  # the defaults (core/settings/alerts.py holds every one)
 
 
 @dataclass(frozen=True)

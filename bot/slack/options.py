@@ -1,15 +1,13 @@
-"""The Slack options the handlers read: `settings.slack` (core/settings.py, which holds every
+"""The Slack options the handlers read: `settings.slack` (core/settings/, which holds every
 default) parsed once into sets and thresholds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.settings import Settings, SlackSettings
+from core.settings import ANSWER_MODES, SLACK_MAX_SUGGESTED_PROMPTS, ServingSettings, Settings, SlackSettings
 
 _DEFAULTS = SlackSettings()
-_PRIORITY_DEFAULT = Settings.__dataclass_fields__["priority_negative_threshold"].default
-MAX_SUGGESTED_PROMPTS = 4  # Slack's limit (assistant.threads.setSuggestedPrompts)
 
 
 def csv_set(value) -> frozenset[str]:
@@ -35,12 +33,12 @@ class SlackOptions:
     watched_channels: frozenset[str] = frozenset()  # every message there is scored and stored, no reply
     alert_channel: str | None = None  # channel id that gets negative-spike alerts
     # A support-channel message at least this negative gets a priority hand-off (None: off).
-    priority_negative_threshold: float | None = _PRIORITY_DEFAULT
+    priority_negative_threshold: float | None = ServingSettings.priority_negative_threshold
     status: bool = _DEFAULTS.status  # the "Searching the help centre…" status in DMs and agent threads
     stream: bool = _DEFAULTS.stream  # stream answers in DMs and agent threads (bot/slack/streaming.py)
     stream_channels: bool = _DEFAULTS.stream_channels  # also in channels (with the recipient ids Slack requires)
     suggested_prompts: int = _DEFAULTS.suggested_prompts  # 0: none
-    answer_mode: str = "select"  # the answer_mode setting: select | compose | auto
+    answer_mode: str = ServingSettings.answer_mode  # the answer_mode setting: one of ANSWER_MODES
     answer_modes: tuple[tuple[str, str], ...] = ()  # per channel ("im" for DMs): (channel, mode)
 
     @classmethod
@@ -61,7 +59,7 @@ class SlackOptions:
             status=bool(slack.status),
             stream=bool(slack.stream),
             stream_channels=bool(slack.stream_channels),
-            suggested_prompts=max(0, min(MAX_SUGGESTED_PROMPTS, int(slack.suggested_prompts))),
+            suggested_prompts=max(0, min(SLACK_MAX_SUGGESTED_PROMPTS, int(slack.suggested_prompts))),
             answer_mode=settings.answer_mode,
             answer_modes=channel_modes(slack.answer_modes),
         )
@@ -102,8 +100,8 @@ def channel_modes(value: str | None) -> tuple[tuple[str, str], ...]:
     pairs = []
     for item in csv_set(value):
         channel, sep, mode = item.partition(":")
-        if not sep or mode.strip() not in ("select", "compose", "auto") or not channel.strip():
-            raise ConfigError(f"setting slack_answer_modes: {item!r} is not CHANNEL:select|compose|auto")
+        if not sep or mode.strip() not in ANSWER_MODES or not channel.strip():
+            raise ConfigError(f"setting slack_answer_modes: {item!r} is not CHANNEL:{'|'.join(ANSWER_MODES)}")
         pairs.append((channel.strip(), mode.strip()))
     return tuple(sorted(pairs))
 
