@@ -19,59 +19,26 @@ import atexit
 import logging
 import threading
 from pathlib import Path
-from typing import Iterator, Protocol, runtime_checkable
+from typing import Generator, Protocol, runtime_checkable
+
+from models.cancel import Cancel  # noqa: F401 - backends and serving take the signal from here or models.cancel
 
 log = logging.getLogger("csbot.composer")
 
 
-class Cancel(threading.Event):
-    """The signal to stop a generation: an Event that also runs the callbacks registered with
-    `on_set` when it is set, so that a backend can interrupt a call that blocks (cut a connection,
-    flag llama.cpp to abort)."""
-
-    def __init__(self):
-        super().__init__()
-        self._hooks: list = []
-        self._hooks_lock = threading.Lock()
-
-    def set(self) -> None:
-        with self._hooks_lock:
-            super().set()
-            hooks, self._hooks = self._hooks, []
-        for hook in hooks:
-            try:
-                hook()
-            except Exception as exc:  # noqa: BLE001 - one failed interruption must not stop the others
-                log.info("stopping a generation: %s: %s", type(exc).__name__, exc)
-
-    def on_set(self, hook):
-        """Call `hook()` when this is set (now, if it is already); returns a function that unregisters it."""
-        with self._hooks_lock:
-            if not self.is_set():
-                self._hooks.append(hook)
-                return lambda: self._forget(hook)
-        hook()
-        return lambda: None
-
-    def _forget(self, hook) -> None:
-        with self._hooks_lock:
-            if hook in self._hooks:
-                self._hooks.remove(hook)
-
-
 @runtime_checkable
 class ChatModel(Protocol):
-    """What serving/compose.py needs of a backend."""
+    """What serving/compose.py needs of a backend (TransformersChat, LlamaCppChat, OpenAIChat)."""
 
     name: str
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
         """The reply to `messages` ([{role, content}], chat format) as text pieces, in order; it
         ends before any of the `stop` strings. Once `cancel` is set (from another thread: the
         composer's deadline passed) the generation stops as soon as the backend can tell, even in the
         middle of reading the prompt, and the stream ends; what it yields then no longer matters.
-        (A backend without `cancel` is stopped before its next piece.)"""
+        Closing the generator early releases what the generation holds (a connection, a thread)."""
         ...
 
 
@@ -140,7 +107,7 @@ class TransformersChat:
         return replies
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
@@ -202,21 +169,25 @@ def disable_extra_buffers() -> None:
     first `decode` of SmolLM2's Q4_1 weights (llama-cpp-python 0.3.36); without the extra buffer
     types it runs. llama-cpp-python's `Llama` takes no argument for it, so its default-parameters
     function is wrapped, once per process (idempotent)."""
+    global _default_params_wrapper
     import llama_cpp
 
     module = llama_cpp.llama_cpp
     original = module.llama_model_default_params
-    if getattr(original, "_csbot_no_extra_bufts", False):
+    if original is _default_params_wrapper:
         return
 
     def default_params():
         params = original()
-        if hasattr(params, "use_extra_bufts"):
+        if hasattr(params, "use_extra_bufts"):  # llama.cpp's struct: older builds lack the field
             params.use_extra_bufts = False
         return params
 
-    default_params._csbot_no_extra_bufts = True
+    _default_params_wrapper = default_params
     module.llama_model_default_params = default_params
+
+
+_default_params_wrapper = None  # the wrapper disable_extra_buffers installed in llama_cpp, once per process
 
 
 class LlamaCppChat:
@@ -228,6 +199,7 @@ class LlamaCppChat:
 
         self.name = name or str(gguf_path)
         self.lora_path = str(lora_path) if lora_path else None
+        self.llm: Llama | None = None
         disable_extra_buffers()
         self.llm = Llama(model_path=str(gguf_path), n_ctx=context_tokens, n_threads=threads or None, verbose=False,
                          lora_path=self.lora_path)
@@ -237,12 +209,12 @@ class LlamaCppChat:
         atexit.register(self.close)  # llama.cpp's own __del__ fails noisily at interpreter exit
 
     def close(self) -> None:
-        llm, self.llm = getattr(self, "llm", None), None
+        llm, self.llm = self.llm, None
         if llm is not None:
             llm.close()
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
         with self._lock:
             flag = _AbortFlag(self.llm, cancel) if cancel is not None else None
             try:

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import contextvars
 import socket
-from typing import Iterator
+from typing import Generator, Iterator
 
 from core.errors import UserError
-from models.composer import Cancel
+from models.cancel import Cancel
 
 MAX_STOP = 4  # OpenAI's limit on `stop`; vLLM and llama.cpp's server take more, others refuse them
 
@@ -45,7 +45,7 @@ class OpenAIChat:
                                     max_retries=0, http_client=_cuttable_client())
 
     def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Iterator[str]:
+               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
         import openai
 
         stop = [s for s in stop or [] if s]

@@ -1,7 +1,7 @@
 """Which runtime runs the encoder: torch, ONNX fp32 or ONNX int8.
 
-- `load_encoder(name_or_folder, runtime, device=..., threads=...)` gives an object with Encoder's
-  interface for any runtime, so the engine swaps runtimes in one line.
+- `load_encoder(name_or_folder, runtime, device=..., threads=...)` gives an `EncoderRuntime`
+  (models/protocols.py) for any runtime, so the engine swaps runtimes in one line.
 - `choose_runtime(...)` is the gate's rule, a pure function of the measured figures: int8 serves when
   its accuracy is within `margin` of fp32 ONNX and its embeddings' cosine stays at or above
   `cosine_floor`; otherwise fp32 ONNX; otherwise (no usable ONNX export) torch. Given the rows on which
@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from core.errors import UserError
+from models.protocols import EncoderRuntime
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
 VARIANT_OF_RUNTIME = {"onnx": "fp32", "onnx-int8": "int8"}
@@ -39,7 +40,7 @@ def sign_test_p(worse: int, better: int) -> float:
 
 
 def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = "auto", threads: int = 0,
-                 workers: int = 0):
+                 workers: int = 0) -> EncoderRuntime:
     """An encoder for `runtime`.
 
     torch: `name_or_folder` is a model name as models/loading.py takes it; `threads` is left to the

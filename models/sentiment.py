@@ -8,6 +8,7 @@ when intent fine-tuning updates the top layers (5 and 6) of the encoder.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -30,7 +31,9 @@ def head_path(spec: str | Path = "builtin") -> Path:
 
 
 class SentimentModel:
-    reads_encoder = True  # reads the shared encoder pass's features (`predict(encoded)`), not texts
+    """The head over the shared encoder pass (models/protocols.py `EncodedLabeler`)."""
+
+    reads_encoder: Literal[True] = True  # reads the shared encoder pass's features (`predict(encoded)`), not texts
 
     def __init__(self, head: SoftmaxHead, source: str = "<memory>"):
         if sorted(head.labels) != sorted(SENTIMENT_LABELS):

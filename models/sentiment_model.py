@@ -29,6 +29,7 @@ import json
 import threading
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -232,9 +233,10 @@ def merge_lora(encoder, lora: dict[str, tuple[np.ndarray, np.ndarray]], scaling:
 # ----- serving ----------------------------------------------------------------------------------------
 
 class FineTunedSentiment:
-    """The fine-tuned sentiment model, LoRA merged: `predict(texts)` runs its own forward pass."""
+    """The fine-tuned sentiment model, LoRA merged: `predict(texts)` runs its own forward pass
+    (models/protocols.py `TextLabeler`)."""
 
-    reads_encoder = False  # its own pass: it needs the texts, not the shared encoder's features
+    reads_encoder: Literal[False] = False  # its own pass: it needs the texts, not the shared encoder's features
     runtime = "torch"
 
     def __init__(self, classifier, tokenizer, *, labels: list[str], temperature: float, max_length: int,

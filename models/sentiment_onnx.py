@@ -38,6 +38,7 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -282,9 +283,10 @@ def read_manifest(folder: str | Path) -> dict:
 class OnnxSentiment:
     """`predict(texts)` as FineTunedSentiment's, from an export folder; `variant` fp32 or int8;
     `threads` and `workers` as OnnxEncoder's: fp32's intra-op threads over a batch (0: onnxruntime's
-    default); how many texts int8 runs side by side, one at a time each (`map_texts`; 0: one per core)."""
+    default); how many texts int8 runs side by side, one at a time each (`map_texts`; 0: one per core).
+    A `TailLabeler` (models/protocols.py): `tail` is set when this variant's tail graph loaded."""
 
-    reads_encoder = False  # its own pass: it needs the texts, not the shared encoder's features
+    reads_encoder: Literal[False] = False  # its own pass: it needs the texts, not the shared encoder's features
 
     def __init__(self, folder: str | Path, variant: str = "int8", *, threads: int = 0, workers: int = 0,
                  manifest: dict | None = None):
@@ -314,7 +316,7 @@ class OnnxSentiment:
         self._session = cpu_session(path, threads=intra, what="sentiment ONNX file")
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.max_length = int(self.manifest["max_length"])
-        self.tail = None  # the manifest's tail record when its graph for this variant loaded
+        self.tail: dict | None = None  # the manifest's tail record when its graph for this variant loaded
         self._tail = None
         tail = self.manifest.get("tail")
         if tail and variant in (tail.get("variants") or {}):

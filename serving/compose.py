@@ -18,16 +18,17 @@ instead.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import re
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Generator
 
 from core.settings import ComposeSettings
-from models.composer import Cancel, ChatModel
+from models.cancel import Cancel
+from models.composer import ChatModel
 
 log = logging.getLogger("csbot.compose")
 ABSTAIN = "NO_ANSWER"
@@ -337,10 +338,10 @@ def _deadline(cfg: ComposeSettings, started: float, first: float | None) -> tupl
 
 class _Feed:
     """A backend's pieces, read on a thread of their own into a queue, so that the composer waits for
-    each only until its deadline. `stop()` tells the generation to end: a backend whose `stream`
-    takes `cancel` (models/composer.py `Cancel`) stops at once (llama.cpp aborts even while it reads
-    the prompt, an endpoint's connection is cut) or at its next token (transformers); any other
-    stops before its next piece, and its generator is closed.
+    each only until its deadline. `stop()` tells the generation to end: every backend's `stream`
+    takes `cancel` (models/composer.py `ChatModel`, `Cancel`) and stops at once (llama.cpp aborts
+    even while it reads the prompt, an endpoint's connection is cut) or at its next token
+    (transformers); no further piece is read, and the generator is closed.
 
     The thread is not a daemon: a process that ends right after the fallback (`csbot ask`) waits for
     the stopped generation to return rather than kill it inside torch or llama.cpp, which aborted
@@ -349,16 +350,14 @@ class _Feed:
     def __init__(self, model: ChatModel, messages: list[dict], **kwargs):
         self.cancel = Cancel()
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        if _takes_cancel(model):
-            kwargs["cancel"] = self.cancel
         self.thread = threading.Thread(target=self._run, args=(model, messages, kwargs), name="csbot-compose",
                                        daemon=False)
         self.thread.start()
 
     def _run(self, model: ChatModel, messages: list[dict], kwargs: dict) -> None:
-        pieces = None
+        pieces: Generator[str, None, None] | None = None
         try:
-            pieces = model.stream(messages, **kwargs)
+            pieces = model.stream(messages, cancel=self.cancel, **kwargs)
             for piece in pieces:
                 if self.cancel.is_set():
                     break
@@ -367,10 +366,9 @@ class _Feed:
         except BaseException as exc:  # noqa: BLE001 - raised in the composer's thread by `next`
             self._queue.put(exc)
         finally:
-            close = getattr(pieces, "close", None)
             try:
-                if close is not None:
-                    close()  # the backend's own clean-up: its HTTP response closed, its generate thread joined
+                if pieces is not None:
+                    pieces.close()  # the backend's own clean-up: its HTTP response closed, its generate thread joined
             except Exception as exc:  # noqa: BLE001 - the answer went out already; only worth a line
                 log.info("closing the composer's stream: %s: %s", type(exc).__name__, exc)
 
@@ -389,14 +387,6 @@ class _Feed:
 
     def stop(self) -> None:
         self.cancel.set()
-
-
-def _takes_cancel(model: ChatModel) -> bool:
-    try:
-        params = inspect.signature(model.stream).parameters
-    except (TypeError, ValueError):
-        return False
-    return "cancel" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _fallback(result: Composition, reason: str, started: float) -> Composition:

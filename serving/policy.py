@@ -14,7 +14,8 @@ hand-off). For each selected answer and the `Conversation` it belongs to, `Answe
   that streams (`Conversation.stream`) composes through `Engine.compose_stream` itself, every other
   gets the composition whole — one composition per answer either way;
 * the hand-off text in the front end's words: Slack promises a colleague (the on-call group is told),
-  the terminal tells nobody, so it says so.
+  the terminal tells nobody, so it says so; a question the engine found to be about another product
+  says which product it took it for.
 
 This module imports no model code (serving/engine.py imports it), so a CLI command that renders an
 answer does not pay for loading the engine's libraries.
@@ -24,12 +25,20 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol, runtime_checkable
 
 from core.answer import Answer
 
-if TYPE_CHECKING:
-    from serving.engine import Engine
+
+@runtime_checkable
+class SelectingEngine(Protocol):
+    """What the policy needs of the engine (serving/engine.py `Engine`, which imports this module)."""
+
+    def answer_batch(self, texts: list[str], contexts: list[list[str]] | None = None) -> list[Answer]: ...
+
+    def mode_for(self, requested: str | None = None) -> str: ...
+
+    def compose(self, answer: Answer, context: list[str] | None = None) -> Answer: ...
 
 FRONT_ENDS = ("slack", "cli")
 # A hand-off's text as the engine writes it (serving/engine.py), which is Slack's: a colleague is told.
@@ -40,13 +49,20 @@ TERMINAL_HANDOFF_TEXT = ("I'm not sure I can answer that correctly. In the termi
                          "rephrase the question, or ask a colleague.")
 PRIORITY_HANDOFF_TEXT = ("I'm sorry this has been so frustrating. I've flagged your message to the support team "
                          "as a priority, and a colleague will follow up here shortly.")
-# Why an answer is a hand-off: the engine was unsure, the message was a priority, the composer abstained.
-HANDOFF_REASONS = ("unsure", "priority", "abstained")
+# Another product's question (the engine names the products in `Answer.other_products`).
+OTHER_PRODUCT_TEXT = ("That looks like a question about {names}, which our help centre doesn't cover. I've passed "
+                      "it to a colleague on the support team in case I've misread it.")
+TERMINAL_OTHER_PRODUCT_TEXT = ("That looks like a question about {names}, which this help centre doesn't cover. In the "
+                               "terminal nobody is notified: ask {names}' own support, or rephrase it if it is about us.")
+# Why an answer is a hand-off: the engine was unsure, the question is about another product, the
+# message was a priority, the composer abstained.
+HANDOFF_REASONS = ("unsure", "other_product", "priority", "abstained")
 _HANDOFF_TEXTS = {
     ("slack", "unsure"): HANDOFF_TEXT, ("slack", "abstained"): HANDOFF_TEXT,
     ("slack", "priority"): PRIORITY_HANDOFF_TEXT,
     ("cli", "unsure"): TERMINAL_HANDOFF_TEXT, ("cli", "abstained"): TERMINAL_HANDOFF_TEXT,
     ("cli", "priority"): TERMINAL_HANDOFF_TEXT,
+    ("slack", "other_product"): OTHER_PRODUCT_TEXT, ("cli", "other_product"): TERMINAL_OTHER_PRODUCT_TEXT,
 }
 
 
@@ -87,7 +103,7 @@ class Reply:
 class AnswerPolicy:
     """The one answer policy every front end calls (Slack's message handler, `csbot ask`/`chat`/`demo`)."""
 
-    def __init__(self, engine: "Engine"):
+    def __init__(self, engine: SelectingEngine):
         self.engine = engine
 
     def answer(self, texts: list[str], conversations: list[Conversation]) -> list[Reply]:
@@ -118,7 +134,7 @@ class AnswerPolicy:
             reason = "priority"
             answer = dataclasses.replace(answer, handoff=True, doc_id=None, sources=[])
         elif answer.handoff:
-            reason = "unsure"
+            reason = "other_product" if answer.other_products else "unsure"
         compose = not weak and not c.replaces_reply and self.engine.mode_for(c.mode) == "compose"
         return Reply(self.present(answer, c.front_end, reason), priority=priority, compose=compose,
                      stream_compose=compose and c.stream, handoff_reason=reason)
@@ -137,4 +153,5 @@ class AnswerPolicy:
         """`answer` with a hand-off's text in the front end's words (other answers unchanged)."""
         if reason is None or not answer.handoff:
             return answer
-        return dataclasses.replace(answer, text=_HANDOFF_TEXTS[(front_end, reason)])
+        names = " and ".join(name if any(c.isupper() for c in name) else name.title() for name in answer.other_products)
+        return dataclasses.replace(answer, text=_HANDOFF_TEXTS[(front_end, reason)].format(names=names))

@@ -1,4 +1,5 @@
-"""Answers, votes (feedback) and claimed event ids: the Store's answer-and-vote tables.
+"""Answers, votes (feedback) and claimed event ids: the Store's answer-and-vote tables (a claim
+itself is store/events.py's).
 
 Mixed into store.store.Store, which provides the connection (`_write`, `_read`), `hash_user`,
 `redact`, `daily_vote_cap` and `cap_exempt_origins`.
@@ -13,7 +14,9 @@ from typing import Any
 
 from core import clock
 from core.clock import parse_since, to_iso
+from core.answer import Answer
 from core.errors import UserError
+from store import events
 from store.rows import loads
 
 VOTES = ("up", "down", "retract")
@@ -68,7 +71,7 @@ FROM feedback f JOIN answers a ON a.answer_id = f.answer_id
 """
 
 
-def sources_row(answer: Any) -> list[dict]:
+def sources_row(answer: Answer) -> list[dict]:
     """An answer's sources as the answers table stores them (JSON)."""
     return [{"doc_id": s.doc_id, "title": s.title, "url": s.url, "score": round(float(s.score), 4)}
             for s in (answer.sources or [])]
@@ -88,7 +91,7 @@ class Answers:
 
     def record_answer(
         self,
-        answer: Any,
+        answer: Answer,
         *,
         user: str | None = None,
         workspace: str | None = None,
@@ -99,7 +102,7 @@ class Answers:
     ) -> bool:
         """Store one engine answer (question and answer text redacted). Idempotent per answer_id:
         returns False, writing nothing, if the id is already stored (e.g. a replayed event)."""
-        if not getattr(answer, "answer_id", None):
+        if not answer.answer_id:
             raise UserError("cannot record an answer without an answer_id")
         sources = sources_row(answer)
         row = (
@@ -119,9 +122,9 @@ class Answers:
             self.redact(answer.text),
             answer.doc_id,
             json.dumps(dict(answer.sentiment_scores or {})),
-            int(bool(getattr(answer, "used_context", False))),
-            getattr(answer, "mode", "select"),
-            json.dumps(answer.composition) if getattr(answer, "composition", None) else None,
+            int(bool(answer.used_context)),
+            answer.mode,
+            json.dumps(answer.composition) if answer.composition else None,
         )
         with self._write() as conn:
             cur = conn.execute(
@@ -133,7 +136,7 @@ class Answers:
             )
             return cur.rowcount == 1
 
-    def record_composition(self, answer: Any) -> bool:
+    def record_composition(self, answer: Answer) -> bool:
         """Replace a stored answer's text and outcome with its composed form (Slack streams a
         composition after the select answer was recorded): text, mode, the composition's report,
         intent, doc, sources and hand-off. Returns False when the answer id is not stored."""
@@ -213,10 +216,7 @@ class Answers:
                 raise UnknownAnswerError(f"unknown answer id {answer_id!r}: no answer with that id in {self.path}")
             now = to_iso(clock.utcnow())
             if event_id:
-                claimed = conn.execute(
-                    "INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)",
-                    (f"vote:{event_id}", now),
-                ).rowcount
+                claimed = events.claim_event(conn, f"vote:{event_id}", now)
                 if not claimed or conn.execute("SELECT 1 FROM feedback WHERE event_id = ?", (event_id,)).fetchone():
                     return VoteResult(DUPLICATE, answer_id, vote)
             existing = conn.execute(
@@ -262,10 +262,7 @@ class Answers:
         if not event_id:
             raise UserError("claim_event needs an event id")
         with self._write() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)", (event_id, to_iso(clock.utcnow()))
-            )
-            return cur.rowcount == 1
+            return events.claim_event(conn, event_id, to_iso(clock.utcnow()))
 
     def feedback_since(self, since: Any = None, *, include_retracted: bool = False, limit: int | None = None) -> list[dict]:
         """Votes changed strictly after `since` (None: all), oldest first, each joined with its answer.

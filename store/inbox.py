@@ -30,9 +30,10 @@ import os
 import socket
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from core.clock import to_iso, utcnow
+from store.events import CLAIMED_SQL, claim_event
 
 PENDING, RUNNING, FAILED = "pending", "running", "failed"
 INTERACTIVE, ANSWER, SENTIMENT = "interactive", "answer", "sentiment"
@@ -62,6 +63,66 @@ class Accepted:
     late: int = 0  # answer items queued to get the busy note because the inbox was full
 
 
+@runtime_checkable
+class ReplyLedger(Protocol):
+    """Which Slack message answered which question (`Inbox`'s post_* methods; bot/slack/posted.py and
+    the message handlers use it)."""
+
+    def post_record(self, key: str) -> dict | None: ...
+
+    def post_begin(self, key: str, *, answer_id: str | None, channel: str, thread_ts: str | None,
+                   question_ts: str | None, message: dict | None = None) -> None: ...
+
+    def post_done(self, key: str, ts: str, answer_id: str | None = None) -> None: ...
+
+    def owed(self, key: str) -> dict | None: ...
+
+    def answer_for_message(self, channel: str, ts: str) -> str | None: ...
+
+    def thread_answered(self, channel: str, thread_ts: str) -> bool: ...
+
+
+@runtime_checkable
+class SlackInbox(ReplyLedger, Protocol):
+    """The Slack inbox as the intake and the worker pool use it (`Inbox`; `Store.inbox`), with the
+    reply ledger and the revoked workspaces."""
+
+    def accept(self, items: list[InboxItem], *, event_id: str | None = None, limit: int | None = None,
+               now: float | None = None) -> Accepted: ...
+
+    def event_claimed(self, event_id: str) -> bool: ...
+
+    def register(self, owner: str, now: float | None = None) -> None: ...
+
+    def heartbeat(self, owner: str, now: float | None = None) -> None: ...
+
+    def unregister(self, owner: str) -> None: ...
+
+    def reclaim(self, *, stale_after: float, now: float | None = None) -> int: ...
+
+    def take(self, owner: str, now: float | None = None) -> dict | None: ...
+
+    def finish(self, item_id: int) -> None: ...
+
+    def retry(self, item_id: int, error: str, delay: float, now: float | None = None) -> None: ...
+
+    def fail(self, item_id: int, error: str) -> None: ...
+
+    def scrub(self, *, if_needed: bool = False) -> bool: ...
+
+    def release(self, owner: str) -> int: ...
+
+    def depth(self) -> dict[str, int]: ...
+
+    def items(self, state: str | None = None) -> list[dict]: ...
+
+    def revoke(self, team: str, reason: str) -> bool: ...
+
+    def restore(self, team: str) -> bool: ...
+
+    def revoked(self) -> dict[str, dict[str, Any]]: ...
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -73,6 +134,8 @@ def pid_alive(pid: int) -> bool:
 
 
 class Inbox:
+    """The `SlackInbox` (above) over one Store's connection."""
+
     def __init__(self, store):
         self.store = store
         self._unscrubbed = False  # a payload left the inbox since the last completed scrub
@@ -86,8 +149,7 @@ class Inbox:
         items are queued marked late (they get the busy note); interactive items always queue."""
         now = time.time() if now is None else now
         with self.store._write() as conn:
-            if event_id and not conn.execute("INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)",
-                                             (event_id, to_iso(now))).rowcount:
+            if event_id and not claim_event(conn, event_id, to_iso(now)):
                 return Accepted(duplicate=True)
             full = False
             if limit is not None and items:
@@ -110,7 +172,7 @@ class Inbox:
             return Accepted(duplicate=False, queued=queued, shed=shed, late=late)
 
     def event_claimed(self, event_id: str) -> bool:
-        return bool(self.store._read("SELECT 1 AS x FROM processed_events WHERE event_id = ?", (event_id,)))
+        return bool(self.store._read(CLAIMED_SQL, (event_id,)))
 
     # ----- workers -----------------------------------------------------------------------------
     def register(self, owner: str, now: float | None = None) -> None:

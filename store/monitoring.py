@@ -15,6 +15,7 @@ from core.answer import SENTIMENT_LABELS
 from core.clock import parse_since, time_from_slack_ts, to_iso
 from core.errors import UserError
 from store.answers import CORRECTION_ORIGINS
+from store.events import claim_event
 from store.rows import loads
 
 
@@ -149,13 +150,8 @@ class Monitoring:
         user_hash = self.hash_user(user)
         with self._write() as conn:
             now = to_iso(clock.utcnow())
-            if event_id:
-                claimed = conn.execute(
-                    "INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)",
-                    (f"sentiment:{event_id}", now),
-                ).rowcount
-                if not claimed:
-                    return False
+            if event_id and not claim_event(conn, f"sentiment:{event_id}", now):
+                return False
             conn.execute(
                 "INSERT INTO sentiment_corrections (time, workspace, channel, ts, user_hash, label, text, origin,"
                 " event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from core.output import out
@@ -39,42 +40,53 @@ def served_threshold(settings, meta: dict) -> float:
     return float(meta.get("oos_threshold", DEFAULT_OOS_THRESHOLD))
 
 
-def run(args) -> int:
+def run(args: argparse.Namespace) -> int:
     from core.errors import UserError
     from core.settings import Settings
-    from serving.engine import runtime_for, sentiment_runtime_for, sentiment_shares_encoder
-    from serving.versions import VersionStore, folder_bytes, freed_by_removing
+    from serving.versions import VersionStore
 
     settings = Settings.load()
     versions = VersionStore(settings.models_dir)
-    keep, dry_run = getattr(args, "keep", None), getattr(args, "dry_run", False)
     if args.action != "promote" and args.version:
         raise UserError(f"{args.action} takes no VERSION")
-    if args.action != "prune" and (keep is not None or dry_run):
+    if args.action != "prune" and (args.keep is not None or args.dry_run):
         raise UserError("--keep and --dry-run go with `csbot models prune`")
     if args.action != "list":
-        return change(args.action, args, settings, versions, keep, dry_run)
+        return change(args.action, args, settings, versions, args.keep, args.dry_run)
+    return list_versions(args, settings, versions)
+
+
+def version_row(settings, versions, name: str, champion: str | None) -> dict:
+    """One version as `csbot models --json` lists it."""
+    from serving.engine import runtime_for, sentiment_runtime_for, sentiment_shares_encoder
+    from serving.versions import folder_bytes, freed_by_removing
+
+    version = versions.get(name)
+    meta = version.meta
+    metrics = meta.get("metrics", {})
+    chosen = meta.get("runtime") or {}
+    sentiment = meta.get("sentiment") or {}
+    return {"version": name, "champion": name == champion, "parent": meta.get("parent"),
+            "created": meta.get("created"), "reason": meta.get("reason"), "counts": meta.get("counts", {}),
+            "metrics": metrics, "threshold": served_threshold(settings, meta),
+            "gate": metrics.get("gate"), "heldout": metrics.get("heldout"),
+            "runtime": runtime_for(version, settings), "runtime_chosen": chosen.get("served", "torch"),
+            "runtime_reason": chosen.get("reason"), "runtime_scores": chosen.get("scores"),
+            "sentiment_runtime": sentiment_runtime_for(version, settings),
+            "sentiment_model": sentiment.get("model", "head"), "sentiment_runtime_chosen": sentiment.get("served", "head"),
+            "sentiment_reason": sentiment.get("reason"), "sentiment_scores": sentiment.get("scores"),
+            "sentiment_shares_encoder": sentiment_shares_encoder(version, settings),
+            "sentiment_shared": sentiment.get("shared"),
+            "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name),
+            "own_bytes": freed_by_removing([versions.root / name])}
+
+
+def list_versions(args: argparse.Namespace, settings, versions) -> int:
+    """`csbot models [list]`: every version, the champion first described, as text or one JSON object."""
+    from serving.versions import freed_by_removing
+
     champion = versions.champion_name()
-    rows = []
-    for name in versions.names():
-        version = versions.get(name)
-        meta = version.meta
-        metrics = meta.get("metrics", {})
-        chosen = meta.get("runtime") or {}
-        sentiment = meta.get("sentiment") or {}
-        rows.append({"version": name, "champion": name == champion, "parent": meta.get("parent"),
-                     "created": meta.get("created"), "reason": meta.get("reason"), "counts": meta.get("counts", {}),
-                     "metrics": metrics, "threshold": served_threshold(settings, meta),
-                     "gate": metrics.get("gate"), "heldout": metrics.get("heldout"),
-                     "runtime": runtime_for(version, settings), "runtime_chosen": chosen.get("served", "torch"),
-                     "runtime_reason": chosen.get("reason"), "runtime_scores": chosen.get("scores"),
-                     "sentiment_runtime": sentiment_runtime_for(version, settings),
-                     "sentiment_model": sentiment.get("model", "head"), "sentiment_runtime_chosen": sentiment.get("served", "head"),
-                     "sentiment_reason": sentiment.get("reason"), "sentiment_scores": sentiment.get("scores"),
-                     "sentiment_shares_encoder": sentiment_shares_encoder(version, settings),
-                     "sentiment_shared": sentiment.get("shared"),
-                     "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name),
-                     "own_bytes": freed_by_removing([versions.root / name])})
+    rows = [version_row(settings, versions, name, champion) for name in versions.names()]
     served = next((r for r in rows if r["champion"]), None)
     disk = freed_by_removing(versions.root / row["version"] for row in rows)  # each hard-linked file once
     if args.json:
@@ -85,9 +97,20 @@ def run(args) -> int:
         return 0
     if not rows:
         out("no model versions yet: run `csbot ingest PATH`")
-    if served and served["runtime_reason"]:
+    if served:
+        describe_champion(settings, served)
+    for row in rows:
+        out(row_line(row))
+    if len(rows) > 1:
+        out(f"{len(rows)} versions take {disk / 1e6:.0f} MB on disk (files hard-linked between versions counted once)")
+    return 0
+
+
+def describe_champion(settings, served: dict) -> None:
+    """The champion's runtimes, sentiment path and composer, in words."""
+    if served["runtime_reason"]:
         out(f"runtime of the champion: {served['runtime']} — {served['runtime_reason']}")
-    if served and served["sentiment_reason"]:
+    if served["sentiment_reason"]:
         what = "the head over the encoder pass" if served["sentiment_runtime"] == "head" else \
             f"the fine-tuned model on {served['sentiment_runtime']}"
         out(f"sentiment of the champion: {what} — {served['sentiment_reason']}")
@@ -100,26 +123,25 @@ def run(args) -> int:
                 f"the build approved sharing on {shared.get('pair')} (encoder/sentiment runtimes), which do not "
                 f"both serve now" if settings.sentiment_share_encoder else "sentiment_share_encoder = false (setting)")
             out(f"  questions' sentiment takes the model's own pass: {why}")
-    if served:
-        composer = served["composer"]
-        verdict = ("approved by the gate" if composer["approved"] else "not approved by the gate"
-                   ) if composer["judged"] else "not judged by a retrain yet"
-        out(f"answers: answer_mode {settings.answer_mode}; composer {settings.compose.model}"
-            f"{' + retrained adapter' if composer['adapter'] else ''} ({verdict})")
-    for row in rows:
-        counts = row["counts"]
-        gate = f", gate {row['gate']}" if row["gate"] else ""
-        heldout = (f", held-out accuracy {row['heldout']['accuracy']:.3f}"
-                   if row["heldout"] and row["heldout"].get("accuracy") is not None else "")
-        out(f"{'*' if row['champion'] else ' '} {row['version']}  {row['created']}  {row['reason'] or ''}  "
+    composer = served["composer"]
+    verdict = ("approved by the gate" if composer["approved"] else "not approved by the gate"
+               ) if composer["judged"] else "not judged by a retrain yet"
+    out(f"answers: answer_mode {settings.answer_mode}; composer {settings.compose.model}"
+        f"{' + retrained adapter' if composer['adapter'] else ''} ({verdict})")
+
+
+def row_line(row: dict) -> str:
+    """One version's line in the text listing."""
+    counts = row["counts"]
+    gate = f", gate {row['gate']}" if row["gate"] else ""
+    heldout = (f", held-out accuracy {row['heldout']['accuracy']:.3f}"
+               if row["heldout"] and row["heldout"].get("accuracy") is not None else "")
+    return (f"{'*' if row['champion'] else ' '} {row['version']}  {row['created']}  {row['reason'] or ''}  "
             f"{counts.get('documents', '?')} articles, {counts.get('intents', '?')} intents, "
             f"{counts.get('extra_examples', 0)} feedback examples, threshold {row['threshold']:.2f}{gate}{heldout}, "
             f"runtime {row['runtime']}{'' if row['runtime'] == row['runtime_chosen'] else ' (forced; chose ' + row['runtime_chosen'] + ')'}, "
             f"sentiment {row['sentiment_runtime']}, "
             f"{row['bytes'] / 1e6:.0f} MB{own_note(row)}  (parent {row['parent'] or '-'})")
-    if len(rows) > 1:
-        out(f"{len(rows)} versions take {disk / 1e6:.0f} MB on disk (files hard-linked between versions counted once)")
-    return 0
 
 
 def change(action: str, args, settings, versions, keep, dry_run: bool) -> int:

@@ -2,8 +2,9 @@
 
 Handlers are written against these Protocols, not against whatever attributes the concrete
 classes happen to have: `serving.engine.Engine` and `store.Store` implement them (checked in
-tests/test_architecture.py), and a handler never reaches into the engine's loaded model
-(`engine.catalogue()` lists the articles and intents).
+tests/test_architecture.py and tests/test_contracts.py), and a handler never reaches into the
+engine's loaded model (`engine.catalogue()` lists the articles and intents). The store's inbox and
+reply ledger are typed by store/inbox.py's `SlackInbox`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import datetime as dt
 from typing import Any, Protocol, runtime_checkable
 
 from core.answer import Answer
+from store.inbox import SlackInbox
 
 
 @runtime_checkable
@@ -49,7 +51,7 @@ class SlackStore(Protocol):
     store_message_text: bool
 
     @property
-    def inbox(self) -> Any: ...  # store.inbox.Inbox
+    def inbox(self) -> SlackInbox: ...
 
     def hash_user(self, user: str | None) -> str | None: ...
 

@@ -10,9 +10,9 @@ again, the ack functions do not, and only the one lazy listener named in the ite
 so its outcome (done, or an exception to retry) is known.
 
 This is generic over listeners: any `app.event/action/view/command/shortcut(...)` with `lazy=[...]`
-is durable without more code. A lazy function may carry a shedding class with
-`bot.slack.handlers.work(...)` (default: interactive, never shed). Ack functions must stay cheap
-and must not need the lazy part to have run.
+is durable without more code. A lazy function may be given a shedding class with
+`bot.slack.handlers.work(...)`, which notes it in `WORK` by its `function_key` (default:
+interactive, never shed). Ack functions must stay cheap and must not need the lazy part to have run.
 
 Replays: every request that queued work claims one id (`claim_key`) in the same transaction as its
 items - an Events API event its event id, a slash command, button click, view submission or
@@ -42,6 +42,7 @@ from slack_bolt.lazy_listener import LazyListenerRunner
 from slack_bolt.request import BoltRequest
 from slack_bolt.util.utils import get_arg_names_of_callable, get_name_for_callable
 
+from bot.slack.contracts import SlackStore
 from store.inbox import INTERACTIVE, InboxItem
 from store.schema import StoreError
 
@@ -58,12 +59,25 @@ _INTERACTION_NEEDS = {"block_actions": ("user.id",), "view_submission": ("user.i
                       "message_action": ("user.id",)}
 _COMMAND_NEEDS = ("user_id", "channel_id")
 _FROM_A_PERSON = (None, "thread_broadcast", "file_share")  # message subtypes answered as a person's question
+# The shedding class of each lazy listener that has one ({function_key: ANSWER | SENTIMENT}); any
+# other is INTERACTIVE. Filled by `set_work` (bot.slack.handlers.work) when the handler classes load.
+WORK: dict[str, str] = {}
 
 
 def function_key(function: Callable) -> str:
     """The stable name an inbox item uses for a lazy listener: its qualified name
     ("MessageHandler.on_message"), unique where bolt's own lazy-function name ("on_message") is not."""
     return getattr(function, "__qualname__", None) or get_name_for_callable(function)
+
+
+def set_work(function: Callable, kind: str) -> None:
+    """Put lazy listener `function` (and the bound methods of it) in shedding class `kind`."""
+    WORK[function_key(function)] = kind
+
+
+def work_of(function: Callable) -> str:
+    """The shedding class of lazy listener `function` (`set_work`; INTERACTIVE when none was set)."""
+    return WORK.get(function_key(function), INTERACTIVE)
 
 
 def request_kind(body: dict) -> str:
@@ -163,7 +177,7 @@ class InboxRunner(LazyListenerRunner):
         if batch is None:
             raise RuntimeError("a lazy listener was started outside DurableApp.dispatch")
         body = request.raw_body if request.mode == "http" else json.dumps(request.body)
-        batch.items.append(InboxItem(function=key, work=getattr(function, "csbot_work", INTERACTIVE), body=body,
+        batch.items.append(InboxItem(function=key, work=work_of(function), body=body,
                                      mode=request.mode, content_type=request.content_type,
                                      team=request.context.team_id))
 
@@ -176,14 +190,14 @@ class InboxRunner(LazyListenerRunner):
 class DurableApp(App):
     """slack-bolt's App whose lazy work goes through the store's inbox (see the module docstring)."""
 
-    def __init__(self, *, store, inbox_limit: int | None = None, **kwargs):
+    def __init__(self, *, store: SlackStore, inbox_limit: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.store = store
         self.inbox_limit = inbox_limit
         self.queued = threading.Condition()  # notified when this process queued work
         self.shed_total = 0
-        # The one place csbot reaches into bolt: the lazy-listener runner of its listener runner.
-        self._listener_runner.lazy_listener_runner = InboxRunner(self._framework_logger)
+        # The one place csbot changes bolt's machinery: the lazy-listener runner of its listener runner.
+        self.listener_runner.lazy_listener_runner = InboxRunner(self.logger)
         self.error(self._on_error)
 
     def dispatch(self, req: BoltRequest) -> BoltResponse:

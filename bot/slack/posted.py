@@ -12,6 +12,7 @@ import threading
 from collections import OrderedDict
 
 from bot.slack.ids import ANSWER_EVENT_TYPE
+from store.inbox import ReplyLedger
 
 MAX_ENTRIES = 20_000
 
@@ -46,7 +47,7 @@ class PostedAnswers:
                 self._threads.put((channel, thread_ts), True)
 
     @property
-    def ledger(self):
+    def ledger(self) -> ReplyLedger:
         return self.store.inbox
 
     def reply_to(self, channel: str, question_ts: str) -> tuple[str, str, str | None] | None:

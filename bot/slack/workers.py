@@ -36,7 +36,8 @@ from collections import Counter
 
 from slack_bolt.request import BoltRequest
 
-from bot.slack.intake import CONTENT_ERRORS, LATE, REPLAY, Replay
+from bot.slack.contracts import AnswerEngine, SlackStore
+from bot.slack.intake import CONTENT_ERRORS, LATE, REPLAY, DurableApp, Replay
 from core.settings import SlackSettings
 from store.inbox import ANSWER, INTERACTIVE, SENTIMENT
 
@@ -48,7 +49,8 @@ POLL_SECONDS = 0.25  # how often an idle worker looks for work queued by another
 
 
 class WorkerPool:
-    def __init__(self, app, store, config: SlackSettings | None = None, *, engine=None):
+    def __init__(self, app: DurableApp, store: SlackStore, config: SlackSettings | None = None, *,
+                 engine: AnswerEngine | None = None):
         self.app, self.store, self.engine = app, store, engine
         self.config = config or SlackSettings()  # the intake knobs: workers, inbox_limit, ...
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -220,5 +222,5 @@ class WorkerPool:
         depth = self.store.inbox.depth()
         return {"inbox": {"pending": depth["pending"], "running": depth["running"], "failed": depth["failed"]},
                 "workers": self.config.workers if self.running else 0,
-                "shed": self.stats["shed"] + getattr(self.app, "shed_total", 0), "late": self.stats["late"],
+                "shed": self.stats["shed"] + self.app.shed_total, "late": self.stats["late"],
                 "revoked_workspaces": self.store.inbox.revoked()}

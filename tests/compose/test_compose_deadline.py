@@ -135,7 +135,7 @@ def test_a_budget_of_zero_falls_back_without_waiting_for_a_ready_piece():
     class Instant:
         name = "instant"
 
-        def stream(self, messages, *, max_new_tokens, temperature=0.0, stop=None):
+        def stream(self, messages, *, max_new_tokens, temperature=0.0, stop=None, cancel=None):
             yield "Refunds reach your card within 5-10 business days [1]."
 
     passages = [Passage(1, "refund-policy", "Refund policy", "", None,

@@ -17,7 +17,7 @@ class Replay:
     def __init__(self, text: str):
         self.text = text
 
-    def stream(self, messages, *, max_new_tokens, temperature=0.0, stop=None):
+    def stream(self, messages, *, max_new_tokens, temperature=0.0, stop=None, cancel=None):
         yield self.text
 
 

@@ -28,7 +28,7 @@ class Replay:
         self.text, self.delay, self.fail_after = text, delay, fail_after
         self.seen: list[dict] = []
 
-    def stream(self, messages, *, max_new_tokens, temperature=0.0, stop=None):
+    def stream(self, messages, *, max_new_tokens, temperature=0.0, stop=None, cancel=None):
         self.seen = messages
         for i in range(0, len(self.text), 4):
             if self.fail_after is not None and i >= self.fail_after:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 
 from bot.slack.contracts import AnswerEngine, SlackStore
-from bot.slack.intake import CONTENT_ERRORS, LATE  # noqa: F401 (re-exported for handlers)
+from bot.slack.intake import CONTENT_ERRORS, LATE, set_work  # noqa: F401 (re-exported for handlers)
 from bot.slack.options import SlackOptions
 from bot.slack.posted import PostedAnswers
 from core.text import clean_text
@@ -42,7 +42,7 @@ class Deps:
 def work(kind: str):
     """Mark a lazy listener's shedding class (store/inbox.py: ANSWER, SENTIMENT, INTERACTIVE)."""
     def mark(function):
-        function.csbot_work = kind
+        set_work(function, kind)
         return function
     return mark
 
