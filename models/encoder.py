@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from models.loading import load_sentence_transformer
+from models.loading import inner_model, load_sentence_transformer
 
 
 @dataclass
@@ -36,9 +36,7 @@ class Encoder:
         self._preprocess = getattr(self.model, "preprocess", None) or self.model.tokenize
 
     def _transformer_config(self):
-        first = self.model[0]
-        inner = getattr(first, "model", None) or getattr(first, "auto_model")
-        return inner.config
+        return inner_model(self.model).config
 
     @property
     def dim(self) -> int:

@@ -10,6 +10,7 @@ Local folders are always loaded with HF_HUB_OFFLINE=1 so nothing tries the netwo
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 from pathlib import Path
@@ -222,3 +223,18 @@ def load_sentence_transformer(name: str, device: str = "auto", *, cached: bool =
         if cached:
             _cache[key] = model
         return model
+
+
+@functools.cache
+def _sentence_transformers_major() -> int:
+    from importlib.metadata import version
+
+    return int(version("sentence-transformers").split(".")[0])
+
+
+def inner_model(st_model):
+    """The Hugging Face model (e.g. a BertModel) inside a loaded SentenceTransformer's first module, its
+    `Transformer`. sentence-transformers 6 holds it as `Transformer.model` (`auto_model` stays only as an
+    alias); 3 to 5 held it as `Transformer.auto_model`."""
+    first = st_model[0]
+    return first.model if _sentence_transformers_major() >= 6 else first.auto_model

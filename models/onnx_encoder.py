@@ -1,5 +1,5 @@
 """`OnnxEncoder`: the shared encoder pass through onnxruntime on CPU, from a folder that
-`models.onnx_export.export_onnx` wrote.
+`models.onnx_export.export_onnx` wrote (its file names and manifest: models/onnx_files.py).
 
 It has `models.encoder.Encoder`'s interface (`encode`, `embed`, `dim`, `n_layers`, `name`, `device`)
 and returns the same `Encoded` features, so the intent head, retrieval and the sentiment head read it
@@ -18,7 +18,7 @@ import numpy as np
 from core.errors import UserError
 from core.runtime import thread_pool
 from models.encoder import Encoded
-from models.onnx_export import MANIFEST, OUTPUT_NAMES, STATES_NAME, read_manifest
+from models.onnx_files import MANIFEST, OUTPUT_NAMES, STATES_NAME, read_manifest
 
 RUNTIME_OF_VARIANT = {"fp32": "onnx", "int8": "onnx-int8"}
 

@@ -6,7 +6,7 @@ One folder holds everything `models.onnx_encoder.OnnxEncoder` needs, and nothing
     <folder>/model.int8.onnx   the same graph, MatMul weights quantised to int8 per channel
                                (onnxruntime.quantization.quantize_dynamic)
     <folder>/tokenizer.json    the model's fast tokenizer (+ its config files)
-    <folder>/onnx.json         the manifest (MANIFEST below), written last: a folder without it is
+    <folder>/onnx.json         the manifest (models/onnx_files.py), written last: a folder without it is
                                an unfinished export
 
 The graph takes `input_ids`, `attention_mask` (and `token_type_ids` when the model has them) and
@@ -37,9 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import os
 import time
 import warnings
 from pathlib import Path
@@ -47,12 +45,20 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
+from models.loading import inner_model, load_sentence_transformer, resolve_model_path
+# The folder's file names and manifest live in models/onnx_files.py (OnnxEncoder reads them from there);
+# training/export.py and the benchmarks import them through this module too.
+from models.onnx_files import (  # noqa: F401
+    FORMAT,
+    MANIFEST,
+    OUTPUT_NAMES,
+    STATES_NAME,
+    VARIANT_FILES,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 
-FORMAT = 1
-MANIFEST = "onnx.json"
-VARIANT_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-OUTPUT_NAMES = ("sentence_embedding", "layers")
-STATES_NAME = "token_states"  # the optional third output (module doc)
 DEFAULT_OPSET = 17
 QUANTISATION = {"method": "quantize_dynamic", "per_channel": True, "op_types": ["MatMul"],
                 "weight_type": "QInt8", "activation_type": "QUInt8 (dynamic)"}
@@ -83,14 +89,6 @@ def probe_sentences() -> list[str]:
     """The fixed probe set: the shipped off-topic questions (145) plus KB-like sentences (16)."""
     lines = [line.strip() for line in OFFTOPIC.read_text(encoding="utf-8").splitlines()]
     return [line for line in lines if line and not line.startswith("#")] + KB_LIKE
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _source_identity(name: str, path: str) -> dict:
@@ -193,14 +191,13 @@ def _describe(model) -> dict:
         raise UserError(f"cannot export this encoder to ONNX: its first module is {modules[:1]}, not a Transformer")
     pooling = next((m for m in model if type(m).__name__ == "Pooling"), None)
     pooling_config = pooling.get_config_dict() if pooling is not None and hasattr(pooling, "get_config_dict") else None
-    first = model[0]
-    inner = getattr(first, "model", None) or getattr(first, "auto_model")
+    inner = inner_model(model)
     return {
         "modules": modules,
         "pooling": pooling_config,
         "normalize": "Normalize" in modules,
         "max_seq_length": int(model.max_seq_length),
-        "do_lower_case": bool(getattr(first, "do_lower_case", False)),
+        "do_lower_case": bool(getattr(model[0], "do_lower_case", False)),
         "dim": int(model.get_embedding_dimension()),
         "n_layers": int(inner.config.num_hidden_layers),
         "hidden": int(inner.config.hidden_size),
@@ -236,11 +233,6 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
     compared with the torch Encoder on `probe_sentences()` and the figures go into the manifest.
     `token_states_layer` (1 .. n_layers - 1): also output that hidden state's token states (module doc).
     """
-    import torch
-
-    from models.encoder import Encoder
-    from models.loading import load_sentence_transformer, resolve_model_path
-
     unknown = sorted(set(variants) - set(VARIANT_FILES))
     if unknown or "fp32" not in variants:
         raise UserError(f"ONNX variants must include fp32 and be among {sorted(VARIANT_FILES)}; got {list(variants)}")
@@ -252,16 +244,51 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
         raise UserError(f"token_states_layer must be in 1..{description['n_layers'] - 1}; got {token_states_layer}")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / MANIFEST).unlink(missing_ok=True)  # an interrupted re-export must not look finished
-    first = model[0]
-    inner = getattr(first, "model", None) or getattr(first, "auto_model")
+    inner = inner_model(model)
     inner.config.output_hidden_states = True  # as models.encoder.Encoder sets it
+    tokenizer = _save_tokenizer(model, source, folder)
+    input_names, output_names, attention = _export_fp32(model, inner, folder, opset, token_states_layer)
 
+    files = {"fp32": folder / VARIANT_FILES["fp32"]}
+    if "int8" in variants:
+        files["int8"] = folder / VARIANT_FILES["int8"]
+        quantize_matmuls(files["fp32"], files["int8"])
+
+    manifest = _manifest(source, description, tokenizer, input_names, output_names, opset, attention)
+    if token_states_layer is not None:
+        manifest["token_states"] = {"layer": int(token_states_layer),
+                                    "prefix_sha256": prefix_digest(inner, int(token_states_layer)),
+                                    "tokenizer_sha256": tokenizer_digest(folder / "tokenizer.json"),
+                                    "lower_case": reads_lower_case(folder / "tokenizer.json", description["do_lower_case"])}
+    for variant, path in files.items():
+        entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        if variant == "int8":
+            entry["quantisation"] = QUANTISATION
+        manifest["variants"][variant] = entry
+
+    if measure:
+        _measure(manifest, source, folder, list(files))
+    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+
+    write_manifest(folder / MANIFEST, manifest)
+    return manifest
+
+
+def _save_tokenizer(model, source: str, folder: Path):
+    """Save the model's fast tokenizer (tokenizer.json, which OnnxEncoder reads) into `folder`."""
     tokenizer = model.tokenizer
     if not getattr(tokenizer, "is_fast", False):
         raise UserError(f"cannot export {source!r} to ONNX: its tokenizer has no fast (tokenizers) version")
     tokenizer.save_pretrained(str(folder))
     if not (folder / "tokenizer.json").is_file():
         raise UserError(f"cannot export {source!r} to ONNX: saving its tokenizer wrote no tokenizer.json")
+    return tokenizer
+
+
+def _export_fp32(model, inner, folder: Path, opset: int, token_states_layer: int | None) -> tuple[list, list, str]:
+    """Trace the graph (`_graph`) into the fp32 file; returns its input and output names and the
+    attention implementation traced."""
+    import torch
 
     sample = model.preprocess(["an example sentence to trace", "short"])
     input_names = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in sample]
@@ -270,22 +297,22 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
     dynamic_axes = {n: {0: "batch", 1: "sequence"} for n in input_names}
     dynamic_axes.update({n: {0: "batch"} for n in OUTPUT_NAMES})
     dynamic_axes[STATES_NAME] = {0: "batch", 1: "sequence"}
-    fp32_path = folder / VARIANT_FILES["fp32"]
     with warnings.catch_warnings(), torch.inference_mode(), eager_attention(inner) as attention:
         warnings.simplefilter("ignore")  # TracerWarnings from transformers' mask code; checked by measure
-        torch.onnx.export(graph, tuple(sample[n] for n in input_names), str(fp32_path),
+        torch.onnx.export(graph, tuple(sample[n] for n in input_names), str(folder / VARIANT_FILES["fp32"]),
                           input_names=input_names, output_names=output_names,
                           dynamic_axes={n: dynamic_axes[n] for n in input_names + output_names},
                           opset_version=opset, dynamo=False, do_constant_folding=True)
+    return input_names, output_names, attention
 
-    files = {"fp32": fp32_path}
-    if "int8" in variants:
-        files["int8"] = folder / VARIANT_FILES["int8"]
-        quantize_matmuls(fp32_path, files["int8"])
 
+def _manifest(source: str, description: dict, tokenizer, input_names: list, output_names: list, opset: int,
+              attention: str) -> dict:
+    """The manifest's fixed part: the source, the model's facts and what exported it (variants to fill)."""
     import onnxruntime
+    import torch
 
-    manifest = {
+    return {
         "format": FORMAT,
         "source": _source_identity(source, resolve_model_path(source)),
         **description,
@@ -299,30 +326,19 @@ def export_onnx(source: str, folder: str | Path, *, variants: tuple[str, ...] = 
         "onnxruntime": onnxruntime.__version__,
         "variants": {},
     }
-    if token_states_layer is not None:
-        manifest["token_states"] = {"layer": int(token_states_layer),
-                                    "prefix_sha256": prefix_digest(inner, int(token_states_layer)),
-                                    "tokenizer_sha256": tokenizer_digest(folder / "tokenizer.json"),
-                                    "lower_case": reads_lower_case(folder / "tokenizer.json", description["do_lower_case"])}
-    for variant, path in files.items():
-        entry = {"file": path.name, "bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        if variant == "int8":
-            entry["quantisation"] = QUANTISATION
-        manifest["variants"][variant] = entry
 
-    if measure:
-        from models.onnx_encoder import OnnxEncoder
 
-        probe = probe_sentences()
-        reference = Encoder(source, "cpu").encode(probe)
-        manifest["probe"] = {"sentences": len(probe), "sha256": hashlib.sha256("\n".join(probe).encode()).hexdigest()}
-        for variant in files:
-            candidate = OnnxEncoder(folder, variant, manifest=manifest).encode(probe)
-            manifest["variants"][variant]["vs_torch"] = compare(reference, candidate)
-    manifest["export_seconds"] = round(time.perf_counter() - started, 2)
+def _measure(manifest: dict, source: str, folder: Path, variants: list[str]) -> None:
+    """Each variant's agreement with the torch Encoder on the probe set, into the manifest."""
+    from models.encoder import Encoder
+    from models.onnx_encoder import OnnxEncoder
 
-    write_manifest(folder / MANIFEST, manifest)
-    return manifest
+    probe = probe_sentences()
+    reference = Encoder(source, "cpu").encode(probe)
+    manifest["probe"] = {"sentences": len(probe), "sha256": hashlib.sha256("\n".join(probe).encode()).hexdigest()}
+    for variant in variants:
+        candidate = OnnxEncoder(folder, variant, manifest=manifest).encode(probe)
+        manifest["variants"][variant]["vs_torch"] = compare(reference, candidate)
 
 
 def quantize_matmuls(fp32_path: Path, int8_path: Path) -> None:
@@ -337,35 +353,6 @@ def quantize_matmuls(fp32_path: Path, int8_path: Path) -> None:
                          op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
-
-
-def write_manifest(path: Path, manifest: dict) -> None:
-    """Write an export's manifest last and atomically (a temp file, then a rename): a folder without it
-    is an unfinished export."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def read_manifest(folder: str | Path) -> dict:
-    """The manifest of an ONNX export folder; UserError (one line) when the folder is not one."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"ONNX encoder folder {folder} does not exist (export it: python -m models.onnx_export SOURCE {folder})")
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise UserError(f"ONNX encoder folder {folder} has no {MANIFEST}: not an export, or an unfinished one (export it again)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"ONNX encoder manifest {path} is unreadable: {str(exc).splitlines()[0]}") from None
-    missing = [k for k in ("format", "variants", "inputs", "dim", "n_layers", "hidden", "max_seq_length", "pad_token_id")
-               if k not in manifest] if isinstance(manifest, dict) else ["everything"]
-    if missing:
-        raise UserError(f"ONNX encoder manifest {path} lacks {', '.join(missing)}")
-    if manifest["format"] != FORMAT:
-        raise UserError(f"ONNX encoder manifest {path} has format {manifest['format']!r}; this csbot reads {FORMAT}")
-    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:

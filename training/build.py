@@ -155,11 +155,7 @@ def build_version(
 
         raise UserError("the knowledge base is empty: nothing to build")
     started = time.perf_counter()
-    head_path(settings.sentiment_head)  # a missing file fails here, not after the fine-tuning
-    if settings.uses_sentiment_model:
-        from models.sentiment_model import artefact_path
-
-        artefact_path(settings.sentiment_model)
+    _check_sentiment_files(settings)  # a missing file fails here, not after the fine-tuning
     versions = VersionStore(settings.models_dir)
     extra_examples = extra_examples or []
     label_of = {doc.id: doc.label for doc in documents}
@@ -169,33 +165,12 @@ def build_version(
     stage = progress or _silent
     with versions.draft() as draft:
         entries = index_entries(documents, settings.chunk_words, learned=extra)
-        train_rows = [i for i, e in enumerate(entries) if e.kind in ("title", "heading", "question")]
-        learned_rows = [i for i, e in enumerate(entries) if e.kind == LEARNED]
-        texts = [entries[i].text for i in train_rows] + [ex.text for ex in extra]
-        labels = [label_of[entries[i].doc_id] for i in train_rows] + [ex.intent for ex in extra]
+        rows = _TrainingRows.of(entries, extra, label_of)
         if composer_dir is not None:
             draft.copy_composer(Path(composer_dir))
-        if encoder_dir is not None:
-            draft.copy_encoder(encoder_dir)
-        elif settings.finetune.epochs > 0 and (skip := finetune_plan(documents, extra)):
-            log.warning("not fine-tuning the encoder at ingest: %s", skip)
-            notes.append(f"not fine-tuned: {skip}")
-        elif settings.finetune.epochs > 0 and len(known_labels) > 1:
-            tune_texts = [t for t, i in zip(texts, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
-            tune_labels = [l for l, i in zip(labels, train_rows + [-1] * len(extra)) if i < 0 or entries[i].kind != "heading"]
-            log.info("fine-tuning the encoder on %d titles and labelled questions", len(tune_texts))
-            stage(f"fine-tuning the encoder on {len(tune_texts):,} titles and questions")
-            finetune_encoder(settings.encoder, tune_texts, tune_labels, draft.encoder_dir, settings.finetune,
-                             seed=settings.seed, device=settings.device)
+        _place_encoder(draft, documents, entries, extra, rows, settings, encoder_dir, notes, stage)
         stage("loading the encoder")
-        if draft.has_encoder:
-            source = str(draft.encoder_dir)
-            encoder = Encoder(source, settings.device, cached=False)
-            encoder_version = _folder_version(draft.encoder_dir)
-        else:
-            source = settings.encoder
-            encoder = Encoder(source, settings.device)
-            encoder_version = _encoder_version(settings.encoder)
+        source, encoder, encoder_version = _load_encoder(draft, settings)
         runtime = None
         if wants_onnx(settings):  # compressed serving: export, score fp32 vs int8, build with the winner
             reuse = Path(encoder_dir).parent / ONNX_DIR if encoder_dir is not None else None
@@ -204,40 +179,13 @@ def build_version(
         torch_version = encoder_version
         if runtime and runtime["served"] != "torch":
             encoder_version = f"{encoder_version}+{runtime['served']}"  # the index records the runtime that built it
-        log.info("encoding %d index entries", len(entries))
-        chunks = sum(e.kind == "chunk" for e in entries)
-        stage(f"encoding {len(entries):,} texts ({chunks:,} chunks)")
-        vectors = encoder.embed([e.text for e in entries])
-        entries = assign_learned_sections(entries, vectors)
-        stage(f"building the index of {len(entries):,} vectors")
-        index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
-                                  index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
-                                  seed=settings.seed)
-        draft.save_index(index)
-
-        stage("training the intent classifier")
-        features = vectors[train_rows + learned_rows]  # learned rows are `extra`, in order
-        head = train_intent_head(features, labels, seed=settings.seed)
-        draft.save_intent_head(head)
-        stage("tuning the answer thresholds")
-        decision = tune_decision(encoder, draft.load_index(), head, documents, search_k=SEARCH_K)
-        log.info("thresholds tuned for this version: cosine %.3f, intent probability %.3f",
-                 decision["cos_threshold"], decision["head_threshold"])
-        draft.save_sentiment_head(head_path(settings.sentiment_head))
-        if settings.uses_sentiment_model:  # the fine-tuned model labels sentiment; exported like the encoder
-            from models.sentiment_model import artefact_path
-
-            stage("preparing the sentiment model")
-            sentiment = prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions,
-                                          encoder_runtime=(runtime or {}).get("served", "torch"),
-                                          progress=stage)
-        else:
-            sentiment = {"model": "head", "served": "head",
-                         "reason": "sentiment_model = none: the head over the encoder pass"}
+        entries, vectors = _build_index(draft, encoder, entries, settings, encoder_version, stage)
+        decision = _train_heads(draft, encoder, vectors, rows, documents, settings, stage)
+        sentiment = _sentiment(draft, settings, versions, runtime, stage)
         stage("saving the version")
         draft.save_documents(documents)
         draft.save_examples(extra)
-        counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(train_rows),
+        counts = {"documents": len(documents), "index_entries": len(entries), "kb_examples": len(rows.train),
                   "extra_examples": len(extra), "intents": len(known_labels)}
         version = draft.commit({
             **(meta or {}),
@@ -257,6 +205,107 @@ def build_version(
         remember(torch_version, version.onnx_dir)
         remember_sentiment(version)
     return BuildResult(version, time.perf_counter() - started, counts)
+
+
+def _check_sentiment_files(settings: Settings) -> None:
+    """Fail on a missing sentiment head or model file before any work is done."""
+    head_path(settings.sentiment_head)
+    if settings.uses_sentiment_model:
+        from models.sentiment_model import artefact_path
+
+        artefact_path(settings.sentiment_model)
+
+
+@dataclass
+class _TrainingRows:
+    """The intent head's rows: index entries that are titles, headings and questions (`train`, their
+    positions), then the learned ones (`learned`, one per `extra` example, in order); their texts and labels."""
+
+    train: list[int]
+    learned: list[int]
+    texts: list[str]
+    labels: list[str]
+
+    @classmethod
+    def of(cls, entries: list[Entry], extra: list[TrainingExample], label_of: dict[str, str]) -> "_TrainingRows":
+        train = [i for i, e in enumerate(entries) if e.kind in ("title", "heading", "question")]
+        learned = [i for i, e in enumerate(entries) if e.kind == LEARNED]
+        texts = [entries[i].text for i in train] + [ex.text for ex in extra]
+        labels = [label_of[entries[i].doc_id] for i in train] + [ex.intent for ex in extra]
+        return cls(train, learned, texts, labels)
+
+
+def _place_encoder(draft, documents: list[Document], entries: list[Entry], extra: list[TrainingExample],
+                   rows: _TrainingRows, settings: Settings, encoder_dir: Path | None, notes: list[str],
+                   stage: Callable[[str], None]) -> None:
+    """Put the version's own encoder in the draft: `encoder_dir` copied, or the base encoder fine-tuned on
+    the KB's titles and questions; neither (the base encoder serves) when fine-tuning is off or cannot run."""
+    known_labels = {doc.label for doc in documents}
+    if encoder_dir is not None:
+        draft.copy_encoder(encoder_dir)
+    elif settings.finetune.epochs > 0 and (skip := finetune_plan(documents, extra)):
+        log.warning("not fine-tuning the encoder at ingest: %s", skip)
+        notes.append(f"not fine-tuned: {skip}")
+    elif settings.finetune.epochs > 0 and len(known_labels) > 1:
+        positions = rows.train + [-1] * len(extra)
+        tune_texts = [t for t, i in zip(rows.texts, positions) if i < 0 or entries[i].kind != "heading"]
+        tune_labels = [l for l, i in zip(rows.labels, positions) if i < 0 or entries[i].kind != "heading"]
+        log.info("fine-tuning the encoder on %d titles and labelled questions", len(tune_texts))
+        stage(f"fine-tuning the encoder on {len(tune_texts):,} titles and questions")
+        finetune_encoder(settings.encoder, tune_texts, tune_labels, draft.encoder_dir, settings.finetune,
+                         seed=settings.seed, device=settings.device)
+
+
+def _load_encoder(draft, settings: Settings) -> tuple[str, Encoder, str]:
+    """(source, the loaded encoder, its version): the draft's own encoder when it has one, else the base."""
+    if draft.has_encoder:
+        source = str(draft.encoder_dir)
+        return source, Encoder(source, settings.device, cached=False), _folder_version(draft.encoder_dir)
+    return settings.encoder, Encoder(settings.encoder, settings.device), _encoder_version(settings.encoder)
+
+
+def _build_index(draft, encoder, entries: list[Entry], settings: Settings, encoder_version: str,
+                 stage: Callable[[str], None]) -> tuple[list[Entry], np.ndarray]:
+    """Encode every entry, file learned questions under their sections, and save the index; returns the
+    entries as filed and their vectors."""
+    log.info("encoding %d index entries", len(entries))
+    chunks = sum(e.kind == "chunk" for e in entries)
+    stage(f"encoding {len(entries):,} texts ({chunks:,} chunks)")
+    vectors = encoder.embed([e.text for e in entries])
+    entries = assign_learned_sections(entries, vectors)
+    stage(f"building the index of {len(entries):,} vectors")
+    index = VectorIndex.build(vectors, entries, encoder=settings.encoder, encoder_version=encoder_version,
+                              index_type=settings.index_type, hnsw_min_vectors=settings.hnsw_min_vectors,
+                              seed=settings.seed)
+    draft.save_index(index)
+    return entries, vectors
+
+
+def _train_heads(draft, encoder, vectors: np.ndarray, rows: _TrainingRows, documents: list[Document],
+                 settings: Settings, stage: Callable[[str], None]) -> dict:
+    """Train and save the intent head, tune the answer thresholds (returned), save the sentiment head."""
+    stage("training the intent classifier")
+    features = vectors[rows.train + rows.learned]  # learned rows are `extra`, in order
+    head = train_intent_head(features, rows.labels, seed=settings.seed)
+    draft.save_intent_head(head)
+    stage("tuning the answer thresholds")
+    decision = tune_decision(encoder, draft.load_index(), head, documents, search_k=SEARCH_K)
+    log.info("thresholds tuned for this version: cosine %.3f, intent probability %.3f",
+             decision["cos_threshold"], decision["head_threshold"])
+    draft.save_sentiment_head(head_path(settings.sentiment_head))
+    return decision
+
+
+def _sentiment(draft, settings: Settings, versions: VersionStore, runtime: dict | None,
+               stage: Callable[[str], None]) -> dict:
+    """The version's meta["sentiment"]: the fine-tuned model prepared (exported like the encoder), or the head."""
+    if not settings.uses_sentiment_model:
+        return {"model": "head", "served": "head", "reason": "sentiment_model = none: the head over the encoder pass"}
+    from models.sentiment_model import artefact_path
+
+    stage("preparing the sentiment model")
+    return prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions,
+                             encoder_runtime=(runtime or {}).get("served", "torch"), progress=stage)
 
 
 def carry_sentiment(settings: Settings, champion: ModelVersion, head: Path | None = None) -> Settings:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.answer import OUT_OF_SCOPE
+from models.composer import TransformersChat
 from serving.compose import STOP, Passage, abstains, build_messages, check, citations
 from training.compose_data import SectionIndex
 from training.feedback_data import normalize, stable_fraction
@@ -158,7 +159,7 @@ def score_composer(model, rows: list[ComposerEvalRow], *, config, batch_size: in
     """Generate an answer per row with the served prompt and measure it (see the module doc)."""
     started = time.perf_counter()
     conversations = [build_messages(r.question, r.passages) for r in rows]
-    if hasattr(model, "generate_batch"):
+    if isinstance(model, TransformersChat):  # the one backend that batches prompts
         texts = model.generate_batch(conversations, max_new_tokens=config.composer_max_new_tokens, stop=STOP,
                                      batch_size=batch_size)
     else:  # any ChatModel (e.g. an endpoint): one stream per row

@@ -144,9 +144,9 @@ def _losses(trainer, key: str = "loss") -> dict:
 def _fits(tokenizer, rows: list[dict], max_length: int) -> tuple[list[dict], int]:
     kept = []
     for row in rows:
-        ids = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True)
-        if hasattr(ids, "keys"):
-            ids = ids["input_ids"]
+        # return_dict pinned: transformers 5 returns a BatchEncoding by default where 4 returned the ids.
+        encoded = tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)
+        ids = encoded["input_ids"]
         if len(ids) <= max_length:
             kept.append(row)
     return kept, len(rows) - len(kept)
@@ -187,10 +187,8 @@ def cpu_threads(n: int):
 
 def _train(base_path, sft_rows, kto_rows, out_dir: Path, config, *, device, start_adapter, seed, started) -> dict:
     import torch
-    from datasets import Dataset
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import KTOConfig, KTOTrainer, SFTConfig, SFTTrainer
 
     from models.composer_gguf import export_lora_gguf
 
@@ -210,47 +208,13 @@ def _train(base_path, sft_rows, kto_rows, out_dir: Path, config, *, device, star
     summary: dict = {"device": device, "dtype": str(dtype).replace("torch.", ""), "base": str(base_path),
                      "start_adapter": str(start_adapter) if start_adapter else None,
                      "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad)}
-
-    sft_rows, too_long = _fits(tokenizer, sft_rows, config.composer_max_length)
-    summary["too_long"] = too_long
-    step = time.perf_counter()
-    steps = _steps(len(sft_rows), config)
-    args = SFTConfig(**_common_args(config, device, work / "sft", steps, seed=seed, bf16=bf16,
-                                    batch_size=config.composer_batch_size),
-                     learning_rate=config.composer_learning_rate, completion_only_loss=True, packing=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(sft_rows), processing_class=tokenizer)
-    _quiet(trainer)
-    trainer.train()
-    model = trainer.model
-    summary["sft"] = {"rows": len(sft_rows), "steps": trainer.state.global_step, **_losses(trainer),
-                      "seconds": round(time.perf_counter() - step, 2)}
-    del trainer
-
-    kto_rows, kto_long = _fits(tokenizer, kto_rows, config.composer_max_length)
-    n_good = sum(r["label"] for r in kto_rows)
-    n_bad = len(kto_rows) - n_good
-    if n_bad == 0 or len(kto_rows) < 2:
-        summary["kto"] = {"skipped": "no 👎'd composed answer to learn from" if n_bad == 0 else "fewer than 2 rows"}
-    else:
-        step = time.perf_counter()
-        # Desirable and undesirable rows interleaved (KTO reads them in order: its KL term pairs
-        # each row with its neighbour's answer), weighted so both sides count the same in all.
-        random.Random(seed).shuffle(kto_rows)
-        batch = max(2, config.composer_batch_size)
-        steps = _steps(len(kto_rows), config)
-        args = KTOConfig(**_common_args(config, device, work / "kto", steps, seed=seed, bf16=bf16, batch_size=batch),
-                         learning_rate=config.composer_kto_learning_rate, beta=config.composer_kto_beta,
-                         desirable_weight=1.0, undesirable_weight=round(max(n_good, 1) / n_bad, 4))
-        trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(kto_rows), processing_class=tokenizer)
-        _quiet(trainer)
-        trainer.train()
-        model = trainer.model
-        summary["kto"] = {"rows": len(kto_rows), "desirable": n_good, "undesirable": n_bad, "too_long": kto_long,
-                          "steps": trainer.state.global_step, **_losses(trainer),
-                          "seconds": round(time.perf_counter() - step, 2)}
-        del trainer
-    if "ref" in getattr(model, "peft_config", {}):
-        model.delete_adapter("ref")  # KTO's frozen reference copy
+    stage_args = dict(device=device, work=work, seed=seed, bf16=bf16)
+    model = _sft(model, tokenizer, sft_rows, config, summary, **stage_args)
+    model = _kto(model, tokenizer, kto_rows, config, summary, **stage_args)
+    # Both stages train a PeftModel (get_peft_model / PeftModel.from_pretrained above); KTO adds its frozen
+    # reference copy as the adapter "ref".
+    if "ref" in model.peft_config:
+        model.delete_adapter("ref")
     model.set_adapter("default")
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -263,6 +227,55 @@ def _train(base_path, sft_rows, kto_rows, out_dir: Path, config, *, device, star
     del model
     gc.collect()
     return summary
+
+
+def _sft(model, tokenizer, rows: list[dict], config, summary: dict, *, device: str, work: Path, seed: int, bf16: bool):
+    """The SFT stage (module doc); its figures go into `summary`; returns the trained model."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    rows, too_long = _fits(tokenizer, rows, config.composer_max_length)
+    summary["too_long"] = too_long
+    step = time.perf_counter()
+    steps = _steps(len(rows), config)
+    args = SFTConfig(**_common_args(config, device, work / "sft", steps, seed=seed, bf16=bf16,
+                                    batch_size=config.composer_batch_size),
+                     learning_rate=config.composer_learning_rate, completion_only_loss=True, packing=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    _quiet(trainer)
+    trainer.train()
+    summary["sft"] = {"rows": len(rows), "steps": trainer.state.global_step, **_losses(trainer),
+                      "seconds": round(time.perf_counter() - step, 2)}
+    return trainer.model
+
+
+def _kto(model, tokenizer, rows: list[dict], config, summary: dict, *, device: str, work: Path, seed: int, bf16: bool):
+    """The KTO stage (module doc), when there is a 👎'd row to learn from; returns the model, trained or not."""
+    from datasets import Dataset
+    from trl import KTOConfig, KTOTrainer
+
+    rows, too_long = _fits(tokenizer, rows, config.composer_max_length)
+    n_good = sum(r["label"] for r in rows)
+    n_bad = len(rows) - n_good
+    if n_bad == 0 or len(rows) < 2:
+        summary["kto"] = {"skipped": "no 👎'd composed answer to learn from" if n_bad == 0 else "fewer than 2 rows"}
+        return model
+    step = time.perf_counter()
+    # Desirable and undesirable rows interleaved (KTO reads them in order: its KL term pairs
+    # each row with its neighbour's answer), weighted so both sides count the same in all.
+    random.Random(seed).shuffle(rows)
+    batch = max(2, config.composer_batch_size)
+    steps = _steps(len(rows), config)
+    args = KTOConfig(**_common_args(config, device, work / "kto", steps, seed=seed, bf16=bf16, batch_size=batch),
+                     learning_rate=config.composer_kto_learning_rate, beta=config.composer_kto_beta,
+                     desirable_weight=1.0, undesirable_weight=round(max(n_good, 1) / n_bad, 4))
+    trainer = KTOTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    _quiet(trainer)
+    trainer.train()
+    summary["kto"] = {"rows": len(rows), "desirable": n_good, "undesirable": n_bad, "too_long": too_long,
+                      "steps": trainer.state.global_step, **_losses(trainer),
+                      "seconds": round(time.perf_counter() - step, 2)}
+    return trainer.model
 
 
 # ----- the stage ---------------------------------------------------------------------------------
@@ -301,8 +314,7 @@ def _carry(settings, champion) -> ComposerOutcome:
 
 def _run(settings, config, champion, documents, data, heldout, work: Path, plan: dict, carried: ComposerOutcome,
          kb: str) -> ComposerOutcome:
-    from models.composer import TransformersChat, load_chat_model, pick_backend
-    from models.loading import pick_device, resolve_causal_lm
+    from models.loading import resolve_causal_lm
     from training import compose_gate as gate
 
     compose = settings.compose
@@ -317,45 +329,11 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
     step = time.perf_counter()
     base_path = resolve_causal_lm(compose.model, Path(settings.home) / "base_models")
     timings["base_model"] = round(time.perf_counter() - step, 2)
-    key = gate.heldout_key(rows, config)
-    cache = gate.ScoreCache(settings.home)
+    scorer = _GateScorer(settings, config, rows, base_path, device, timings)
     current_adapter = usable_adapter(settings, champion)
 
-    threads = config.composer_threads if pick_device(device) == "cpu" else 0
-    served = settings.replace(device=device, torch_threads=threads)
-
-    def backend_for(adapter: Path | None) -> str:
-        """transformers (the default: the adapter in float32, the same greedy answers on every machine),
-        or with composer_gate_backend = served the backend that would serve `adapter` (llama.cpp's
-        answers depend on its build and CPU; an endpoint's model cannot be given a local adapter, so
-        that case is judged in transformers)."""
-        if config.composer_gate_backend != "served":
-            return "transformers"
-        return "llama-cpp" if pick_backend(served, adapter) == "llama-cpp" else "transformers"
-
-    def score(adapter: Path | None, label: str, backend: str) -> dict:
-        cache_key = gate.ScoreCache.key(compose.model, gate.adapter_id(adapter), key, backend)
-        cached = cache.get(cache_key)
-        if cached is not None:
-            log.info("composer gate: %s scores from the cache", label)
-            return {**cached, "cached": True}
-        step = time.perf_counter()
-        with cpu_threads(threads):
-            if backend == "llama-cpp":  # as serving loads it
-                model = load_chat_model(served.replace(compose_backend="llama-cpp"), adapter_dir=adapter)
-            else:
-                model = TransformersChat(base_path, device=device, adapter_dir=adapter, name=compose.model)
-            metrics = {**gate.score_composer(model, rows, config=config), "backend": backend}
-            if backend == "llama-cpp":
-                model.close()
-        del model
-        gc.collect()
-        timings[f"score_{label}"] = round(time.perf_counter() - step, 2)
-        cache.put(cache_key, metrics)
-        return metrics
-
-    current_backend = backend_for(current_adapter)
-    current = score(current_adapter, "current", current_backend)
+    current_backend = scorer.backend_for(current_adapter)
+    current = scorer.score(current_adapter, "current", current_backend)
     current["composer"] = f"{champion.name}'s adapter" if current_adapter else f"the base model {compose.model}"
     start = current_adapter if config.composer_start_from == "champion" else None
     adapter_dir = work / "composer"
@@ -364,16 +342,16 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
     training = train_composer(base_path, [r.sft() for r in data.sft], [r.kto() for r in data.kto], adapter_dir, config,
                               device=device, start_adapter=start, seed=config.seed)
     timings["training"] = round(time.perf_counter() - step, 2)
-    backend = backend_for(adapter_dir)
+    backend = scorer.backend_for(adapter_dir)
     if backend != current_backend:  # both judged on one backend: transformers when either adapter needs it
         backend = "transformers"
-        current = {**score(current_adapter, "current", backend), "composer": current["composer"]}
-    candidate = score(adapter_dir, "candidate", backend)
+        current = {**scorer.score(current_adapter, "current", backend), "composer": current["composer"]}
+    candidate = scorer.score(adapter_dir, "candidate", backend)
     decision = gate.decide_composer(current, candidate, config)
     verdict = {"approved": decision.promote, "metrics": _public(candidate), "current_metrics": _public(current),
                "checks": decision.checks, "reasons": decision.reasons, "base_model": compose.model, "kb_hash": kb,
                "reason": "; ".join(decision.reasons) or "every rule of the composer's gate passed",
-               "heldout_key": key, "heldout_rows": len(rows), "adapter_id": gate.adapter_id(adapter_dir),
+               "heldout_key": scorer.key, "heldout_rows": len(rows), "adapter_id": gate.adapter_id(adapter_dir),
                "trained": {k: training.get(k) for k in ("device", "dtype", "sft", "kto", "too_long", "seconds",
                                                         "trainable_parameters")},
                "data": data.counts, "judged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -382,13 +360,76 @@ def _run(settings, config, champion, documents, data, heldout, work: Path, plan:
                   "current": current.get("samples"), "candidate": candidate.get("samples")},
               "training_rows": [r.summary() for r in data.sft[:3]]}
     log.info("composer gate: %s (%s)", report["status"], "; ".join(decision.reasons) or "every rule passed")
-    if decision.promote:
+    return _outcome(decision.promote, adapter_dir, verdict, report, carried)
+
+
+def _outcome(approved: bool, adapter_dir: Path, verdict: dict, report: dict,
+             carried: ComposerOutcome) -> ComposerOutcome:
+    """An approved adapter with its verdict; a rejected one leaves the carried adapter and verdict, with this
+    run's verdict under "last_run" (its verdict alone when nothing is carried)."""
+    if approved:
         return ComposerOutcome("approved", adapter_dir, verdict, report)
     last_run = {k: verdict[k] for k in ("approved", "metrics", "current_metrics", "checks", "reasons", "reason",
                                         "kb_hash", "judged_at")}
     if carried.adapter is not None or carried.meta:
         return ComposerOutcome("rejected", carried.adapter, {**(carried.meta or {}), "last_run": last_run}, report)
     return ComposerOutcome("rejected", None, verdict, report)
+
+
+class _GateScorer:
+    """Scores a composer (the base model with an adapter, or without) on the gate's held-out rows, through
+    the score cache; each fresh scoring's seconds go into `timings` as score_<label>."""
+
+    def __init__(self, settings, config, rows: list, base_path: str, device: str, timings: dict[str, float]):
+        from models.loading import pick_device
+        from training import compose_gate as gate
+
+        self.compose = settings.compose
+        self.config = config
+        self.rows = rows
+        self.base_path = base_path
+        self.device = device
+        self.timings = timings
+        self.key = gate.heldout_key(rows, config)
+        self.cache = gate.ScoreCache(settings.home)
+        self.threads = config.composer_threads if pick_device(device) == "cpu" else 0
+        self.served = settings.replace(device=device, torch_threads=self.threads)
+
+    def backend_for(self, adapter: Path | None) -> str:
+        """transformers (the default: the adapter in float32, the same greedy answers on every machine),
+        or with composer_gate_backend = served the backend that would serve `adapter` (llama.cpp's
+        answers depend on its build and CPU; an endpoint's model cannot be given a local adapter, so
+        that case is judged in transformers)."""
+        from models.composer import pick_backend
+
+        if self.config.composer_gate_backend != "served":
+            return "transformers"
+        return "llama-cpp" if pick_backend(self.served, adapter) == "llama-cpp" else "transformers"
+
+    def score(self, adapter: Path | None, label: str, backend: str) -> dict:
+        from models.composer import TransformersChat, load_chat_model
+        from training import compose_gate as gate
+
+        cache_key = gate.ScoreCache.key(self.compose.model, gate.adapter_id(adapter), self.key, backend)
+        cached = self.cache.get(cache_key)
+        if cached is not None:
+            log.info("composer gate: %s scores from the cache", label)
+            return {**cached, "cached": True}
+        step = time.perf_counter()
+        with cpu_threads(self.threads):
+            if backend == "llama-cpp":  # as serving loads it
+                model = load_chat_model(self.served.replace(compose_backend="llama-cpp"), adapter_dir=adapter)
+            else:
+                model = TransformersChat(self.base_path, device=self.device, adapter_dir=adapter,
+                                         name=self.compose.model)
+            metrics = {**gate.score_composer(model, self.rows, config=self.config), "backend": backend}
+            if backend == "llama-cpp":
+                model.close()
+        del model
+        gc.collect()
+        self.timings[f"score_{label}"] = round(time.perf_counter() - step, 2)
+        self.cache.put(cache_key, metrics)
+        return metrics
 
 
 def _public(metrics: dict) -> dict:

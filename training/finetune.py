@@ -46,7 +46,7 @@ if __package__ in (None, ""):  # `python training/finetune.py JOB.json`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.settings import LOSSES, FinetuneSettings, RetrainSettings  # noqa: E402
-from models.loading import load_sentence_transformer, pick_device  # noqa: E402
+from models.loading import inner_model, load_sentence_transformer, pick_device  # noqa: E402
 
 log = logging.getLogger("csbot.retrain")
 
@@ -61,11 +61,10 @@ FINETUNE_RECORD = "csbot_finetune.json"  # what the fine-tuning did, saved besid
 
 def frozen_layers(model, trainable_layers: int) -> int:
     """Freeze embeddings and all but the top `trainable_layers` layers; returns the first trainable layer."""
-    first = model[0]
-    auto_model = getattr(first, "model", None) or getattr(first, "auto_model")
-    layers = auto_model.encoder.layer
+    inner = inner_model(model)
+    layers = inner.encoder.layer
     cut = max(0, len(layers) - trainable_layers)
-    for param in auto_model.embeddings.parameters():
+    for param in inner.embeddings.parameters():
         param.requires_grad = False
     for layer in layers[:cut]:
         for param in layer.parameters():
@@ -289,7 +288,7 @@ def _early_stopping_callback(model, validator, every: int, patience: int, initia
 def _apply_lora(model, config: RetrainSettings, first_trainable_layer: int, n_layers: int):
     from peft import LoraConfig, inject_adapter_in_model
 
-    inner = getattr(model[0], "model", None) or model[0].auto_model
+    inner = inner_model(model)
     for param in inner.parameters():
         param.requires_grad = False
     targets = [f"encoder.layer.{i}.{name}" for i in range(first_trainable_layer, n_layers) for name in LORA_TARGETS]
@@ -311,7 +310,7 @@ def _merge_lora(inner) -> None:
 
 def _frozen_state(model, first_trainable_layer: int) -> dict:
     """Copies of every weight the sentiment head depends on (embeddings and the lower layers)."""
-    inner = getattr(model[0], "model", None) or model[0].auto_model
+    inner = inner_model(model)
     state = {}
     for name, value in inner.state_dict().items():
         if name.startswith("embeddings."):
@@ -325,7 +324,7 @@ def _frozen_state(model, first_trainable_layer: int) -> dict:
 def _check_frozen(model, frozen: dict) -> None:
     import torch
 
-    inner = getattr(model[0], "model", None) or model[0].auto_model
+    inner = inner_model(model)
     current = inner.state_dict()
     changed = [name for name, value in frozen.items() if name not in current or not torch.equal(current[name], value)]
     if changed:
@@ -339,29 +338,17 @@ def _is_main_process() -> bool:
 
 def train_encoder(job: EncoderJob) -> dict:
     """Run the configured stages and save the tuned encoder to `job.out_dir`; returns a summary."""
-    import torch
-    from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
-
-    class _Trainer(SentenceTransformerTrainer):
-        def add_model_card_callback(self, default_args_dict):  # no model card statistics: time and noise
-            pass
-    from sentence_transformers.base.sampler import BatchSamplers, MultiDatasetBatchSamplers
-    from sentence_transformers.sentence_transformer import losses
     from transformers import set_seed
-    from transformers.trainer_callback import PrinterCallback
 
     cfg = RetrainSettings(**job.config)
     seed = cfg.seed
     set_seed(seed)
     random.seed(seed)
     started = time.perf_counter()
-    device = pick_device(cfg.device or "auto")
-    if os.environ.get("LOCAL_RANK") is not None and device.startswith("cuda"):
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    device = _rank_device(cfg)
     model = load_sentence_transformer(job.base, device, cached=False)
     model.max_seq_length = min(int(model.max_seq_length or 512), cfg.max_seq_length)
-    inner = getattr(model[0], "model", None) or model[0].auto_model
+    inner = inner_model(model)
     n_layers = len(inner.encoder.layer)
     first_trainable = frozen_layers(model, cfg.trainable_layers) - 1  # module index
     frozen = _frozen_state(model, first_trainable)
@@ -374,102 +361,141 @@ def train_encoder(job: EncoderJob) -> dict:
 
     validator = _Validator(job, seed)
     validator = validator if validator.usable else None
-    mixed = cfg.mixed_precision
-    cuda = device.startswith("cuda")
-    progress = cfg.progress
-    show_progress = progress == "on" or (progress == "auto" and sys.stderr.isatty())
     work_dir = Path(job.out_dir).with_name(Path(job.out_dir).name + ".trainer")
     stages = []
     for stage in cfg.stage_list:
-        if stage == "intent":
-            label_ids = {label: i for i, label in enumerate(sorted(set(job.labels)))}
-            groups = {}
-            for label in job.labels:
-                groups[label] = groups.get(label, 0) + 1
-            if sum(1 for n in groups.values() if n >= 2) < 2:
-                log.info("stage intent skipped: fewer than two intents with two examples")
-                continue
-            train = Dataset.from_dict({"text": list(job.texts), "label": [label_ids[x] for x in job.labels]})
-            loss = contrastive_loss(model, cfg.intent_loss)
-            sampler = BatchSamplers.GROUP_BY_LABEL
-            n_rows = len(train)
-        elif stage == "retrieval":
-            parts = {}
-            if job.pairs:
-                parts["pairs"] = Dataset.from_dict({"anchor": [p[0] for p in job.pairs], "positive": [p[1] for p in job.pairs]})
-            if job.triplets:
-                parts["triplets"] = Dataset.from_dict({"anchor": [t[0] for t in job.triplets],
-                                                       "positive": [t[1] for t in job.triplets],
-                                                       "negative": [t[2] for t in job.triplets]})
-            if not parts:
-                log.info("stage retrieval skipped: no pairs")
-                continue
-            mnrl = losses.MultipleNegativesRankingLoss(model)
-            train = parts if len(parts) > 1 else next(iter(parts.values()))
-            loss = {name: mnrl for name in parts} if len(parts) > 1 else mnrl
-            sampler = BatchSamplers.NO_DUPLICATES
-            n_rows = sum(len(d) for d in parts.values())
-        else:
-            raise ValueError(f"unknown stage {stage!r}")
-        batch_size = cfg.batch_size
-        steps_per_epoch = max(1, math.ceil(n_rows / batch_size))
-        max_steps = max(1, int(steps_per_epoch * cfg.epochs))
-        if cfg.max_steps > 0:
-            max_steps = min(max_steps, cfg.max_steps)
-        every = max(1, int(round(steps_per_epoch * cfg.eval_every)))
-        stage_started = time.perf_counter()
-        initial = validator(model) if validator else None
-        if initial is not None:
-            log.info("stage %s: %d rows, up to %d steps; validation before %.4f", stage, n_rows, max_steps, initial)
-        else:
-            log.info("stage %s: %d rows, %d steps (no validation split)", stage, n_rows, max_steps)
-        callback = _early_stopping_callback(model, validator, every, cfg.patience,
-                                            initial if initial is not None else -1.0)
-        lr = (cfg.lora_learning_rate if lora else cfg.learning_rate)
-        args = SentenceTransformerTrainingArguments(
-            output_dir=str(work_dir / stage),
-            max_steps=max_steps,
-            per_device_train_batch_size=batch_size,
-            learning_rate=lr,
-            warmup_steps=int(0.1 * max_steps),
-            batch_sampler=sampler,
-            multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
-            seed=seed,
-            data_seed=seed,
-            save_strategy="no",
-            eval_strategy="no",
-            logging_strategy="steps",
-            logging_steps=max(1, every),
-            report_to="none",
-            disable_tqdm=not show_progress,
-            fp16=cuda and mixed in ("auto", "fp16"),
-            bf16=cuda and mixed == "bf16",
-            use_cpu=not cuda,
-            dataloader_drop_last=False,
-        )
-        trainer = _Trainer(model=model, args=args, train_dataset=train, loss=loss, callbacks=[callback])
-        trainer.remove_callback(PrinterCallback)  # our own log lines instead of raw dicts on stdout
-        trainer.train()
-        if validator is not None:
-            _restore(model, callback.snapshot)
-        stages.append(StageResult(stage, n_rows, trainer.state.global_step, initial, callback.best if validator else None,
-                                  callback.best_step, callback.stopped_early, round(time.perf_counter() - stage_started, 2)))
-        log.info("stage %s done: %d steps in %.0fs, best validation %s at step %d", stage, trainer.state.global_step,
-                 time.perf_counter() - stage_started, f"{callback.best:.4f}" if validator else "-", callback.best_step)
-        del trainer
+        data = _stage_data(stage, job, model, cfg)
+        if data is not None:
+            stages.append(_run_stage(stage, data, model, validator, cfg, work_dir / stage, device=device, lora=lora))
     if lora:
         _merge_lora(inner)
     _check_frozen(model, frozen)
     model.eval()
     if _is_main_process():
         model.save(str(job.out_dir))
-    import shutil
-
     shutil.rmtree(work_dir, ignore_errors=True)
-    del torch
     return {"stages": [asdict(s) for s in stages], "seconds": round(time.perf_counter() - started, 2),
             "method": "lora" if lora else "full", "device": device, "trainable_parameters": n_trainable,
             "first_trainable_layer": first_trainable}
+
+
+def _rank_device(cfg: RetrainSettings) -> str:
+    """The configured device; under a multi-GPU launcher, this rank's own GPU (LOCAL_RANK)."""
+    device = pick_device(cfg.device or "auto")
+    if os.environ.get("LOCAL_RANK") is not None and device.startswith("cuda"):
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
+@dataclass
+class _StageData:
+    """One stage's training set (a Dataset, or {name: Dataset} for several), its loss and batch sampler."""
+
+    train: object
+    loss: object
+    sampler: object
+    rows: int
+
+
+def _stage_data(stage: str, job: EncoderJob, model, cfg: RetrainSettings) -> _StageData | None:
+    """What stage `stage` trains on, or None (logged) when the job has nothing for it."""
+    from datasets import Dataset
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer import losses
+
+    if stage == "intent":
+        label_ids = {label: i for i, label in enumerate(sorted(set(job.labels)))}
+        groups = {}
+        for label in job.labels:
+            groups[label] = groups.get(label, 0) + 1
+        if sum(1 for n in groups.values() if n >= 2) < 2:
+            log.info("stage intent skipped: fewer than two intents with two examples")
+            return None
+        train = Dataset.from_dict({"text": list(job.texts), "label": [label_ids[x] for x in job.labels]})
+        return _StageData(train, contrastive_loss(model, cfg.intent_loss), BatchSamplers.GROUP_BY_LABEL, len(train))
+    if stage == "retrieval":
+        parts = {}
+        if job.pairs:
+            parts["pairs"] = Dataset.from_dict({"anchor": [p[0] for p in job.pairs], "positive": [p[1] for p in job.pairs]})
+        if job.triplets:
+            parts["triplets"] = Dataset.from_dict({"anchor": [t[0] for t in job.triplets],
+                                                   "positive": [t[1] for t in job.triplets],
+                                                   "negative": [t[2] for t in job.triplets]})
+        if not parts:
+            log.info("stage retrieval skipped: no pairs")
+            return None
+        mnrl = losses.MultipleNegativesRankingLoss(model)
+        train = parts if len(parts) > 1 else next(iter(parts.values()))
+        loss = {name: mnrl for name in parts} if len(parts) > 1 else mnrl
+        return _StageData(train, loss, BatchSamplers.NO_DUPLICATES, sum(len(d) for d in parts.values()))
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def _run_stage(stage: str, data: _StageData, model, validator, cfg: RetrainSettings, out_dir: Path, *,
+               device: str, lora: bool) -> StageResult:
+    """Train one stage with early stopping on the validation metric, and restore its best weights."""
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer_callback import PrinterCallback
+
+    class _Trainer(SentenceTransformerTrainer):
+        def add_model_card_callback(self, default_args_dict):  # no model card statistics: time and noise
+            pass
+
+    steps_per_epoch = max(1, math.ceil(data.rows / cfg.batch_size))
+    max_steps = max(1, int(steps_per_epoch * cfg.epochs))
+    if cfg.max_steps > 0:
+        max_steps = min(max_steps, cfg.max_steps)
+    every = max(1, int(round(steps_per_epoch * cfg.eval_every)))
+    stage_started = time.perf_counter()
+    initial = validator(model) if validator else None
+    if initial is not None:
+        log.info("stage %s: %d rows, up to %d steps; validation before %.4f", stage, data.rows, max_steps, initial)
+    else:
+        log.info("stage %s: %d rows, %d steps (no validation split)", stage, data.rows, max_steps)
+    callback = _early_stopping_callback(model, validator, every, cfg.patience,
+                                        initial if initial is not None else -1.0)
+    args = _stage_args(cfg, out_dir, data.sampler, max_steps=max_steps, every=every, device=device, lora=lora)
+    trainer = _Trainer(model=model, args=args, train_dataset=data.train, loss=data.loss, callbacks=[callback])
+    trainer.remove_callback(PrinterCallback)  # our own log lines instead of raw dicts on stdout
+    trainer.train()
+    if validator is not None:
+        _restore(model, callback.snapshot)
+    result = StageResult(stage, data.rows, trainer.state.global_step, initial, callback.best if validator else None,
+                         callback.best_step, callback.stopped_early, round(time.perf_counter() - stage_started, 2))
+    log.info("stage %s done: %d steps in %.0fs, best validation %s at step %d", stage, trainer.state.global_step,
+             time.perf_counter() - stage_started, f"{callback.best:.4f}" if validator else "-", callback.best_step)
+    return result
+
+
+def _stage_args(cfg: RetrainSettings, out_dir: Path, sampler, *, max_steps: int, every: int, device: str, lora: bool):
+    """The trainer's arguments for one stage: seeded, no checkpoints, logging every evaluation."""
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import MultiDatasetBatchSamplers
+
+    cuda = device.startswith("cuda")
+    mixed = cfg.mixed_precision
+    show_progress = cfg.progress == "on" or (cfg.progress == "auto" and sys.stderr.isatty())
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out_dir),
+        max_steps=max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        learning_rate=cfg.lora_learning_rate if lora else cfg.learning_rate,
+        warmup_steps=int(0.1 * max_steps),
+        batch_sampler=sampler,
+        multi_dataset_batch_sampler=MultiDatasetBatchSamplers.PROPORTIONAL,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        save_strategy="no",
+        eval_strategy="no",
+        logging_strategy="steps",
+        logging_steps=max(1, every),
+        report_to="none",
+        disable_tqdm=not show_progress,
+        fp16=cuda and mixed in ("auto", "fp16"),
+        bf16=cuda and mixed == "bf16",
+        use_cpu=not cuda,
+        dataloader_drop_last=False,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

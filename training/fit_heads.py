@@ -145,39 +145,17 @@ def fit_mlp_head(
     scale = features.std(axis=0) + 1e-6
     x = torch.from_numpy((features - mean) / scale)
     y = torch.tensor([classes.index(label) for label in labels])
-    w = torch.ones(len(y)) if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
-    if class_weight == "balanced":
-        counts = torch.bincount(y, minlength=len(classes)).float()
-        w = w * (len(y) / (len(classes) * counts))[y]
-    elif class_weight is not None:
-        raise ValueError(f"unknown class_weight {class_weight!r}")
-    w = w / w.mean()
+    w = _loss_weights(y, len(classes), sample_weight, class_weight)
 
-    parts = []
-    for member in range(members):
-        gen = torch.Generator().manual_seed(seed + member)
-        torch.manual_seed(seed + member)
-        net = torch.nn.Sequential(
-            torch.nn.Dropout(input_dropout), torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
-            torch.nn.Dropout(dropout), torch.nn.Linear(hidden, len(classes)),
-        )
-        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
-        steps = epochs * ((len(y) + batch_size - 1) // batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-        for epoch in range(epochs):
-            net.train()
-            order = torch.randperm(len(y), generator=gen)
-            for start in range(0, len(y), batch_size):
-                idx = order[start:start + batch_size]
-                loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx], reduction="none")
-                loss = (loss * w[idx]).mean()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-            if on_epoch is not None:
-                on_epoch(member, epoch, _mlp_to_head(net, classes, feature_spec, mean, scale))
-        parts.append(net)
+    def member_epoch(member):
+        if on_epoch is None:
+            return None
+        return lambda epoch, net: on_epoch(member, epoch, _mlp_to_head(net, classes, feature_spec, mean, scale))
+
+    parts = [_train_mlp(x, y, w, len(classes), seed=seed + member, hidden=hidden, epochs=epochs, lr=lr,
+                        weight_decay=weight_decay, dropout=dropout, input_dropout=input_dropout, batch_size=batch_size,
+                        on_epoch=member_epoch(member))
+             for member in range(members)]
 
     head = _mlp_to_head(parts[0], classes, feature_spec, mean, scale)
     if members > 1:
@@ -191,6 +169,51 @@ def fit_mlp_head(
         cal_y = np.array([classes.index(label) for label in cal_labels])
         head.temperature = _best_temperature(head.logits(np.asarray(cal_x, dtype=np.float32)), cal_y)
     return head
+
+
+def _loss_weights(y, n_classes: int, sample_weight: np.ndarray | None, class_weight: str | None):
+    """Per-example loss weights (a torch tensor, mean 1): `sample_weight`, times n / (n_classes * n_class)
+    with class_weight="balanced"."""
+    import torch
+
+    w = torch.ones(len(y)) if sample_weight is None else torch.as_tensor(sample_weight, dtype=torch.float32)
+    if class_weight == "balanced":
+        counts = torch.bincount(y, minlength=n_classes).float()
+        w = w * (len(y) / (n_classes * counts))[y]
+    elif class_weight is not None:
+        raise ValueError(f"unknown class_weight {class_weight!r}")
+    return w / w.mean()
+
+
+def _train_mlp(x, y, w, n_classes: int, *, seed: int, hidden: int, epochs: int, lr: float, weight_decay: float,
+               dropout: float, input_dropout: float, batch_size: int, on_epoch=None):
+    """One net of the head, trained from `seed` (AdamW, one-cycle schedule, weighted cross-entropy);
+    `on_epoch(epoch, net)` after each epoch."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(
+        torch.nn.Dropout(input_dropout), torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(),
+        torch.nn.Dropout(dropout), torch.nn.Linear(hidden, n_classes),
+    )
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
+    steps = epochs * ((len(y) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    for epoch in range(epochs):
+        net.train()
+        order = torch.randperm(len(y), generator=gen)
+        for start in range(0, len(y), batch_size):
+            idx = order[start:start + batch_size]
+            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx], reduction="none")
+            loss = (loss * w[idx]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+        if on_epoch is not None:
+            on_epoch(epoch, net)
+    return net
 
 
 def _mlp_to_head(net, classes, feature_spec, mean, scale) -> SoftmaxHead:

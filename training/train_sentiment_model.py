@@ -20,6 +20,7 @@ import argparse
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ def lora_state(peft_model) -> tuple[dict, float]:
     return out, scaling
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=ts.default_data_dir())
     parser.add_argument("--out", type=Path, default=BUILTIN_ARTEFACT)
@@ -153,13 +154,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra loss weight of the airline rows against the SemEval rows (after per-source balancing)")
     parser.add_argument("--probe", type=int, default=0, help="time this many steps, print, and exit")
     parser.add_argument("--val-rows", type=int, default=0, help="smoke runs only: use the first N rows of each val set")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     import torch
-    from peft import LoraConfig, get_peft_model
 
     from core.errors import UserError
-    from models.sentiment_model import build_classifier, head_state, write_artefact
 
     torch.set_num_threads(max(1, args.threads))
     torch.manual_seed(args.seed)
@@ -174,11 +177,34 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    model = _build_model(args)
+    rows = _TrainingRows.tokenise(args, train_splits, model)
+    validation = _Validation(args, model, train_splits, val_splits, started)
+    steps = args.probe or args.max_steps
+    best_mean, best_line = _train(args, model, rows, validation, steps, rng, started)
+    if args.probe:
+        print(f"probe: {steps} steps in {time.time() - started:.0f}s")
+        return 0
+    print(f"\ndone in {time.time() - started:.0f}s; the artefact written last is the choice (mean val macro-R "
+          f"{best_mean:.4f}):\n{best_line}")
+    return 0
 
-    texts = [t for s in train_splits for t in s.texts]
-    gold = np.array([LABELS.index(label) for s in train_splits for label in s.labels])
-    weights = ts.example_weights(train_splits, args.airline_weight).astype(np.float32)
-    weights /= weights.mean()
+
+@dataclass
+class _Model:
+    """The heads (HEADS) on one LoRA-adapted encoder, and the parameters each optimiser group trains."""
+
+    heads: dict
+    tokenizer: object
+    encoder: object
+    lora_params: list
+    head_params: list
+
+
+def _build_model(args) -> _Model:
+    from peft import LoraConfig, get_peft_model
+
+    from models.sentiment_model import build_classifier
 
     first, tokenizer = build_classifier(args.base, len(LABELS), dropout=TRAIN["head_dropout"], **HEADS["mlp_layers"])
     config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
@@ -191,92 +217,74 @@ def main(argv: list[str] | None = None) -> int:
     encoder = first.encoder
     head_params = [p for clf in heads.values() for n, p in clf.named_parameters() if not n.startswith("encoder.")]
     lora_params = [p for p in encoder.parameters() if p.requires_grad]
-    trainable = sum(p.numel() for p in lora_params)
-    print(f"{len(texts)} training texts; LoRA parameters {trainable:,}; "
-          f"{args.max_steps} steps of {args.batch_size} (max length {args.max_length})", flush=True)
+    return _Model(heads, tokenizer, encoder, lora_params, head_params)
 
-    token_ids = tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
-    lengths = np.array([len(ids) for ids in token_ids])
-    print(f"token lengths: median {int(np.median(lengths))}, p95 {int(np.percentile(lengths, 95))}, "
-          f"truncated {float(np.mean(lengths >= args.max_length)):.1%}", flush=True)
+
+@dataclass
+class _TrainingRows:
+    """The training texts tokenised once, their gold labels and loss weights (mean 1)."""
+
+    token_ids: list
+    lengths: np.ndarray
+    gold: np.ndarray
+    weights: np.ndarray
+    pad: int
+
+    @classmethod
+    def tokenise(cls, args, train_splits: list, model: _Model) -> "_TrainingRows":
+        texts = [t for s in train_splits for t in s.texts]
+        gold = np.array([LABELS.index(label) for s in train_splits for label in s.labels])
+        weights = ts.example_weights(train_splits, args.airline_weight).astype(np.float32)
+        weights /= weights.mean()
+        trainable = sum(p.numel() for p in model.lora_params)
+        print(f"{len(texts)} training texts; LoRA parameters {trainable:,}; "
+              f"{args.max_steps} steps of {args.batch_size} (max length {args.max_length})", flush=True)
+        token_ids = model.tokenizer(texts, truncation=True, max_length=args.max_length)["input_ids"]
+        lengths = np.array([len(ids) for ids in token_ids])
+        print(f"token lengths: median {int(np.median(lengths))}, p95 {int(np.percentile(lengths, 95))}, "
+              f"truncated {float(np.mean(lengths >= args.max_length)):.1%}", flush=True)
+        return cls(token_ids, lengths, gold, weights, model.tokenizer.pad_token_id)
+
+    def collate(self, idx):
+        import torch
+
+        width = int(self.lengths[idx].max())
+        ids = torch.full((len(idx), width), self.pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            ids[row, :self.lengths[i]] = torch.tensor(self.token_ids[i])
+            mask[row, :self.lengths[i]] = 1
+        return ids, mask, torch.from_numpy(self.gold[idx]), torch.from_numpy(self.weights[idx])
+
+
+def _train(args, model: _Model, rows: _TrainingRows, validation: "_Validation", steps: int,
+           rng: np.random.Generator, started: float) -> tuple[float | None, str]:
+    """The training loop; every `eval_every` steps (and at the end) a checkpoint is validated and the best
+    one written. Returns the best mean val macro-recall and its per-split lines."""
+    import torch
 
     optimiser = torch.optim.AdamW([
-        {"params": lora_params, "lr": TRAIN["lr"]},
-        {"params": head_params, "lr": TRAIN["head_lr"]},
+        {"params": model.lora_params, "lr": TRAIN["lr"]},
+        {"params": model.head_params, "lr": TRAIN["head_lr"]},
     ], weight_decay=TRAIN["weight_decay"])
-    steps = args.probe or args.max_steps
     warmup = max(1, int(TRAIN["warmup"] * steps))
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: min((s + 1) / warmup, max(0.0, (steps - s) / max(1, steps - warmup))))
     loss_fn = torch.nn.CrossEntropyLoss(reduction="none", label_smoothing=TRAIN["label_smoothing"])
-    pad = tokenizer.pad_token_id
-
-    def collate(idx):
-        width = int(lengths[idx].max())
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            ids[row, :lengths[i]] = torch.tensor(token_ids[i])
-            mask[row, :lengths[i]] = 1
-        return ids, mask, torch.from_numpy(gold[idx]), torch.from_numpy(weights[idx])
-
-    val_gold = [np.array([LABELS.index(label) for label in s.labels]) for s in val_splits]
-
-    def validate():
-        """{head: (per-split logits, per-split (macro-R, per-class recall))}"""
-        per_split = [evaluate_logits(heads, tokenizer, s.texts, args.max_length) for s in val_splits]
-        out = {}
-        for name in heads:
-            logits = [p[name] for p in per_split]
-            out[name] = (logits, [macro_recall(g, l.argmax(1)) for g, l in zip(val_gold, logits)])
-        return out
-
-    def write(step, head_name, lora, scaling, head, val_logits, offset, scores) -> float:
-        """Write the artefact of one candidate (offset applied, temperature fitted); its mean val macro-R."""
-        neutral = np.eye(len(LABELS), dtype=np.float32)[LABELS.index("neutral")]
-        head = {**head, "head.bias": head["head.bias"] + neutral * offset}
-        temperature = fit_temperature(np.concatenate([v + neutral * offset for v in val_logits]),
-                                      np.concatenate(val_gold))
-        mean = float(np.mean([sc[0] for sc in scores]))
-        info = {
-            "task": "sentiment",
-            "trained_by": "training/train_sentiment_model.py",
-            "lora": LORA, "train": {**TRAIN, "batch_size": args.batch_size, "max_steps": args.max_steps,
-                                    "eval_every": args.eval_every, "seed": args.seed, "threads": args.threads,
-                                    "max_length": args.max_length,
-                                    "example_weights": "classes balanced within each source",
-                                    "airline_weight": args.airline_weight},
-            "chosen_step": step, "chosen_head": head_name, "heads_tried": HEADS, "neutral_logit_offset": offset,
-            "data": {s.name: {"n": len(s.labels), **{k: s.labels.count(k) for k in LABELS}} for s in train_splits},
-            "val": {s.name: {"macro_recall": round(mr, 4), "recall": {k: round(v, 4) for k, v in per.items()}}
-                    for s, (mr, per) in zip(val_splits, scores)},
-            "chosen_on": [s.name for s in val_splits],
-            "train_seconds": round(time.time() - started),
-        }
-        meta = {"labels": LABELS, "base": args.base, "max_length": args.max_length, "temperature": temperature,
-                "lora_r": LORA["r"], "lora_alpha": LORA["alpha"], "pooling": "mean", **HEADS[head_name],
-                "info": info}
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        write_artefact(args.out, lora=lora, scaling=scaling, head=head, meta=meta)
-        print(f"  best so far: step {step}, head {head_name}, neutral offset {offset:+.2f}, temperature "
-              f"{temperature:.2f}, mean val macro-R {mean:.4f}; wrote {args.out} "
-              f"({args.out.stat().st_size / 1024:.0f} KiB)", flush=True)
-        return mean
-
+    heads = model.heads
     # The best candidate is written at once, so a run stopped early still leaves its best artefact.
-    best_mean = None
-    best_line = ""
+    best: tuple[float | None, str] = (None, "")
     batches, step, running, tick = [], 0, [], time.time()
     for clf in heads.values():
         clf.train()
     while step < steps:
         if not batches:
-            batches = length_bucketed_batches(lengths, args.batch_size, rng)
-        ids, mask, y, w = collate(batches.pop())
+            batches = length_bucketed_batches(rows.lengths, args.batch_size, rng)
+        ids, mask, y, w = rows.collate(batches.pop())
         loss = sum((loss_fn(logits, y) * w).sum() / w.sum() for logits in forward_heads(heads, ids, mask).values())
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(lora_params + head_params, 1.0)
+        torch.nn.utils.clip_grad_norm_(model.lora_params + model.head_params, 1.0)
         optimiser.step()
         schedule.step()
         step += 1
@@ -288,26 +296,90 @@ def main(argv: list[str] | None = None) -> int:
         if args.probe:
             continue
         if step % args.eval_every == 0 or step == steps:
-            results = validate()
-            lora, scaling = lora_state(encoder)
-            for name, (val_logits, scores) in results.items():
-                offset, shifted = choose_neutral_offset(val_logits, val_gold)
-                mean = float(np.mean([sc[0] for sc in shifted]))
-                print(f"  val at step {step}, head {name}: " + ", ".join(
-                    f"{s.name} macro-R {mr:.4f} neutral R {per['neutral']:.3f}"
-                    for s, (mr, per) in zip(val_splits, scores))
-                    + f"; with neutral offset {offset:+.2f}: mean {mean:.4f}", flush=True)
-                if best_mean is None or mean > best_mean:
-                    best_mean = write(step, name, lora, scaling, head_state(heads[name]), val_logits, offset, shifted)
-                    best_line = "\n".join(f"{s.name:<16} macro-R {mr:.4f}  " + "  ".join(
-                        f"{k} {v:.3f}" for k, v in per.items()) for s, (mr, per) in zip(val_splits, shifted))
+            best = validation.checkpoint(step, best)
             tick = time.time()
-    if args.probe:
-        print(f"probe: {steps} steps in {time.time() - started:.0f}s")
-        return 0
-    print(f"\ndone in {time.time() - started:.0f}s; the artefact written last is the choice (mean val macro-R "
-          f"{best_mean:.4f}):\n{best_line}")
-    return 0
+    return best
+
+
+class _Validation:
+    """Validating a checkpoint on the val splits, and writing the artefact of the best candidate."""
+
+    def __init__(self, args, model: _Model, train_splits: list, val_splits: list, started: float):
+        self.args, self.model, self.started = args, model, started
+        self.train_splits, self.val_splits = train_splits, val_splits
+        self.val_gold = [np.array([LABELS.index(label) for label in s.labels]) for s in val_splits]
+
+    def results(self) -> dict:
+        """{head: (per-split logits, per-split (macro-R, per-class recall))}"""
+        heads = self.model.heads
+        per_split = [evaluate_logits(heads, self.model.tokenizer, s.texts, self.args.max_length)
+                     for s in self.val_splits]
+        out = {}
+        for name in heads:
+            logits = [p[name] for p in per_split]
+            out[name] = (logits, [macro_recall(g, l.argmax(1)) for g, l in zip(self.val_gold, logits)])
+        return out
+
+    def checkpoint(self, step: int, best: tuple[float | None, str]) -> tuple[float | None, str]:
+        """Validate every head at `step` (each with its best neutral offset); write the artefact of a head
+        that beats `best` (mean val macro-R, its lines). Returns the new best."""
+        from models.sentiment_model import head_state
+
+        best_mean, best_line = best
+        results = self.results()
+        lora, scaling = lora_state(self.model.encoder)
+        for name, (val_logits, scores) in results.items():
+            offset, shifted = choose_neutral_offset(val_logits, self.val_gold)
+            mean = float(np.mean([sc[0] for sc in shifted]))
+            print(f"  val at step {step}, head {name}: " + ", ".join(
+                f"{s.name} macro-R {mr:.4f} neutral R {per['neutral']:.3f}"
+                for s, (mr, per) in zip(self.val_splits, scores))
+                + f"; with neutral offset {offset:+.2f}: mean {mean:.4f}", flush=True)
+            if best_mean is None or mean > best_mean:
+                best_mean = self.write(step, name, lora, scaling, head_state(self.model.heads[name]), val_logits,
+                                       offset, shifted)
+                best_line = "\n".join(f"{s.name:<16} macro-R {mr:.4f}  " + "  ".join(
+                    f"{k} {v:.3f}" for k, v in per.items()) for s, (mr, per) in zip(self.val_splits, shifted))
+        return best_mean, best_line
+
+    def write(self, step, head_name, lora, scaling, head, val_logits, offset, scores) -> float:
+        """Write the artefact of one candidate (offset applied, temperature fitted); its mean val macro-R."""
+        from models.sentiment_model import write_artefact
+
+        args = self.args
+        neutral = np.eye(len(LABELS), dtype=np.float32)[LABELS.index("neutral")]
+        head = {**head, "head.bias": head["head.bias"] + neutral * offset}
+        temperature = fit_temperature(np.concatenate([v + neutral * offset for v in val_logits]),
+                                      np.concatenate(self.val_gold))
+        mean = float(np.mean([sc[0] for sc in scores]))
+        meta = {"labels": LABELS, "base": args.base, "max_length": args.max_length, "temperature": temperature,
+                "lora_r": LORA["r"], "lora_alpha": LORA["alpha"], "pooling": "mean", **HEADS[head_name],
+                "info": self.info(step, head_name, offset, scores)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        write_artefact(args.out, lora=lora, scaling=scaling, head=head, meta=meta)
+        print(f"  best so far: step {step}, head {head_name}, neutral offset {offset:+.2f}, temperature "
+              f"{temperature:.2f}, mean val macro-R {mean:.4f}; wrote {args.out} "
+              f"({args.out.stat().st_size / 1024:.0f} KiB)", flush=True)
+        return mean
+
+    def info(self, step, head_name, offset, scores) -> dict:
+        """The artefact's `info`: the settings, data counts, the choice and its val figures."""
+        args = self.args
+        return {
+            "task": "sentiment",
+            "trained_by": "training/train_sentiment_model.py",
+            "lora": LORA, "train": {**TRAIN, "batch_size": args.batch_size, "max_steps": args.max_steps,
+                                    "eval_every": args.eval_every, "seed": args.seed, "threads": args.threads,
+                                    "max_length": args.max_length,
+                                    "example_weights": "classes balanced within each source",
+                                    "airline_weight": args.airline_weight},
+            "chosen_step": step, "chosen_head": head_name, "heads_tried": HEADS, "neutral_logit_offset": offset,
+            "data": {s.name: {"n": len(s.labels), **{k: s.labels.count(k) for k in LABELS}} for s in self.train_splits},
+            "val": {s.name: {"macro_recall": round(mr, 4), "recall": {k: round(v, 4) for k, v in per.items()}}
+                    for s, (mr, per) in zip(self.val_splits, scores)},
+            "chosen_on": [s.name for s in self.val_splits],
+            "train_seconds": round(time.time() - self.started),
+        }
 
 
 if __name__ == "__main__":
