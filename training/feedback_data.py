@@ -1,5 +1,9 @@
 """Feedback rows (from `Store.feedback_since`) → training data for the retrain.
 
+Which feedback is new to a run is decided in one place, `new_since` / `new_feedback`: what changed
+after `--since`, else after the store's watermark — the votes every model learns from (the encoder,
+the intent head, the composer) and the sentiment corrections alike.
+
 What a vote means:
 - 👍 on an answer → the question is a **positive** example of the answer's intent and article.
 - 👎 with a correction (an intent or an article) → a **labelled** example of the corrected intent;
@@ -38,6 +42,7 @@ import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 from core.answer import OOS_ALIASES, OUT_OF_SCOPE
 from retrieval.kb import Document
@@ -76,6 +81,9 @@ class HardNegative:
     negative_doc: str  # the article that was wrongly given
     positive_doc: str | None  # the right article when someone said which
     users: tuple[str, ...]
+    # "That was wrong" is capped per user even from an admin: a negative is never an admin's
+    # trusted label, so nothing sets this (cap_per_user reads it as it reads every capped item's).
+    trusted: bool = False
 
 
 @dataclass
@@ -108,87 +116,165 @@ class _Claim:
     time: str
 
 
+@dataclass
+class _KbIndex:
+    """The KB as the claims need it: articles by id, article ids by label, each example question's label."""
+    docs: dict[str, Document]
+    label_docs: dict[str, list[str]]
+    kb_label: dict[str, str]
+
+    @classmethod
+    def of(cls, documents: list[Document]) -> "_KbIndex":
+        label_docs: dict[str, list[str]] = defaultdict(list)
+        kb_label: dict[str, str] = {}
+        for doc in documents:
+            label_docs[doc.label].append(doc.id)
+            for question in doc.questions:
+                kb_label.setdefault(normalize(question), doc.label)
+        return cls({d.id: d for d in documents}, label_docs, kb_label)
+
+
+# ----- what is new ----------------------------------------------------------------------------------
+
+@dataclass
+class NewFeedback:
+    """What one retrain reads: the votes and the sentiment corrections changed after `since`."""
+    since: Any  # the bound every model's data was read after (None: the beginning)
+    votes: list[dict] = field(default_factory=list)  # Store.feedback_since rows, oldest first
+    corrections: list[dict] | None = None  # Store.sentiment_corrections rows; None: not read or unreadable
+    corrections_error: str | None = None  # why they could not be read
+
+
+def new_since(store, since: Any = None) -> Any:
+    """The one rule for what is new: feedback changed after `since` (a --since value) when given, else
+    after the store's watermark (the newest `data_until` of a run that used up its feedback; store/runs.py)."""
+    return since if since is not None else store.feedback_watermark()
+
+
+def new_feedback(store, since: Any = None, *, max_votes: int | None = None, corrections: bool = True) -> NewFeedback:
+    """Everything new to a retrain, by `new_since`, for every model it trains: the votes (at most
+    `max_votes`, oldest first; the rest waits for the next run) and, with `corrections`, the sentiment
+    corrections — all of them, as the votes' replay is (an optional table: a store that cannot give
+    them leaves `corrections_error`)."""
+    bound = new_since(store, since)
+    new = NewFeedback(bound, store.feedback_since(bound, limit=max_votes))
+    if corrections:
+        try:
+            # Every correction so far: they are the sentiment update's replay (votes have theirs in each
+            # version's training_examples.jsonl), so a small team's trickle adds up to
+            # sentiment_min_corrections instead of being used up a few at a time.
+            new.corrections = list(store.sentiment_corrections(since=None))
+        except Exception as exc:  # noqa: BLE001 - optional data: never fail the retrain over it
+            new.corrections_error = str(exc)
+    return new
+
+
+# ----- votes → training data -------------------------------------------------------------------------
+
 def build_feedback_data(rows: list[dict], documents: list[Document], *, config, admin_hashes: set[str] | frozenset = frozenset(),
                         heldout_texts: set[str] | frozenset = frozenset()) -> FeedbackData:
     """Turn feedback rows (oldest first) into resolved, capped training data (see the module doc)."""
-    docs = {d.id: d for d in documents}
-    label_docs: dict[str, list[str]] = defaultdict(list)
-    for doc in documents:
-        label_docs[doc.label].append(doc.id)
-    kb_label = {}
-    for doc in documents:
-        for question in doc.questions:
-            kb_label.setdefault(normalize(question), doc.label)
+    kb = _KbIndex.of(documents)
     counts: Counter = Counter()
     counts["rows"] = len(rows)
-    users_seen: set[str] = set()
-
     suspicious = suspicious_users(rows, config, admin_hashes)
     counts["suspicious_users"] = len(suspicious)
 
     # 1. One claim per (question, user): the user's latest vote on that question text.
     claims: dict[str, dict[str, _Claim]] = defaultdict(dict)
+    users_seen: set[str] = set()
     for row in rows:
-        if (row.get("user_hash") or ANONYMOUS) in suspicious:
+        user = row.get("user_hash") or ANONYMOUS
+        if user in suspicious:
             counts["suspicious_votes"] += 1
             continue
-        vote = row.get("vote")
-        counts[f"votes_{vote}"] += 1
-        text = (row.get("question") or "").strip()
-        if not text or vote not in ("up", "down"):
-            counts["skipped_no_question" if not text else "skipped_vote"] += 1
+        key = _claim_key(row, counts, heldout_texts)
+        if key is None:
             continue
-        if row.get("used_context"):
-            # A follow-up ("and to Spain?") was answered together with the thread's earlier turn,
-            # which the store does not keep: alone, the text means something else. Not learned.
-            counts["skipped_followup"] += 1
-            continue
-        key = normalize(text)
-        if key in heldout_texts:
-            counts["skipped_heldout"] += 1
-            continue
-        user = row.get("user_hash") or ANONYMOUS
         users_seen.add(user)
-        trusted = user in admin_hashes
-        answered_doc = row.get("answer_doc_id") if row.get("answer_doc_id") in docs else None
-        answered_label = row.get("answer_intent")
-        declined = bool(row.get("handoff")) or answered_label == OUT_OF_SCOPE or answered_doc is None
-        claim = _Claim(user, trusted, None, None, None, None, "down", text, row.get("time") or "")
-        if vote == "up" and row.get("origin") == "clarify":
-            # A pick from the bot's "Did you mean…" question: the picked article labels the question;
-            # nothing was answered wrongly, so there is no negative.
-            label, doc_id = _correction(row, docs, label_docs, counts)
-            if label is None:
-                continue
-            counts["clarify_picks"] += 1
-            claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
-            claims[key][user] = claim
-            continue
-        if vote == "up":
-            if declined or answered_label not in label_docs:
-                counts["up_on_declined"] += 1
-                continue
-            claim.kind, claim.label = "thumbs_up", answered_label
-            claim.doc_id = answered_doc if docs[answered_doc].label == answered_label else label_docs[answered_label][0]
-        else:
-            if not declined:
-                claim.negative_doc, claim.negative_label = answered_doc, docs[answered_doc].label
-            label, doc_id = _correction(row, docs, label_docs, counts)
-            if label is not None:
-                claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
-            elif claim.negative_doc is None:
-                counts["down_on_declined"] += 1
-                continue
-            if claim.label is not None and claim.label == claim.negative_label:
-                claim.negative_doc = claim.negative_label = None  # right intent, wrong article of it
-        claims[key][user] = claim  # rows are oldest first: the latest vote wins
-
+        claim = _claim(row, user, user in admin_hashes, kb, counts)
+        if claim is not None:
+            claims[key][user] = claim  # rows are oldest first: the latest vote wins
     counts["users"] = len(users_seen)
-    data = FeedbackData(data_until=rows[-1].get("time") if rows else None)
 
     # 2. Resolve each question by distinct-user majority.
+    data = FeedbackData(data_until=rows[-1].get("time") if rows else None)
+    _resolve_all(data, claims, kb, config, counts)
+
+    # 3. Per-user caps on examples that rest on a single (untrusted) user's word.
+    data.labelled = cap_per_user(data.labelled, config, counts, "capped_examples")
+    data.hard_negatives = cap_per_user(data.hard_negatives, config, counts, "capped_hard_negatives")
+
+    counts["labelled"] = len(data.labelled)
+    counts["positives"] = sum(q.origin == "thumbs_up" for q in data.labelled)
+    counts["corrections"] = sum(q.origin != "thumbs_up" for q in data.labelled)
+    counts["hard_negatives"] = len(data.hard_negatives)
+    counts["admin_heldout"] = len(data.admin_heldout)
+    data.counts = dict(sorted(counts.items()))
+    return data
+
+
+def _claim_key(row: dict, counts: Counter, heldout_texts) -> str | None:
+    """The question key a vote row may claim something about, or None (counted) when it cannot."""
+    vote = row.get("vote")
+    counts[f"votes_{vote}"] += 1
+    text = (row.get("question") or "").strip()
+    if not text or vote not in ("up", "down"):
+        counts["skipped_no_question" if not text else "skipped_vote"] += 1
+        return None
+    if row.get("used_context"):
+        # A follow-up ("and to Spain?") was answered together with the thread's earlier turn,
+        # which the store does not keep: alone, the text means something else. Not learned.
+        counts["skipped_followup"] += 1
+        return None
+    key = normalize(text)
+    if key in heldout_texts:
+        counts["skipped_heldout"] += 1
+        return None
+    return key
+
+
+def _claim(row: dict, user: str, trusted: bool, kb: _KbIndex, counts: Counter) -> _Claim | None:
+    """What one user's vote says about its question, or None (counted) when it says nothing trainable."""
+    docs, label_docs = kb.docs, kb.label_docs
+    answered_doc = row.get("answer_doc_id") if row.get("answer_doc_id") in docs else None
+    answered_label = row.get("answer_intent")
+    declined = bool(row.get("handoff")) or answered_label == OUT_OF_SCOPE or answered_doc is None
+    claim = _Claim(user, trusted, None, None, None, None, "down", (row.get("question") or "").strip(),
+                   row.get("time") or "")
+    if row.get("vote") == "up" and row.get("origin") == "clarify":
+        # A pick from the bot's "Did you mean…" question: the picked article labels the question;
+        # nothing was answered wrongly, so there is no negative.
+        label, doc_id = _correction(row, docs, label_docs, counts)
+        if label is None:
+            return None
+        counts["clarify_picks"] += 1
+        claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
+        return claim
+    if row.get("vote") == "up":
+        if declined or answered_label not in label_docs:
+            counts["up_on_declined"] += 1
+            return None
+        claim.kind, claim.label = "thumbs_up", answered_label
+        claim.doc_id = answered_doc if docs[answered_doc].label == answered_label else label_docs[answered_label][0]
+        return claim
+    if not declined:
+        claim.negative_doc, claim.negative_label = answered_doc, docs[answered_doc].label
+    label, doc_id = _correction(row, docs, label_docs, counts)
+    if label is not None:
+        claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
+    elif claim.negative_doc is None:
+        counts["down_on_declined"] += 1
+        return None
+    if claim.label is not None and claim.label == claim.negative_label:
+        claim.negative_doc = claim.negative_label = None  # right intent, wrong article of it
+    return claim
+
+
+def _resolve_all(data: FeedbackData, claims: dict[str, dict[str, _Claim]], kb: _KbIndex, config, counts: Counter) -> None:
+    """Each question's claims → a labelled example (or an admin's held-out row) and hard negatives, into `data`."""
     for key, by_user in claims.items():
-        resolved = _resolve(key, list(by_user.values()), kb_label, label_docs, counts)
+        resolved = _resolve(key, list(by_user.values()), kb.kb_label, kb.label_docs, counts)
         if resolved is None:
             continue
         labelled, negatives = resolved
@@ -205,18 +291,6 @@ def build_feedback_data(rows: list[dict], documents: list[Document], *, config, 
         if labelled is not None:
             data.labelled.append(labelled)
         data.hard_negatives.extend(negatives)
-
-    # 3. Per-user caps on examples that rest on a single (untrusted) user's word.
-    data.labelled = cap_per_user(data.labelled, config, counts, "capped_examples")
-    data.hard_negatives = cap_per_user(data.hard_negatives, config, counts, "capped_hard_negatives")
-
-    counts["labelled"] = len(data.labelled)
-    counts["positives"] = sum(q.origin == "thumbs_up" for q in data.labelled)
-    counts["corrections"] = sum(q.origin != "thumbs_up" for q in data.labelled)
-    counts["hard_negatives"] = len(data.hard_negatives)
-    counts["admin_heldout"] = len(data.admin_heldout)
-    data.counts = dict(sorted(counts.items()))
-    return data
 
 
 def suspicious_users(rows: list[dict], config, admin_hashes=frozenset()) -> set[str]:
@@ -305,18 +379,26 @@ def _resolve(key: str, claims: list[_Claim], kb_label: dict, label_docs: dict, c
     return labelled, negatives
 
 
-def cap_per_user(items: list, config, counts: Counter, name: str) -> list:
+class Capped(Protocol):
+    """What `cap_per_user` reads of an item: LabelledQuestion, HardNegative, compose_data.ComposerRow."""
+    text: str
+    users: tuple[str, ...]  # distinct supporting user hashes
+    trusted: bool  # an admin's (exempt with trust_admins)
+
+
+C = TypeVar("C", bound=Capped)
+
+
+def cap_per_user(items: list[C], config, counts: Counter, name: str) -> list[C]:
     """Keep at most the per-user allowance of each user's uncorroborated items (deterministic choice).
 
-    An item has `users` (distinct supporting user hashes), `text` and optionally `trusted`; the
-    composer's rows (training/compose_data.py) are capped by the same rule."""
+    The composer's rows (training/compose_data.py) are capped by the same rule."""
     total = len(items)
     allowance = min(config.max_examples_per_user, max(config.user_share_floor, int(config.max_user_share * total)))
-    solo: dict[str, list] = defaultdict(list)
-    keep = []
+    solo: dict[str, list[C]] = defaultdict(list)
+    keep: list[C] = []
     for item in items:
-        trusted = getattr(item, "trusted", False) and config.trust_admins
-        if trusted or len(item.users) > 1:
+        if (item.trusted and config.trust_admins) or len(item.users) > 1:
             keep.append(item)
         else:
             solo[item.users[0]].append(item)

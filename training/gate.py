@@ -1,5 +1,5 @@
-"""The promotion gate: champion and candidate scored on one frozen held-out set, decision rules,
-and the run report (JSON + Markdown under CSBOT_HOME/reports/).
+"""The promotion gate: champion and candidate scored on one frozen held-out set, and the decision
+rules. (The run's report is training/report.py.)
 
 Held-out protocol (see docs/retrain.md):
 - `CSBOT_HOME/heldout/heldout.jsonl` is created by the first retrain of a knowledge base: for each
@@ -16,9 +16,13 @@ Held-out protocol (see docs/retrain.md):
   `heldout_feedback_fraction` (lowest SHA-256 of the text) is frozen; one user's uncorroborated
   rows are at most `max_user_share` of those added (never fewer than HELDOUT_USER_FLOOR). Frozen
   rows are never trained on.
-- With fewer than `gate_min_heldout` in-scope rows the gate does not decide (training/retrain.py
+- With fewer than `gate_min_heldout` in-scope rows the gate does not decide (training/steps.py
   ends the run "not enough held-out data" before training, and the feedback waits).
 - Generic off-topic questions (`builtin_oos`) measure out-of-scope recall.
+- Sentiment corrections have their rows in the same set (source "sentiment", with the `sentiment`
+  label and no intent): a deterministic SENTIMENT_HELDOUT_FRACTION (by the SHA-256 of the text) of a
+  run's resolved corrections is frozen; the sentiment update is judged on them and never trains on
+  them. They are not rows of the classifier's gate (`eval_rows`).
 - Every held-out text is kept out of the builds the gate scores: the candidate is scored as a
   build from the KB minus the held-out questions (plus the feedback examples, with its new encoder),
   and the champion as a *reference rebuild* of the same kind (its own encoder and examples, the
@@ -38,13 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.answer import OUT_OF_SCOPE
-from retrieval.kb import Document
+from retrieval.kb import Document, split_sections
 from training.feedback_data import normalize, stable_fraction
 
 HELDOUT_DIR = "heldout"
 HELDOUT_FILE = "heldout.jsonl"
-REPORTS_DIR = "reports"
 HELDOUT_USER_FLOOR = 5  # one user's uncorroborated held-out rows may always reach this many
+SENTIMENT_SOURCE = "sentiment"
+SENTIMENT_HELDOUT_FRACTION = 0.2  # of a run's resolved sentiment corrections
 
 # Questions no customer-service knowledge base answers: out-of-scope recall needs some.
 BUILTIN_OOS = [
@@ -152,6 +157,26 @@ class HeldoutSet:
             added += 1
         return added
 
+    def add_sentiment(self, pairs: list[tuple[str, str]]) -> int:
+        """Freeze a deterministic share of resolved sentiment corrections, (text, label) pairs
+        (training/sentiment_update.py: resolve_corrections); returns rows added."""
+        taken = self.texts()
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        added = 0
+        for text, label in pairs:
+            key = normalize(text)
+            if key in taken or not is_sentiment_heldout(text):
+                continue
+            self.rows.append({"text": text, "intent": None, "doc_id": None, "sentiment": label,
+                              "source": SENTIMENT_SOURCE, "added": now})
+            taken.add(key)
+            added += 1
+        return added
+
+    def sentiment_pairs(self) -> list[tuple[str, str]]:
+        """The frozen sentiment rows as (text, label)."""
+        return [(r["text"], r["sentiment"]) for r in self.rows if r.get("source") == SENTIMENT_SOURCE]
+
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name("." + self.path.name + ".tmp")
@@ -167,7 +192,7 @@ class HeldoutSet:
         labels = {doc.label for doc in documents}
         kb_keys = {normalize(q) for doc in documents for q in doc.questions}
         rows = [{"text": r["text"], "intent": r["intent"], "sentiment": None} for r in self.rows
-                if r["intent"] in labels or r["intent"] == OUT_OF_SCOPE]
+                if r.get("source") != SENTIMENT_SOURCE and (r["intent"] in labels or r["intent"] == OUT_OF_SCOPE)]
         if builtin_oos:
             # About one generic off-topic question per four in-scope rows (at least 5), so that
             # they measure out-of-scope recall without swamping the overall accuracy.
@@ -177,6 +202,26 @@ class HeldoutSet:
             rows += [{"text": q, "intent": OUT_OF_SCOPE, "sentiment": None}
                      for q in BUILTIN_OOS if normalize(q) not in taken][:wanted]
         return rows
+
+
+def is_sentiment_heldout(text: str) -> bool:
+    """Whether a corrected text belongs to the sentiment share of the held-out set (deterministic)."""
+    return stable_fraction(text, "sentiment") < SENTIMENT_HELDOUT_FRACTION
+
+
+def kb_heading_rows(documents: list[Document], *, exclude: set[str] | frozenset = frozenset()) -> list[dict]:
+    """Gate rows from the KB itself: each section heading path ("Title › Heading") labelled with its
+    article's intent (articles without headings: their title). They are also what the KB teaches, so they
+    measure that a candidate keeps the KB in place, not what it learned; held-out votes measure that."""
+    rows, seen = [], set(exclude)
+    for doc in documents:
+        headings = [" › ".join(s.path) for s in split_sections(doc) if s.heading] or [doc.title]
+        for text in headings:
+            key = normalize(text)
+            if key and key not in seen:
+                seen.add(key)
+                rows.append({"text": text, "intent": doc.label, "sentiment": None})
+    return rows
 
 
 def training_documents(documents: list[Document], exclude: set[str]) -> list[Document]:
@@ -254,98 +299,3 @@ def reference_build(settings, champion, documents: list[Document], examples, wor
     result = build_version(documents, ref_settings, extra_examples=examples, encoder_dir=champion.encoder_dir,
                            parent=champion.name, meta={"reason": "gate reference"})
     return ref_settings, result.version.name
-
-
-# ----- the report ---------------------------------------------------------------------------------
-
-def write_report(home: Path, report: dict) -> tuple[Path, Path]:
-    """`reports/retrain-<stamp>.json` and `.md`, plus `retrain-latest.json` / `.md` (replaced atomically)."""
-    folder = Path(home) / REPORTS_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    base = folder / f"retrain-{stamp}"
-    n = 1
-    while base.with_suffix(".json").exists():
-        n += 1
-        base = folder / f"retrain-{stamp}-{n}"
-    json_path, md_path = base.with_suffix(".json"), base.with_suffix(".md")
-    report = {**report, "report_json": str(json_path), "report_md": str(md_path)}
-    text_json = json.dumps(report, indent=2, sort_keys=True, default=str)
-    text_md = markdown_report(report)
-    for path, text in ((json_path, text_json), (md_path, text_md),
-                       (folder / "retrain-latest.json", text_json), (folder / "retrain-latest.md", text_md)):
-        tmp = path.with_name("." + path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    return json_path, md_path
-
-
-def markdown_report(report: dict) -> str:
-    lines = [f"# Retrain {report.get('started_at', '')}", "",
-             f"**Outcome: {report.get('status')}** — {report.get('message', '')}", ""]
-    rows = [("champion", report.get("champion")), ("candidate", report.get("candidate")),
-            ("scored champion as", report.get("champion_scored_as")), ("feedback since", report.get("since")),
-            ("data until", report.get("data_until")), ("seconds", report.get("seconds")),
-            ("code revision", report.get("code_revision"))]
-    lines += ["| | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows if v is not None] + [""]
-    counts = report.get("counts") or {}
-    if counts:
-        lines += ["## Data", "", "| count | n |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in sorted(counts.items())] + [""]
-    champion, candidate = report.get("champion_metrics"), report.get("candidate_metrics")
-    if champion and candidate:
-        lines += ["## Held-out scores", "", f"{candidate.get('rows', '?')} frozen held-out rows.", "",
-                  "| metric | champion | candidate |", "|---|---|---|"]
-        for key in ("accuracy", "macro_f1", "in_scope_accuracy", "oos_recall"):
-            if key in champion or key in candidate:
-                lines.append(f"| {key} | {_fmt(champion.get(key))} | {_fmt(candidate.get(key))} |")
-        lines.append("")
-    checks = (report.get("decision") or {}).get("checks") or []
-    if checks:
-        lines += ["## Gate", "", "| rule | passed | detail |", "|---|---|---|"]
-        lines += [f"| {c['rule']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |" for c in checks] + [""]
-    timings = report.get("timings") or {}
-    if timings:
-        lines += ["## Timings (s)", "", "| step | seconds |", "|---|---|"]
-        lines += [f"| {k} | {v:.1f} |" for k, v in timings.items()] + [""]
-    training = report.get("training") or {}
-    if training.get("stages"):
-        lines += ["## Encoder training", "", "| stage | steps | validation before | best | stopped early |", "|---|---|---|---|---|"]
-        for s in training["stages"]:
-            lines.append(f"| {s['stage']} | {s['steps']} | {_fmt(s.get('initial_metric'))} | {_fmt(s.get('best_metric'))} | "
-                         f"{'yes' if s.get('stopped_early') else 'no'} |")
-        lines.append("")
-    if report.get("sentiment"):
-        lines += ["## Sentiment head", "", "```", json.dumps(report["sentiment"], indent=2), "```", ""]
-    lines += _composer_markdown(report.get("composer") or {})
-    return "\n".join(lines)
-
-
-def _composer_markdown(composer: dict) -> list[str]:
-    """The composer stage's part of the report (training/compose_train.py, compose_gate.py)."""
-    if not composer:
-        return []
-    plan = composer.get("plan") or {}
-    lines = ["## Composer", "", f"**{composer.get('status', 'planned')}** — "
-             f"{composer.get('reason') or composer.get('error') or plan.get('reason', '')}", ""]
-    verdict = composer.get("verdict") or {}
-    current, candidate = verdict.get("current_metrics") or {}, verdict.get("metrics") or {}
-    if candidate:
-        lines += [f"{candidate.get('answerable', 0)} answerable and {candidate.get('offtopic', 0)} off-topic held-out "
-                  f"questions; current: {composer.get('current', '?')}.", "",
-                  "| metric | current | retrained |", "|---|---|---|"]
-        for key in ("faithfulness", "token_f1", "rouge_l", "guard_pass_rate", "citation_accuracy",
-                    "false_abstention_rate", "oos_abstention_rate", "invented_rate"):
-            lines.append(f"| {key} | {_fmt(current.get(key))} | {_fmt(candidate.get(key))} |")
-        lines.append("")
-        lines += ["| rule | passed | detail |", "|---|---|---|"]
-        lines += [f"| {c['rule']} | {'yes' if c['passed'] else '**no**'} | {c['detail']} |"
-                  for c in verdict.get("checks") or []] + [""]
-    rows = plan.get("rows") or {}
-    if rows:
-        lines += ["| rows | n |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows.items()] + [""]
-    return lines
-
-
-def _fmt(value) -> str:
-    return "–" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))

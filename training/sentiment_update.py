@@ -11,10 +11,14 @@ keeps it from forgetting what it knew. The features are the frozen lower encoder
 in the champion and in the candidate.
 
 Conflicts: per text, the majority label of distinct users wins (ties dropped); each user's
-corrections are capped like intent feedback. A deterministic 20 % of the corrected texts are held
-out; the new head is kept only if it is at least as accurate as the old one on them, better on the
-training corrections, and agrees with the old head on at least `sentiment_min_agreement` of the
-replay texts.
+corrections are capped like intent feedback. In a retrain the corrections are the ones new since
+the watermark (the run's one rule, training/feedback_data.new_feedback), and the held-out rows are
+the run's frozen held-out set's sentiment rows (training/gate.py: a deterministic 20 % of each run's
+corrections, kept across runs), never trained on. Only when that set has no sentiment rows (or a
+caller passes none) is a deterministic 20 % of the corrections held out instead (the summary's
+`heldout_from` says which). The new head is kept only if it is at least as accurate as the old one
+on the held-out rows, better on the training corrections, and agrees with the old head on at least
+`sentiment_min_agreement` of the replay texts.
 
 `update_sentiment_model` does the same for the fine-tuned sentiment model (`models/sentiment_model.py`):
 the LoRA adapter, the temperature and the rest of the artefact's meta are kept; only its head (the
@@ -32,6 +36,7 @@ import numpy as np
 
 from core.answer import SENTIMENT_LABELS
 from training.feedback_data import normalize, stable_fraction
+from training.gate import is_sentiment_heldout
 
 log = logging.getLogger("csbot.retrain")
 
@@ -70,20 +75,36 @@ def resolve_corrections(rows: list[dict], *, max_per_user: int) -> tuple[list[tu
     return out, dict(counts)
 
 
-def _load_corrections(store, config, since) -> tuple[dict, list[tuple[str, str]], list[tuple[str, str]]]:
-    """(summary, training pairs, held-out pairs) from the store's corrections. The summary already has
-    a `status` (skipped / unavailable) when there is nothing to train: the caller returns it as is."""
+FALLBACK_HELDOUT = "a deterministic 20 % of the corrections (no held-out sentiment rows)"
+RUN_HELDOUT = "the run's held-out set"
+
+
+def _load_corrections(store, config, since, *, corrections: list[dict] | None = None,
+                      heldout: list[tuple[str, str]] | None = None,
+                      exclude: set[str] | frozenset = frozenset()) -> tuple[dict, list[tuple[str, str]], list[tuple[str, str]]]:
+    """(summary, training pairs, held-out pairs). `corrections`: the rows the retrain read as new
+    (training/feedback_data.new_feedback), else the store's since `since`. `heldout`: the run's frozen
+    sentiment rows (training/gate.py), never trained on, like every text in `exclude` (normalised); when
+    there are none, a deterministic 20 % of the corrections is held out instead. The summary already
+    has a `status` (skipped / unavailable) when there is nothing to train: the caller returns it as is."""
     if not config.sentiment_update:
         return {"status": "skipped", "reason": "sentiment_update is off"}, [], []
-    try:
-        rows = list(store.sentiment_corrections(since=since))
-    except Exception as exc:  # noqa: BLE001 - optional step: never fail the retrain over it
-        log.warning("sentiment corrections unreadable: %s", exc)
-        return {"status": "unavailable", "reason": f"unreadable: {exc}"}, [], []
-    pairs, counts = resolve_corrections(rows, max_per_user=config.max_examples_per_user)
-    held = [p for p in pairs if stable_fraction(p[0], "sentiment") < 0.2]
-    train = [p for p in pairs if stable_fraction(p[0], "sentiment") >= 0.2]
-    summary: dict = {"counts": counts, "train": len(train), "heldout": len(held)}
+    if corrections is None:
+        try:
+            corrections = list(store.sentiment_corrections(since=since))
+        except Exception as exc:  # noqa: BLE001 - optional step: never fail the retrain over it
+            log.warning("sentiment corrections unreadable: %s", exc)
+            return {"status": "unavailable", "reason": f"unreadable: {exc}"}, [], []
+    pairs, counts = resolve_corrections(corrections, max_per_user=config.max_examples_per_user)
+    if heldout:
+        held = list(heldout)
+        never = set(exclude) | {normalize(text) for text, _ in held}
+        train = [p for p in pairs if normalize(p[0]) not in never]
+    else:
+        held = [p for p in pairs if is_sentiment_heldout(p[0])]
+        train = [p for p in pairs if not is_sentiment_heldout(p[0]) and normalize(p[0]) not in exclude]
+    summary: dict = {"counts": counts, "train": len(train), "heldout": len(held),
+                     "heldout_from": RUN_HELDOUT if heldout else FALLBACK_HELDOUT}
     if len(train) < config.sentiment_min_corrections:
         return {**summary, "status": "skipped",
                 "reason": f"{len(train)} usable corrections, fewer than sentiment_min_corrections={config.sentiment_min_corrections}"}, train, held
@@ -118,12 +139,15 @@ def _judge(summary: dict, old: dict, new: dict, y_train: np.ndarray, y_held: np.
 
 
 def update_sentiment_head(store, head_path: Path, encoder, replay_texts: list[str], out_path: Path, config,
-                          *, since=None) -> dict:
-    """Fine-tune the head at `head_path` on the store's sentiment corrections; writes `out_path` when kept.
+                          *, since=None, corrections: list[dict] | None = None,
+                          heldout: list[tuple[str, str]] | None = None, exclude: set[str] | frozenset = frozenset()) -> dict:
+    """Fine-tune the head at `head_path` on the store's sentiment corrections (or `corrections`, the
+    rows a retrain read), judged on `heldout` (see `_load_corrections`); writes `out_path` when kept.
 
     Returns a summary dict with `status`: unavailable | skipped | rejected | updated.
     """
-    summary, train, held = _load_corrections(store, config, since)
+    summary, train, held = _load_corrections(store, config, since, corrections=corrections, heldout=heldout,
+                                             exclude=exclude)
     if "status" in summary:
         return summary
     from models.heads import SoftmaxHead, features_for
@@ -226,7 +250,8 @@ def _fit(params: dict, logits, xt, yt, xr, *, temperature: float, seed: int, min
 
 
 def update_sentiment_model(store, artefact_path: Path, replay_texts: list[str], out_path: Path, config,
-                           *, since=None, device: str = "cpu") -> dict:
+                           *, since=None, device: str = "cpu", corrections: list[dict] | None = None,
+                           heldout: list[tuple[str, str]] | None = None, exclude: set[str] | frozenset = frozenset()) -> dict:
     """`update_sentiment_head` for the fine-tuned sentiment model (`models/sentiment_model.py`): the
     artefact at `artefact_path` ("builtin" or a path) keeps its LoRA adapter, temperature and meta; only
     its head (the `head_state` parameters) is fine-tuned, on the pooled features of the merged model.
@@ -234,7 +259,8 @@ def update_sentiment_model(store, artefact_path: Path, replay_texts: list[str], 
 
     Returns a summary dict with `status`: unavailable | skipped | rejected | updated.
     """
-    summary, train, held = _load_corrections(store, config, since)
+    summary, train, held = _load_corrections(store, config, since, corrections=corrections, heldout=heldout,
+                                             exclude=exclude)
     if "status" in summary:
         return summary
     import torch

@@ -247,7 +247,7 @@ def test_the_dry_run_reports_the_composer_plan(tiny_settings):
     from conftest import fast_config, good_feedback
 
     from store import Store
-    from training.retrain import retrain
+    from training.pipeline import retrain
 
     with Store.from_settings(tiny_settings) as store:
         good_feedback(store)

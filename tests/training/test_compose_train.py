@@ -62,7 +62,8 @@ def test_the_retrain_trains_the_composer_from_composed_thumbs(tiny_settings, bas
     from serving.engine import Engine
     from serving.versions import VersionStore
     from store import Store
-    from training.retrain import EXIT_PROMOTED, retrain
+    from training.pipeline import retrain
+    from training.run_state import EXIT_PROMOTED
 
     link_base_model(tiny_settings.home, base_models)
     with Store.from_settings(tiny_settings) as store:
@@ -159,7 +160,8 @@ def test_a_run_that_does_not_retrain_the_composer_carries_the_parents(tiny_setti
     from serving.versions import VersionStore
     from store import Store
     from training.build import build_version, kb_hash
-    from training.retrain import EXIT_PROMOTED, retrain
+    from training.pipeline import retrain
+    from training.run_state import EXIT_PROMOTED
 
     versions = VersionStore(tiny_settings.models_dir)
     parent = versions.champion()

@@ -14,7 +14,8 @@ import pytest
 
 from core.settings import RetrainSettings
 from retrieval.kb import Document
-from training.gate import BUILTIN_OOS, HeldoutSet, decide, training_documents, write_report
+from training.gate import BUILTIN_OOS, HeldoutSet, decide, training_documents
+from training.report import write_report
 from training.lock import LockBusy, RetrainLock
 
 REPO = Path(__file__).resolve().parents[2]

@@ -172,7 +172,8 @@ def test_a_retrain_does_not_promote_over_a_champion_that_changed_while_it_traine
 
     from store import Store
     from training.ingest import ingest
-    from training.retrain import EXIT_SUPERSEDED, SUPERSEDED, retrain
+    from training.pipeline import retrain
+    from training.run_state import EXIT_SUPERSEDED, SUPERSEDED
 
     home = tiny_settings.home
     versions = VersionStore(tiny_settings.models_dir)

@@ -17,7 +17,8 @@ import pytest
 from conftest import FAST, good_feedback, poisoned_feedback, record
 
 from models.runtimes import choose_runtime
-from training.retrain import EXIT_NOTHING, EXIT_PROMOTED, EXIT_REJECTED, retrain
+from training.pipeline import retrain
+from training.run_state import EXIT_NOTHING, EXIT_PROMOTED, EXIT_REJECTED, EXIT_WAITING
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "training" / "retrain.py"
@@ -84,11 +85,14 @@ def test_too_little_new_feedback_waits(tiny_settings):
     before = champion(tiny_settings)
     with open_store(tiny_settings) as store:
         record(store, "password recovery", "reset_password", "u1", "up")
+    dry = retrain(tiny_settings, config(), dry_run=True)  # the dry run makes the same check, with the same code
+    assert dry.exit_code == EXIT_WAITING and dry.report["would"] == "not-learned"
     outcome = retrain(tiny_settings, config())
-    assert outcome.exit_code == EXIT_NOTHING and "fewer than min_new_examples=5" in outcome.message
+    assert outcome.exit_code == EXIT_WAITING and "fewer than min_new_examples=5" in outcome.message
+    assert "4 more labelled votes" in outcome.message
     assert champion(tiny_settings) == before
     with open_store(tiny_settings) as store:
-        assert store.training_runs()[0]["status"] == "nothing-to-do"
+        assert [r["status"] for r in store.training_runs()] == ["not-learned"]  # the dry run recorded nothing
 
 
 def test_lock_held_by_another_run_means_nothing_to_do(tiny_settings):
@@ -114,6 +118,21 @@ def test_dry_run_builds_datasets_and_writes_nothing(tiny_settings, capsys):
     assert not (tiny_settings.home / "heldout").exists() and not (tiny_settings.home / "reports").exists()
     with open_store(tiny_settings) as store:
         assert store.training_runs() == []
+
+
+def test_dry_run_holds_out_a_share_of_the_new_sentiment_corrections_in_memory(tiny_settings):
+    from training.gate import is_sentiment_heldout
+
+    texts = [f"RMA approved for order {i}" for i in range(40)]
+    with open_store(tiny_settings) as store:
+        good_feedback(store)
+        for i, text in enumerate(texts):
+            store.record_sentiment_correction("C1", f"{1000 + i}.0001", f"u{i % 5}", "positive", text)
+    outcome = retrain(tiny_settings, config(), dry_run=True)
+    counts = outcome.report["counts"]
+    assert counts["sentiment_corrections"] == 40
+    assert counts["heldout_added_sentiment"] == sum(map(is_sentiment_heldout, texts)) > 0
+    assert not (tiny_settings.home / "heldout").exists()  # a dry run freezes nothing
 
 
 def test_csbot_retrain_command_is_the_same_code(tiny_settings, capsys):
@@ -216,7 +235,7 @@ def test_promotion_hot_reload_sentiment_invariant_and_rollback(tiny_settings):
     from bot.commands import models as models_command
 
     class Args:
-        action, version, json = "rollback", None, False
+        action, version, json, keep, dry_run = "rollback", None, False, None, False
 
     assert models_command.run(Args()) == 0
     assert champion(tiny_settings) == old

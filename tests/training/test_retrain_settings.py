@@ -1,5 +1,5 @@
 """The retrain is configured from csbot.toml and the environment, through `python training/retrain.py`
-(one settings tree, core/settings.py): a knob set there changes what the run does and reports."""
+(one settings tree, core/settings/): a knob set there changes what the run does and reports."""
 
 from __future__ import annotations
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import fast_config, good_feedback
 
-from training.retrain import EXIT_PROMOTED, retrain
+from training.pipeline import retrain
+from training.run_state import EXIT_PROMOTED
 
 pytestmark = pytest.mark.slow
 
