@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     "bot.commands.export",
     "bot.commands.serve",
     "bot.commands.report",
+    "bot.commands.gaps",
     "bot.commands.retrain",
 ]
 

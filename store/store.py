@@ -25,16 +25,21 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from store import schema
 from store.answers import DEFAULT_DAILY_VOTE_CAP, Answers
+from store.insights import Insights
 from store.monitoring import Monitoring
 from store.privacy import Privacy
 from store.redact import KINDS, Redactor
 from store.rows import dicts
 from store.runs import Runs
 from store.schema import StoreError
+
+if TYPE_CHECKING:
+    from core.settings import Settings
+    from store.inbox import Inbox
 
 SALT_FILE = "salt"
 
@@ -78,7 +83,7 @@ def load_or_create_salt(path: Path) -> str:
 # --- the store --------------------------------------------------------------------------------
 
 
-class Store(Answers, Monitoring, Runs, Privacy):
+class Store(Answers, Monitoring, Runs, Privacy, Insights):
     """Answers, votes, sentiment log and training runs in one SQLite file (see docs/store.md).
 
     Thread-safe: one connection guarded by a lock. Other processes may open the same file at
@@ -111,28 +116,28 @@ class Store(Answers, Monitoring, Runs, Privacy):
         self.cap_exempt_origins = frozenset(cap_exempt_origins)
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
-        self._inbox = None
+        self._inbox: Inbox | None = None
         self._conn = schema.open_database(self.path, busy_timeout=busy_timeout)
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> "Store":
-        """Build the store from `core.settings.Settings` (missing fields take the defaults)."""
-        home = Path(getattr(settings, "home", ".csbot"))
+    def from_settings(cls, settings: Settings, **overrides: Any) -> "Store":
+        """Build the store from the settings: the database and salt under `settings.home`, the vote
+        cap, redaction and message-text choices; `overrides` are Store's keyword arguments."""
+        home = Path(settings.home)
         if home.is_dir() and not os.access(home, os.W_OK):
             # Say so plainly: SQLite would fail to open the WAL files and the error reads as corruption.
             raise StoreError(f"the csbot home {home} is read-only (the database needs to write there); "
                              "make it writable or point CSBOT_HOME at a writable folder")
-        salt = getattr(settings, "user_hash_salt", None) or load_or_create_salt(home / SALT_FILE)
-        cap = getattr(settings, "vote_daily_cap", DEFAULT_DAILY_VOTE_CAP)
+        salt = settings.user_hash_salt or load_or_create_salt(home / SALT_FILE)
+        cap = settings.vote_daily_cap
         kwargs: dict[str, Any] = {
             "salt": salt,
             "daily_vote_cap": DEFAULT_DAILY_VOTE_CAP if cap is None else cap,
-            "redact": getattr(settings, "redact_pii", True),
-            "store_message_text": getattr(settings, "store_message_text", False),
+            "redact": settings.redact_pii,
+            "store_message_text": settings.store_message_text,
         }
         kwargs.update(overrides)
-        db_path = getattr(settings, "db_path", None) or home / "csbot.sqlite3"
-        return cls(db_path, **kwargs)
+        return cls(settings.db_path, **kwargs)
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -153,7 +158,7 @@ class Store(Answers, Monitoring, Runs, Privacy):
         return f"Store({str(self.path)!r})"
 
     @property
-    def inbox(self):
+    def inbox(self) -> Inbox:
         """The Slack inbox, reply ledger and revoked workspaces in this database (store/inbox.py)."""
         if self._inbox is None:
             from store.inbox import Inbox

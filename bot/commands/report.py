@@ -1,11 +1,17 @@
-"""`csbot report`: a watched channel's sentiment over a period, as a PNG chart and a summary.
+"""`csbot report`: the team's weekly view of its help centre, or a watched channel's sentiment over a
+period, as a PNG chart and a summary.
 
+    csbot report [--weeks 4] [--until TIME] [--out week.png] [--json]
     csbot report --channel C0123 [--since 7d] [--until TIME] [--out chart.png] [--json]
     csbot report --channel airline --replay tweets.csv --time-column tweet_created \\
                  [--label-column airline_sentiment] [--topic-column negativereason] \\
                  [--where airline=Southwest] --since 7d --out chart.png
 
-Reads the monitored messages the bot stored for the channel (offline: no Slack needed). `--since`
+Without `--channel`: per seven-day week (the newest ends at --until), the questions asked, the answer
+rate (answered without a hand-off), the hand-off rate, the 👍 share of the votes and the articles answered
+most, then this week's content gaps (as `csbot gaps`); `--json` prints one object with `weeks` and `gaps`.
+
+With `--channel`: reads the monitored messages the bot stored for the channel (offline: no Slack needed). `--since`
 is a date/time or an age counted back from `--until` (default: now; with --replay, the newest
 replayed message). The chart shows daily negative / neutral / positive counts, the daily negative
 share, the spike alerts the detector raises over the period, and the top topics of the negative
@@ -25,9 +31,10 @@ from core.output import out
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("report", help="a channel's sentiment chart and summary (offline)",
+    p = subparsers.add_parser("report", help="the help centre's weekly view, or a channel's sentiment (offline)",
                               description=__doc__.split("\n\n")[0])
-    p.add_argument("--channel", required=True, help="channel id whose monitored messages to report")
+    p.add_argument("--channel", help="channel id whose monitored messages to report (default: the weekly view)")
+    p.add_argument("--weeks", type=int, default=4, help="weeks in the weekly view (default 4)")
     p.add_argument("--since", default="7d", help="start: a date/time, or an age like 7d before --until (default 7d)")
     p.add_argument("--until", help="end: a date/time (default: now, or the newest replayed message)")
     p.add_argument("--out", "-o", help="write the PNG chart here")
@@ -45,7 +52,7 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _bounds(since_text: str, until_text: str | None, default_until):
+def bounds(since_text: str, until_text: str | None, default_until):
     from bot.monitoring.spikes import as_utc
     from core.clock import is_duration, parse_duration, to_iso
 
@@ -76,6 +83,10 @@ def run(args) -> int:
             raise UserError(f"--where needs COLUMN=VALUE, not {item!r}")
         key, value = item.split("=", 1)
         where[key.strip()] = value
+    if not args.channel:
+        if args.replay:
+            raise UserError("--replay needs --channel: the channel to replay the messages into")
+        return run_weekly(args)
     settings = Settings.load()
     config = SpikeConfig.from_settings(settings)
     default_until = dt.datetime.now(dt.timezone.utc)
@@ -83,7 +94,7 @@ def run(args) -> int:
     try:
         if args.replay:
             default_until = _replay(args, settings, store, where) or default_until
-        since, until = _bounds(args.since, args.until, default_until)
+        since, until = bounds(args.since, args.until, default_until)
         summary = build_report(store, args.channel, since, until, config=config, label=args.label)
     finally:
         store.close()
@@ -96,6 +107,44 @@ def run(args) -> int:
         out(describe(summary))
         if args.out:
             print(f"chart written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def run_weekly(args) -> int:
+    import datetime as dt
+
+    from bot.monitoring.weekly import collect_gaps, describe_weekly, render_weekly_chart, weekly_view
+    from bot.runtime import open_engine
+    from core.settings import Settings
+    from store import Store
+
+    if args.weeks < 1:
+        raise UserError(f"--weeks must be at least 1, not {args.weeks}")
+    settings = Settings.load()
+    _, until = bounds("7d", args.until, dt.datetime.now(dt.timezone.utc))
+    engine = open_engine(settings)
+    titles = dict(engine.catalogue().titles())
+    store = Store.from_settings(settings)
+    try:
+        view = weekly_view(store, until, weeks=args.weeks, titles=titles)
+        gaps, gap_summary = collect_gaps(store, engine, until - dt.timedelta(days=7), until)
+    finally:
+        store.close()
+    if args.out:
+        render_weekly_chart(view, gaps, args.out)
+    if args.json:
+        view.update(gaps=[g.to_json() for g in gaps[:10]], gap_summary=gap_summary)
+        if args.out:
+            view["chart"] = str(args.out)
+        out(json.dumps(view, ensure_ascii=False))
+        return 0
+    lines = [f"the help centre, weeks ending {view['until'][:16].replace('T', ' ')} UTC:", *describe_weekly(view)]
+    lines.append(f"  content gaps this week: {len(gaps)}" + (":" if gaps else ""))
+    for gap in gaps[:5]:
+        lines.append(f"    {gap.size:>3}  {gap.title}" + (f" (nearest: {gap.nearest_title})" if gap.nearest_title else ""))
+    out("\n".join(lines))
+    if args.out:
+        print(f"chart written to {args.out}", file=sys.stderr)
     return 0
 
 
