@@ -51,6 +51,9 @@ class Answer:
     # The composition's report when composing was tried (serving/compose.py Composition.to_dict():
     # outcome composed | abstained | fallback, reason, guard, timings); None in select mode.
     composition: dict | None = None
+    # Other products the question names that the help centre never mentions (retrieval/scope.py): the
+    # engine then declines ("out_of_scope", a hand-off) instead of answering from the nearest article.
+    other_products: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The stable `--json` shape (see README, "JSON outputs"): keys are only ever added."""

@@ -10,7 +10,7 @@
 - CSV / JSONL rows: `{id, title, answer, intent?, questions?, url?}`. `questions` is a list in JSONL
   or `|`-separated in CSV. A row without `id` gets the slug of its title.
 Every error names the file and line; a file with any bad row is rejected whole, so nothing is
-half-ingested. An article over `max_article_bytes` (core/settings.py) is such an error, found from a
+half-ingested. An article over `max_article_bytes` (core/settings/serving.py) is such an error, found from a
 Markdown file's size before any file is read.
 
 An article's text (Markdown) is split on its headings into `Section`s (markdown-it-py finds the

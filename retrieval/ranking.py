@@ -23,7 +23,8 @@ agree on the article, the confidence is the larger of the two; when they disagre
 intent (at or above its threshold) picks the article, else the more confident signal wins.
 
 Clarifying question: when the best two articles (of different intents) are both answerable and
-their cosines are within `clarify_margin`, the bot asks which one was meant instead of guessing.
+their cosines are within `clarify_margin`, the bot asks which one was meant instead of guessing —
+unless the intent head is sure of the chosen article.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from core.settings import ServingSettings
 
 # kinds of index entries (see retrieval/index.py)
 TITLE, HEADING, QUESTION, CHUNK, LEARNED = "title", "heading", "question", "chunk", "learned"
@@ -50,11 +53,11 @@ class DecisionParams:
     cos_threshold: float = 0.6
     head_threshold: float = 0.35
     cos_slope: float = 12.0
-    clarify_margin: float = 0.02
+    clarify_margin: float = ServingSettings.clarify_margin  # the `clarify_margin` setting's default
     lexical_weight: float = 0.05
     rrf_k: float = 10.0  # for choosing the section within the chosen article
     relevance_floor: float = 0.35  # a source shown with a hand-off scores at least this cosine
-    max_sources: int = 3
+    max_sources: int = ServingSettings.max_sources  # the `max_sources` setting's default
     max_clarify: int = 3
     head_leads: bool = False  # most intents have example questions of their own (set when tuned)
 
@@ -121,6 +124,8 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
     section_score: dict[str, dict[str, float]] = {}  # doc -> section -> fused entry score
     chunk_of: dict[str, str] = {}
     learned_cos: dict[str, float] = {}  # best learned question per article: only the answer's source score
+    label_cos: dict[str, float] = {}  # best title or heading per article
+    best_chunk_section: dict[str, str] = {}  # the section of each article's best chunk
     rank = 0
     for r, (score, pos) in enumerate(zip(dense_scores, dense_positions)):
         if pos < 0:
@@ -137,9 +142,19 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
         if entry.kind == LEARNED:  # a learned question votes for its intent (and section), not as the article
             learned_cos.setdefault(entry.doc_id, score)
             continue
+        if entry.kind in (TITLE, HEADING):
+            label_cos.setdefault(entry.doc_id, score)
+            continue
+        if entry.kind == CHUNK and entry.section:
+            best_chunk_section.setdefault(entry.doc_id, entry.section)
         if entry.doc_id not in doc_cos:
             doc_cos[entry.doc_id] = score
             rank += 1
+    # An article is scored by its content (its sections' chunks, which begin with the title and
+    # heading path, and its example questions); a title or heading alone scores it only when none
+    # of its content was retrieved.
+    for doc, score in label_cos.items():
+        doc_cos.setdefault(doc, score)
     lexical_rank: dict[str, int] = {}
     doc_bm25: dict[str, float] = {}
     for r, (pos, bm25) in enumerate(lexical_hits):
@@ -189,7 +204,10 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
 
     # Clarify: two or more answerable articles of different intents, too close to tell apart.
     clarify: list[tuple[str, float, str | None]] = []
-    if not handoff and doc_id is not None and params.clarify_margin > 0:
+    # An intent head that is sure of the chosen article (trained on example questions) already told
+    # the close articles apart: no need to ask.
+    head_sure = head_label == label_of.get(doc_id) and h_conf >= 0.5
+    if not handoff and doc_id is not None and params.clarify_margin > 0 and not head_sure:
         top_cos = doc_cos.get(doc_id, 0.0)
         close = [d for d in sorted(doc_cos, key=lambda d: -doc_cos[d])
                  if label_of.get(d) != intent and doc_cos[d] >= params.cos_threshold
@@ -213,7 +231,8 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
     signals = {"top_cos": top_two[0] if top_two else 0.0,
                "margin": (top_two[0] - top_two[1]) if len(top_two) == 2 else (top_two[0] if top_two else 0.0),
                "head_p": head_p, "lexical_agrees": bool(lexical_rank) and min(lexical_rank, key=lexical_rank.get) == doc_id}
-    return Decision(intent=intent, doc_id=doc_id, section=_best_section(section_score.get(doc_id)) if doc_id else None,
+    section = (best_chunk_section.get(doc_id) or _best_section(section_score.get(doc_id))) if doc_id else None
+    return Decision(intent=intent, doc_id=doc_id, section=section,
                     confidence=float(confidence), handoff=handoff, sources=sources, clarify=clarify,
                     signals=signals, chunk_of=chunk_of)
 

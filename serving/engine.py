@@ -29,17 +29,18 @@ from typing import Iterator
 
 from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
 from core.runtime import beside
-from core.settings import Settings
+from core.settings import ANSWER_MODES, Settings
 from core.text import clean_text
 from models.encoder import Encoder
 from models.heads import SoftmaxHead
 from models.intent import DEFAULT_OOS_THRESHOLD
 from models.onnx_encoder import one_text_workers
+from models.protocols import EncoderRuntime, SentimentLabeler, TailLabeler, TokenStatesEncoder
 from models.runtimes import load_encoder
-from models.sentiment import SentimentModel
 from retrieval.index import VectorIndex
 from retrieval.kb import Document, Section, chunk_markdown, split_sections
 from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
+from retrieval.scope import Scope, load_names
 from serving.compose import Composer, Composition, GuardFailure, Passage, clip_words
 from serving.policy import HANDOFF_TEXT  # the engine's hand-offs say it; the policy words them per front end
 from serving.versions import ModelVersion, VersionStore
@@ -58,9 +59,9 @@ class Served:
     """Everything one model version needs to answer; immutable once loaded."""
 
     version: ModelVersion
-    encoder: Encoder
+    encoder: EncoderRuntime
     intent_head: SoftmaxHead
-    sentiment: SentimentModel  # or a fine-tuned model (FineTunedSentiment / OnnxSentiment): reads_encoder False
+    sentiment: SentimentLabeler  # the head over the encoder pass, or a fine-tuned model's own pass (reads_encoder)
     index: VectorIndex
     documents: dict[str, Document]
     docs_by_label: dict[str, list[str]]
@@ -73,6 +74,7 @@ class Served:
     # A question's sentiment continues from the encoder pass's token states (`sentiment_shares_encoder`
     # and the loaded exports fit); watched-channel messages (sentiment only) take the model's own pass.
     shares_encoder: bool = False
+    scope: Scope | None = None  # None: other products are not declined (decline_other_products = false)
 
 
 def runtime_for(version: ModelVersion, settings: Settings) -> str:
@@ -113,12 +115,13 @@ def sentiment_shares_encoder(version: ModelVersion, settings: Settings) -> bool:
     return bool(settings.sentiment_share_encoder and shared.get("served") and shared.get("pair") == pair)
 
 
-def _exports_fit(encoder, sentiment) -> bool:
+def _exports_fit(encoder: EncoderRuntime, sentiment: SentimentLabeler) -> bool:
     """The loaded encoder outputs the token states the loaded sentiment model's tail starts from."""
     from models.sentiment_onnx import shares_prefix_with
 
-    if getattr(sentiment, "tail", None) is None or getattr(encoder, "token_states", None) is None:
-        return False
+    if not (isinstance(sentiment, TailLabeler) and sentiment.tail is not None
+            and isinstance(encoder, TokenStatesEncoder) and encoder.token_states is not None):
+        return False  # no tail graph, or no token states for it to continue from
     problem = shares_prefix_with(encoder.manifest, sentiment.manifest)
     if problem:
         log.warning("sentiment takes its own pass: %s", problem)
@@ -152,8 +155,8 @@ class Engine:
         self._served: Served | None = None
         self._stamp = None
         self._last_check = 0.0
-        self._encoders: dict[str, Encoder] = {}
-        self._sentiments: dict[tuple, object] = {}
+        self._encoders: dict[str, EncoderRuntime] = {}
+        self._sentiments: dict[tuple, SentimentLabeler] = {}
         self._composers: dict[tuple, Composer] = {}
         self._composer_lock = threading.Lock()
         self.reload(force=True)
@@ -195,7 +198,7 @@ class Engine:
         self._last_check = now
         return self.reload()
 
-    def _encoder_for(self, version: ModelVersion) -> Encoder:
+    def _encoder_for(self, version: ModelVersion) -> EncoderRuntime:
         runtime = runtime_for(version, self.settings)
         key = f"{version.encoder_name}#{runtime}"
         if key not in self._encoders:
@@ -206,7 +209,7 @@ class Engine:
                                                      workers=self.settings.batch_threads)
         return self._encoders[key]
 
-    def _sentiment_for(self, version: ModelVersion):
+    def _sentiment_for(self, version: ModelVersion) -> SentimentLabeler:
         runtime = sentiment_runtime_for(version, self.settings)
         if runtime == "head":
             return version.load_sentiment()
@@ -256,7 +259,15 @@ class Engine:
             documents=documents,
             docs_by_label=dict(by_label),
             threshold=threshold,
+            scope=self._scope_for(documents.values()),
         )
+
+    def _scope_for(self, documents) -> Scope | None:
+        if not self.settings.decline_other_products:
+            return None
+        extra = [n for n in self.settings.other_products.split(",") if n.strip()]
+        return Scope([f"{doc.title}\n{doc.answer}\n" + "\n".join(doc.questions) for doc in documents],
+                     names=load_names(extra=extra))
 
     # ----- answering ---------------------------------------------------------------------------
     def answer(self, text: str, context: list[str] | None = None) -> Answer:
@@ -329,8 +340,8 @@ class Engine:
         """"select" or "compose": `requested` (or the answer_mode setting); "auto" composes when the
         served version's composer was approved by the retrain's gate."""
         mode = requested or self.settings.answer_mode
-        if mode not in ("select", "compose", "auto"):
-            raise ValueError(f"unknown answer mode {mode!r}; use select, compose or auto")
+        if mode not in ANSWER_MODES:
+            raise ValueError(f"unknown answer mode {mode!r}; use one of {', '.join(ANSWER_MODES)}")
         if mode == "auto":
             return "compose" if self._served.version.composer.get("approved") else "select"
         return mode
@@ -476,6 +487,9 @@ class Engine:
                    for doc_id, score in d.sources if doc_id in served.documents]
         section = None
         clarify = []
+        others = served.scope.other_products(question) if served.scope is not None else []
+        if others:  # another product's question: declined, never answered from our nearest article
+            d = dataclasses.replace(d, handoff=True, clarify=[])
         if d.handoff or d.doc_id is None:
             text, intent = HANDOFF_TEXT, OUT_OF_SCOPE
         else:
@@ -501,6 +515,7 @@ class Engine:
             used_context=used_context,
             section=section,
             clarify=clarify,
+            other_products=others,
         )
 
 

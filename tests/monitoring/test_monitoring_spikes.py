@@ -69,7 +69,7 @@ def test_config_from_settings_reads_the_alert_settings(tmp_path):
     assert cfg.window == dt.timedelta(minutes=30) and cfg.baseline == dt.timedelta(days=2)
     assert cfg.min_messages == 10 and cfg.cooldown == dt.timedelta(minutes=15) and cfg.min_lift == 0.2
     assert cfg.z == pytest.approx(2.0)
-    assert load() == SpikeConfig()  # nothing set: the defaults, from core/settings.py
+    assert load() == SpikeConfig()  # nothing set: the defaults, from core/settings/alerts.py
     assert load(alert_confidence=0.99).z == pytest.approx(2.326, abs=1e-3)
     env = {"CSBOT_ALERT_WINDOW_MINUTES": "15"}  # the environment names are unchanged
     assert SpikeConfig.from_settings(Settings.load(env=env, home=tmp_path)).window == dt.timedelta(minutes=15)
