@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 from typing import Generator, Protocol, runtime_checkable
 
+from core.settings import ComposeSettings, GeneralSettings
 from models.cancel import Cancel  # noqa: F401 - backends and serving take the signal from here or models.cancel
 
 log = logging.getLogger("csbot.composer")
@@ -32,8 +33,9 @@ class ChatModel(Protocol):
 
     name: str
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
+    def stream(self, messages: list[dict], *, max_new_tokens: int,
+               temperature: float = ComposeSettings.temperature, stop: list[str] | None = None,
+               cancel: Cancel | None = None) -> Generator[str, None, None]:
         """The reply to `messages` ([{role, content}], chat format) as text pieces, in order; it
         ends before any of the `stop` strings. Once `cancel` is set (from another thread: the
         composer's deadline passed) the generation stops as soon as the backend can tell, even in the
@@ -45,8 +47,8 @@ class ChatModel(Protocol):
 class TransformersChat:
     """A causal LM through transformers (`generate`, greedy unless temperature > 0)."""
 
-    def __init__(self, path: str, *, device: str = "auto", threads: int = 0, adapter_dir: str | Path | None = None,
-                 name: str | None = None):
+    def __init__(self, path: str, *, device: str = GeneralSettings.device, threads: int = 0,
+                 adapter_dir: str | Path | None = None, name: str | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,8 +79,9 @@ class TransformersChat:
             do_sample=False, temperature=None, top_p=None, top_k=None)
         return dict(pad_token_id=self.tokenizer.eos_token_id, repetition_penalty=1.1, **sampling)
 
-    def generate_batch(self, conversations: list[list[dict]], *, max_new_tokens: int, temperature: float = 0.0,
-                       stop: list[str] | None = None, batch_size: int = 8) -> list[str]:
+    def generate_batch(self, conversations: list[list[dict]], *, max_new_tokens: int,
+                       temperature: float = ComposeSettings.temperature, stop: list[str] | None = None,
+                       batch_size: int = 8) -> list[str]:
         """The replies to many prompts, generated `batch_size` at a time (left-padded; for evaluation,
         where one batched pass is several times cheaper than one stream per prompt). Each reply ends
         before its first `stop` string, as `stream` ends."""
@@ -106,8 +109,9 @@ class TransformersChat:
             tokenizer.padding_side = side
         return replies
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
+    def stream(self, messages: list[dict], *, max_new_tokens: int,
+               temperature: float = ComposeSettings.temperature, stop: list[str] | None = None,
+               cancel: Cancel | None = None) -> Generator[str, None, None]:
         import torch
         from transformers import StoppingCriteriaList, TextIteratorStreamer
 
@@ -213,8 +217,9 @@ class LlamaCppChat:
         if llm is not None:
             llm.close()
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
+    def stream(self, messages: list[dict], *, max_new_tokens: int,
+               temperature: float = ComposeSettings.temperature, stop: list[str] | None = None,
+               cancel: Cancel | None = None) -> Generator[str, None, None]:
         with self._lock:
             flag = _AbortFlag(self.llm, cancel) if cancel is not None else None
             try:

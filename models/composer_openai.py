@@ -21,6 +21,7 @@ import socket
 from typing import Generator, Iterator
 
 from core.errors import UserError
+from core.settings import ComposeSettings
 from models.cancel import Cancel
 
 MAX_STOP = 4  # OpenAI's limit on `stop`; vLLM and llama.cpp's server take more, others refuse them
@@ -44,8 +45,9 @@ class OpenAIChat:
         self.client = openai.OpenAI(base_url=base_url, api_key=api_key or "not-needed", timeout=timeout,
                                     max_retries=0, http_client=_cuttable_client())
 
-    def stream(self, messages: list[dict], *, max_new_tokens: int, temperature: float = 0.0,
-               stop: list[str] | None = None, cancel: Cancel | None = None) -> Generator[str, None, None]:
+    def stream(self, messages: list[dict], *, max_new_tokens: int,
+               temperature: float = ComposeSettings.temperature, stop: list[str] | None = None,
+               cancel: Cancel | None = None) -> Generator[str, None, None]:
         import openai
 
         stop = [s for s in stop or [] if s]

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from core.settings import GeneralSettings
 from models.loading import inner_model, load_sentence_transformer
 
 
@@ -27,7 +28,7 @@ class Encoded:
 
 
 class Encoder:
-    def __init__(self, name: str, device: str = "auto", *, model=None, cached: bool = True):
+    def __init__(self, name: str, device: str = GeneralSettings.device, *, model=None, cached: bool = True):
         self.name = name
         self.model = model if model is not None else load_sentence_transformer(name, device, cached=cached)
         self.device = str(self.model.device)

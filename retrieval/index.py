@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 
 from core.errors import UserError
+from core.settings import SEED, ServingSettings
 from retrieval.lexical import LEXICAL_FILE, LexicalIndex, write_lexical
 
 # faiss only takes its BLAS path when n_queries * dim >= this; small batches are ~5x faster with it.
@@ -57,7 +58,8 @@ class VectorIndex:
 
     @classmethod
     def build(cls, vectors: np.ndarray, entries: list[Entry], *, encoder: str, encoder_version: str,
-              index_type: str = "auto", hnsw_min_vectors: int = 50_000, seed: int = 13) -> "VectorIndex":
+              index_type: str = ServingSettings.index_type, hnsw_min_vectors: int = ServingSettings.hnsw_min_vectors,
+              seed: int = SEED) -> "VectorIndex":
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if len(vectors) != len(entries):
             raise ValueError("one entry per vector")

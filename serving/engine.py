@@ -269,6 +269,11 @@ class Engine:
         return Scope([f"{doc.title}\n{doc.answer}\n" + "\n".join(doc.questions) for doc in documents],
                      names=load_names(extra=extra))
 
+    def embed(self, texts: list[str]):
+        """The served encoder's sentence embeddings of `texts` (numpy, one row each): what grouping
+        questions (training/gaps.py) compares, in the same space the index searches."""
+        return self._served.encoder.embed([clean_text(t) for t in texts])
+
     # ----- answering ---------------------------------------------------------------------------
     def answer(self, text: str, context: list[str] | None = None) -> Answer:
         return self.answer_batch([text], [context or []])[0]

@@ -51,6 +51,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from retrieval.kb import Document
+from models.onnx_files import MANIFEST
 
 CHAMPION_FILE = "CHAMPION"
 HISTORY_FILE = "promotions.jsonl"
@@ -110,7 +111,7 @@ class ModelVersion:
     def onnx_dir(self) -> Path | None:
         """The ONNX export of the version's encoder, or None when it has none."""
         folder = self.path / ONNX_DIR
-        return folder if (folder / "onnx.json").is_file() else None
+        return folder if (folder / MANIFEST).is_file() else None
 
     @property
     def composer_dir(self) -> Path | None:

@@ -3,7 +3,8 @@
 Owned by the store (same SQLite file, tables from schema migration 4), used by bot/slack/intake.py
 (the write before the ack) and bot/slack/workers.py (the worker pool):
 
-* `accept` writes a request's work items and claims its Events API event id in ONE transaction,
+* `accept` writes a request's work items and claims its key (the Events API event id, `trigger:<id>` or a
+  hash of the signed body: bot/slack/intake.py `claim_key`) in ONE transaction,
   committed before the HTTP 200 / Socket Mode ack goes out: an event that was never acknowledged
   is never marked processed, and one that was is never lost.
 * `take` hands the oldest item of the most urgent class to one worker of one serving process

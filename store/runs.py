@@ -3,7 +3,7 @@
 Mixed into store.store.Store, which provides the connection (`_write`, `_read`) and
 `feedback_since` (store/answers.py).
 
-A retrain (training/retrain.py) records one run per attempt with its outcome as the status.
+A retrain (training/report.py, for training/pipeline.py) records one run per attempt with its outcome as the status.
 The statuses in CONSUMING_STATUSES used up the feedback they read: the next retrain reads only
 feedback changed after the newest `data_until` among them (`feedback_watermark`). Every other
 status (nothing-to-do, error, or anything else recorded by hand) leaves the watermark where it

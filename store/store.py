@@ -8,6 +8,8 @@ live with their tables:
 * store/runs.py: training runs and the feedback watermark;
 * store/privacy.py: purge, forget a user, export, counts;
 * store/inbox.py: the Slack inbox and reply ledger (`Store.inbox`);
+* store/events.py: claiming an event id (the one owner; every claim runs in its caller's transaction);
+* store/insights.py: each answer of a period with its votes (content gaps, the weekly view);
 * core/clock.py: the time format and the one time parser; store/schema.py: the file and migrations.
 
 This module holds the connection: every write is one `BEGIN IMMEDIATE` transaction committed with
@@ -27,6 +29,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.settings import StoreSettings
 from store import schema
 from store.answers import DEFAULT_DAILY_VOTE_CAP, Answers
 from store.insights import Insights
@@ -97,7 +100,7 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
         salt: str,
         daily_vote_cap: int | None = DEFAULT_DAILY_VOTE_CAP,
         redact: bool | Iterable[str] = True,
-        store_message_text: bool = False,
+        store_message_text: bool = StoreSettings.store_message_text,
         busy_timeout: float = schema.DEFAULT_BUSY_TIMEOUT,
         cap_exempt_origins: Iterable[str] = ("import",),
     ):

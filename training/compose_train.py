@@ -40,6 +40,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.settings import SEED, GeneralSettings
+
 log = logging.getLogger("csbot.retrain")
 
 LORA_TARGETS = "all-linear"  # every linear layer of the transformer blocks (peft leaves the LM head out)
@@ -153,7 +155,8 @@ def _fits(tokenizer, rows: list[dict], max_length: int) -> tuple[list[dict], int
 
 
 def train_composer(base_path: str, sft_rows: list[dict], kto_rows: list[dict], out_dir: Path, config, *,
-                   device: str = "auto", start_adapter: Path | None = None, seed: int = 13) -> dict:
+                   device: str = GeneralSettings.device, start_adapter: Path | None = None,
+                   seed: int = SEED) -> dict:
     """SFT then KTO on a LoRA adapter (see the module doc); the adapter is saved to `out_dir`.
     Rows are `ComposerRow.sft()` / `.kto()` dicts. Returns a summary (steps, losses, seconds)."""
     from models.loading import pick_device, quiet_transformers

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from models.runtimes import VARIANT_OF_RUNTIME, choose_runtime, load_encoder
+from models.onnx_files import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Pa
     from models.onnx_export import export_onnx, read_manifest
 
     for candidate in (reuse, _EXPORTS.get(encoder_version)):
-        if candidate is None or not (Path(candidate) / "onnx.json").is_file():
+        if candidate is None or not (Path(candidate) / MANIFEST).is_file():
             continue
         try:
             found = read_manifest(candidate)
@@ -85,7 +86,7 @@ def export_encoder(source: str, folder: Path, encoder_version: str, *, reuse: Pa
 
 def remember(encoder_version: str, folder: Path | None) -> None:
     """After a version is committed (its draft folder renamed), point later builds at its export."""
-    if folder is not None and (Path(folder) / "onnx.json").is_file():
+    if folder is not None and (Path(folder) / MANIFEST).is_file():
         _EXPORTS[encoder_version] = Path(folder)
 
 
@@ -289,7 +290,7 @@ def _prepare_shared(draft, settings, encoder_runtime: str, sentiment_runtime: st
     off = {"served": False, "pair": pair}
     if not settings.sentiment_share_encoder:
         return {**off, "reason": "sentiment_share_encoder = false (setting)"}
-    if "torch" in (encoder_runtime, sentiment_runtime) or not (draft.onnx_dir / "onnx.json").is_file():
+    if "torch" in (encoder_runtime, sentiment_runtime) or not (draft.onnx_dir / MANIFEST).is_file():
         return {**off, "reason": "the encoder or the sentiment model is served by torch"}
     encoder_manifest = read_encoder_manifest(draft.onnx_dir)
     sentiment_manifest = read_sentiment_manifest(draft.sentiment_onnx_dir)

@@ -45,7 +45,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python training/finetune.py JOB.json`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.settings import LOSSES, FinetuneSettings, RetrainSettings  # noqa: E402
+from core.settings import LOSSES, SEED, FinetuneSettings, GeneralSettings, RetrainSettings  # noqa: E402
 from models.loading import inner_model, load_sentence_transformer, pick_device  # noqa: E402
 
 log = logging.getLogger("csbot.retrain")
@@ -100,7 +100,8 @@ def _pairs(texts: list[str], labels: list[str], seed: int) -> dict[str, list[str
 
 
 def finetune_encoder(base: str, texts: list[str], labels: list[str], out_dir: Path,
-                     config: FinetuneSettings | None = None, *, seed: int = 13, device: str = "auto") -> Path:
+                     config: FinetuneSettings | None = None, *, seed: int = SEED,
+                     device: str = GeneralSettings.device) -> Path:
     """Ingest's contrastive step: fine-tune `base` on (text, label) rows and save it to `out_dir`
     (a plain sentence-transformers folder, with what it did in FINETUNE_RECORD); returns `out_dir`."""
     import torch

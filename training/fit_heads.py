@@ -11,12 +11,13 @@ import warnings
 import numpy as np
 
 from core.errors import UserError
+from core.settings import SEED
 from models.heads import SoftmaxHead, _softmax  # noqa: PLC2701 (the one softmax)
 
 INTENT_C = 10.0
 
 
-def train_intent_head(embeddings: np.ndarray, labels: list[str], *, seed: int = 13) -> SoftmaxHead:
+def train_intent_head(embeddings: np.ndarray, labels: list[str], *, seed: int = SEED) -> SoftmaxHead:
     """The head over the KB's intents. A KB of one intent gets a constant head (probability 1): it
     tells nothing, so the version's tuned threshold switches it off and retrieval decides."""
     if len(set(labels)) == 1:
@@ -38,7 +39,7 @@ def fit_softmax_head(
     standardize: bool = False,
     class_weight: str | None = None,
     calibrate: bool = True,
-    seed: int = 13,
+    seed: int = SEED,
     max_iter: int = 1000,
 ) -> SoftmaxHead:
     """Fit a multinomial logistic regression and calibrate its temperature on held-out folds."""
@@ -124,7 +125,7 @@ def fit_mlp_head(
     class_weight: str | None = None,
     sample_weight: np.ndarray | None = None,
     calibration: tuple[np.ndarray, list[str]] | None = None,
-    seed: int = 13,
+    seed: int = SEED,
     on_epoch=None,
 ) -> SoftmaxHead:
     """Fit a one-hidden-layer ReLU head with torch (Adam, cross-entropy) on standardised features.

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.answer import OUT_OF_SCOPE
+from core.settings import RetrainSettings
 from retrieval.kb import Document, split_sections
 from training.feedback_data import normalize, stable_fraction
 
@@ -187,7 +188,7 @@ class HeldoutSet:
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)
 
-    def eval_rows(self, documents: list[Document], *, builtin_oos: bool = True) -> list[dict]:
+    def eval_rows(self, documents: list[Document], *, builtin_oos: bool = RetrainSettings.builtin_oos) -> list[dict]:
         """Rows for `training.evaluate.evaluate`: held-out questions of intents the KB still has, plus OOS."""
         labels = {doc.label for doc in documents}
         kb_keys = {normalize(q) for doc in documents for q in doc.questions}

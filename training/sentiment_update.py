@@ -1,7 +1,7 @@
-"""Updating the sentiment head from people's sentiment corrections (when the store records them).
+"""Updating the sentiment head from people's sentiment corrections.
 
-`Store.sentiment_corrections(since=None)` gives rows `{text, label, user_hash, time}`. Stores
-without that method are skipped (the update is optional).
+`Store.sentiment_corrections(since=None)` gives rows `{text, label, user_hash, time}`; a store that
+cannot read them (an error) leaves the update skipped, with the reason in the report.
 
 The update starts from the champion's head and fine-tunes all of its weights (the optional hidden
 layer and the softmax layer; the feature standardisation and the temperature are kept) with

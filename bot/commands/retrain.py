@@ -1,7 +1,8 @@
 """The nightly retrain: feedback → datasets → encoder fine-tuning (+ sentiment head) → new version
 → gate against the champion on a frozen held-out set → promote (the running bot hot-reloads) or reject.
 
-    python training/retrain.py [--device auto|cpu|cuda] [--dry-run] [--since WHEN] [--force] [--json]
+    python training/retrain.py [--device auto|cpu|cuda] [--method full|lora] [--dry-run] [--since WHEN]
+                               [--force] [--json] [--quiet]
     csbot retrain              (the same code and options)
 
 This module is both: `csbot retrain` registers it, and training/retrain.py (the file cron runs) only

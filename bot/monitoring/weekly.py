@@ -59,7 +59,7 @@ def collect_gaps(store, engine, since: Any, until: Any, params=None, chatter: li
     since, until = as_utc(since), as_utc(until)
     rows = store.answer_outcomes(since, until)
     previous = store.answer_outcomes(since - (until - since), since)
-    gaps, summary = find_gaps(rows, engine.served.encoder.embed, previous_rows=previous,
+    gaps, summary = find_gaps(rows, engine.embed, previous_rows=previous,
                               chatter_questions=chatter if chatter is not None else offtopic_questions(),
                               params=params or GapParams())
     catalogue = engine.catalogue()
@@ -91,8 +91,11 @@ def describe_weekly(view: dict) -> list[str]:
     return lines
 
 
-def render_weekly_chart(view: dict, gaps: list, out: str | Path) -> None:
-    """Left: questions per week, answered vs handed off, with the 👍 share; right: the largest gaps."""
+def render_weekly_chart(view: dict, gaps: list, out: str | Path | None = None) -> bytes | None:
+    """Left: questions per week, answered vs handed off, with the 👍 share; right: the largest gaps.
+    Written to `out`, or returned as PNG bytes when `out` is None."""
+    import io
+
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -107,9 +110,9 @@ def render_weekly_chart(view: dict, gaps: list, out: str | Path) -> None:
     ax.set_ylabel("questions (week ending)")
     share = ax.twinx()
     share.plot(labels, [w["up_share"] if w["up_share"] is not None else float("nan") for w in weeks],
-               color="#337ab7", marker="o", label="👍 share")
+               color="#337ab7", marker="o", label="up-vote share")
     share.set_ylim(0, 1.05)
-    share.set_ylabel("👍 share of votes")
+    share.set_ylabel("share of votes that are up-votes")
     ax.legend(fontsize=8, loc="upper left")
     ax.set_title("Questions per week", fontsize=10)
     gx = figure.add_subplot(1, 2, 2)
@@ -119,4 +122,9 @@ def render_weekly_chart(view: dict, gaps: list, out: str | Path) -> None:
     gx.set_xlabel("unmet questions this week")
     gx.set_title("Content gaps" if top else "Content gaps: none this week", fontsize=10)
     figure.tight_layout()
-    figure.savefig(out, dpi=110)
+    if out is not None:
+        figure.savefig(out, dpi=110)
+        return None
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    return buffer.getvalue()

@@ -34,6 +34,7 @@ from bot.slack.handlers.slash_command import SlashCommand
 from bot.slack.intake import DurableApp
 from bot.slack.middleware import build_middleware
 from bot.slack.options import SlackOptions
+from bot.slack.digest import WeeklyDigest
 from bot.slack.workers import WorkerPool
 
 RATE_LIMIT_RETRIES = 3
@@ -64,6 +65,11 @@ def build_app(settings, engine, store, client: WebClient | None = None, *,
     )
     app.deps = deps
     app.workers = WorkerPool(app, store, intake, engine=engine)
+    app.digest = None
+    if intake.digest_channel:
+        app.digest = WeeklyDigest(engine, store, app.client, channel=intake.digest_channel,
+                                  weekday=intake.digest_weekday, hour=intake.digest_hour)
+        app.workers.periodic.append(app.digest.maybe_post)
     for middleware in build_middleware(store, deps.options):
         app.middleware(middleware)
     agent = AgentSurface(deps)  # suggested prompts from the engine's catalogue of served articles

@@ -274,9 +274,11 @@ def status_text(status: dict) -> str:
 
 def home_view(status: dict) -> View:
     monitoring = status.get("monitoring")
+    weekly = status.get("weekly")
     return View(type="home", blocks=[
         HeaderBlock(text=PlainTextObject(text="csbot status")),
         *status_blocks(status),
+        *([DividerBlock(), *weekly_blocks(*weekly)] if weekly else []),
         *([DividerBlock(), *monitoring_blocks(monitoring)] if monitoring is not None else []),
         DividerBlock(),
         SectionBlock(text=MarkdownTextObject(text=HELP_TEXT)),
@@ -418,3 +420,48 @@ def monitoring_blocks(channels: list[dict]) -> list:
     blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text="`/csbot sentiment #channel 7d` posts the chart in a thread.")]))
     return blocks
+
+
+# ----- the team's week (bot/monitoring/weekly.py) ----------------------------------------------------
+
+def weekly_text(view: dict) -> str:
+    """The digest's plain `text` (notifications)."""
+    week = view["weeks"][0]
+    if not week["questions"]:
+        return "csbot weekly: no questions this week"
+    return (f"csbot weekly: {week['questions']:,} questions, {_pct(week['answer_rate'])} answered, "
+            f"{_pct(week['handoff_rate'])} handed off, {_pct(week['up_share'])} 👍")
+
+
+def weekly_blocks(view: dict, gaps: list, *, max_gaps: int = 5) -> list:
+    """This week against the weeks before, the top articles and the largest content gaps."""
+    week = view["weeks"][0]
+    before = view["weeks"][1] if len(view["weeks"]) > 1 else None
+
+    def versus(key: str) -> str:
+        return f" (was {_pct(before[key])})" if before and before["questions"] else ""
+
+    fields = [
+        MarkdownTextObject(text=f"*Questions*\n{week['questions']:,}"
+                                + (f" (was {before['questions']:,})" if before else "")),
+        MarkdownTextObject(text=f"*Answered without a hand-off*\n{_pct(week['answer_rate'])}{versus('answer_rate')}"),
+        MarkdownTextObject(text=f"*Handed off*\n{_pct(week['handoff_rate'])}{versus('handoff_rate')}"),
+        MarkdownTextObject(text=f"*👍 share of votes*\n{_pct(week['up_share'])}{versus('up_share')}"),
+    ]
+    out = [SectionBlock(text=MarkdownTextObject(
+               text=f"*The help centre, week ending {week['end'][:10]}*")),
+           SectionBlock(fields=fields)]
+    top = ", ".join(f"{escape(a['title'])} ({a['answers']})" for a in week["top_articles"][:3])
+    if top:
+        out.append(SectionBlock(text=MarkdownTextObject(text=_clip(f"*Answered most:* {top}", SECTION_LIMIT))))
+    if gaps:
+        lines = []
+        for gap in gaps[:max_gaps]:
+            where = (f"_{escape(gap.nearest_title or gap.nearest_doc_id)}_ misses this" if gap.kind == "article_misses"
+                     else "no article")
+            lines.append(f"• *{escape(gap.title)}* — {gap.size} questions ({where})")
+        out.append(SectionBlock(text=MarkdownTextObject(
+            text=_clip("*What to write next* (`csbot gaps` lists them all):\n" + "\n".join(lines), SECTION_LIMIT))))
+    else:
+        out.append(ContextBlock(elements=[MarkdownTextObject(text="No content gaps this week.")]))
+    return out

@@ -38,6 +38,7 @@ from slack_bolt.request.internals import parse_body
 from slack_sdk.signature import SignatureVerifier
 
 from bot.slack.intake import CONTENT_ERRORS
+from core.settings import SlackSettings
 
 log = logging.getLogger("csbot.slack.server")
 EVENTS_PATH = "/slack/events"
@@ -45,7 +46,7 @@ HEALTH_PATH = "/healthz"
 MAX_BODY = 1 << 20  # Slack payloads are far smaller
 BACKLOG = 1024  # pending connections the kernel queues (wsgiref's default of 5 reset bursts)
 CHANNEL_TIMEOUT = 10  # seconds an idle or half-sent connection is kept
-HTTP_THREADS = 8
+HTTP_THREADS = SlackSettings.http_threads  # the slack_http_threads setting's default
 DRAIN_SECONDS = 5.0  # at a stop, how long requests already read may take to get their response
 
 _STRING_IDS = ("event_id", "team_id", "api_app_id", "trigger_id", "callback_id", "command", "text", "user_id",

@@ -33,6 +33,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
 from slack_bolt.request import BoltRequest
 
@@ -60,6 +61,9 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._in_flight = 0
+        # Jobs the housekeeping thread runs every round (the weekly digest); each must return quickly
+        # when it has nothing to do.
+        self.periodic: list[Callable[[], object]] = []
 
     # ----- life cycle --------------------------------------------------------------------------
     def start(self) -> "WorkerPool":
@@ -203,6 +207,11 @@ class WorkerPool:
                     self.engine.maybe_reload()
                 except Exception as exc:  # noqa: BLE001 - keep serving the loaded model
                     log.warning("checking for a newly promoted model failed: %s", exc)
+            for job in self.periodic:
+                try:
+                    job()
+                except Exception as exc:  # noqa: BLE001 - try again at the next round
+                    log.warning("periodic job %r failed: %s", job, exc)
 
     # ----- status ------------------------------------------------------------------------------
     def wait_idle(self, timeout: float = 30.0) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core.errors import ConfigError
+
 SLACK_API_URL = "https://slack.com/api/"
 # Slack shows at most this many suggested prompts (assistant.threads.setSuggestedPrompts); the
 # default asks for all of them and bot/slack/options.py caps the setting at it.
@@ -45,3 +47,15 @@ class SlackSettings:
     suggested_prompts: int = SLACK_MAX_SUGGESTED_PROMPTS
     # Per-channel answer modes over `answer_mode`: "C0123:compose,C0456:select" (DMs: "im:compose").
     answer_modes: str = ""
+    # The team's weekly digest (answer rate, hand-offs, 👍 share, top articles, content gaps, with its
+    # chart) is posted to this channel once a week, at the first moment after `digest_weekday`
+    # (0 = Monday … 6 = Sunday) `digest_hour` (UTC) that a serving process is up; None: no digest.
+    digest_channel: str | None = None
+    digest_weekday: int = 0
+    digest_hour: int = 9
+
+    def __post_init__(self):
+        if not 0 <= self.digest_weekday <= 6:
+            raise ConfigError(f"setting slack_digest_weekday must be 0 (Monday) to 6 (Sunday), not {self.digest_weekday}")
+        if not 0 <= self.digest_hour <= 23:
+            raise ConfigError(f"setting slack_digest_hour must be 0 to 23 (UTC), not {self.digest_hour}")
