@@ -83,6 +83,7 @@ class TrainingExample:
     intent: str
     origin: str = "feedback"
     doc_id: str | None = None  # the article it was confirmed or corrected to, when known
+    section: str | None = None  # the section a 👍 confirmed (its id); None: the build files it by similarity
 
     def to_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -66,7 +66,7 @@ SELECT f.id AS feedback_id, f.answer_id, f.vote, f.correct_intent, f.correct_doc
        f.correct_answer, f.origin, f.user_hash, f.event_id, f.time, f.created,
        a.question, a.intent AS answer_intent, a.doc_id AS answer_doc_id,
        a.confidence, a.model_version, a.answer_text, a.handoff, a.time AS answer_time,
-       a.used_context, a.answer_mode, a.composition
+       a.used_context, a.answer_mode, a.composition, a.section AS answer_section
 FROM feedback f JOIN answers a ON a.answer_id = f.answer_id
 """
 
@@ -125,13 +125,14 @@ class Answers:
             int(bool(answer.used_context)),
             answer.mode,
             json.dumps(answer.composition) if answer.composition else None,
+            _quoted_section(answer),
         )
         with self._write() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO answers (answer_id, time, origin, workspace, channel, thread,"
                 " user_hash, question, intent, confidence, sentiment, sources, model_version, handoff,"
-                " answer_text, doc_id, sentiment_scores, used_context, answer_mode, composition)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " answer_text, doc_id, sentiment_scores, used_context, answer_mode, composition, section)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (row[0], to_iso(clock.utcnow()), *row[1:]),
             )
             return cur.rowcount == 1
@@ -272,8 +273,10 @@ class Answers:
         vote's last change), created, question (redacted), answer_intent, answer_doc_id,
         confidence, model_version, answer_text, handoff, answer_time, used_context (the answer
         read the question with the thread's earlier turn: a follow-up), answer_mode (select |
-        compose: `answer_text` is then the composed text) and composition (its report, decoded; with
-        "passages": [{n, doc_id, heading}], what the model read; None in select mode).
+        compose: `answer_text` is then the composed text), composition (its report, decoded; with
+        "passages": [{n, doc_id, heading}], what the model read; None in select mode) and
+        answer_section (the id of the section the answer quoted; None for a hand-off, or answers
+        stored before sections were).
         `since` may be a training-run dict (its `data_until`); the newest row's `time` is the
         watermark to record as `data_until` for the next run.
         """
@@ -294,6 +297,14 @@ class Answers:
             row["answer_mode"] = row["answer_mode"] or "select"
             row["composition"] = loads(row["composition"])
         return rows
+
+
+def _quoted_section(answer: Answer) -> str | None:
+    """The id of the section an answer quoted: its lead ("<doc>#") when it showed the whole article;
+    None for a hand-off."""
+    if answer.handoff or not answer.doc_id:
+        return None
+    return (answer.section or {}).get("id") or f"{answer.doc_id}#"
 
 
 def blank_to_none(value: Any) -> Any:

@@ -12,8 +12,8 @@ from typing import Any
 from core.clock import to_iso
 from store.rows import loads
 
-# One row per answer: its latest standing votes counted, and the article a correction named (the
-# newest correction wins when several users corrected the same answer).
+# One row per answer: its standing votes counted, and the article a 👎's correction named (the newest
+# wins when several users corrected the same answer; a clarifying pick is an 👍, not a correction).
 ANSWER_OUTCOMES_SQL = """
 SELECT a.answer_id, a.time, a.question, a.intent, a.doc_id, a.confidence, a.handoff, a.sources,
        a.model_version,
@@ -21,7 +21,7 @@ SELECT a.answer_id, a.time, a.question, a.intent, a.doc_id, a.confidence, a.hand
        COALESCE(SUM(CASE WHEN f.vote = 'down' THEN 1 ELSE 0 END), 0) AS downs,
        COALESCE(SUM(CASE WHEN f.origin = 'clarify' AND f.vote = 'up' THEN 1 ELSE 0 END), 0) AS picks,
        (SELECT g.correct_doc_id FROM feedback g
-         WHERE g.answer_id = a.answer_id AND g.vote != 'retracted' AND g.correct_doc_id IS NOT NULL
+         WHERE g.answer_id = a.answer_id AND g.vote = 'down' AND g.correct_doc_id IS NOT NULL
          ORDER BY g.time DESC, g.id DESC LIMIT 1) AS correct_doc_id
 FROM answers a LEFT JOIN feedback f ON f.answer_id = a.answer_id AND f.vote != 'retracted'
 WHERE a.time >= ? AND a.time < ?

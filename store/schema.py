@@ -336,12 +336,19 @@ def _m5_composed_answers(db: Database) -> None:
     db["answers"].add_column("composition", str)
 
 
+def _m6_answer_sections(db: Database) -> None:
+    """Version 6: the id of the section an answer quoted, so a 👍 teaches that section (the retrain
+    files the confirmed question under it) and not only the article."""
+    db["answers"].add_column("section", str)
+
+
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "corrections_monitoring_training", _m2_corrections_monitoring_training),
     Migration(3, "sentiment_corrections_alerts", _m3_sentiment_corrections_alerts),
     Migration(4, "slack_inbox", _m4_slack_inbox),
     Migration(5, "composed_answers", _m5_composed_answers),
+    Migration(6, "answer_sections", _m6_answer_sections),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))

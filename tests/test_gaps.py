@@ -52,7 +52,9 @@ def replayed(home, monkeypatch):
     engine = Engine(settings)
     ids = {}
     with Store.from_settings(settings) as store:
-        ask_at(engine, store, monkeypatch, UNTIL - dt.timedelta(days=9), LOYALTY[:2])
+        for answer in ask_at(engine, store, monkeypatch, UNTIL - dt.timedelta(days=9), LOYALTY[:2]):
+            if not answer.handoff:
+                store.record_vote(answer.answer_id, "down", user="agent1", origin="button")
         now = UNTIL - dt.timedelta(days=2)
         for name, questions in (("loyalty", LOYALTY), ("wrap", GIFT_WRAP), ("shipping", FREE_SHIPPING),
                                 ("chatter", CHATTER), ("answered", ANSWERED)):
@@ -114,7 +116,8 @@ def test_gaps_on_an_empty_store_says_so(home):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["gaps", "--min-size", "0"], "must be at least 1"),
+    (["gaps", "--min-size", "0"], "--min-size must be at least 1"),
+    (["gaps", "--distance", "2.5"], "--distance must be between 0 and 2"),
     (["gaps", "--since", "yesterday-ish"], "cannot read"),
     (["report", "--replay", "x.csv"], "--replay needs --channel"),
     (["report", "--weeks", "0"], "--weeks must be at least 1"),

@@ -69,20 +69,22 @@ def index_entries(documents: list[Document], chunk_words: int,
     for ex in learned or []:
         doc_id = ex.doc_id if ex.doc_id in doc_ids else first_doc_of.get(ex.intent)
         if doc_id is not None:
-            entries.append(Entry(doc_id, LEARNED, ex.text))
+            section = ex.section if ex.section and doc_id == ex.doc_id and ex.section.startswith(f"{doc_id}#") else ""
+            entries.append(Entry(doc_id, LEARNED, ex.text, section))
     return entries
 
 
 def assign_learned_sections(entries: list[Entry], vectors: np.ndarray) -> list[Entry]:
     """File each learned question under the section of its article that is closest to it, so a
-    correction that names an article also teaches which part of it answers the question."""
+    correction that names an article also teaches which part of it answers the question. A question
+    whose 👍 confirmed a section keeps that one."""
     sections_of: dict[str, list[int]] = {}
     for i, entry in enumerate(entries):
         if entry.kind in ("chunk", "heading") and entry.section:
             sections_of.setdefault(entry.doc_id, []).append(i)
     out = list(entries)
     for i, entry in enumerate(entries):
-        if entry.kind == LEARNED and sections_of.get(entry.doc_id):
+        if entry.kind == LEARNED and not entry.section and sections_of.get(entry.doc_id):  # 👍'd ones keep theirs
             rows = sections_of[entry.doc_id]
             best = rows[int(np.argmax(vectors[rows] @ vectors[i]))]
             out[i] = Entry(entry.doc_id, LEARNED, entry.text, entries[best].section)

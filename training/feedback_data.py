@@ -70,9 +70,11 @@ class LabelledQuestion:
     origin: str  # "thumbs_up" | "correction" | "admin"
     users: tuple[str, ...]  # distinct supporting users (hashes)
     trusted: bool = False
+    section: str | None = None  # the quoted section the 👍 votes confirmed (of doc_id)
 
     def example(self) -> TrainingExample:
-        return TrainingExample(self.text, self.intent, origin=f"feedback:{self.origin}", doc_id=self.doc_id)
+        return TrainingExample(self.text, self.intent, origin=f"feedback:{self.origin}", doc_id=self.doc_id,
+                               section=self.section)
 
 
 @dataclass
@@ -114,6 +116,7 @@ class _Claim:
     kind: str  # thumbs_up | correction | down
     text: str
     time: str
+    section: str | None = None  # a 👍: the section the answer quoted
 
 
 @dataclass
@@ -257,6 +260,8 @@ def _claim(row: dict, user: str, trusted: bool, kb: _KbIndex, counts: Counter) -
             return None
         claim.kind, claim.label = "thumbs_up", answered_label
         claim.doc_id = answered_doc if docs[answered_doc].label == answered_label else label_docs[answered_label][0]
+        section = row.get("answer_section")
+        claim.section = section if claim.doc_id == answered_doc and section and section.startswith(f"{answered_doc}#") else None
         return claim
     if not declined:
         claim.negative_doc, claim.negative_label = answered_doc, docs[answered_doc].label
@@ -359,8 +364,12 @@ def _resolve(key: str, claims: list[_Claim], kb_label: dict, label_docs: dict, c
             supporting = [c for c in voters if c.label == winner]
             origin = "admin" if trusted else ("correction" if any(c.kind == "correction" for c in supporting) else "thumbs_up")
             doc_id = Counter(c.doc_id for c in supporting if c.doc_id).most_common(1)
-            labelled = LabelledQuestion(text, winner, doc_id[0][0] if doc_id else None, origin,
-                                        tuple(sorted(users)), bool(trusted))
+            doc = doc_id[0][0] if doc_id else None
+            # The section a 👍 confirmed, unless someone corrected the question (a later correction
+            # to another section or article says the confirmed one was not it).
+            sections = Counter(c.section for c in supporting if c.section and c.doc_id == doc)
+            section = sections.most_common(1)[0][0] if sections and origin == "thumbs_up" else None
+            labelled = LabelledQuestion(text, winner, doc, origin, tuple(sorted(users)), bool(trusted), section)
     negatives = []
     negative_users: dict[str, set[str]] = defaultdict(set)
     for c in claims:

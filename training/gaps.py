@@ -82,8 +82,10 @@ class Gap:
 
 
 def why_unmet(row: dict) -> str | None:
-    """Why an answer row (store `answer_outcomes`) went unmet, or None when it was met."""
-    if row.get("correct_doc_id") and row["correct_doc_id"] != row.get("doc_id"):
+    """Why an answer row (store `answer_outcomes`) went unmet, or None when it was met. A correction
+    (an agent's 👎 naming the article that answers, the answered one included: then its words did
+    not) is `corrected`; clarifying picks are not corrections (the store leaves them out)."""
+    if row.get("correct_doc_id"):
         return CORRECTED
     if row.get("downs", 0) > row.get("ups", 0):
         return DOWNVOTED

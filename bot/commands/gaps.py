@@ -28,36 +28,23 @@ def register(subparsers) -> None:
     p.add_argument("--until", help="end: a date/time (default: now)")
     p.add_argument("--json", action="store_true", help="one JSON object per gap (JSON Lines), largest first")
     p.add_argument("--out", "-o", help="write a PNG chart of the gaps here")
-    p.add_argument("--min-size", type=_positive, default=None, help=f"questions a gap needs (default {GapParams.min_size})")
-    p.add_argument("--limit", type=_positive, default=10, help="gaps shown (default 10)")
-    p.add_argument("--distance", type=_distance, default=None,
+    p.add_argument("--min-size", type=int, default=None, help=f"questions a gap needs (default {GapParams.min_size})")
+    p.add_argument("--limit", type=int, default=10, help="gaps shown (default 10)")
+    p.add_argument("--distance", type=float, default=None,
                    help=("how far apart (cosine distance, 0-2) the questions of one gap may be on average "
                          f"(default {GapParams.distance})"))
     p.set_defaults(func=run)
 
 
-def _positive(text: str) -> int:
-    import argparse
+def check(args) -> None:
+    """One line (exit 2) for a value argparse accepts but gaps cannot use."""
+    from core.errors import UserError
 
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _distance(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < value < 2.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 2, not {value}")
-    return value
+    for flag, value in (("--min-size", args.min_size), ("--limit", args.limit)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be at least 1, not {value}")
+    if args.distance is not None and not 0.0 < args.distance < 2.0:
+        raise UserError(f"--distance must be between 0 and 2 (a cosine distance), not {args.distance}")
 
 
 def run(args) -> int:
@@ -71,6 +58,7 @@ def run(args) -> int:
     from store import Store
     from training.gaps import GapParams
 
+    check(args)
     settings = Settings.load()
     since, until = bounds(args.since, args.until, dt.datetime.now(dt.timezone.utc))
     chosen = {k: v for k, v in (("min_size", args.min_size), ("distance", args.distance)) if v is not None}
