@@ -86,18 +86,19 @@ def _prepare(state: RunState) -> None:
     state.work = state.work_folder()
 
 
+_stderr_handler: logging.Handler | None = None
+
+
 def _setup_logging(home: Path, *, quiet: bool) -> logging.Handler | None:
     log.setLevel(logging.INFO)
     log.propagate = False
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
-    if not any(getattr(h, "_csbot_stderr", False) for h in log.handlers):
-        stderr = logging.StreamHandler(sys.stderr)
-        stderr._csbot_stderr = True  # type: ignore[attr-defined]
-        log.addHandler(stderr)
-    for h in log.handlers:
-        if getattr(h, "_csbot_stderr", False):
-            h.setFormatter(fmt)
-            h.setLevel(logging.WARNING if quiet else logging.INFO)
+    global _stderr_handler
+    if _stderr_handler is None or _stderr_handler not in log.handlers:
+        _stderr_handler = logging.StreamHandler(sys.stderr)  # one per process, however many runs
+        log.addHandler(_stderr_handler)
+    _stderr_handler.setFormatter(fmt)
+    _stderr_handler.setLevel(logging.WARNING if quiet else logging.INFO)
     try:
         (home / "logs").mkdir(exist_ok=True)
         handler = logging.FileHandler(home / "logs" / f"retrain-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}.log",
