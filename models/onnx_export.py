@@ -31,6 +31,7 @@ op costs ~0.04 of cosine to torch on MiniLM (docs/benchmarks.md). The manifest r
 each variant to torch on a fixed probe set (`probe_sentences()`), measured at export.
 
 Usage: python -m models.onnx_export SOURCE FOLDER   (SOURCE: builtin:all-MiniLM-L6-v2 or a folder)
+(its command line: bot/commands/onnx_export.py)
 """
 
 from __future__ import annotations
@@ -355,27 +356,10 @@ def quantize_matmuls(fp32_path: Path, int8_path: Path) -> None:
         root.setLevel(level)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", help="builtin:all-MiniLM-L6-v2 or a sentence-transformers folder")
-    parser.add_argument("folder", help="where to write model.onnx, model.int8.onnx, tokenizer.json, onnx.json")
-    parser.add_argument("--no-int8", action="store_true", help="fp32 only")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET)
-    args = parser.parse_args(argv)
-    try:
-        manifest = export_onnx(args.source, args.folder, variants=("fp32",) if args.no_int8 else ("fp32", "int8"),
-                               opset=args.opset)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    for variant, entry in manifest["variants"].items():
-        print(f"{variant}: {entry['file']} {entry['bytes'] / 1e6:.1f} MB, vs torch {entry.get('vs_torch')}")
-    print(f"exported in {manifest['export_seconds']} s")
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # The command line lives in bot/commands/onnx_export.py; this module stays where the docs run it
+    # (`python -m models.onnx_export`). Its one import of the app (exempted in
+    # tests/test_architecture.py), made only when run.
+    from bot.commands.onnx_export import script_main
+
+    raise SystemExit(script_main())

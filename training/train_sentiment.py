@@ -3,6 +3,8 @@
     python training/train_sentiment.py [--data-dir ../shared/data] [--out models/assets/sentiment_head.npz]
                                        [--encoder builtin:all-MiniLM-L6-v2]
 
+(its command line: bot/commands/train_sentiment.py; this module is the data and the training)
+
 Data (see each folder's README.md): the SemEval-2013..2016 Task 4A training pool plus the `train`
 split of Twitter US Airline Sentiment. Settings were chosen on TweetEval `val` and the airline `dev`
 split (never on a test split); the script reports those val figures and writes them into the head's
@@ -12,7 +14,6 @@ so a second run skips the encoder pass.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import os
@@ -29,7 +30,8 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from core.answer import SENTIMENT_LABELS  # noqa: E402
-from core.settings import DEFAULT_ENCODER, SEED  # noqa: E402
+# DEFAULT_ENCODER is for benchmarks/bench_sentiment.py, which reads it as ts.DEFAULT_ENCODER.
+from core.settings import DEFAULT_ENCODER, SEED  # noqa: E402, F401
 
 LABELS = list(SENTIMENT_LABELS)
 
@@ -213,41 +215,29 @@ def load_features(encoder, splits: list[Split], cache_dir, log=print) -> list:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--encoder", default=DEFAULT_ENCODER)
-    parser.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="feature cache ('' to disable)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    args = parser.parse_args(argv)
+def load_data(data_dir: Path) -> tuple[list[Split], list[Split]]:
+    """The training splits and the val splits (module doc); a `UserError` when a data file is missing."""
+    return training_splits(data_dir), eval_splits(data_dir, "val")
 
-    import torch
 
-    from core.errors import UserError
-
-    torch.set_num_threads(max(1, args.threads))
-    cache_dir = args.cache_dir if str(args.cache_dir) else None
-    started = time.time()
-    try:
-        train_splits = training_splits(args.data_dir)
-        val_splits = eval_splits(args.data_dir, "val")
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    encoder = LazyEncoder(args.encoder)
-    train_parts = load_features(encoder, train_splits, cache_dir)
-    val_parts = load_features(encoder, val_splits, cache_dir)
+def build_head(train_splits: list[Split], val_splits: list[Split], *, encoder_name: str, cache_dir, out: Path,
+               log=print):
+    """Train the floor and the shipped head on `train_splits` (the head's temperature fitted on
+    `val_splits`), record the settings and val figures in the head's `info` and write it to `out`.
+    Returns (head, {val split: head metrics}, {val split: floor metrics})."""
+    encoder = LazyEncoder(encoder_name)
+    train_parts = load_features(encoder, train_splits, cache_dir, log=log)
+    val_parts = load_features(encoder, val_splits, cache_dir, log=log)
 
     train = concat(train_parts)
     labels = [label for split in train_splits for label in split.labels]
     weight = example_weights(train_splits)
     calibration = (concat(val_parts), [label for split in val_splits for label in split.labels])
 
-    print(f"training floor (LR on the final embedding) on {len(labels)} examples")
+    log(f"training floor (LR on the final embedding) on {len(labels)} examples")
     floor = train_floor_head(train, labels)
-    print(f"training head {FEATURE_SPEC} MLP {MLP}")
-    head = train_head(train, labels, weight, calibration)
+    log(f"training head {FEATURE_SPEC} MLP {MLP}")
+    head = train_head(train, labels, weight, calibration, log=log)
 
     val, floor_val = {}, {}
     for split, encoded in zip(val_splits, val_parts):
@@ -255,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         floor_val[split.name] = metrics(floor, split, encoded)
     head.info = {
         "task": "sentiment",
-        "encoder": args.encoder,
+        "encoder": encoder_name,
         "feature_spec": FEATURE_SPEC,
         "layers_read": sorted({int(x) for x in FEATURE_SPEC.split(":", 1)[1].split(",")}),
         "model": {"type": "mlp", **MLP, "example_weights": "classes balanced within each source",
@@ -271,18 +261,14 @@ def main(argv: list[str] | None = None) -> int:
         "seed": SEED,
         "trained_by": "training/train_sentiment.py",
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    head.save(args.out, half=True)  # SoftmaxHead.save writes a temp file and renames it: atomic
-
-    print(f"\n{'validation':<16}{'head MR':>9}{'head acc':>10}{'floor MR':>10}{'floor acc':>11}")
-    for name in val:
-        h, f = val[name], floor_val[name]
-        print(f"{name:<16}{h['macro_recall']:>9.4f}{h['accuracy']:>10.4f}{f['macro_recall']:>10.4f}{f['accuracy']:>11.4f}")
-    size = args.out.stat().st_size
-    print(f"\nwrote {args.out} ({size / 1024:.0f} KiB, temperature {head.temperature:.3f}) "
-          f"in {time.time() - started:.0f}s")
-    return 0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    head.save(out, half=True)  # SoftmaxHead.save writes a temp file and renames it: atomic
+    return head, val, floor_val
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The command line lives in bot/commands/train_sentiment.py; this file stays where the docs run
+    # it. Its one import of the app (exempted in tests/test_architecture.py), made only when run.
+    from bot.commands.train_sentiment import script_main
+
+    sys.exit(script_main())

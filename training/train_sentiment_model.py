@@ -12,11 +12,11 @@ made on TweetEval `val` + the airline `dev` split only: the checkpoint (evaluate
 neutral logit (the best mean macro-recall on a grid), then the temperature. Test
 splits are never read. The run is seeded (`--seed`; torch, numpy, the batch order) and CPU-only.
 The artefact's `info` records the settings, data counts, the validation figures and the time.
+The command line is bot/commands/train_sentiment_model.py; this module is the training.
 """
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import time
@@ -30,7 +30,6 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from core.answer import SENTIMENT_LABELS
-from models.sentiment_model import BUILTIN_ARTEFACT, DEFAULT_BASE
 from training import train_sentiment as ts
 
 LABELS = list(SENTIMENT_LABELS)
@@ -139,55 +138,35 @@ def lora_state(peft_model) -> tuple[dict, float]:
     return out, scaling
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", type=Path, default=ts.default_data_dir())
-    parser.add_argument("--out", type=Path, default=BUILTIN_ARTEFACT)
-    parser.add_argument("--base", default=DEFAULT_BASE)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--max-steps", type=int, default=2400)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--eval-every", type=int, default=600)
-    parser.add_argument("--seed", type=int, default=13)
-    parser.add_argument("--airline-weight", type=float, default=ts.AIRLINE_WEIGHT,
-                        help="extra loss weight of the airline rows against the SemEval rows (after per-source balancing)")
-    parser.add_argument("--probe", type=int, default=0, help="time this many steps, print, and exit")
-    parser.add_argument("--val-rows", type=int, default=0, help="smoke runs only: use the first N rows of each val set")
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-
+def seeded(seed: int) -> np.random.Generator:
+    """Seed torch and `random` with `seed`; the numpy generator that orders the batches."""
     import torch
 
-    from core.errors import UserError
+    torch.manual_seed(seed)
+    random.seed(seed)
+    return np.random.default_rng(seed)
 
-    torch.set_num_threads(max(1, args.threads))
-    torch.manual_seed(args.seed)
-    random.seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    started = time.time()
-    try:
-        train_splits = ts.training_splits(args.data_dir)
-        val_splits = ts.eval_splits(args.data_dir, "val")
-        if args.val_rows:
-            val_splits = [ts.Split(s.name, s.texts[:args.val_rows], s.labels[:args.val_rows]) for s in val_splits]
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def load_data(data_dir: Path, val_rows: int = 0) -> tuple[list, list]:
+    """The training and val splits (training/train_sentiment.py's); with `val_rows`, only the first
+    rows of each val split (smoke runs). A `UserError` when a data file is missing."""
+    train_splits = ts.training_splits(data_dir)
+    val_splits = ts.eval_splits(data_dir, "val")
+    if val_rows:
+        val_splits = [ts.Split(s.name, s.texts[:val_rows], s.labels[:val_rows]) for s in val_splits]
+    return train_splits, val_splits
+
+
+def train_model(args, train_splits: list, val_splits: list, rng: np.random.Generator,
+                started: float) -> tuple[float | None, str]:
+    """Build the LoRA model, tokenise the training texts and train `args.probe or args.max_steps` steps,
+    writing the best checkpoint to `args.out` as it goes (not with `args.probe`). `args` carries the
+    command line's settings (bot/commands/train_sentiment_model.py). Returns the best mean val
+    macro-recall (None when nothing was validated) and its per-split lines."""
     model = _build_model(args)
     rows = _TrainingRows.tokenise(args, train_splits, model)
     validation = _Validation(args, model, train_splits, val_splits, started)
-    steps = args.probe or args.max_steps
-    best_mean, best_line = _train(args, model, rows, validation, steps, rng, started)
-    if args.probe:
-        print(f"probe: {steps} steps in {time.time() - started:.0f}s")
-        return 0
-    print(f"\ndone in {time.time() - started:.0f}s; the artefact written last is the choice (mean val macro-R "
-          f"{best_mean:.4f}):\n{best_line}")
-    return 0
+    return _train(args, model, rows, validation, args.probe or args.max_steps, rng, started)
 
 
 @dataclass
@@ -383,4 +362,8 @@ class _Validation:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # The command line lives in bot/commands/train_sentiment_model.py; this file stays where the docs
+    # run it. Its one import of the app (exempted in tests/test_architecture.py), made only when run.
+    from bot.commands.train_sentiment_model import script_main
+
+    sys.exit(script_main())
