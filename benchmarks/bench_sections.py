@@ -17,8 +17,8 @@ The floor: bare frozen all-MiniLM-L6-v2, the question's cosine to each section's
 its heading path, as the index embeds it), the best section when its cosine is >= 0.5, else decline.
 
 One simulated round: group 0 is asked once through the engine and stored; 25 simulated agents vote
-(👍 when the article is right — agents vote on answers, not sections, as the Slack buttons do; 👎 + the
-gold article on 70 % of the rest; plain 👎 otherwise), imported with `csbot feedback --file --json`,
+as a customer judges the answer (👍 when the quoted section answers the question; 👎 + the gold article
+on 70 % of the rest — wrong sections included; plain 👎 otherwise), imported with `csbot feedback --file --json`,
 then `python training/retrain.py --json`. Group 1 is scored again, and every group-0 answer voted 👍 is
 asked again: `moved_after_up` counts those whose quoted section changed.
 
@@ -120,7 +120,7 @@ def simulate_round(home: Path, traffic: list[dict], seed: int) -> tuple[Path, di
             store.record_answer(answer, user=user, origin="cli")
             data = answer.to_json()
             vote: dict = {"answer_id": answer.answer_id, "user": user}
-            if not data.get("handoff") and data.get("doc_id") == q["doc_id"] and not clarify_options(data):
+            if not clarify_options(data) and outcome(data, q) == "right":
                 vote["vote"] = "up"
                 upped.append((q["question"], heading_of(data)))
             elif rng.random() < CORRECTION_P:

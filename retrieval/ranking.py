@@ -128,7 +128,7 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
     section_score: dict[str, dict[str, float]] = {}  # doc -> section -> fused entry score
     chunk_of: dict[str, str] = {}
     learned_cos: dict[str, float] = {}  # best learned question per article: only the answer's source score
-    label_cos: dict[str, float] = {}  # best title or heading per article
+    label_cos: dict[str, float] = {}  # best heading per article
     best_chunk_section: dict[str, str] = {}  # the section of each article's best chunk
     best_chunk_cos: dict[str, float] = {}
     learned_section: dict[str, tuple[float, str]] = {}  # each article's closest learned question's section
@@ -151,9 +151,9 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
             if entry.section:
                 learned_section.setdefault(entry.doc_id, (score, entry.section))
             continue
-        if entry.kind in (TITLE, HEADING):
+        if entry.kind == HEADING:
             label_cos.setdefault(entry.doc_id, score)
-            if entry.kind == HEADING and entry.section:
+            if entry.section:
                 best_heading.setdefault(entry.doc_id, (score, entry.section))
             continue
         if entry.kind == CHUNK and entry.section:
@@ -162,9 +162,9 @@ def decide(entries, label_of: dict[str, str], labels: list[str], label_index: di
         if entry.doc_id not in doc_cos:
             doc_cos[entry.doc_id] = score
             rank += 1
-    # An article is scored by its content (its sections' chunks, which begin with the title and
-    # heading path, and its example questions); a title or heading alone scores it only when none
-    # of its content was retrieved.
+    # An article is scored by its title and its content (its sections' chunks, which begin with the
+    # title and heading path, and its example questions); a heading alone scores it only when none of
+    # that was retrieved: a short heading matches questions its section does not answer.
     for doc, score in label_cos.items():
         doc_cos.setdefault(doc, score)
     lexical_rank: dict[str, int] = {}
