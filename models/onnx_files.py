@@ -47,17 +47,23 @@ def read_manifest(folder: str | Path) -> dict:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f"ONNX encoder folder {folder} does not exist (export it: python -m models.onnx_export SOURCE {folder})")
-    path = folder / MANIFEST
+    return load_manifest(folder / MANIFEST, "ONNX encoder", FORMAT,
+                         ("format", "variants", "inputs", "dim", "n_layers", "hidden", "max_seq_length", "pad_token_id"),
+                         missing_hint=" (export it again)")
+
+
+def load_manifest(path: Path, what: str, fmt: str, required: tuple[str, ...], *, missing_hint: str = "") -> dict:
+    """An export's JSON manifest (encoder or sentiment), checked for its keys and format; every problem
+    is one UserError line naming `what` ("ONNX encoder", "sentiment ONNX")."""
     if not path.is_file():
-        raise UserError(f"ONNX encoder folder {folder} has no {MANIFEST}: not an export, or an unfinished one (export it again)")
+        raise UserError(f"{what} folder {path.parent} has no {path.name}: not an export, or an unfinished one{missing_hint}")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"ONNX encoder manifest {path} is unreadable: {str(exc).splitlines()[0]}") from None
-    missing = [k for k in ("format", "variants", "inputs", "dim", "n_layers", "hidden", "max_seq_length", "pad_token_id")
-               if k not in manifest] if isinstance(manifest, dict) else ["everything"]
+        raise UserError(f"{what} manifest {path} is unreadable: {str(exc).splitlines()[0]}") from None
+    missing = [k for k in required if k not in manifest] if isinstance(manifest, dict) else ["everything"]
     if missing:
-        raise UserError(f"ONNX encoder manifest {path} lacks {', '.join(missing)}")
-    if manifest["format"] != FORMAT:
-        raise UserError(f"ONNX encoder manifest {path} has format {manifest['format']!r}; this csbot reads {FORMAT}")
+        raise UserError(f"{what} manifest {path} lacks {', '.join(missing)}")
+    if manifest["format"] != fmt:
+        raise UserError(f"{what} manifest {path} has format {manifest['format']!r}; this csbot reads {fmt}")
     return manifest

@@ -33,7 +33,6 @@ text's label could depend on its batchmates (the same rule as models/onnx_encode
 
 from __future__ import annotations
 
-import json
 import os
 import time
 import warnings
@@ -44,6 +43,7 @@ import numpy as np
 
 from core.errors import UserError
 from models.onnx_encoder import cpu_session, map_texts, one_text_workers
+from models.onnx_files import load_manifest
 from models.onnx_export import (
     QUANTISATION,
     eager_attention,
@@ -263,21 +263,8 @@ def _checked_file(folder: Path, entry: dict) -> Path:
 
 def read_manifest(folder: str | Path) -> dict:
     """The manifest of a sentiment export folder; UserError (one line) when the folder is not one."""
-    folder = Path(folder).expanduser()
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise UserError(f"sentiment ONNX folder {folder} has no {MANIFEST}: not an export, or an unfinished one")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"sentiment ONNX manifest {path} is unreadable: {str(exc).splitlines()[0]}") from None
-    missing = [k for k in ("format", "variants", "inputs", "labels", "temperature", "max_length", "pad_token_id")
-               if k not in manifest] if isinstance(manifest, dict) else ["everything"]
-    if missing:
-        raise UserError(f"sentiment ONNX manifest {path} lacks {', '.join(missing)}")
-    if manifest["format"] != FORMAT:
-        raise UserError(f"sentiment ONNX manifest {path} has format {manifest['format']!r}; this csbot reads {FORMAT}")
-    return manifest
+    return load_manifest(Path(folder).expanduser() / MANIFEST, "sentiment ONNX", FORMAT,
+                         ("format", "variants", "inputs", "labels", "temperature", "max_length", "pad_token_id"))
 
 
 class OnnxSentiment:
