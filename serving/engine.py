@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from core.answer import OUT_OF_SCOPE, SENTIMENT_LABELS, Answer, Source
+from core.errors import CsbotError
 from core.runtime import beside
 from core.settings import ANSWER_MODES, Settings
 from core.text import clean_text
@@ -43,6 +44,7 @@ from retrieval.ranking import SEARCH_K, Decision, DecisionParams, decide
 from retrieval.scope import Scope, load_names
 from serving.compose import Composer, Composition, GuardFailure, Passage, clip_words
 from serving.policy import HANDOFF_TEXT  # the engine's hand-offs say it; the policy words them per front end
+from serving.model_store import BlobMismatch
 from serving.versions import ModelVersion, VersionStore
 
 log = logging.getLogger("csbot.engine")
@@ -143,13 +145,21 @@ class Catalogue:
         """(doc id, title) of every article, sorted by title."""
         return sorted(((doc_id, doc.title) for doc_id, doc in self.articles.items()), key=lambda a: a[1].lower())
 
+    def sections(self, doc_id: str | None) -> list[tuple[str, str]]:
+        """(section id, its heading path below the title) of an article's sections, in order; the lead
+        (text before the first heading) is "Introduction". [] for an unknown article."""
+        from retrieval.kb import split_sections
+
+        doc = self.article(doc_id)
+        return [(s.id, " › ".join(s.path[1:]) or "Introduction") for s in split_sections(doc)] if doc else []
+
 
 class Engine:
     def __init__(self, settings: Settings, *, version: str | None = None, reload_check_seconds: float = 2.0):
         """Serve the champion (following promotions), or exactly `version` when given (pinned)."""
         self.settings = settings
         self.pinned = version
-        self.versions = VersionStore(settings.models_dir)
+        self.versions = VersionStore.from_settings(settings)
         self.reload_check_seconds = reload_check_seconds
         self._lock = threading.Lock()
         self._served: Served | None = None
@@ -176,14 +186,21 @@ class Engine:
         return Catalogue(served.version.name, served.documents, sorted(served.intent_head.labels))
 
     def reload(self, force: bool = False) -> bool:
-        """Load the champion if it changed (or `force`); returns True when a new version is served."""
+        """Load the champion if it changed (or `force`); returns True when a new version is served. A
+        champion the model store refuses (a file that does not match its manifest) is not tried again
+        until the pointer moves."""
         if self.pinned and not force:
             return False
-        stamp = self.versions.champion_stamp()
+        stamp = None if self.pinned else self.versions.champion_stamp()
         if not force and stamp == self._stamp:
             return False
         with self._lock:
-            version = self.versions.get(self.pinned) if self.pinned else self.versions.champion()
+            try:
+                version = self.versions.get(self.pinned) if self.pinned else self.versions.champion()
+            except BlobMismatch:
+                if self._served is not None:
+                    self._stamp = stamp
+                raise
             if not force and self._served is not None and version.name == self._served.version.name:
                 self._stamp = stamp
                 return False
@@ -192,11 +209,20 @@ class Engine:
         return True
 
     def maybe_reload(self) -> bool:
+        """`reload` at most every reload_check_seconds (each check is one HEAD request with a model
+        store). A failure keeps the loaded version serving: the store out of reach, or a new champion
+        refused."""
         now = time.monotonic()
         if now - self._last_check < self.reload_check_seconds:
             return False
         self._last_check = now
-        return self.reload()
+        try:
+            return self.reload()
+        except CsbotError as exc:
+            if self._served is None:
+                raise
+            log.warning("still serving %s: %s", self._served.version.name, exc)
+            return False
 
     def _encoder_for(self, version: ModelVersion) -> EncoderRuntime:
         runtime = runtime_for(version, self.settings)

@@ -6,7 +6,8 @@ the intent head, the composer) and the sentiment corrections alike.
 
 What a vote means:
 - 👍 on an answer → the question is a **positive** example of the answer's intent and article.
-- 👎 with a correction (an intent or an article) → a **labelled** example of the corrected intent;
+- 👎 with a correction (an intent, an article, or a section by its id `doc#section`) → a **labelled**
+  example of the corrected intent; a named section is the one its build files the question under;
   the article that was wrongly given becomes its hard negative.
 - a pick from a clarifying question ("Did you mean…", origin `clarify`) → a **labelled** example of
   the picked article, with no negative;
@@ -45,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from core.answer import OOS_ALIASES, OUT_OF_SCOPE
-from retrieval.kb import Document
+from retrieval.kb import Document, split_sections
 from serving.versions import TrainingExample
 
 ANONYMOUS = "anonymous"
@@ -70,7 +71,7 @@ class LabelledQuestion:
     origin: str  # "thumbs_up" | "correction" | "admin"
     users: tuple[str, ...]  # distinct supporting users (hashes)
     trusted: bool = False
-    section: str | None = None  # the quoted section the 👍 votes confirmed (of doc_id)
+    section: str | None = None  # the section of doc_id the latest 👍 or correction named
 
     def example(self) -> TrainingExample:
         return TrainingExample(self.text, self.intent, origin=f"feedback:{self.origin}", doc_id=self.doc_id,
@@ -116,7 +117,7 @@ class _Claim:
     kind: str  # thumbs_up | correction | down
     text: str
     time: str
-    section: str | None = None  # a 👍: the section the answer quoted
+    section: str | None = None  # a 👍: the section the answer quoted; a correction: the section it named
 
 
 @dataclass
@@ -248,11 +249,11 @@ def _claim(row: dict, user: str, trusted: bool, kb: _KbIndex, counts: Counter) -
     if row.get("vote") == "up" and row.get("origin") == "clarify":
         # A pick from the bot's "Did you mean…" question: the picked article labels the question;
         # nothing was answered wrongly, so there is no negative.
-        label, doc_id = _correction(row, docs, label_docs, counts)
+        label, doc_id, section = _correction(row, docs, label_docs, counts)
         if label is None:
             return None
         counts["clarify_picks"] += 1
-        claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
+        claim.kind, claim.label, claim.doc_id, claim.section = "correction", label, doc_id, section
         return claim
     if row.get("vote") == "up":
         if declined or answered_label not in label_docs:
@@ -265,9 +266,9 @@ def _claim(row: dict, user: str, trusted: bool, kb: _KbIndex, counts: Counter) -
         return claim
     if not declined:
         claim.negative_doc, claim.negative_label = answered_doc, docs[answered_doc].label
-    label, doc_id = _correction(row, docs, label_docs, counts)
+    label, doc_id, section = _correction(row, docs, label_docs, counts)
     if label is not None:
-        claim.kind, claim.label, claim.doc_id = "correction", label, doc_id
+        claim.kind, claim.label, claim.doc_id, claim.section = "correction", label, doc_id, section
     elif claim.negative_doc is None:
         counts["down_on_declined"] += 1
         return None
@@ -315,22 +316,29 @@ def suspicious_users(rows: list[dict], config, admin_hashes=frozenset()) -> set[
     return {u for u, rate in rates.items() if rate > bar and u not in admin_hashes}
 
 
-def _correction(row: dict, docs: dict, label_docs: dict, counts: Counter) -> tuple[str | None, str | None]:
-    """The label a 👎 row names (by article or intent), or (None, None)."""
+def _correction(row: dict, docs: dict, label_docs: dict, counts: Counter) -> tuple[str | None, str | None, str | None]:
+    """The (label, article, section) a 👎 row names (by section id, article or intent), or Nones. A
+    section id ("refunds#how-long-a-refund-takes") names its article too; one the article no longer
+    has (it was edited) still names the article."""
     doc_id, intent = row.get("correct_doc_id"), (row.get("correct_intent") or "").strip()
     if doc_id:
+        doc_id, _, slug = doc_id.partition("#")
         if doc_id in docs:
-            return docs[doc_id].label, doc_id
+            section = f"{doc_id}#{slug}"
+            known = slug and section in {s.id for s in split_sections(docs[doc_id])}
+            if slug and not known:
+                counts["unknown_section"] += 1
+            return docs[doc_id].label, doc_id, section if known else None
         counts["unknown_correction"] += 1
     if intent:
         if intent.lower() in OOS_ALIASES:
-            return OUT_OF_SCOPE, None
+            return OUT_OF_SCOPE, None, None
         if intent in label_docs:
-            return intent, label_docs[intent][0]
+            return intent, label_docs[intent][0], None
         counts["unknown_correction"] += 1
     elif not doc_id and row.get("correct_answer"):
         counts["written_answer_only"] += 1
-    return None, None
+    return None, None, None
 
 
 def _resolve(key: str, claims: list[_Claim], kb_label: dict, label_docs: dict, counts: Counter):
@@ -365,10 +373,12 @@ def _resolve(key: str, claims: list[_Claim], kb_label: dict, label_docs: dict, c
             origin = "admin" if trusted else ("correction" if any(c.kind == "correction" for c in supporting) else "thumbs_up")
             doc_id = Counter(c.doc_id for c in supporting if c.doc_id).most_common(1)
             doc = doc_id[0][0] if doc_id else None
-            # The section a 👍 confirmed, unless someone corrected the question (a later correction
-            # to another section or article says the confirmed one was not it).
-            sections = Counter(c.section for c in supporting if c.section and c.doc_id == doc)
-            section = sections.most_common(1)[0][0] if sections and origin == "thumbs_up" else None
+            # The section the latest word on this article named: a 👍 confirms the quoted section, a
+            # correction names another one (or none: the build then files the question by similarity), so
+            # a 👍'd section stays until a later correction says otherwise.
+            deciding = [c for c in supporting if c.doc_id == doc and (c.section or c.kind == "correction")]
+            latest = max(deciding, key=lambda c: c.time, default=None)
+            section = latest.section if latest is not None else None
             labelled = LabelledQuestion(text, winner, doc, origin, tuple(sorted(users)), bool(trusted), section)
     negatives = []
     negative_users: dict[str, set[str]] = defaultdict(set)

@@ -153,7 +153,10 @@ class HeldoutSet:
                 alone[q.users[0]] = alone.get(q.users[0], 0) + 1
                 if alone[q.users[0]] > per_user_cap:
                     continue
-            self.rows.append({"text": q.text, "intent": q.intent, "doc_id": q.doc_id, "source": "feedback", "added": now})
+            row = {"text": q.text, "intent": q.intent, "doc_id": q.doc_id, "source": "feedback", "added": now}
+            if q.section:  # the section 👍 votes confirmed: the gate then scores the quoted section too
+                row["section"] = q.section
+            self.rows.append(row)
             taken.add(normalize(q.text))
             added += 1
         return added
@@ -192,7 +195,9 @@ class HeldoutSet:
         """Rows for `training.evaluate.evaluate`: held-out questions of intents the KB still has, plus OOS."""
         labels = {doc.label for doc in documents}
         kb_keys = {normalize(q) for doc in documents for q in doc.questions}
-        rows = [{"text": r["text"], "intent": r["intent"], "sentiment": None} for r in self.rows
+        sections = {s.id for doc in documents for s in split_sections(doc)}
+        rows = [{"text": r["text"], "intent": r["intent"], "sentiment": None, "doc_id": r.get("doc_id"),
+                 "section": r.get("section") if r.get("section") in sections else None} for r in self.rows
                 if r.get("source") != SENTIMENT_SOURCE and (r["intent"] in labels or r["intent"] == OUT_OF_SCOPE)]
         if builtin_oos:
             # About one generic off-topic question per four in-scope rows (at least 5), so that
@@ -216,12 +221,12 @@ def kb_heading_rows(documents: list[Document], *, exclude: set[str] | frozenset 
     measure that a candidate keeps the KB in place, not what it learned; held-out votes measure that."""
     rows, seen = [], set(exclude)
     for doc in documents:
-        headings = [" › ".join(s.path) for s in split_sections(doc) if s.heading] or [doc.title]
-        for text in headings:
+        headings = [(" › ".join(s.path), s.id) for s in split_sections(doc) if s.heading] or [(doc.title, f"{doc.id}#")]
+        for text, section in headings:
             key = normalize(text)
             if key and key not in seen:
                 seen.add(key)
-                rows.append({"text": text, "intent": doc.label, "sentiment": None})
+                rows.append({"text": text, "intent": doc.label, "sentiment": None, "doc_id": doc.id, "section": section})
     return rows
 
 
@@ -254,7 +259,8 @@ class Decision:
 
 
 def decide(champion: dict, candidate: dict, config) -> Decision:
-    """The promotion rules: accuracy, every well-supported intent, out-of-scope recall."""
+    """The promotion rules: accuracy, every well-supported intent, the quoted section (rows naming one),
+    out-of-scope recall."""
     checks = []
     a, b = champion.get("accuracy"), candidate.get("accuracy")
     if a is None or b is None:
@@ -279,6 +285,14 @@ def decide(champion: dict, candidate: dict, config) -> Decision:
     if drops:
         detail += ": " + ", ".join(f"{d['intent']} {d['champion']:.2f}→{d['candidate']:.2f}" for d in drops[:8])
     checks.append({"rule": "per_intent", "passed": not drops, "drops": drops, "eligible": eligible, "detail": detail})
+    if champion.get("section_accuracy") is not None and candidate.get("section_accuracy") is not None:
+        # Rows that name their section (👍'd answers' sections, the KB's headings): a candidate that finds
+        # the right articles but quotes worse sections is worse for the customer who reads the quote.
+        a, b = champion["section_accuracy"], candidate["section_accuracy"]
+        tol = config.gate_accuracy_tolerance
+        checks.append({"rule": "section", "passed": b >= a - tol - 1e-9, "champion": a, "candidate": b,
+                       "n": candidate.get("sections", {}).get("n"),
+                       "detail": f"quoted section right {a:.4f} → {b:.4f} (n={candidate.get('sections', {}).get('n')})"})
     if "oos_recall" in champion or "oos_recall" in candidate:
         a, b = champion.get("oos_recall", 0.0), candidate.get("oos_recall", 0.0)
         tol = config.gate_oos_tolerance

@@ -9,8 +9,9 @@ from core.output import out
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="score the served model on labelled questions "
-                              "(accuracy, macro-F1, per class, out-of-scope recall)")
-    p.add_argument("file", help="CSV or JSONL rows {text, intent?, sentiment?}; intent out_of_scope = should decline")
+                              "(accuracy, macro-F1, per class, out-of-scope recall, the quoted section, a reliability table)")
+    p.add_argument("file", help="CSV or JSONL rows {text, intent?, sentiment?, doc_id?, section?}; intent "
+                   "out_of_scope = should decline; section = the section that answers it (id, or heading with doc_id)")
     p.add_argument("--version", help="score this model version instead of the champion")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run)

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("vote", nargs="?", help="up, down or retract")
     correction = parser.add_mutually_exclusive_group()
     correction.add_argument("--intent", help="correction: the intent the question really had")
-    correction.add_argument("--doc", dest="doc_id", metavar="ID", help="correction: the article that answers it")
+    correction.add_argument("--doc", dest="doc_id", metavar="ID", help="correction: the article that answers it, or its section (the id "
+                            "`ask --json` prints, e.g. refunds#how-long-a-refund-takes)")
     correction.add_argument("--answer", dest="answer_text", metavar="TEXT", help="correction: a written answer")
     parser.add_argument("--user", help="whose vote this is (a Slack user id; default: your login name); "
                         "stored only as a salted hash")
@@ -89,9 +90,19 @@ def _check_correction(args: argparse.Namespace, settings) -> None:
         _, documents = served_documents(settings)
     except VersionError:
         return  # no model yet: nothing to check against (the retrain counts unknown corrections)
-    if args.doc_id is not None and args.doc_id.strip() not in {d.id for d in documents}:
-        raise UserError(suggest(args.doc_id.strip(), sorted({d.id for d in documents}), "article id (--doc)",
-                                command="csbot intents"))
+    if args.doc_id is not None:
+        known = {d.id for d in documents}
+        doc_id, hash_, _ = args.doc_id.strip().partition("#")
+        if doc_id not in known:
+            raise UserError(suggest(doc_id, sorted(known), "article id (--doc)", command="csbot intents"))
+        if hash_:  # a section of it, by the id `ask --json` prints
+            from retrieval.kb import split_sections
+
+            doc = next(d for d in documents if d.id == doc_id)
+            sections = [s.id for s in split_sections(doc)]
+            if args.doc_id.strip() not in sections:
+                raise UserError(f"unknown section {args.doc_id.strip()!r} (--doc); {doc_id}'s sections: "
+                                f"{', '.join(sections)}")
     intents = sorted({d.label for d in documents})
     intent = args.intent.strip() if args.intent is not None else None
     if intent is not None and intent not in intents and intent.lower() not in OOS_ALIASES:

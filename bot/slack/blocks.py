@@ -209,18 +209,30 @@ def priority_notice_text(oncall_usergroup: str) -> str:
 # ----- correction modal ----------------------------------------------------------------------------
 
 def correction_modal(*, answer_id: str, question: str | None, answer: str | None,
-                     articles: list[tuple[str, str]], intents: list[str], context: dict) -> View:
-    """The 👎 modal: pick the right article or intent, or write the right answer (all optional,
-    at least one is checked on submit). `context` travels in private_metadata."""
+                     articles: list[tuple[str, str]], intents: list[str], context: dict,
+                     sections: list[tuple[str, str]] = (), answered_title: str | None = None) -> View:
+    """The 👎 modal: pick the right section of the answered article, another article or an intent, or
+    write the right answer (all optional, at least one is checked on submit). `sections`: (section id,
+    heading) of the answered article, offered when it has more than one (the right article, another part
+    of it). `context` travels in private_metadata."""
     blocks = []
     if question:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(f"*Question*\n>{escape(question)}", SECTION_LIMIT))))
     if answer:
         blocks.append(SectionBlock(text=MarkdownTextObject(text=_clip(f"*My answer*\n>{escape(answer)}", 600))))
+    if len(sections) > 1:
+        blocks.append(InputBlock(
+            block_id=ids.CORRECTION_SECTION_BLOCK, optional=True,
+            label=PlainTextObject(text=_clip(f"The right part of “{answered_title or 'this article'}”", 150)),
+            element=StaticSelectElement(
+                action_id=ids.CORRECTION_SECTION, placeholder=PlainTextObject(text="Pick a section"),
+                options=[Option(value=section_id, text=_clip(heading, OPTION_LIMIT))
+                         for section_id, heading in sections[:MAX_OPTIONS]]),
+        ))
     if articles:
         blocks.append(InputBlock(
             block_id=ids.CORRECTION_ARTICLE_BLOCK, optional=True,
-            label=PlainTextObject(text="The right article"),
+            label=PlainTextObject(text="…or the right article" if len(sections) > 1 else "The right article"),
             element=StaticSelectElement(
                 action_id=ids.CORRECTION_ARTICLE, placeholder=PlainTextObject(text="Pick an article"),
                 options=[Option(value=doc_id, text=_clip(title or doc_id, OPTION_LIMIT))

@@ -129,12 +129,15 @@ def feedback_answer_id(blocks: list) -> str:
     return answer_id
 
 
-def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", view_id="VCORR1", trigger=None):
+def submission(view: dict, *, doc_id=None, intent=None, text=None, user="U1", view_id="VCORR1", trigger=None,
+               section=None):
     """A submission of the correction modal; each its own trigger id unless `trigger` (Slack gives each
     interaction one; the intake claims it, so two submissions with one trigger id count once)."""
     values = {
         ids.CORRECTION_ARTICLE_BLOCK: {ids.CORRECTION_ARTICLE: {
             "type": "static_select", "selected_option": {"value": doc_id} if doc_id else None}},
+        ids.CORRECTION_SECTION_BLOCK: {ids.CORRECTION_SECTION: {
+            "type": "static_select", "selected_option": {"value": section} if section else None}},
         ids.CORRECTION_INTENT_BLOCK: {ids.CORRECTION_INTENT: {
             "type": "static_select", "selected_option": {"value": intent} if intent else None}},
         ids.CORRECTION_TEXT_BLOCK: {ids.CORRECTION_TEXT: {"type": "plain_text_input", "value": text}},

@@ -58,7 +58,8 @@ def test_thumbs_down_opens_the_modal_and_the_correction_is_stored(make_bot, reco
     bot.idle()
     view = opened.args["view"]
     assert opened.args["trigger_id"] == "111.222.abc" and view["callback_id"] == ids.CORRECTION_MODAL
-    offered = [o["value"] for o in view["blocks"][2]["element"]["options"]]  # every KB article
+    [articles] = [b for b in view["blocks"] if b.get("block_id") == ids.CORRECTION_ARTICLE_BLOCK]
+    offered = [o["value"] for o in articles["element"]["options"]]  # every KB article
     assert len(offered) == 36 and set(offered) == set(recorded_engine.served.documents)
     assert {"reset-password", "track-order"} <= set(offered)
     assert bot.store.get_answer(answer_id)["votes"] == {"up": 0, "down": 1}
@@ -74,6 +75,42 @@ def test_thumbs_down_opens_the_modal_and_the_correction_is_stored(make_bot, reco
     assert (row["vote"], row["origin"], row["correct_doc_id"], row["correct_intent"], row["correct_answer"]) == (
         "down", "modal", "track-order", "track_order", "See the tracking page.")
     assert row["event_id"] == "view:VCORR1"
+
+
+def test_a_correction_can_name_another_section_of_the_answered_article(make_bot, helpcentre_home, tmp_path):
+    """The answer found the right article but quoted the wrong part: the modal offers the answered
+    article's sections, and the pick is stored as `doc#section` with the article's intent."""
+    from core.settings import Settings
+    from serving.engine import Engine
+    from tests.conftest import copy_home
+
+    engine = Engine(Settings.load(env={}, home=copy_home(helpcentre_home, tmp_path / "helpcentre")))
+    bot = make_bot(engine)
+    _, _, ts, answer_id = ask(bot, "how long does a refund take to arrive")
+    assert bot.store.get_answer(answer_id)["doc_id"] == "refunds"
+    assert bot.sender.interaction(button_payload(bot, ids.VOTE_DOWN, answer_id, ts))[0] == 200
+    [opened] = bot.mock.wait_for("views.open")
+    bot.idle()
+    view = opened.args["view"]
+    [sections] = [b for b in view["blocks"] if b.get("block_id") == ids.CORRECTION_SECTION_BLOCK]
+    assert "Refunds" in sections["label"]["text"]
+    offered = {o["value"]: o["text"]["text"] for o in sections["element"]["options"]}
+    assert offered == dict(engine.catalogue().sections("refunds")) and len(offered) >= 2
+    assert offered["refunds#items-that-cannot-be-refunded"] == "Items that cannot be refunded"
+
+    status, body = bot.sender.interaction(submission(view, section="refunds#items-that-cannot-be-refunded"))
+    assert status == 200 and body == ""
+    bot.mock.wait_for("chat.postEphemeral")
+    bot.idle()
+    [row] = bot.store.feedback_since()
+    assert (row["correct_doc_id"], row["correct_intent"]) == ("refunds#items-that-cannot-be-refunded",
+                                                              engine.catalogue().article("refunds").label)
+    # Another article picked as well: the article wins (the section belonged to the answered one).
+    assert bot.sender.interaction(submission(view, section="refunds#items-that-cannot-be-refunded",
+                                             doc_id="exchanges", view_id="VCORR2"))[0] == 200
+    bot.idle()  # the same user's later correction replaces the first
+    [row] = bot.store.feedback_since()
+    assert row["correct_doc_id"] == "exchanges"
 
 
 def test_reaction_added_and_removed_vote_and_retract(make_bot, recorded_engine):

@@ -53,6 +53,31 @@ def test_correction_by_article_id_uses_the_articles_intent():
     assert [(q.intent, q.doc_id) for q in data.labelled] == [("refund", "refund")]
 
 
+SECTIONED = Document("refund", "Refund", "Intro.\n\n## How long it takes\n\nFive days.\n\n## Exceptions\n\nGift cards.",
+                     intent="refund")
+
+
+def test_a_correction_to_a_section_teaches_that_section_and_outranks_an_earlier_thumbs_up():
+    docs = [*DOCS[:2], SECTIONED]
+    up = {**row("refund timing", "up", "u1", answered="refund"), "answer_section": "refund#exceptions"}
+    corrected = row("refund timing", "down", "u2", answered="refund", correct_doc="refund#how-long-it-takes")
+    data = build_feedback_data([up, corrected], docs, config=config(), admin_hashes=set(), heldout_texts=set())
+    assert [(q.intent, q.doc_id, q.section) for q in data.labelled] == [("refund", "refund", "refund#how-long-it-takes")]
+    assert data.hard_negatives == []  # the right article: nothing to push away from
+    # A 👍 after the correction confirms the section it quoted again.
+    later_up = {**row("refund timing", "up", "u3", answered="refund"), "answer_section": "refund#exceptions"}
+    data = build_feedback_data([up, corrected, later_up], docs, config=config(), admin_hashes=set(), heldout_texts=set())
+    assert [q.section for q in data.labelled] == ["refund#exceptions"]
+
+
+def test_a_correction_to_a_section_the_article_no_longer_has_still_names_the_article():
+    docs = [*DOCS[:2], SECTIONED]
+    data = build_feedback_data([row("money back?", "down", "u1", answered="track_order", correct_doc="refund#gone")],
+                               docs, config=config(), admin_hashes=set(), heldout_texts=set())
+    assert [(q.intent, q.doc_id, q.section) for q in data.labelled] == [("refund", "refund", None)]
+    assert data.counts["unknown_section"] == 1
+
+
 def test_thumbs_down_without_correction_is_only_a_hard_negative():
     data = build([row("cancel my plan", "down", "u1", answered="refund")])
     assert data.labelled == []  # never an invented label

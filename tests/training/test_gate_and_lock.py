@@ -53,6 +53,35 @@ def test_gate_rejects_an_out_of_scope_recall_drop():
     assert not d.promote and "out-of-scope" in d.reasons[0]
 
 
+def test_gate_rejects_a_candidate_that_quotes_worse_sections():
+    """The right articles but worse quoted sections is worse for the customer who reads the quote."""
+    champion, candidate = report(0.8), report(0.85)
+    champion["section_accuracy"], candidate["section_accuracy"] = 0.7, 0.6
+    candidate["sections"] = {"n": 20}
+    d = decide(champion, candidate, CFG)
+    assert not d.promote and d.reasons == ["quoted section right 0.7000 → 0.6000 (n=20)"]
+    candidate["section_accuracy"] = 0.7
+    assert decide(champion, candidate, CFG).promote
+    del champion["section_accuracy"]  # rows naming no section: the rule does not apply
+    candidate["section_accuracy"] = 0.0
+    assert decide(champion, candidate, CFG).promote
+
+
+def test_heldout_rows_keep_the_section_their_votes_confirmed_while_the_kb_has_it(tmp_path):
+    from retrieval.kb import split_sections
+
+    doc = Document("refunds", "Refunds", "Intro.\n\n## How long a refund takes\n\nFive days.\n\n## Other\n\nNo.")
+    section_ids = [s.id for s in split_sections(doc)]
+    assert "refunds#how-long-a-refund-takes" in section_ids
+    h = HeldoutSet.load(tmp_path)
+    h.rows = [{"text": "refund time", "intent": "refunds", "doc_id": "refunds", "section": "refunds#how-long-a-refund-takes",
+               "source": "feedback"},
+              {"text": "old refund row", "intent": "refunds", "doc_id": "refunds", "section": "refunds#gone",
+               "source": "feedback"}]
+    rows = h.eval_rows([doc], builtin_oos=False)
+    assert [r["section"] for r in rows] == ["refunds#how-long-a-refund-takes", None]
+
+
 def test_gate_refuses_without_heldout_rows():
     assert not decide({"accuracy": None}, {"accuracy": None}, CFG).promote
 

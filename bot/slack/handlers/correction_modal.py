@@ -1,8 +1,10 @@
-"""The correction modal's submission: the right article, intent or answer text for a 👎 answer.
+"""The correction modal's submission: the right section of the answered article, another article, an
+intent or answer text for a 👎 answer.
 
-The ack validates (at least one of the three, shown as an inline error otherwise) and closes the
-modal; the lazy part stores the correction as the user's "down" vote (origin "modal", event id
-`view:<view id>`), with the article's intent filled in when only an article was picked, and
+The ack validates (at least one of them, shown as an inline error otherwise) and closes the modal; the
+lazy part stores the correction as the user's "down" vote (origin "modal", event id `view:<view id>`):
+a picked section is stored as the correction's article (its id names both, `doc#section`) unless another
+article was picked; the article's intent is filled in when only an article or section was picked; it
 confirms privately in the thread.
 """
 
@@ -14,7 +16,7 @@ from bot.slack.handlers.feedback_buttons import modal_context
 from core.errors import UserError
 from core.text import clean_text
 
-MISSING = "Pick the right article or intent, or write the right answer."
+MISSING = "Pick the right section, article or intent, or write the right answer."
 
 
 def read_correction(view: dict) -> dict:
@@ -25,7 +27,11 @@ def read_correction(view: dict) -> dict:
         return option.get("value") or None
 
     text = ((values.get(ids.CORRECTION_TEXT_BLOCK) or {}).get(ids.CORRECTION_TEXT) or {}).get("value")
-    return {"doc_id": selected(ids.CORRECTION_ARTICLE_BLOCK, ids.CORRECTION_ARTICLE),
+    doc_id = selected(ids.CORRECTION_ARTICLE_BLOCK, ids.CORRECTION_ARTICLE)
+    section = selected(ids.CORRECTION_SECTION_BLOCK, ids.CORRECTION_SECTION)
+    if section and (doc_id is None or doc_id == section.partition("#")[0]):
+        doc_id = section  # another part of the answered article (another article picked wins)
+    return {"doc_id": doc_id,
             "intent": selected(ids.CORRECTION_INTENT_BLOCK, ids.CORRECTION_INTENT),
             "answer_text": clean_text(text).strip() or None}  # a training target: as the engine reads text
 
@@ -50,7 +56,7 @@ class CorrectionModal:
             log.info("correction for %s from %s ignored: that user could not see the answer", answer_id, user)
             return
         if correction["doc_id"] and not correction["intent"]:
-            doc = self.deps.engine.catalogue().article(correction["doc_id"])
+            doc = self.deps.engine.catalogue().article(correction["doc_id"].partition("#")[0])
             correction["intent"] = doc.label if doc else None
         try:
             result = self.deps.store.record_vote(answer_id, "down", user=user, origin="modal",

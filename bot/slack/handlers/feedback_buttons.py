@@ -92,9 +92,12 @@ class FeedbackButtons:
 
     def modal(self, answer_id: str, stored: dict, context: dict):
         catalogue = self.deps.engine.catalogue()
+        answered = catalogue.article(stored.get("doc_id"))
         return blocks.correction_modal(answer_id=answer_id, question=stored.get("question"),
                                        answer=stored.get("answer_text"), articles=catalogue.titles(),
-                                       intents=catalogue.intents, context=context)
+                                       intents=catalogue.intents, context=context,
+                                       sections=catalogue.sections(stored.get("doc_id")),
+                                       answered_title=answered.title if answered else None)
 
 
 def _action(body: dict) -> dict:
