@@ -83,3 +83,21 @@ def test_eval_refuses_a_heading_without_its_article(helpcentre, tmp_path, capsys
     code, out, err = run(capsys, "eval", str(path))
     assert code == 2 and out == ""
     assert f"{path}:2: a section given by its heading needs the row's 'doc_id'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_feedback_can_correct_to_a_section_by_its_id(helpcentre, capsys):
+    from store import Store
+    from core.settings import Settings
+
+    code, out, _ = run(capsys, "ask", "how long does a refund take to arrive", "--json")
+    answer = json.loads(out)
+    assert code == 0 and answer["doc_id"] == "refunds"
+    code, _, err = run(capsys, "feedback", answer["answer_id"], "down", "--doc", "refunds#no-such-part")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "unknown section 'refunds#no-such-part' (--doc); refunds's sections: " in err
+    assert "refunds#items-that-cannot-be-refunded" in err
+    code, _, _ = run(capsys, "feedback", answer["answer_id"], "down", "--doc", "refunds#items-that-cannot-be-refunded")
+    assert code == 0
+    with Store.from_settings(Settings.load()) as store:
+        [row] = store.feedback_since()
+    assert row["correct_doc_id"] == "refunds#items-that-cannot-be-refunded" and row["vote"] == "down"
