@@ -66,6 +66,7 @@ ENCODER_DIR = "encoder"
 ONNX_DIR = "onnx"
 COMPOSER_DIR = "composer"  # a LoRA adapter on the composer model (peft), when a retrain trained one
 INDEX_DIR = "index"
+STORE_RECORDS = ".store"  # with a model store: the manifests of the versions cached or published here
 
 
 class VersionError(UserError):
@@ -91,17 +92,29 @@ class TrainingExample:
 
 @dataclass
 class ModelVersion:
-    """One committed version folder, read through the methods below (never by file name)."""
+    """One committed version folder, read through the methods below (never by file name).
+
+    `files` is set on a version described from the model store's manifest without being fetched
+    (`VersionStore.describe`): its checks for a file read the manifest, and its paths name where the
+    local cache would keep them. `VersionStore.get` gives a version whose files are on disk."""
 
     name: str
     path: Path
     meta: dict
+    files: frozenset[str] | None = None
+
+    def _has_file(self, rel: str) -> bool:
+        return rel in self.files if self.files is not None else (self.path / rel).is_file()
+
+    def _has_dir(self, rel: str) -> bool:
+        if self.files is not None:
+            return any(f.startswith(rel + "/") for f in self.files)
+        return (self.path / rel).is_dir()
 
     @property
     def encoder_dir(self) -> Path | None:
         """The version's own fine-tuned encoder folder, or None when it serves the base encoder."""
-        folder = self.path / ENCODER_DIR
-        return folder if folder.is_dir() else None
+        return self.path / ENCODER_DIR if self._has_dir(ENCODER_DIR) else None
 
     @property
     def encoder_name(self) -> str:
@@ -111,15 +124,13 @@ class ModelVersion:
     @property
     def onnx_dir(self) -> Path | None:
         """The ONNX export of the version's encoder, or None when it has none."""
-        folder = self.path / ONNX_DIR
-        return folder if (folder / MANIFEST).is_file() else None
+        return self.path / ONNX_DIR if self._has_file(f"{ONNX_DIR}/{MANIFEST}") else None
 
     @property
     def composer_dir(self) -> Path | None:
         """The composer's LoRA adapter a retrain trained for this version (peft format), or None: the
         configured composer model serves as it is."""
-        folder = self.path / COMPOSER_DIR
-        return folder if (folder / "adapter_config.json").is_file() else None
+        return self.path / COMPOSER_DIR if self._has_file(f"{COMPOSER_DIR}/adapter_config.json") else None
 
     @property
     def composer(self) -> dict:
@@ -148,16 +159,14 @@ class ModelVersion:
     @property
     def sentiment_model_path(self) -> Path | None:
         """The fine-tuned sentiment model's artefact, when the version serves one (else the head labels)."""
-        path = self.path / SENTIMENT_MODEL_FILE
-        return path if path.is_file() else None
+        return self.path / SENTIMENT_MODEL_FILE if self._has_file(SENTIMENT_MODEL_FILE) else None
 
     @property
     def sentiment_onnx_dir(self) -> Path | None:
         """The sentiment model's ONNX export (complete: its manifest is there), or None."""
         from models.sentiment_onnx import MANIFEST
 
-        path = self.path / SENTIMENT_ONNX_DIR
-        return path if (path / MANIFEST).is_file() else None
+        return self.path / SENTIMENT_ONNX_DIR if self._has_file(f"{SENTIMENT_ONNX_DIR}/{MANIFEST}") else None
 
     @property
     def sentiment_runtime(self) -> str:
@@ -293,27 +302,81 @@ def code_revision() -> str:
 
 
 class VersionStore:
-    def __init__(self, root: Path):
+    """The model versions: under `root` (CSBOT_HOME/models) alone, or, with a model store (`remote`, a
+    serving.model_store.ModelBucket), published there and cached under `root` (module doc). Make one
+    with `VersionStore.from_settings(settings)`."""
+
+    def __init__(self, root: Path, remote=None):
         self.root = Path(root)
+        self.remote = remote
+        self._manifests: dict[str, dict] = {}  # a published manifest never changes under its name
+
+    @classmethod
+    def from_settings(cls, settings) -> "VersionStore":
+        """The versions `settings` name: CSBOT_HOME/models, or the `model_store` with that folder as its
+        local cache (boto3 is imported only then)."""
+        if not settings.model_store:
+            return cls(settings.models_dir)
+        from serving.model_store import ModelBucket
+
+        return cls(settings.models_dir, ModelBucket(settings.model_store))
+
+    @property
+    def location(self) -> str:
+        """Where the versions are published: the store's URL, or the local folder."""
+        return self.remote.url if self.remote is not None else str(self.root)
 
     # ----- reading -------------------------------------------------------------------------
-    def names(self) -> list[str]:
+    def local_names(self) -> list[str]:
+        """The complete version folders on this disk, oldest first: every version without a model store;
+        with one, the cached ones and those built here."""
         if not self.root.is_dir():
             return []
         return sorted((p.name for p in self.root.iterdir()
                        if p.is_dir() and not p.name.startswith(".") and (p / META_FILE).is_file()), key=_age_key)
 
+    def names(self) -> list[str]:
+        """Every version, oldest first; with a model store, the published ones and those built here and
+        never published (a cached copy of a version the store has deleted is left out)."""
+        local = self.local_names()
+        if self.remote is None:
+            return local
+        records = self._records()
+        return sorted(set(self.remote.names()) | {n for n in local if n not in records}, key=_age_key)
+
     def get(self, name: str) -> ModelVersion:
+        """The version, its files on this disk: with a model store, fetched into the cache first when
+        it is not there (every file checked against its manifest)."""
+        if self.remote is not None and not (self.root / name / META_FILE).is_file():
+            self._fetch(name)
+        return self._read(name)
+
+    def describe(self, name: str) -> ModelVersion:
+        """The version's metadata and file list, without fetching it (listings, retention); a described
+        version's files are read through `get`."""
+        if self.remote is None or (self.root / name / META_FILE).is_file():
+            return self._read(name)
+        manifest = self._manifest(name)
+        if manifest is None:
+            raise VersionError(f"no model version {name!r} in {self.remote.url}")
+        return ModelVersion(name, self.root / name, manifest["meta"], frozenset(manifest["files"]))
+
+    def _read(self, name: str) -> ModelVersion:
         path = self.root / name
         try:
             meta = json.loads((path / META_FILE).read_text())
         except FileNotFoundError as exc:
-            raise VersionError(f"no model version {name!r} under {self.root}") from exc
+            raise VersionError(f"no model version {name!r} in {self.location}") from exc
         except (OSError, ValueError) as exc:
             raise VersionError(f"model version {name!r} has unreadable metadata: {exc}") from exc
         return ModelVersion(name, path, meta)
 
     def champion_name(self) -> str | None:
+        if self.remote is not None:
+            return self.remote.champion()[0]
+        return self._local_champion()
+
+    def _local_champion(self) -> str | None:
         try:
             name = (self.root / CHAMPION_FILE).read_text().strip()
         except FileNotFoundError:
@@ -323,16 +386,48 @@ class VersionStore:
     def champion(self) -> ModelVersion:
         name = self.champion_name()
         if name is None:
-            raise VersionError(f"no model yet under {self.root}: run `csbot ingest PATH` first")
+            push = " (or `csbot models push` from a home that has one)" if self.remote is not None else ""
+            raise VersionError(f"no model yet in {self.location}: run `csbot ingest PATH` first{push}")
         return self.get(name)
 
-    def champion_stamp(self) -> tuple[int, int] | None:
-        """Cheap change detector for hot reload: (mtime_ns, inode) of the CHAMPION file (flipped by rename)."""
+    def champion_stamp(self) -> tuple | None:
+        """Cheap change detector for hot reload: (mtime_ns, inode) of the CHAMPION file (flipped by
+        rename); with a model store, one HEAD of its pointer (the engine asks at most every
+        reload_check_seconds)."""
+        if self.remote is not None:
+            return self.remote.champion_stamp()
         try:
             st = (self.root / CHAMPION_FILE).stat()
         except FileNotFoundError:
             return None
         return (st.st_mtime_ns, st.st_ino)
+
+    def footprint(self, names: list[str]) -> dict:
+        """{"bytes": {name: N}, "own_bytes": {name: N}, "disk_bytes": N, "store_bytes": N or None,
+        "published": {name, ...}}: each version's bytes and the part no other of `names` shares (what
+        deleting it frees), the bytes on this disk (a hard-linked file once) and, with a model store,
+        the bytes it holds for `names` (each blob once) and which of them it has."""
+        disk = freed_by_removing(self.root / n for n in self.local_names())
+        manifests = {n: self._manifest(n) for n in names} if self.remote is not None else {}
+        sizes: dict[str, int] = {}
+        holders: dict[str, int] = {}
+        for manifest in filter(None, manifests.values()):
+            shas = {e["sha256"]: e["size"] for e in manifest["files"].values()}
+            sizes.update(shas)
+            for sha in shas:
+                holders[sha] = holders.get(sha, 0) + 1
+        total, own = {}, {}
+        for name in names:
+            manifest = manifests.get(name)
+            if manifest is None:  # on this disk only
+                total[name], own[name] = folder_bytes(self.root / name), freed_by_removing([self.root / name])
+                continue
+            shas = {e["sha256"] for e in manifest["files"].values()}
+            total[name] = sum(e["size"] for e in manifest["files"].values())
+            own[name] = sum(sizes[sha] for sha in shas if holders[sha] == 1)
+        return {"bytes": total, "own_bytes": own, "disk_bytes": disk,
+                "store_bytes": sum(sizes.values()) if self.remote is not None else None,
+                "published": {n for n, m in manifests.items() if m is not None}}
 
     # ----- writing -------------------------------------------------------------------------
     def draft(self) -> VersionDraft:
@@ -341,11 +436,12 @@ class VersionStore:
         return VersionDraft(self, Path(tempfile.mkdtemp(prefix=".building-", dir=self.root)))
 
     def commit(self, tmp: Path, meta: dict) -> ModelVersion:
-        """Name the built folder, write its metadata and move it into place (not yet champion)."""
+        """Name the built folder, write its metadata and move it into place (not yet champion, and with a
+        model store not yet published: `promote` publishes)."""
         stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
         name = f"v{stamp}"
         suffix = 1
-        while (self.root / name).exists():
+        while (self.root / name).exists() or (self.remote is not None and self.remote.has(name)):
             suffix += 1
             name = f"v{stamp}-{suffix}"
         meta = {**meta, "version": name, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -359,21 +455,48 @@ class VersionStore:
         """Serve `name`. With `expect_champion` (a version name, or None for "no champion yet"), a
         compare-and-set: raises VersionError and changes nothing when the champion is another one, so
         a writer never promotes over a champion it did not build on. The compare and the flip are one
-        step only while the caller holds the home's writer lock (training/lock.py)."""
+        step only while the caller holds the home's writer lock (training/lock.py), or, with a model
+        store that takes conditional writes, through the pointer's ETag. With a model store the
+        version is published first (when it is not yet), and the store's pointer moves last."""
+        if self.remote is not None:
+            return self._promote_published(name, reason, expect_champion)
         version = self.get(name)
         previous = self.champion_name()
-        if expect_champion is not ANY and previous != expect_champion:
-            raise VersionError(f"the champion changed while {name} was being made: it is {previous or 'none'}, "
-                               f"not {expect_champion or 'none'}; {name} was not promoted")
+        _check_expected(name, previous, expect_champion)
+        self._point_local(name, previous, reason)
+        return version
+
+    def _promote_published(self, name: str, reason: str, expect_champion) -> ModelVersion:
+        published = self.remote.has(name)
+        if not published and not (self.root / name / META_FILE).is_file():
+            raise VersionError(f"no model version {name!r} in {self.remote.url} or under {self.root}")
+        previous, etag = self.remote.champion()
+        _check_expected(name, previous, expect_champion)
+        if not published:
+            self.publish(name)
+        record = self.remote.record_promotion({"time": time.time(), "champion": name, "previous": previous,
+                                               "reason": reason})
+        conditional = expect_champion is not ANY
+        if not self.remote.set_champion(name, etag=etag if conditional else None,
+                                        expect_present=previous is not None or not conditional):
+            self.remote.forget_promotion(record)
+            raise VersionError(_moved(name, self.remote.champion()[0], previous))
+        if (self.root / name / META_FILE).is_file():
+            self._point_local(name, previous, reason)  # the cache's pointer follows the moves made here
+        return self.describe(name)
+
+    def _point_local(self, name: str, previous: str | None, reason: str) -> None:
         _write_atomic(self.root / CHAMPION_FILE, name + "\n")
         with open(self.root / HISTORY_FILE, "a", encoding="utf-8") as fh:
             fh.write(json.dumps({"time": time.time(), "champion": name, "previous": previous, "reason": reason}) + "\n")
-        return version
 
     def rollback(self) -> ModelVersion:
         """Serve the champion's parent (the version it was built from). Always goes back: rolling
         back twice serves the grandparent, never the version rolled back from."""
-        current = self.champion()
+        name = self.champion_name()
+        if name is None:
+            raise VersionError(f"no model yet in {self.location}: nothing to roll back")
+        current = self.describe(name)
         if not current.parent:
             raise VersionError(f"{current.name} has no parent version to roll back to")
         if current.parent not in self.names():
@@ -381,16 +504,99 @@ class VersionStore:
                                f"`csbot models promote VERSION` serves another one")
         return self.promote(current.parent, reason=f"rollback from {current.name}", expect_champion=current.name)
 
+    # ----- the model store -----------------------------------------------------------------
+    def publish(self, name: str) -> dict:
+        """Upload a version built here to the model store: the blobs the store lacks, then its manifest
+        (nothing when it is published already). Returns {"version", "already", "uploaded_blobs",
+        "uploaded_bytes", ...}."""
+        if self.remote is None:
+            raise VersionError("no model store is set: model_store = \"s3://BUCKET/PREFIX\" (CSBOT_MODEL_STORE)")
+        if self.remote.has(name):
+            return {"version": name, "already": True, "uploaded_blobs": 0, "uploaded_bytes": 0}
+        version = self._read(name)
+        report = self.remote.publish(name, version.path, version.meta)
+        self._remember(report.pop("manifest"))
+        return {**report, "already": False}
+
+    def push(self) -> dict:
+        """Publish every version on this disk, and this home's champion when the store has none yet (a
+        team that started on one host moves to the store). Running it again uploads nothing."""
+        report = {"store": self.location, "pushed": [], "already": [], "uploaded_blobs": 0, "uploaded_bytes": 0}
+        for name in self.local_names():
+            result = self.publish(name)
+            report["already" if result["already"] else "pushed"].append(name)
+            report["uploaded_blobs"] += result["uploaded_blobs"]
+            report["uploaded_bytes"] += result["uploaded_bytes"]
+        local, champion = self._local_champion(), self.remote.champion()[0]
+        report["local_champion"], report["champion_set"] = local, False
+        if champion is None and local in report["pushed"] + report["already"]:
+            self.promote(local, reason="push", expect_champion=None)
+            champion, report["champion_set"] = local, True
+        report["champion"] = champion
+        return report
+
+    def _manifest(self, name: str) -> dict | None:
+        if name not in self._manifests:
+            manifest = self.remote.manifest(name)
+            if manifest is None:
+                return None
+            self._manifests[name] = manifest
+        return self._manifests[name]
+
+    def _fetch(self, name: str) -> None:
+        """Assemble a published version in a temporary folder of the cache, checked, then rename it into
+        place: a refused or interrupted fetch leaves nothing that looks like a version."""
+        manifest = self._manifest(name)
+        if manifest is None:
+            raise VersionError(f"no model version {name!r} in {self.remote.url}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".fetching-", dir=self.root))
+        try:
+            self.remote.fetch(manifest, tmp, self._cached_blobs())
+            _fsync_tree(tmp)
+            try:
+                tmp.rename(self.root / name)
+            except OSError:  # another process fetched it meanwhile
+                if not (self.root / name / META_FILE).is_file():
+                    raise
+            self._remember(manifest)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _remember(self, manifest: dict) -> None:
+        """Keep a published version's manifest beside the cache (its files can be hard-linked into the
+        next fetch; a cached version the store no longer lists is then known for stale)."""
+        (self.root / STORE_RECORDS).mkdir(parents=True, exist_ok=True)
+        _write_atomic(self.root / STORE_RECORDS / f"{manifest['version']}.json", json.dumps(manifest))
+        self._manifests[manifest["version"]] = manifest
+
+    def _records(self) -> set[str]:
+        folder = self.root / STORE_RECORDS
+        return {p.stem for p in folder.glob("*.json")} if folder.is_dir() else set()
+
+    def _cached_blobs(self) -> dict[str, Path]:
+        """{sha256: a file of a cached version with that content}."""
+        found: dict[str, Path] = {}
+        for name in self._records():
+            try:
+                files = json.loads((self.root / STORE_RECORDS / f"{name}.json").read_text())["files"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for rel, entry in files.items():
+                if (self.root / name / rel).is_file():
+                    found.setdefault(entry["sha256"], self.root / name / rel)
+        return found
+
     # ----- retention -----------------------------------------------------------------------
-    def protected(self, keep: int) -> set[str]:
+    def protected(self, keep: int, names: list[str] | None = None) -> set[str]:
         """The versions `prune(keep)` keeps: the champion, its parent (the rollback target) and the
         newest `keep` versions."""
-        names = self.names()
+        names = self.names() if names is None else names
         kept = set(names[-keep:]) if keep > 0 else set()
         champion = self.champion_name()
         if champion in names:
             kept.add(champion)
-            parent = self.get(champion).parent
+            parent = self.describe(champion).parent
             if parent in names:
                 kept.add(parent)
         return kept
@@ -398,34 +604,69 @@ class VersionStore:
     def prune(self, keep: int, *, dry_run: bool = False) -> dict:
         """Delete every version but the champion, its parent and the newest `keep`.
 
-        Returns {"kept": [...], "removed": [...], "freed_bytes": N} (N: what the disk gets back,
-        `freed_by_removing`)."""
+        Returns {"kept": [...], "removed": [...], "freed_bytes": N} (N: what this disk gets back,
+        `freed_by_removing`); with a model store also "store_freed_bytes" (its blobs no kept version
+        references) and "uncached" (cached copies of versions the store no longer has, removed too)."""
         if keep < 0:
             raise VersionError(f"keep must be 0 or more, not {keep}")
-        kept = self.protected(keep)
-        removed = [name for name in self.names() if name not in kept]
-        freed = freed_by_removing(self.root / name for name in removed)  # hard links to kept ones stay
+        names = self.names()
+        kept = self.protected(keep, names)
+        removed = [name for name in names if name not in kept]
+        stale = [n for n in self.local_names() if n not in names] if self.remote is not None else []
+        local = set(self.local_names())
+        freed = freed_by_removing(self.root / n for n in removed + stale if n in local)  # hard links to kept ones stay
+        report = {"kept": sorted(kept), "removed": removed, "freed_bytes": freed}
+        if self.remote is not None:
+            report["uncached"] = stale
+            footprint = self.footprint(names)
+            report["store_freed_bytes"] = footprint["store_bytes"] - self.footprint(sorted(kept))["store_bytes"]
         if not dry_run:
-            for name in removed:
+            collected = self._remove_versions(removed)
+            for name in stale:
                 self._remove(name)
-        return {"kept": sorted(kept), "removed": removed, "freed_bytes": freed}
+            if self.remote is not None:
+                report["store_freed_bytes"] = collected["bytes"]
+        return report
 
     def delete(self, name: str) -> None:
-        """Remove one version that is not the champion."""
+        """Remove one version that is not the champion (from the model store too, with the blobs only
+        it held)."""
         if name == self.champion_name():
             raise VersionError(f"{name} is the champion; promote another version first")
-        self.get(name)
-        self._remove(name)
+        self.describe(name)
+        self._remove_versions([name])
 
     def discard(self, name: str) -> bool:
         """Remove a never-served candidate if it is still there and not the champion (no error
         otherwise); returns whether it was removed."""
-        if name == self.champion_name() or not (self.root / name).is_dir():
+        if name == self.champion_name():
+            return False
+        if self.remote is not None and self.remote.has(name):
+            self._remove_versions([name])
+            return True
+        if not (self.root / name).is_dir():
             return False
         return self._remove(name)
 
+    def _remove_versions(self, names: list[str]) -> dict:
+        """Delete versions: from the model store first (their manifests, then the blobs no remaining
+        version references), then from this disk. Returns the store's {"blobs", "bytes"} freed."""
+        collected = {"blobs": 0, "bytes": 0}
+        if self.remote is not None and names:
+            manifests = {n: self._manifest(n) for n in names}
+            published = [n for n, m in manifests.items() if m is not None]
+            released = {e["sha256"] for n in published for e in manifests[n]["files"].values()}
+            if published:
+                self.remote.delete_versions(published)
+            collected = self.remote.collect_garbage(released)
+        for name in names:
+            self._remove(name)
+        return collected
+
     def _remove(self, name: str) -> bool:
         # Renamed first so a half-deleted folder never looks like a version.
+        (self.root / STORE_RECORDS / f"{name}.json").unlink(missing_ok=True)
+        self._manifests.pop(name, None)
         doomed = self.root / f".deleting-{name}"
         try:
             (self.root / name).rename(doomed)
@@ -435,6 +676,8 @@ class VersionStore:
         return True
 
     def history(self) -> list[dict]:
+        if self.remote is not None:
+            return self.remote.history()
         try:
             lines = (self.root / HISTORY_FILE).read_text().splitlines()
         except FileNotFoundError:
@@ -442,14 +685,24 @@ class VersionStore:
         return [json.loads(line) for line in lines if line.strip()]
 
     def clean_partial(self) -> int:
-        """Remove folders left by builds or deletions that died (SIGKILL); returns how many."""
+        """Remove folders left by builds, fetches or deletions that died (SIGKILL); returns how many."""
         removed = 0
         if self.root.is_dir():
-            for pattern in (".building-*", ".deleting-*"):
+            for pattern in (".building-*", ".fetching-*", ".deleting-*"):
                 for path in self.root.glob(pattern):
                     shutil.rmtree(path, ignore_errors=True)
                     removed += 1
         return removed
+
+
+def _check_expected(name: str, current: str | None, expect_champion) -> None:
+    if expect_champion is not ANY and current != expect_champion:
+        raise VersionError(_moved(name, current, expect_champion))
+
+
+def _moved(name: str, current: str | None, expected: str | None) -> str:
+    return (f"the champion changed while {name} was being made: it is {current or 'none'}, not "
+            f"{expected or 'none'}; {name} was not promoted")
 
 
 def _age_key(name: str) -> tuple:
