@@ -146,7 +146,7 @@ def dstc_kb(path: Path, n: int) -> Path:
 
 def large_index_engine(settings: Settings, total: int) -> Engine:
     """Pin a copy of the champion whose index is replaced by `total` vectors (real DSTC10 + noisy copies)."""
-    versions = VersionStore(settings.models_dir)
+    versions = VersionStore.from_settings(settings)
     champion = versions.champion()
     engine = Engine(settings)
     rows = [json.loads(line) for line in (DATA / "dstc10_knowledge_faq" / "knowledge.jsonl").open()]
@@ -207,7 +207,7 @@ def main() -> None:
         print(f"ingest with the encoder's ONNX export / without: {walls['auto-head'] / walls['torch']:.2f}; "
               f"with the sentiment model's too / without either: {walls['auto'] / walls['torch']:.2f}", flush=True)
         settings = Settings.load(env={}, home=Path(tmp) / "demo-auto")
-        champion = VersionStore(settings.models_dir).champion()
+        champion = VersionStore.from_settings(settings).champion()
         print(f"the build chose {champion.runtime}: {champion.meta['runtime']['reason']}", flush=True)
         print(f"and for sentiment {champion.sentiment_runtime}: {champion.meta['sentiment']['reason']}", flush=True)
         use_threads(answering_threads)
@@ -229,7 +229,7 @@ def main() -> None:
         ingest([dstc_kb(Path(tmp) / "dstc1k.jsonl", 1000)], settings_1k)
         print(f"ingest 1k-article KB: {time.perf_counter() - start:.1f}s", flush=True)
         use_threads(answering_threads)
-        floor_1k = load_sentence_transformer(VersionStore(settings_1k.models_dir).champion().encoder_name, "cpu")
+        floor_1k = load_sentence_transformer(VersionStore.from_settings(settings_1k).champion().encoder_name, "cpu")
         for runtime in ("torch", "onnx-int8"):
             rows.append(measure(Engine(settings_1k.replace(runtime=runtime, torch_threads=answering_threads)), "1k",
                                 args.rounds, floor_1k))

@@ -14,7 +14,7 @@ def served_documents(settings) -> tuple[str, list]:
     """(champion name, its Documents); a clear error when there is no model yet."""
     from serving.versions import VersionStore
 
-    champion = VersionStore(settings.models_dir).champion()
+    champion = VersionStore.from_settings(settings).champion()
     return champion.name, champion.documents()
 
 

@@ -158,7 +158,7 @@ def build_version(
         raise UserError("the knowledge base is empty: nothing to build")
     started = time.perf_counter()
     _check_sentiment_files(settings)  # a missing file fails here, not after the fine-tuning
-    versions = VersionStore(settings.models_dir)
+    versions = VersionStore.from_settings(settings)
     extra_examples = extra_examples or []
     label_of = {doc.id: doc.label for doc in documents}
     known_labels = set(label_of.values())

@@ -320,7 +320,7 @@ def _recent_sentiment_exports(versions, newest: int = 5) -> list[Path]:
     if versions is None:
         return []
     out = []
-    for name in reversed(versions.names()[-newest:]):
+    for name in reversed(versions.local_names()[-newest:]):  # exports on this disk (none is fetched for it)
         try:
             folder = versions.get(name).sentiment_onnx_dir
         except Exception:  # noqa: BLE001 - an unreadable version is skipped

@@ -42,7 +42,7 @@ def forget_learned(settings, texts: list[str], *, dry_run: bool = False) -> dict
 def _forget(settings, keys: set[str], report: dict, *, dry_run: bool) -> dict:
     from serving.versions import VersionError, VersionStore
 
-    versions = VersionStore(settings.models_dir)
+    versions = VersionStore.from_settings(settings)
     champion = versions.champion_name()
     tainted = []
     for name in versions.names():

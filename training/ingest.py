@@ -38,7 +38,7 @@ def ingest(paths, settings: Settings, *, prune: bool = False, force: bool = Fals
 
 def _merge_build_promote(incoming, skipped, paths, settings: Settings, *, prune: bool, force: bool,
                          progress=None) -> dict:
-    versions = VersionStore(settings.models_dir)
+    versions = VersionStore.from_settings(settings)
     versions.clean_partial()
     try:
         champion = versions.champion()

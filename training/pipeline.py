@@ -54,7 +54,7 @@ def run(state: RunState) -> Outcome:
     from store import Store
     from training.steps import STEPS
 
-    state.versions = VersionStore(state.settings.models_dir)
+    state.versions = VersionStore.from_settings(state.settings)
     try:
         _prepare(state)
         state.store = Store.from_settings(state.settings)
@@ -129,7 +129,7 @@ def _remove_orphan_candidates(versions) -> int:
     removed = 0
     for name in versions.names():
         try:
-            meta = versions.get(name).meta
+            meta = versions.describe(name).meta  # the metadata only: nothing fetched from a model store
         except CsbotError:
             continue
         if meta.get("reason") == "retrain" and "gate" not in (meta.get("metrics") or {}) and name not in served:
