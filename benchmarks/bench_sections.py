@@ -16,9 +16,13 @@ ingest` (default settings). Group 1 of the questions (+ all off-topic ones) is s
 The floor: bare frozen all-MiniLM-L6-v2, the question's cosine to each section's text (prefixed with
 its heading path, as the index embeds it), the best section when its cosine is >= 0.5, else decline.
 
+A reliability table (the answered in-scope questions binned by confidence, each bin's mean confidence
+beside its right-article and right-section shares) shows whether confidence means what it says.
+
 One simulated round: group 0 is asked once through the engine and stored; 25 simulated agents vote
-as a customer judges the answer (👍 when the quoted section answers the question; 👎 + the gold article
-on 70 % of the rest — wrong sections included; plain 👎 otherwise), imported with `csbot feedback --file --json`,
+as a customer judges the answer (👍 when the quoted section answers the question; on 70 % of the rest
+👎 + a correction — the gold section (`doc#section`, as the Slack modal's section pick stores it) when
+the article was right, else the gold article; plain 👎 otherwise), imported with `csbot feedback --file --json`,
 then `python training/retrain.py --json`. Group 1 is scored again, and every group-0 answer voted 👍 is
 asked again: `moved_after_up` counts those whose quoted section changed.
 
@@ -91,6 +95,33 @@ def score(answers: list[dict], questions: list[dict], offtopic: list[dict]) -> d
     return result
 
 
+def reliability(answers: list[dict], questions: list[dict]) -> dict:
+    """Answered (not handed off, not clarifying) in-scope questions binned by confidence."""
+    from training.evaluate import RELIABILITY_EDGES
+
+    pairs = [(a, q) for a, q in zip(answers, questions) if not a.get("handoff") and not clarify_options(a)]
+    bins, ece = [], 0.0
+    for low, high in zip(RELIABILITY_EDGES, RELIABILITY_EDGES[1:]):
+        inside = [(a, q) for a, q in pairs if low <= a["confidence"] < high]
+        if not inside:
+            continue
+        confidence = sum(a["confidence"] for a, _ in inside) / len(inside)
+        right = sum(outcome(a, q) == "right" for a, q in inside) / len(inside)
+        article = sum(outcome(a, q) in ("right", "wrong_section") for a, q in inside) / len(inside)
+        ece += len(inside) / max(1, len(pairs)) * abs(article - confidence)
+        bins.append({"low": low, "high": min(high, 1.0), "n": len(inside), "confidence": round(confidence, 4),
+                     "right_article": round(article, 4), "right_section": round(right, 4)})
+    return {"n": len(pairs), "ece_article": round(ece, 4), "bins": bins}
+
+
+def section_ids(articles: Path) -> dict[tuple[str, str | None], str]:
+    """(article id, gold heading or None for the lead) → the section id the engine and the votes use."""
+    from retrieval.kb import load_documents, split_sections
+
+    return {(doc.id, section.heading or None): section.id
+            for doc in load_documents([articles]) for section in split_sections(doc)}
+
+
 def floor_candidates(articles: Path) -> list[tuple[str, str | None, str]]:
     from retrieval.kb import load_documents, split_sections
 
@@ -101,7 +132,8 @@ def floor_candidates(articles: Path) -> list[tuple[str, str | None, str]]:
     return out
 
 
-def simulate_round(home: Path, traffic: list[dict], seed: int) -> tuple[Path, dict, list[tuple[str, str | None]]]:
+def simulate_round(home: Path, traffic: list[dict], seed: int,
+                   sections: dict[tuple[str, str | None], str]) -> tuple[Path, dict, list[tuple[str, str | None]]]:
     """Ask group 0 once (engine + store), vote as agents do; returns the votes file, counts and the 👍'd
     (question, quoted heading) pairs."""
     from core.settings import Settings
@@ -124,10 +156,14 @@ def simulate_round(home: Path, traffic: list[dict], seed: int) -> tuple[Path, di
                 vote["vote"] = "up"
                 upped.append((q["question"], heading_of(data)))
             elif rng.random() < CORRECTION_P:
-                vote.update(vote="down", doc_id=q["doc_id"])
+                # The right article, another part: agents pick the part in the modal's section menu.
+                right_article = not clarify_options(data) and outcome(data, q) == "wrong_section"
+                gold_section = sections.get((q["doc_id"], q["section"]))
+                vote.update(vote="down", doc_id=gold_section if right_article and gold_section else q["doc_id"])
             else:
                 vote["vote"] = "down"
-            counts[vote["vote"] + ("+correction" if "doc_id" in vote else "")] += 1
+            counts[vote["vote"] + ("+section" if "#" in vote.get("doc_id", "") else
+                                   "+correction" if "doc_id" in vote else "")] += 1
             votes.append(vote)
     path = home.parent / f"{home.name}-votes.jsonl"
     path.write_text("".join(json.dumps(v) + "\n" for v in votes), encoding="utf-8")
@@ -148,12 +184,13 @@ def run_set(root: Path, name: str, args) -> dict:
         return row
     answers, seconds, version = engine_answers(home, texts)
     row["before"] = score(answers, group1, offtopic)
+    row["reliability_before"] = reliability(answers[:len(group1)], group1)
     row["floor"] = score(Floor(floor_candidates(articles)).predict(texts), group1, offtopic)
     log(f"{name}: before {row['before']}")
     log(f"{name}: floor  {row['floor']}")
     if args.no_round:
         return row
-    votes_path, counts, upped = simulate_round(home, group0, seed=7)
+    votes_path, counts, upped = simulate_round(home, group0, seed=7, sections=section_ids(articles))
     imported = run_cli(csbot_cmd("feedback", "--file", str(votes_path), "--json"), home, timeout=600,
                        log_path=root / f"{name}-feedback.log")
     retrain = run_cli([sys.executable, str(REPO / "training" / "retrain.py"), "--json", "--quiet"], home,
@@ -164,6 +201,7 @@ def run_set(root: Path, name: str, args) -> dict:
                 "retrain_status": report.get("status"), "retrain_s": retrain["seconds"],
                 "retrain_message": (report.get("message") or retrain["stderr_tail"])[:300],
                 "after": score(after[:len(texts)], group1, offtopic), "served_after": served,
+                "reliability_after": reliability(after[:len(group1)], group1),
                 "upvoted": len(upped),
                 "moved_after_up": sum(heading_of(a) != h for a, (_, h) in zip(after[len(texts):], upped))})
     log(f"{name}: retrain exit {retrain['exit_code']} ({row['retrain_status']}); after {row['after']}; "
@@ -197,6 +235,12 @@ def main(argv=None) -> int:
         for run in ("floor", "before", "after"):
             if run in row:
                 print(f"{name:10s} {run:7s} " + " ".join(f"{(row[run][k] or 0):>14.1%}" for k in keys))
+        for run in ("before", "after"):
+            table = row.get(f"reliability_{run}")
+            if table:
+                print(f"{name:10s} {run:7s} reliability (n={table['n']}, ECE vs right article {table['ece_article']:.3f}): "
+                      + "; ".join(f"{b['low']:.2f}-{b['high']:.2f} n={b['n']} conf {b['confidence']:.2f} "
+                                  f"article {b['right_article']:.0%} section {b['right_section']:.0%}" for b in table["bins"]))
         if "moved_after_up" in row:
             print(f"{name:10s} retrain {row['retrain_status']} (exit {row['retrain_exit']}); "
                   f"👍'd answers whose section moved: {row['moved_after_up']} of {row['upvoted']}")
