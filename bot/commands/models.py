@@ -1,4 +1,5 @@
-"""`csbot models [list | promote V | rollback | prune]`: the model versions under CSBOT_HOME/models."""
+"""`csbot models [list | promote V | rollback | prune | push]`: the model versions under CSBOT_HOME/models,
+or in the model store (`model_store`, docs/scale-out.md) with that folder as its cache."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ def register(subparsers) -> None:
         description="List the model versions (the served one is the champion), serve another one "
         "(`promote VERSION`), go back to the champion's parent (`rollback`), or delete old versions "
         "(`prune`: keeps the champion, its parent and the newest --keep, default the keep_versions "
-        "setting, 5). Ingest and retrain prune after each promotion.")
-    p.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "prune"])
+        "setting, 5). Ingest and retrain prune after each promotion. With a model store "
+        "(model_store = s3://BUCKET/PREFIX) each acts on the store; `push` uploads this home's versions "
+        "and, when the store has none, its champion (run again, it uploads nothing).")
+    p.add_argument("action", nargs="?", default="list", choices=["list", "promote", "rollback", "prune", "push"])
     p.add_argument("version", nargs="?", help="with promote: the version to serve")
     p.add_argument("--keep", type=int, metavar="N", help="with prune: newest versions to keep (default: keep_versions)")
     p.add_argument("--dry-run", action="store_true", help="with prune: list what would be deleted, delete nothing")
@@ -46,22 +49,23 @@ def run(args: argparse.Namespace) -> int:
     from serving.versions import VersionStore
 
     settings = Settings.load()
-    versions = VersionStore(settings.models_dir)
+    versions = VersionStore.from_settings(settings)
     if args.action != "promote" and args.version:
         raise UserError(f"{args.action} takes no VERSION")
     if args.action != "prune" and (args.keep is not None or args.dry_run):
         raise UserError("--keep and --dry-run go with `csbot models prune`")
+    if args.action == "push":
+        return push(args, settings, versions)
     if args.action != "list":
         return change(args.action, args, settings, versions, args.keep, args.dry_run)
     return list_versions(args, settings, versions)
 
 
-def version_row(settings, versions, name: str, champion: str | None) -> dict:
-    """One version as `csbot models --json` lists it."""
+def version_row(settings, versions, name: str, champion: str | None, footprint: dict) -> dict:
+    """One version as `csbot models --json` lists it (`footprint`: VersionStore.footprint's bytes)."""
     from serving.engine import runtime_for, sentiment_runtime_for, sentiment_shares_encoder
-    from serving.versions import folder_bytes, freed_by_removing
 
-    version = versions.get(name)
+    version = versions.describe(name)  # with a model store, nothing is fetched to list it
     meta = version.meta
     metrics = meta.get("metrics", {})
     chosen = meta.get("runtime") or {}
@@ -77,32 +81,39 @@ def version_row(settings, versions, name: str, champion: str | None) -> dict:
             "sentiment_reason": sentiment.get("reason"), "sentiment_scores": sentiment.get("scores"),
             "sentiment_shares_encoder": sentiment_shares_encoder(version, settings),
             "sentiment_shared": sentiment.get("shared"),
-            "composer": composer_summary(version), "bytes": folder_bytes(versions.root / name),
-            "own_bytes": freed_by_removing([versions.root / name])}
+            "composer": composer_summary(version), "bytes": footprint["bytes"][name],
+            "own_bytes": footprint["own_bytes"][name], "cached": name in footprint["cached"],
+            "published": name in footprint["published"] if versions.remote is not None else None}
 
 
 def list_versions(args: argparse.Namespace, settings, versions) -> int:
     """`csbot models [list]`: every version, the champion first described, as text or one JSON object."""
-    from serving.versions import freed_by_removing
-
     champion = versions.champion_name()
-    rows = [version_row(settings, versions, name, champion) for name in versions.names()]
+    names = versions.names()
+    footprint = {**versions.footprint(names), "cached": set(versions.local_names())}
+    rows = [version_row(settings, versions, name, champion, footprint) for name in names]
     served = next((r for r in rows if r["champion"]), None)
-    disk = freed_by_removing(versions.root / row["version"] for row in rows)  # each hard-linked file once
+    disk = footprint["disk_bytes"]  # each hard-linked file once
     if args.json:
         out(json.dumps({"champion": champion, "versions": rows, "disk_bytes": disk,
                         "threshold": served["threshold"] if served else None,
                         "keep_versions": settings.keep_versions, "answer_mode": settings.answer_mode,
-                        "compose_model": settings.compose.model, "compose_backend": settings.compose.backend}))
+                        "compose_model": settings.compose.model, "compose_backend": settings.compose.backend,
+                        "store": settings.model_store or "local", "store_bytes": footprint["store_bytes"]}))
         return 0
+    if settings.model_store:
+        out(f"model store {settings.model_store}: {len(rows)} version(s), {footprint['store_bytes'] / 1e6:.0f} MB "
+            f"stored (each file once); this host caches {len(footprint['cached'])} in {versions.root}")
     if not rows:
-        out("no model versions yet: run `csbot ingest PATH`")
+        out("no model versions yet: run `csbot ingest PATH`" + (
+            " (or `csbot models push` from the home that has them)" if settings.model_store else ""))
     if served:
         describe_champion(settings, served)
     for row in rows:
         out(row_line(row))
     if len(rows) > 1:
-        out(f"{len(rows)} versions take {disk / 1e6:.0f} MB on disk (files hard-linked between versions counted once)")
+        out(f"{len(rows)} versions take {disk / 1e6:.0f} MB on disk (files hard-linked between versions counted once)"
+            if not settings.model_store else f"the cache takes {disk / 1e6:.0f} MB on this disk")
     return 0
 
 
@@ -173,13 +184,42 @@ def change(action: str, args, settings, versions, keep, dry_run: bool) -> int:
             with hold_writer(settings, "models prune"):  # not while another writer builds on a version
                 report = versions.prune(keep)
         if args.json:
-            out(json.dumps({**report, "keep": keep, "dry_run": bool(dry_run)}))
+            out(json.dumps({**report, "keep": keep, "dry_run": bool(dry_run), "store": versions.location}))
         else:
             verb = "would delete" if dry_run else "deleted"
-            out(f"{verb} {len(report['removed'])} version(s), {report['freed_bytes'] / 1e6:.0f} MB; "
+            store = (f" ({report['store_freed_bytes'] / 1e6:.0f} MB from {versions.location}, "
+                     f"{report['freed_bytes'] / 1e6:.0f} MB from this host's cache)") if versions.remote else ""
+            out(f"{verb} {len(report['removed'])} version(s), "
+                f"{report.get('store_freed_bytes', report['freed_bytes']) / 1e6:.0f} MB{store}; "
                 f"kept {len(report['kept'])} (champion, its parent, newest {keep})")
         return 0
     raise UserError(f"unknown action {action}")
+
+
+def push(args, settings, versions) -> int:
+    """`csbot models push`: this home's versions (and its champion, when the store has none) to the store."""
+    from core.errors import UserError
+    from training.lock import hold_writer
+
+    if versions.remote is None:
+        raise UserError("csbot models push needs a model store: set model_store = \"s3://BUCKET/PREFIX\" "
+                        "(CSBOT_MODEL_STORE)")
+    with hold_writer(settings, "models push"):  # never between another writer's read and its promotion
+        report = versions.push()
+    if args.json:
+        out(json.dumps(report))
+        return 0
+    out(f"pushed {len(report['pushed'])} version(s) to {report['store']} ({report['uploaded_blobs']} file(s), "
+        f"{report['uploaded_bytes'] / 1e6:.0f} MB uploaded; files the store had already were skipped); "
+        f"{len(report['already'])} were there already")
+    if report["champion_set"]:
+        out(f"{report['champion']} is now the champion in {report['store']}")
+    elif report["champion"] and report["local_champion"] and report["champion"] != report["local_champion"]:
+        out(f"the store's champion stays {report['champion']} (this home served {report['local_champion']}; "
+            f"`csbot models promote {report['local_champion']}` serves it)")
+    elif report["champion"] is None:
+        out("the store has no champion yet: this home has none to give it")
+    return 0
 
 
 def own_note(row: dict) -> str:
