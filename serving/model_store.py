@@ -35,6 +35,7 @@ from core.settings import model_store_location
 
 MANIFEST_FORMAT = 1
 TRANSFER_THREADS = 8  # blobs sent or received side by side (the store's latency, not the CPU, bounds them)
+PARTS_PER_BLOB = 4  # parts of one large blob sent or received side by side (boto3's multipart transfers)
 # An unreferenced blob younger than this may belong to a version another host is publishing right now
 # (its manifest comes after its blobs): garbage collection leaves it for a later prune.
 ORPHAN_GRACE = timedelta(hours=1)
@@ -236,7 +237,7 @@ class ModelBucket:
         def upload(item):
             sha, path = item
             self._call(f"upload {path.name} of {name}", self.client.upload_file, str(path), self.bucket,
-                       self.key("blobs", sha))
+                       self.key("blobs", sha), Config=_transfer_config())
 
         list(thread_pool("model-store", TRANSFER_THREADS).map(upload, todo.items()))
         manifest = {"format": MANIFEST_FORMAT, "version": name, "meta": meta, "files": files,
@@ -263,7 +264,7 @@ class ModelBucket:
         def download(item):
             sha, dests = item
             self._call(f"download {dests[0].name} of {name}", self.client.download_file, self.bucket,
-                       self.key("blobs", sha), str(dests[0]))
+                       self.key("blobs", sha), str(dests[0]), Config=_transfer_config())
             for dest in dests[1:]:
                 _link(dests[0], dest) or shutil.copyfile(dests[0], dest)
 
@@ -305,8 +306,15 @@ def _make_client():
         from botocore.config import Config
     except ImportError as exc:  # the runtime dependency is missing from this environment
         raise ModelStoreError(f"model_store is set but boto3 cannot be imported ({exc}); pip install boto3") from exc
-    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"})
+    config = Config(connect_timeout=5, read_timeout=60, retries={"max_attempts": 3, "mode": "standard"},
+                    max_pool_connections=TRANSFER_THREADS * (PARTS_PER_BLOB + 1))
     return boto3.session.Session().client("s3", config=config)
+
+
+def _transfer_config():
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(max_concurrency=PARTS_PER_BLOB)
 
 
 def _check_paths(files: dict) -> None:

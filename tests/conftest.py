@@ -124,3 +124,76 @@ def smollm2_base(tmp_path_factory) -> Path:
     from models.loading import resolve_causal_lm
 
     return Path(resolve_causal_lm("builtin:SmolLM2-135M-Instruct", tmp_path_factory.mktemp("base-models")))
+
+
+# ----- an S3-compatible model store: moto's server on loopback -------------------------------------
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint(tmp_path_factory) -> str:
+    """A real S3 API (`moto_server`) on a free loopback port for the session; its URL."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.exists():
+        pytest.fail(f"{server} is missing: pip install 'moto[server]' (the test extra)")
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            break
+        except urllib.error.HTTPError:
+            break  # it answers
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"moto_server did not start on {url} (see {log.name})")
+            time.sleep(0.2)
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+def aws_env(monkeypatch, endpoint: str) -> None:
+    """boto3's standard variables for `endpoint`, and nothing from the developer's own AWS set-up."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def model_store(moto_endpoint, monkeypatch, request) -> str:
+    """A fresh bucket on the moto server, the AWS_* variables set to reach it; its `model_store` URL
+    (`s3://bucket/csbot`)."""
+    import re
+
+    import boto3
+
+    aws_env(monkeypatch, moto_endpoint)
+    bucket = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{os.getpid()}-{_free_port()}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/csbot"
