@@ -34,6 +34,16 @@ crash never leaves a half-written version that looks real. `promote` flips CHAMP
 a version's `meta.json` names its parent (the version it was built from), which `rollback` serves.
 `prune` keeps the champion, its parent and the newest N versions (the `keep_versions` setting, 5 by
 default) and deletes the rest.
+
+With a model store (`model_store = "s3://bucket/prefix"`, docs/scale-out.md) the store is the truth
+and `models/` its local cache of the same layout: builds still draft and commit here; `promote`
+publishes the version (serving/model_store.py: its blobs by content, then its manifest) and moves the
+store's CHAMPION last, compared against the store's pointer; `champion_stamp` is one HEAD of that
+pointer; `get` fetches a version the cache lacks (every file checked, assembled under `.fetching-*`
+and renamed into place); `describe` reads a version's manifest without fetching it; `prune` and
+`delete` remove manifests, the blobs no kept version references and the cached copies; `push`
+publishes a home's existing versions. Every caller makes its store with
+`VersionStore.from_settings(settings)`.
 """
 
 from __future__ import annotations
