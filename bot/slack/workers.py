@@ -196,7 +196,11 @@ class WorkerPool:
         while not self._stop.wait(HOUSEKEEPING_SECONDS):
             try:
                 inbox.heartbeat(self.owner)
-                if inbox.reclaim(stale_after=STALE_AFTER_SECONDS):
+                taken = inbox.reclaim(stale_after=STALE_AFTER_SECONDS)
+                if taken:
+                    # Another process (on any host sharing the database) stopped beating: its claimed
+                    # items go back to the queue and this pool's workers take them over.
+                    log.info("took over %d running item(s) of a stopped process", taken)
                     with self.app.queued:
                         self.app.queued.notify_all()
                 inbox.scrub(if_needed=True)  # a busy inbox is never idle: finished payloads leave the WAL here
