@@ -25,7 +25,7 @@ Where each knob is written (one module per part; import from `core.settings`, no
     loader.py             Settings (the root: general parts + sections), Settings.load, replace, to_dict
     general.py            home, models, runtime, threads, seed                  (GeneralSettings)
     serving.py            KB, index, answers, answer_mode, ANSWER_MODES         (ServingSettings)
-    store.py              model-version retention and writers, store privacy    (StoreSettings)
+    store.py              model-version retention and writers, database_url, store privacy (StoreSettings)
     slack.py              slack_*                                               (SlackSettings)
     alerts.py             alert_*                                               (AlertSettings)
     compose.py            compose_*                                             (ComposeSettings)
@@ -50,12 +50,12 @@ from core.settings.general import DEFAULT_ENCODER, RUNTIMES, SEED, GeneralSettin
 from core.settings.loader import GENERAL_PARTS, SECTIONS, SLACK_ENV, Settings
 from core.settings.serving import ANSWER_MODES, ServingSettings
 from core.settings.slack import SLACK_API_URL, SLACK_MAX_SUGGESTED_PROMPTS, SlackSettings
-from core.settings.store import StoreSettings
+from core.settings.store import DATABASE_SCHEMES, StoreSettings, without_password
 from core.settings.training import LOSSES, RETRAIN_PARTS, FinetuneSettings, RetrainSettings
 
 __all__ = [
-    "ANSWER_MODES", "COMPOSE_BACKENDS", "DEFAULT_ENCODER", "GENERAL_PARTS", "LOSSES", "RETRAIN_PARTS",
+    "ANSWER_MODES", "COMPOSE_BACKENDS", "DATABASE_SCHEMES", "DEFAULT_ENCODER", "GENERAL_PARTS", "LOSSES", "RETRAIN_PARTS",
     "RUNTIMES", "SECTIONS", "SEED", "SLACK_API_URL", "SLACK_ENV", "SLACK_MAX_SUGGESTED_PROMPTS",
     "AlertSettings", "ComposeSettings", "ConfigError", "FinetuneSettings", "GeneralSettings",
-    "RetrainSettings", "ServingSettings", "Settings", "SlackSettings", "StoreSettings", "default_home",
+    "RetrainSettings", "ServingSettings", "Settings", "SlackSettings", "StoreSettings", "default_home", "without_password",
 ]
