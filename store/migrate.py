@@ -61,6 +61,12 @@ def engine_url(url: str | None) -> str:
     return f"postgresql+psycopg://{rest}"
 
 
+def libpq_url(url: str) -> str:
+    """The URL as psycopg (libpq) takes it: `postgresql://…` (SQLAlchemy's `+psycopg` driver name removed)."""
+    scheme, _, rest = url.strip().partition("://")
+    return f"postgresql://{rest}"
+
+
 def shown_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     return without_password(url) or ""
