@@ -212,6 +212,12 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
     def schema_version(self) -> int:
         return self._db.schema_version()
 
+    def database_status(self) -> dict:
+        """What /healthz reports of the database: {"ok", "dialect", "database" (no password), "schema"}.
+        A round trip to the database: raises StoreError (one line) when it cannot be reached."""
+        return {"ok": True, "dialect": self.dialect, "database": str(self.path),
+                "schema": f"{self.schema_version():04d}"}
+
     def inserted_id(self, conn: Any, sql: str, params: Iterable[Any]) -> int:
         """Run an INSERT into a table with an integer `id` and return the new row's id."""
         if self.dialect == "sqlite":
