@@ -167,8 +167,7 @@ class PostgresDb:
         self.lock = threading.RLock()  # callers that hold the store's lock across calls (the inbox)
         ms = int(busy_timeout * 1000)
         self.engine = create_engine(
-            migrate.engine_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
-            pool_timeout=busy_timeout,
+            migrate.engine_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=busy_timeout,
             connect_args={"connect_timeout": max(1, int(min(busy_timeout, 10))),
                           "options": f"-c lock_timeout={ms} -c idle_in_transaction_session_timeout={max(ms, 60000)}",
                           "application_name": "csbot"})
@@ -192,10 +191,20 @@ class PostgresDb:
 
     @contextmanager
     def connection(self) -> Iterator[Any]:
+        """A pooled connection. One whose server went away (a restart, a dropped link) is thrown out of
+        the pool when a call on it fails, so the next call reconnects: no ping before every call."""
+        import psycopg
+
         with self.errors():
             pooled = self.engine.raw_connection()
         try:
             yield pooled
+        except Exception as exc:
+            if isinstance(exc, psycopg.OperationalError) or isinstance(exc.__cause__, psycopg.OperationalError) \
+                    or getattr(pooled.driver_connection, "broken", False):
+                with suppress(Exception):
+                    pooled.invalidate()
+            raise
         finally:
             with suppress(Exception):
                 pooled.close()  # back to the pool (rolled back if still open)

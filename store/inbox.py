@@ -223,9 +223,9 @@ class Inbox:
     def take(self, owner: str, now: float | None = None) -> dict | None:
         """The next item for `owner` (most urgent class first, then oldest), marked running."""
         now = time.time() if now is None else now
-        if not self.store._read("SELECT 1 AS x FROM slack_inbox WHERE state = ? AND not_before <= ? LIMIT 1",
-                                (PENDING, now)):
-            return None  # a read, without the write lock, while idle
+        if self.store.dialect == "sqlite" and not self.store._read(
+                "SELECT 1 AS x FROM slack_inbox WHERE state = ? AND not_before <= ? LIMIT 1", (PENDING, now)):
+            return None  # a read, without SQLite's write lock, while idle (PostgreSQL's claim locks rows only)
         with self.store._write(serial=False) as conn:
             cursor = conn.execute(
                 "SELECT * FROM slack_inbox WHERE state = ? AND not_before <= ? ORDER BY priority, id LIMIT 1"
