@@ -174,3 +174,42 @@ def test_db_copy_moves_a_sqlite_home_into_postgres(csbot_home, answer_factory, c
         assert code == 2 and "already holds csbot rows" in err and err.count("\n") == 1
     finally:
         drop()
+
+
+def _schema_differences(url: str) -> list:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from store.tables import METADATA
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            context = MigrationContext.configure(conn, opts={"compare_type": True,
+                                                              "version_table": migration_path.VERSION_TABLE})
+            return compare_metadata(context, METADATA)
+    finally:
+        engine.dispose()
+
+
+def test_a_migrated_sqlite_home_and_a_created_postgres_database_match_the_one_definition(db_path):
+    schema.open_database(db_path, target_version=5).close()  # an old home: legacy step 6, then the stamp
+    Store(db_path, salt="s").close()
+    left = []
+    for diff in _schema_differences(f"sqlite:///{db_path}"):
+        change = diff[0] if isinstance(diff, list) else diff
+        if change[0] == "modify_nullable" and change[3] in ("id", "answer_id", "event_id", "key", "owner", "team"):
+            continue  # SQLite's own: a PRIMARY KEY column may hold NULL unless declared NOT NULL; never written
+        if change[0] in ("remove_fk", "add_fk") and change[1].parent.name == "feedback":
+            continue  # SQLAlchemy reads sqlite-utils' inline REFERENCES ... ON DELETE CASCADE without its ON DELETE
+        left.append(diff)
+    assert left == []
+    url, drop = new_database()
+    try:
+        from store.backends import upgrade_database
+
+        upgrade_database(url)
+        assert _schema_differences(url.replace("postgresql://", "postgresql+psycopg://")) == []
+    finally:
+        drop()
