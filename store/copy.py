@@ -15,6 +15,7 @@ from core.errors import UserError
 from store import migrate
 from store.backends import PostgresDb, SqliteDb, describe_postgres_error, upgrade_database
 from store.schema import DEFAULT_BUSY_TIMEOUT, StoreError
+from store.store import SALT_META_KEY
 
 CHUNK_ROWS = 5000
 
@@ -23,9 +24,11 @@ class TargetNotEmptyError(UserError):
     """The PostgreSQL database already holds csbot rows: a copy would mix two stores."""
 
 
-def copy_sqlite_to_postgres(source: Path, url: str, *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict:
-    """Copy the store in the SQLite file `source` into the PostgreSQL database `url`. Returns
-    {"source", "target", "tables": {table: rows}, "rows": total}."""
+def copy_sqlite_to_postgres(source: Path, url: str, *, salt: str | None = None,
+                            busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> dict:
+    """Copy the store in the SQLite file `source` into the PostgreSQL database `url`, and `salt` (the
+    home's user-hash salt) as the database's shared one, so the copied hashes match what every replica
+    computes. Returns {"source", "target", "tables": {table: rows}, "rows": total}."""
     from store.tables import METADATA
 
     if not migrate.is_postgres_url(url):
@@ -44,6 +47,9 @@ def copy_sqlite_to_postgres(source: Path, url: str, *, busy_timeout: float = DEF
                 for table in METADATA.sorted_tables:
                     counts[table.name] = _copy_table(src, raw, table)
                     _move_identity(raw, table)
+                if salt:
+                    raw.execute("INSERT INTO store_meta (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE"
+                                " SET value = EXCLUDED.value", (SALT_META_KEY, salt))
                 pooled.commit()
             except BaseException:
                 pooled.rollback()
@@ -67,6 +73,8 @@ def _refuse_rows(raw, shown: str) -> None:
     cur = raw.cursor()
     full = []
     for table in TABLES:
+        if table == "store_meta":  # a replica that connected first may have stored a salt: the copy replaces it
+            continue
         cur.execute(f"SELECT EXISTS (SELECT 1 FROM {table})")
         if cur.fetchone()[0]:
             full.append(table)

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 # The number of the newest revision in store/migrations/versions/ (tests/store/test_store_migrations.py
 # checks they agree): bump it with each new revision.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 VERSION_TABLE = "csbot_alembic_version"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 HEAD_REVISION = f"{SCHEMA_VERSION:04d}"

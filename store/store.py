@@ -47,6 +47,14 @@ if TYPE_CHECKING:
     from store.inbox import Inbox
 
 SALT_FILE = "salt"
+SALT_META_KEY = "user_hash_salt"  # its key in store_meta (PostgreSQL: shared by every replica)
+
+
+def _existing_salt(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def load_or_create_salt(path: Path) -> str:
@@ -101,16 +109,16 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
         self,
         path: str | os.PathLike,
         *,
-        salt: str,
+        salt: str | None,
+        salt_seed: str | None = None,
         daily_vote_cap: int | None = DEFAULT_DAILY_VOTE_CAP,
         redact: bool | Iterable[str] = True,
         store_message_text: bool = StoreSettings.store_message_text,
         busy_timeout: float = schema.DEFAULT_BUSY_TIMEOUT,
         cap_exempt_origins: Iterable[str] = ("import",),
     ):
-        if not salt or not str(salt).strip():
+        if salt is not None and not str(salt).strip():
             raise ValueError("Store needs a non-empty salt for hashing user ids")
-        self._salt = str(salt).encode("utf-8")
         self.daily_vote_cap = int(daily_vote_cap) if daily_vote_cap else None
         if redact is True or redact is None:  # None: not configured, so the safe default
             self.redactor = Redactor(KINDS)
@@ -126,6 +134,10 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
         self.path = self._db.path  # the SQLite file, or the PostgreSQL URL without its password
         self.dialect = self._db.dialect  # "sqlite" | "postgresql"
         self._lock = self._db.lock
+        if salt is None and self.dialect == "sqlite":
+            self._db.close()
+            raise ValueError("Store needs a salt for hashing user ids (only PostgreSQL keeps a shared one)")
+        self._salt = str(salt if salt is not None else self.shared_salt(salt_seed)).encode("utf-8")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "Store":
@@ -137,7 +149,10 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
             # Say so plainly: SQLite would fail to open the WAL files and the error reads as corruption.
             raise StoreError(f"the csbot home {home} is read-only (the database needs to write there); "
                              "make it writable or point CSBOT_HOME at a writable folder")
-        salt = settings.user_hash_salt or load_or_create_salt(home / SALT_FILE)
+        # On PostgreSQL the salt lives in the database, shared by every replica and the retrain host (a home
+        # that moved there seeds it with its own salt file, so its old hashes still match); on SQLite in
+        # $CSBOT_HOME/salt. An explicit user_hash_salt wins on both.
+        salt = settings.user_hash_salt or (None if url else load_or_create_salt(home / SALT_FILE))
         cap = settings.vote_daily_cap
         kwargs: dict[str, Any] = {
             "salt": salt,
@@ -146,7 +161,23 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
             "store_message_text": settings.store_message_text,
         }
         kwargs.update(overrides)
-        return cls(url or settings.db_path, **kwargs)
+        seed = _existing_salt(home / SALT_FILE) if url and salt is None else None
+        store = cls(url or settings.db_path, salt_seed=seed, **kwargs)
+        if seed and "salt" not in overrides and store._salt != seed.encode("utf-8"):
+            store.close()
+            raise StoreError(f"{home / SALT_FILE} holds another user-hash salt than the database's: votes "
+                             "hashed here would not match the other replicas'; delete that file (the "
+                             "database's salt is used) or set user_hash_salt")
+        return store
+
+    def shared_salt(self, seed: str | None = None) -> str:
+        """The user-hash salt every process of this database shares (table store_meta): the first one to
+        ask stores `seed` (or a new random one), and every replica, the retrain host and `csbot forget`
+        then hash one Slack user to one hash, whatever their homes hold."""
+        with self._db.write() as conn:
+            conn.execute("INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                         (SALT_META_KEY, seed or secrets.token_hex(32)))
+        return self._db.read("SELECT value FROM store_meta WHERE key = ?", (SALT_META_KEY,))[0]["value"]
 
     # -- plumbing ------------------------------------------------------------------------------
 

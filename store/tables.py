@@ -207,4 +207,12 @@ slack_workers = Table(
 )
 
 # Tables in the order a copy fills them (parents before children).
+# Values every process of one store shares (revision 0007): "user_hash_salt", so replicas with homes of
+# their own, and the retrain host, hash one user to one hash (store/store.py `shared_salt`).
+store_meta = Table(
+    "store_meta", METADATA,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
 TABLES: tuple[str, ...] = tuple(t.name for t in METADATA.sorted_tables)

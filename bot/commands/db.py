@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from core.output import out
 
@@ -73,12 +72,15 @@ def run_copy(args: argparse.Namespace) -> int:
     from core.settings import Settings
     from store.copy import copy_sqlite_to_postgres
 
+    from store import load_or_create_salt
+    from store.store import SALT_FILE
+
     settings = Settings.load()
-    report = copy_sqlite_to_postgres(settings.db_path, args.to)
+    salt = settings.user_hash_salt or load_or_create_salt(settings.home / SALT_FILE)
+    report = copy_sqlite_to_postgres(settings.db_path, args.to, salt=salt)
     if args.json:
         out(json.dumps(report))
     else:
-        out(f"copied {report['rows']} rows from {report['source']} to {report['target']}")
-        print("the user hashes were made with this home's salt: give every replica the same one "
-              "(user_hash_salt, or this home's salt file)", file=sys.stderr)
+        out(f"copied {report['rows']} rows from {report['source']} to {report['target']}; the database now "
+            "keeps this home's user-hash salt for every replica")
     return 0

@@ -15,13 +15,15 @@ from bot.cli import main
 from store import Store, schema
 from tests.pg import new_database
 
-REVISION_0007 = '''
+HEAD = migration_path.SCHEMA_VERSION  # the released head
+HEAD_REV, NEXT_REV = f"{HEAD:04d}", f"{HEAD + 1:04d}"
+REVISION_NEXT = f'''
 """A revision past the head, for the tests: one column and its index."""
 from alembic import op
 import sqlalchemy as sa
 
-revision = "0007"
-down_revision = "0006"
+revision = "{NEXT_REV}"
+down_revision = "{HEAD_REV}"
 branch_labels = None
 depends_on = None
 
@@ -47,14 +49,14 @@ def pg_url(monkeypatch):
 
 
 @pytest.fixture
-def revision_0007(tmp_path, monkeypatch):
-    """A revision 0007 beside the real ones, and this csbot's head moved to it."""
+def revision_next(tmp_path, monkeypatch):
+    """A revision past the head beside the real ones, and this csbot's head moved to it."""
     folder = tmp_path / "more_versions"
     folder.mkdir()
-    (folder / "0007_test_note.py").write_text(textwrap.dedent(REVISION_0007))
+    (folder / f"{NEXT_REV}_test_note.py").write_text(textwrap.dedent(REVISION_NEXT))
     monkeypatch.setattr(migration_path, "EXTRA_LOCATIONS", [str(folder)])
-    monkeypatch.setattr(migration_path, "SCHEMA_VERSION", 7)
-    monkeypatch.setattr(migration_path, "HEAD_REVISION", "0007")
+    monkeypatch.setattr(migration_path, "SCHEMA_VERSION", HEAD + 1)
+    monkeypatch.setattr(migration_path, "HEAD_REVISION", NEXT_REV)
 
 
 def _set_revision(url: str, revision: str) -> None:
@@ -70,30 +72,30 @@ def test_db_upgrade_on_sqlite_creates_then_finds_current_and_stamps_an_old_home(
     code, out, _ = run(capsys, "db", "upgrade", "--json")
     assert code == 0 and json.loads(out)["action"] == "created" and json.loads(out)["dialect"] == "sqlite"
     code, out, _ = run(capsys, "db", "upgrade", "--json")
-    assert json.loads(out) == {**json.loads(out), "action": "current", "before": "0006", "after": "0006"}
+    assert json.loads(out) == {**json.loads(out), "action": "current", "before": HEAD_REV, "after": HEAD_REV}
     old = csbot_home / "old.sqlite3"
     schema.open_database(old, target_version=1).close()
     from store.backends import upgrade_database
 
     assert upgrade_database(old)["action"] == "upgraded"
     conn = sqlite3.connect(old)
-    assert schema.stamped_revision(conn) == "0006" and schema.schema_version(conn) == 6
+    assert schema.stamped_revision(conn) == HEAD_REV and schema.schema_version(conn) == HEAD
     conn.close()
 
 
-def test_a_sqlite_home_at_the_baseline_runs_later_revisions_through_alembic(db_path, revision_0007):
+def test_a_sqlite_home_at_the_baseline_runs_later_revisions_through_alembic(db_path, revision_next):
     monkey_head = migration_path.SCHEMA_VERSION
-    migration_path.SCHEMA_VERSION = 6  # create the file as the released csbot does
+    migration_path.SCHEMA_VERSION = HEAD  # create the file as the released csbot does
     try:
         Store(db_path, salt="s").close()
     finally:
         migration_path.SCHEMA_VERSION = monkey_head
     with Store(db_path, salt="s") as s:
-        assert s.schema_version() == 7
+        assert s.schema_version() == HEAD + 1
         columns = {r["name"] for r in s._read("SELECT name FROM pragma_table_info('answers')")}
         assert "test_note" in columns
     conn = sqlite3.connect(db_path)
-    assert schema.stamped_revision(conn) == "0007"
+    assert schema.stamped_revision(conn) == NEXT_REV
     conn.close()
 
 
@@ -102,7 +104,7 @@ def test_postgres_is_refused_until_upgraded_then_served(csbot_home, pg_url, caps
     assert code == 2 and err.count("\n") == 1 and "csbot db upgrade" in err and "no csbot schema" in err
     code, out, _ = run(capsys, "db", "upgrade", "--json")
     report = json.loads(out)
-    assert code == 0 and (report["action"], report["before"], report["after"]) == ("created", None, "0006")
+    assert code == 0 and (report["action"], report["before"], report["after"]) == ("created", None, HEAD_REV)
     assert report["dialect"] == "postgresql"
     code, out, _ = run(capsys, "db", "status", "--json")
     assert code == 0 and json.loads(out)["current"] is True and json.loads(out)["dialect"] == "postgresql"
@@ -110,18 +112,18 @@ def test_postgres_is_refused_until_upgraded_then_served(csbot_home, pg_url, caps
     assert code == 0 and out == ""
 
 
-def test_an_older_postgres_schema_is_refused_then_migrated(csbot_home, pg_url, capsys, revision_0007):
+def test_an_older_postgres_schema_is_refused_then_migrated(csbot_home, pg_url, capsys, revision_next):
     from store.backends import _upgrade_postgres
 
-    migration_path.SCHEMA_VERSION, migration_path.HEAD_REVISION = 6, "0006"
+    migration_path.SCHEMA_VERSION, migration_path.HEAD_REVISION = HEAD, HEAD_REV
     _upgrade_postgres(pg_url)  # the released schema
-    migration_path.SCHEMA_VERSION, migration_path.HEAD_REVISION = 7, "0007"
+    migration_path.SCHEMA_VERSION, migration_path.HEAD_REVISION = HEAD + 1, NEXT_REV
     code, _, err = run(capsys, "export")
     assert code == 2 and err.count("\n") == 1 and "older" in err and "csbot db upgrade" in err
     code, out, _ = run(capsys, "db", "upgrade", "--json")
-    assert (json.loads(out)["action"], json.loads(out)["before"], json.loads(out)["after"]) == ("upgraded", "0006", "0007")
+    assert (json.loads(out)["action"], json.loads(out)["before"], json.loads(out)["after"]) == ("upgraded", HEAD_REV, NEXT_REV)
     with Store(pg_url, salt="s") as s:
-        assert s.schema_version() == 7
+        assert s.schema_version() == HEAD + 1
         assert s._read("SELECT count(*) AS n FROM information_schema.columns WHERE table_name = 'answers'"
                        " AND column_name = 'test_note'") == [{"n": 1}]
 
@@ -170,10 +172,37 @@ def test_db_copy_moves_a_sqlite_home_into_postgres(csbot_home, answer_factory, c
             assert pg.inbox.event_claimed("Ev-accepted")
             new = pg.record_vote("c2", "up", user="U3", origin="button")  # the ids go on after the copied ones
             assert new.stored and new.feedback_id == 3
+        # The home's salt went with it: every replica now hashes a user as this home did.
+        with Store(url, salt=None) as pg:
+            assert pg.shared_salt() == (csbot_home / "salt").read_text().strip()
         code, _, err = run(capsys, "db", "copy", "--to", url)
         assert code == 2 and "already holds csbot rows" in err and err.count("\n") == 1
     finally:
         drop()
+
+
+def test_replicas_with_homes_of_their_own_share_the_databases_salt(tmp_path, pg_url):
+    """Votes on one replica and `forget --user` on another must meet: one user, one hash, everywhere."""
+    from core.settings import Settings
+    from store.schema import StoreError
+
+    assert main(["db", "upgrade"]) == 0
+    homes = [tmp_path / f"replica{i}" for i in range(2)]
+    hashes = []
+    for home in homes:
+        home.mkdir()
+        with Store.from_settings(Settings.load(env={"CSBOT_DATABASE_URL": pg_url}, home=home)) as store:
+            hashes.append(store.hash_user("U123"))
+        assert not (home / "salt").exists()  # nothing kept per home
+    assert hashes[0] == hashes[1]
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "salt").write_text("a-salt-of-its-own\n")  # a home that kept hashing with its own salt
+    with pytest.raises(StoreError, match="holds another user-hash salt than the database's"):
+        Store.from_settings(Settings.load(env={"CSBOT_DATABASE_URL": pg_url}, home=other))
+    explicit = Settings.load(env={"CSBOT_DATABASE_URL": pg_url, "CSBOT_USER_HASH_SALT": "pinned"}, home=other)
+    with Store.from_settings(explicit) as store:  # the setting wins
+        assert store.hash_user("U123") != hashes[0]
 
 
 def _schema_differences(url: str) -> list:
