@@ -220,6 +220,12 @@ def load_sentence_transformer(name: str, device: str = GeneralSettings.device, *
             model = SentenceTransformer(path, device=device)
         except OSError as exc:
             raise ModelNotFoundError(f"cannot load model {name!r}: {exc}") from exc
+        if not any(type(module).__name__ == "Normalize" for module in model):
+            # A plain transformers folder loads as Transformer + mean Pooling only; retrieval's inner
+            # product (and the runtime probe's cosines) need unit vectors, so normalise as the builtin does.
+            from sentence_transformers.models import Normalize
+
+            model.append(Normalize())
         model.eval()
         if cached:
             _cache[key] = model

@@ -72,7 +72,10 @@ def shared_layers(adapted: list[str], pooled: list[int], n_layers: int) -> int |
 def artefact_shared_layers(path: Path) -> int | None:
     """`shared_layers` of an artefact, from its meta and its base encoder's config (no model loaded)."""
     from models.loading import resolve_model_path
+    from models.sentiment_brought import read_brought
 
+    if read_brought(Path(path)) is not None:  # a brought classifier: its own weights throughout
+        return None
     meta, lora, _ = read_artefact(Path(path))
     try:
         config = json.loads((Path(resolve_model_path(meta.get("base", DEFAULT_BASE))) / "config.json").read_text())
@@ -260,11 +263,15 @@ class FineTunedSentiment:
         import torch
 
         from models.loading import pick_device
+        from models.sentiment_brought import read_brought
 
         path = artefact_path(spec)
-        meta, lora, head = read_artefact(path)
         if threads:
             torch.set_num_threads(int(threads))
+        brought = read_brought(path)
+        if brought is not None:  # a classifier a team brought (models/sentiment_brought.py)
+            return BroughtSentiment.load_brought(path, *brought, device=device)
+        meta, lora, head = read_artefact(path)
         classifier, tokenizer = build_classifier(base or meta.get("base", DEFAULT_BASE), len(meta["labels"]),
                                                  layers=meta.get("layers", [-1]), hidden=int(meta.get("hidden", 0)))
         merge_lora(classifier.encoder, lora, float(meta["scaling"]), str(path))
@@ -327,3 +334,22 @@ class FineTunedSentiment:
             (self.labels[int(np.argmax(row))], {label: float(p) for label, p in zip(self.labels, row)})
             for row in proba
         ]
+
+
+class BroughtSentiment(FineTunedSentiment):
+    """A classifier a team brought (models/sentiment_brought.py), served as the fine-tuned model is
+    (`predict`, `torch_model`, `tokenize`); it shares nothing with the encoder pass (no tail graph)."""
+
+    @classmethod
+    def load_brought(cls, path: Path, meta: dict, head: dict[str, np.ndarray], *, device: str = "cpu") -> BroughtSentiment:
+        from models.loading import pick_device
+        from models.sentiment_brought import MAX_LENGTH, load_classifier
+
+        classifier, tokenizer, info = load_classifier(path, meta, head)
+        device = pick_device(device)
+        classifier.to(device)
+        return cls(classifier, tokenizer, labels=list(SENTIMENT_LABELS), temperature=1.0,
+                   max_length=int(meta.get("max_length", MAX_LENGTH)), info=info, source=str(path), device=device)
+
+    def shared_layers(self) -> int | None:
+        return None

@@ -22,7 +22,8 @@ from retrieval.index import LEARNED, Entry, VectorIndex
 from retrieval.kb import SECTION_SEP, Document, chunk_document, split_sections
 from retrieval.ranking import SEARCH_K, DecisionParams, decide, tune
 from serving.versions import ONNX_DIR, ModelVersion, TrainingExample, VersionStore
-from training.export import prepare_runtime, prepare_sentiment, remember, remember_sentiment, wants_onnx
+from training.export import (prepare_runtime, prepare_sentiment, remember, remember_sentiment, sentiment_artefact,
+                             wants_onnx)
 from training.finetune import finetune_encoder
 from training.fit_heads import train_intent_head
 
@@ -213,9 +214,7 @@ def _check_sentiment_files(settings: Settings) -> None:
     """Fail on a missing sentiment head or model file before any work is done."""
     head_path(settings.sentiment_head)
     if settings.uses_sentiment_model:
-        from models.sentiment_model import artefact_path
-
-        artefact_path(settings.sentiment_model)
+        sentiment_artefact(settings)  # a brought classifier is loaded and its labels mapped here
 
 
 @dataclass
@@ -303,10 +302,8 @@ def _sentiment(draft, settings: Settings, versions: VersionStore, runtime: dict 
     """The version's meta["sentiment"]: the fine-tuned model prepared (exported like the encoder), or the head."""
     if not settings.uses_sentiment_model:
         return {"model": "head", "served": "head", "reason": "sentiment_model = none: the head over the encoder pass"}
-    from models.sentiment_model import artefact_path
-
     stage("preparing the sentiment model")
-    return prepare_sentiment(draft, artefact_path(settings.sentiment_model), settings, versions,
+    return prepare_sentiment(draft, sentiment_artefact(settings), settings, versions,
                              encoder_runtime=(runtime or {}).get("served", "torch"), progress=stage)
 
 

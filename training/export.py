@@ -96,8 +96,11 @@ def prepare_runtime(draft, source: str, encoder_version: str, documents, setting
     `verdict` ({"served", "reason", "heldout"}): the retrain gate's choice on its held-out set, which
     overrides the probe's (`heldout_verdict`)."""
     started = time.perf_counter()
+    layer = shared_sentiment_layer(settings)
+    if layer is not None and not 1 <= layer < torch_encoder.n_layers:  # an encoder too shallow to share
+        layer = None
     manifest = export_encoder(source, draft.onnx_dir, encoder_version, reuse=reuse,
-                              token_states_layer=shared_sentiment_layer(settings), progress=progress)
+                              token_states_layer=layer, progress=progress)
     if progress is not None:
         progress("choosing the runtime: ONNX fp32 or int8")
     fp32 = load_encoder(draft.onnx_dir, "onnx", threads=settings.torch_threads)
@@ -140,9 +143,22 @@ def shared_sentiment_layer(settings) -> int | None:
     tail (models/sentiment_onnx.py), or None: no model, `sentiment_share_encoder` off, nothing to share."""
     if not (settings.uses_sentiment_model and settings.sentiment_share_encoder):
         return None
-    from models.sentiment_model import artefact_path, artefact_shared_layers
+    from models.sentiment_model import artefact_shared_layers
 
-    return artefact_shared_layers(artefact_path(settings.sentiment_model))
+    return artefact_shared_layers(sentiment_artefact(settings))
+
+
+def sentiment_artefact(settings) -> Path:
+    """The artefact a build copies for `settings.sentiment_model`: "builtin" or an artefact file as it
+    is; a classifier's folder or hub name turned into one (models/sentiment_brought.py `bring`)."""
+    from models.sentiment_brought import bring, is_brought
+    from models.sentiment_model import artefact_path
+
+    spec = str(settings.sentiment_model).strip()
+    if not is_brought(spec):
+        return artefact_path(spec)
+    return bring(spec, labels=settings.sentiment_labels, band=settings.sentiment_neutral_band,
+                 cache=Path(settings.home) / "cache" / "sentiment")
 
 
 def heldout_verdict(settings, version, score) -> dict | None:
@@ -242,7 +258,7 @@ def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_ru
     started = time.perf_counter()
     copied = draft.save_sentiment_model(Path(artefact))
     sha = sha256_file(copied)
-    record = {"model": "fine-tuned", "source": str(artefact), "artefact_sha256": sha}
+    record = {"model": "fine-tuned", "source": str(artefact), "artefact_sha256": sha, **_brought_record(copied)}
     if not wants_onnx(settings):
         return {**record, "served": "torch", "reason": "runtime = torch, or CUDA: no ONNX export"}
     manifest, record["export"] = None, "exported"
@@ -270,6 +286,8 @@ def prepare_sentiment(draft, artefact: Path, settings, versions=None, encoder_ru
                                               cosine_floor=settings.int8_cosine_floor)
     if settings.runtime != "auto":
         chosen, reason = settings.runtime, f"runtime = {settings.runtime} (setting); measured: {reason}"
+    if "brought" in record:  # `csbot models` prints the reason: say whose model it is
+        reason = f"brought classifier {record['brought']['source']}: {reason}"
     log.info("sentiment runtime %s: %s", chosen, reason)
     record.update(served=chosen, reason=reason, scores=figures)
     record["shared"] = _prepare_shared(draft, settings, encoder_runtime, chosen)
@@ -328,3 +346,16 @@ def _recent_sentiment_exports(versions, newest: int = 5) -> list[Path]:
         if folder is not None:
             out.append(folder)
     return out
+
+
+def _brought_record(artefact: Path) -> dict:
+    """For a classifier a team brought (models/sentiment_brought.py): meta "sentiment" "brought" (its
+    source, the canonical name of each of its labels, the neutral band of a binary one)."""
+    from models.sentiment_brought import read_brought
+
+    found = read_brought(artefact)
+    if found is None:
+        return {}
+    meta = found[0]
+    return {"brought": {"source": meta["source"], "model_labels": meta["model_labels"],
+                        **({"neutral_band": meta["neutral_band"]} if "neutral_band" in meta else {})}}

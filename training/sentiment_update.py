@@ -23,7 +23,9 @@ on the held-out rows, better on the training corrections, and agrees with the ol
 `update_sentiment_model` does the same for the fine-tuned sentiment model (`models/sentiment_model.py`):
 the LoRA adapter, the temperature and the rest of the artefact's meta are kept; only its head (the
 `head_state` parameters: the hidden and output Linear) is fine-tuned, on the pooled features of the
-merged model (computed once), with the same loss, checkpoint choice and gate.
+merged model (computed once), with the same loss, checkpoint choice and gate. For a classifier a team
+brought (`models/sentiment_brought.py`) only its final linear layer (the one giving the label logits)
+is fine-tuned, on what that layer reads; the rest of its weights stay as its source has them.
 """
 
 from __future__ import annotations
@@ -271,6 +273,10 @@ def update_sentiment_model(store, artefact_path: Path, replay_texts: list[str], 
     source = resolve_artefact(artefact_path)
     if Path(out_path).resolve() == source.resolve():
         raise ValueError(f"update_sentiment_model would overwrite its input {source}")
+    from models.sentiment_brought import read_brought
+
+    if read_brought(source) is not None:
+        return _update_brought(summary, source, train, held, replay_texts, out_path, config, device=device)
     meta, lora, _ = read_artefact(source)
     model = FineTunedSentiment.load(source, device=device)
     classifier = model.classifier
@@ -311,6 +317,66 @@ def _pooled(model, texts: list[str], batch_size: int = 64):
 
     if not texts:
         return torch.zeros((0, (model.classifier.hidden or model.classifier.head).in_features), device=model.device)
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            tokens = {k: v.to(model.device) for k, v in model.tokenize(texts[start:start + batch_size]).items()}
+            parts.append(model.classifier.pooled(**tokens).float())
+    return torch.cat(parts).clone()
+
+
+# One linear layer on fixed features: a larger step than the builtin head's (5e-4), so 300 steps can move
+# a confident pretrained layer; the best checkpoint that keeps the replay agreement is still what is kept.
+BROUGHT_LR = 2e-3
+
+
+def _update_brought(summary: dict, source: Path, train, held, replay_texts: list[str], out_path: Path, config,
+                    *, device: str) -> dict:
+    """`update_sentiment_model` for a classifier a team brought (models/sentiment_brought.py): only its
+    final linear layer (the one giving the label logits) is fine-tuned, on what that layer reads, with
+    the same fit, replay distillation and judgement; the rest of the model stays as its source has it."""
+    import torch
+
+    from models.sentiment_brought import read_brought, write_brought
+    from models.sentiment_model import FineTunedSentiment
+
+    meta, _ = read_brought(source)
+    model = FineTunedSentiment.load(source, device=device)
+    classifier = model.classifier
+    replay = _replay(replay_texts)
+    x_train, x_held, x_replay = (_features(model, texts) for texts in ([t for t, _ in train], [t for t, _ in held], replay))
+    y_train = np.array([model.labels.index(label) for _, label in train])
+    y_held = np.array([model.labels.index(label) for _, label in held])
+    params = dict(classifier.final.named_parameters())
+    for p in params.values():
+        p.requires_grad_(True)
+
+    def predicted():
+        with torch.no_grad():
+            return {name: classifier.head_logits(x).argmax(1).cpu().numpy() if len(x) else np.zeros(0, int)
+                    for name, x in (("train", x_train), ("held", x_held), ("replay", x_replay))}
+
+    old = predicted()
+    best = _fit(params, classifier.head_logits, x_train, torch.from_numpy(y_train).to(model.device),
+                x_replay if len(x_replay) else None, temperature=model.temperature, seed=config.seed,
+                min_agreement=config.sentiment_min_agreement, lr=BROUGHT_LR)
+    with torch.no_grad():
+        for name, p in params.items():
+            p.copy_(best[name])
+    reasons = _judge(summary, old, predicted(), y_train, y_held, len(replay), config.sentiment_min_agreement)
+    if reasons:
+        return {**summary, "status": "rejected", "reason": "; ".join(reasons)}
+    head = {name: p.detach().float().cpu().numpy() for name, p in params.items()}
+    write_brought(Path(out_path), {**meta, "updated_from_corrections": len(train)}, head)
+    return {**summary, "status": "updated", "path": str(out_path), "updated": "the final linear layer"}
+
+
+def _features(model, texts: list[str], batch_size: int = 64):
+    """What a brought model's final layer reads for `texts`: a (n, features) tensor on its device."""
+    import torch
+
+    if not texts:
+        return torch.zeros((0, model.classifier.final.in_features), device=model.device)
     parts = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):

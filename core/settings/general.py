@@ -40,10 +40,18 @@ class GeneralSettings:
     # Sentiment head: "builtin" (models/assets/sentiment_head.npz) or a path to a head file.
     sentiment_head: str = "builtin"
     # What labels sentiment: "builtin" (the fine-tuned LoRA sentiment model,
-    # models/assets/sentiment_lora.npz: its own transformer pass), a path to such an artefact, or
-    # "none" (the head above, over the shared encoder pass: no second pass). Builds copy it into the
-    # version and export it to ONNX like the encoder (docs/sentiment.md).
+    # models/assets/sentiment_lora.npz: its own transformer pass), a path to such an artefact, a hub
+    # name or local folder of any AutoModelForSequenceClassification whose labels map to negative /
+    # neutral / positive (or negative / positive), or "none" (the head above, over the shared encoder
+    # pass: no second pass). Builds copy it into the version and export it to ONNX like the encoder
+    # (docs/sentiment.md).
     sentiment_model: str = "builtin"
+    # A brought classifier's label names, one per id in order, comma-separated (e.g.
+    # "negative,neutral,positive" for LABEL_0/1/2); empty: its config's id2label names.
+    sentiment_labels: str = ""
+    # A brought binary (negative / positive) classifier calls a text neutral when |p_pos - p_neg| is
+    # below this band (models/sentiment_brought.py).
+    sentiment_neutral_band: float = 0.2
     # int8 serves the sentiment model when its labels agree with torch's on at least this share of the
     # probe texts (and its probabilities' 5th-percentile cosine is ≥ int8_cosine_floor), else fp32 ONNX.
     sentiment_int8_min_agreement: float = 0.98
@@ -76,7 +84,10 @@ class GeneralSettings:
         if self.runtime not in RUNTIMES:
             problems.append(f"runtime must be one of {', '.join(RUNTIMES)}, not {self.runtime!r}")
         if not str(self.sentiment_model).strip():
-            problems.append('sentiment_model must be "builtin", "none" or a path to a sentiment model')
+            problems.append('sentiment_model must be "builtin", "none", a path to a sentiment model, '
+                            'or a classifier\'s hub name or folder')
+        if not 0.0 <= self.sentiment_neutral_band < 1.0:
+            problems.append("sentiment_neutral_band must be at least 0 and below 1")
         if self.batch_threads < 0:
             problems.append("batch_threads must be 0 (one per core) or more")
         problems += outside_unit_interval(self, "sentiment_int8_min_agreement")
