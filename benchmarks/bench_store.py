@@ -3,19 +3,26 @@
     .venv/bin/python benchmarks/bench_store.py                 # both benchmarks
     .venv/bin/python benchmarks/bench_store.py --only votes    # sustained durable vote writes
     .venv/bin/python benchmarks/bench_store.py --only read     # read since last run, 1M-row table
+    .venv/bin/python benchmarks/bench_store.py --only votes --only inbox \
+        --database-url postgresql://postgres@127.0.0.1:5432/postgres   # SQLite and PostgreSQL side by side
 
 1. Sustained vote writes: Store.record_vote, one writer, each vote its own durable transaction
    (WAL, synchronous=FULL, Slack event id claimed, cap checked). Target >= 2,000 votes/s.
 2. Reading everything since the last training run (Store.feedback_since_last_run: votes joined
    with their answers, as dicts) from a table of 1,000,000 votes. Target < 1 s. The table is
    built with one transaction of plain INSERTs (~30-60 s); it is not part of the timing.
-3. Redaction of pathological texts (long runs of the characters the PII patterns look for: "x.",
+3. Inbox claims with three workers: 3 processes take and finish items from one inbox until it is
+   empty (Inbox.take + Inbox.finish, each its own durable transaction; PostgreSQL claims with FOR
+   UPDATE SKIP LOCKED). Reported as items per second, from the start signal to the last worker done.
+4. Redaction of pathological texts (long runs of the characters the PII patterns look for: "x.",
    "a:", digits, "a@", URL-like, IBAN-like, 40,000 characters each) against ordinary customer text of
    the same length, measured in the same run: the ratio shows whether any pattern backtracks
    (target: each pathological text within 10x of the ordinary one).
 
 Each figure is the median of --repeat runs. Everything is written to a temporary directory
-(or --dir) and deleted afterwards unless --keep.
+(or --dir) and deleted afterwards unless --keep. With --database-url (a PostgreSQL server; the URL
+of any database on it, e.g. the maintenance database "postgres"), the vote and inbox benchmarks run a
+second time on a database created for the run (csbot_bench_<random>) and dropped afterwards.
 """
 
 from __future__ import annotations
@@ -23,11 +30,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -77,8 +87,43 @@ def raw_commit_rate(workdir: Path, n: int = 2000) -> float:
     return rate
 
 
-def bench_votes(workdir: Path, votes: int, repeat: int) -> dict:
-    store = Store(workdir / "votes.sqlite3", salt="bench", daily_vote_cap=200)
+@contextmanager
+def bench_database(server_url: str):
+    """A PostgreSQL database of its own on `server_url`'s server, at the schema; dropped afterwards."""
+    import psycopg
+
+    from store.backends import upgrade_database
+
+    name = f"csbot_bench_{secrets.token_hex(4)}"
+    base = server_url.rsplit("/", 1)[0]
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = f"{base}/{name}"
+        upgrade_database(url)
+        yield url
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def raw_postgres_commit_rate(url: str, n: int = 2000) -> float:
+    """The server's ceiling: bare one-row transactions (synchronous_commit on), one connection."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute("CREATE TEMP TABLE t (id serial PRIMARY KEY, x text)")
+        conn.commit()
+        start = time.perf_counter()
+        for i in range(n):
+            conn.execute("INSERT INTO t (x) VALUES (%s)", (str(i),))
+            conn.commit()
+        return n / (time.perf_counter() - start)
+
+
+def bench_votes(workdir: Path, votes: int, repeat: int, database_url: str | None = None) -> dict:
+    target = database_url or workdir / "votes.sqlite3"
+    store = Store(target, salt="bench", daily_vote_cap=200)
     n_answers = 500
     for i in range(n_answers):
         store.record_answer(_answer(i), user=f"ASK{i}", channel="C1")
@@ -100,7 +145,7 @@ def bench_votes(workdir: Path, votes: int, repeat: int) -> dict:
         rates.append(votes / (time.perf_counter() - start))
     store.close()
     latencies.sort()
-    raw = raw_commit_rate(workdir)
+    raw = raw_postgres_commit_rate(database_url) if database_url else raw_commit_rate(workdir)
     return {
         "raw_commits_per_s": round(raw),
         "votes_per_run": votes,
@@ -110,6 +155,52 @@ def bench_votes(workdir: Path, votes: int, repeat: int) -> dict:
         "p99_latency_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 3),
         "target_votes_per_s": VOTE_TARGET,
     }
+
+
+TAKER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[3])
+from store import Store
+store = Store(sys.argv[1], salt="bench")
+store.inbox.register(sys.argv[2])
+print("READY", flush=True)
+sys.stdin.readline()
+n = 0
+while True:
+    item = store.inbox.take(sys.argv[2])
+    if item is None:
+        break
+    store.inbox.finish(item["id"])
+    n += 1
+print(f"DONE {n}", flush=True)
+"""
+
+
+def bench_inbox(workdir: Path, items: int, repeat: int, workers: int = 3, database_url: str | None = None) -> dict:
+    """`workers` processes take and finish `items` items until the inbox is empty."""
+    from store.inbox import InboxItem
+
+    root = str(Path(__file__).resolve().parents[1])
+    rates = []
+    for r in range(repeat):
+        target = database_url or workdir / f"inbox-{r}.sqlite3"
+        with Store(target, salt="bench") as store:
+            body = json.dumps({"event": {"text": "where is my parcel?" * 5}})
+            for i in range(0, items, 10):
+                store.inbox.accept([InboxItem(function="f", work="answer", body=body)] * 10, event_id=f"bench-{r}-{i}")
+        procs = [subprocess.Popen([sys.executable, "-c", TAKER, str(target), f"w{n}", root], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True) for n in range(workers)]
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "READY"
+        start = time.perf_counter()
+        for proc in procs:
+            proc.stdin.write("GO\n")
+            proc.stdin.flush()
+        done = [int(proc.communicate(timeout=600)[0].split()[-1]) for proc in procs]
+        rates.append(items / (time.perf_counter() - start))
+        assert sum(done) == items, done
+    return {"items_per_run": items, "workers": workers, "runs": [round(x) for x in rates],
+            "median_items_per_s": round(statistics.median(rates))}
 
 
 def build_big_table(path: Path, rows: int) -> None:
@@ -198,7 +289,10 @@ def bench_redact(repeat: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["votes", "read", "redact"])
+    parser.add_argument("--only", choices=["votes", "read", "inbox", "redact"], action="append",
+                        help="run only these (repeatable; default all)")
+    parser.add_argument("--items", type=int, default=3000, help="inbox items per timed run")
+    parser.add_argument("--database-url", help="also run the vote and inbox benchmarks on this PostgreSQL server")
     parser.add_argument("--votes", type=int, default=5000, help="votes per timed run")
     parser.add_argument("--rows", type=int, default=1_000_000, help="size of the big feedback table")
     parser.add_argument(
@@ -214,14 +308,24 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     results: dict = {}
     try:
-        if args.only in (None, "votes"):
+        only = set(args.only or ["votes", "read", "inbox", "redact"])
+        if "votes" in only:
             print("vote writes ...", file=sys.stderr)
             results["votes"] = bench_votes(workdir, args.votes, args.repeat)
-        if args.only in (None, "read"):
+            if args.database_url:
+                with bench_database(args.database_url) as url:
+                    results["votes_postgresql"] = bench_votes(workdir, args.votes, args.repeat, url)
+        if "inbox" in only:
+            print("inbox claims, three workers ...", file=sys.stderr)
+            results["inbox"] = bench_inbox(workdir, args.items, args.repeat)
+            if args.database_url:
+                with bench_database(args.database_url) as url:
+                    results["inbox_postgresql"] = bench_inbox(workdir, args.items, args.repeat, database_url=url)
+        if "read" in only:
             print("read since last training run ...", file=sys.stderr)
             new_rows = args.new or [10_000, 100_000, args.rows]
             results["read"] = bench_read(workdir, args.rows, args.repeat, new_rows)
-        if args.only in (None, "redact"):
+        if "redact" in only:
             print("redaction of pathological texts ...", file=sys.stderr)
             results["redact"] = bench_redact(max(args.repeat, 5))
     finally:
@@ -230,13 +334,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    if "votes" in results:
-        v = results["votes"]
+    for key, name in (("votes", "SQLite"), ("votes_postgresql", "PostgreSQL")):
+        if key not in results:
+            continue
+        v = results[key]
         ok = "meets" if v["median_votes_per_s"] >= VOTE_TARGET else "MISSES"
-        print(f"vote writes (durable, 1 writer): median {v['median_votes_per_s']:,}/s over {args.repeat} runs of "
-              f"{v['votes_per_run']:,} (runs {v['runs']}); latency p50 {v['p50_latency_ms']} ms, "
+        print(f"{name} vote writes (durable, 1 writer): median {v['median_votes_per_s']:,}/s over {args.repeat} runs "
+              f"of {v['votes_per_run']:,} (runs {v['runs']}); latency p50 {v['p50_latency_ms']} ms, "
               f"p99 {v['p99_latency_ms']} ms; target >= {VOTE_TARGET:,.0f}/s: {ok} "
-              f"(this disk's bare commit ceiling right now: {v['raw_commits_per_s']:,}/s)")
+              f"(bare commit ceiling right now: {v['raw_commits_per_s']:,}/s)")
+    for key, name in (("inbox", "SQLite"), ("inbox_postgresql", "PostgreSQL")):
+        if key in results:
+            i = results[key]
+            print(f"{name} inbox claims, {i['workers']} worker processes: median {i['median_items_per_s']:,} items/s "
+                  f"(take + finish) over {args.repeat} runs of {i['items_per_run']:,} (runs {i['runs']})")
     if "read" in results:
         r = results["read"]
         for key, value in r.items():

@@ -42,6 +42,7 @@ COMMAND_MODULES = [
     "bot.commands.feedback",
     "bot.commands.privacy",
     "bot.commands.export",
+    "bot.commands.db",
     "bot.commands.serve",
     "bot.commands.report",
     "bot.commands.gaps",

@@ -8,7 +8,6 @@ Mixed into store.store.Store, which provides the connection (`_write`, `_read`),
 from __future__ import annotations
 
 import json
-import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -129,10 +128,10 @@ class Answers:
         )
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO answers (answer_id, time, origin, workspace, channel, thread,"
+                "INSERT INTO answers (answer_id, time, origin, workspace, channel, thread,"
                 " user_hash, question, intent, confidence, sentiment, sources, model_version, handoff,"
                 " answer_text, doc_id, sentiment_scores, used_context, answer_mode, composition, section)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (answer_id) DO NOTHING",
                 (row[0], to_iso(clock.utcnow()), *row[1:]),
             )
             return cur.rowcount == 1
@@ -154,7 +153,7 @@ class Answers:
     def most_answered_docs(self, limit: int = 10) -> list[tuple[str, int]]:
         """(doc id, answers) of the articles answered most often (hand-offs not counted), most first:
         the Slack messages tab suggests them."""
-        rows = self._read("SELECT doc_id, count(*) AS n FROM answers WHERE doc_id IS NOT NULL AND NOT handoff"
+        rows = self._read("SELECT doc_id, count(*) AS n FROM answers WHERE doc_id IS NOT NULL AND handoff = 0"
                           " GROUP BY doc_id ORDER BY n DESC, doc_id LIMIT ?", (int(limit),))
         return [(row["doc_id"], row["n"]) for row in rows]
 
@@ -229,12 +228,13 @@ class Answers:
                     return VoteResult(NO_VOTE, answer_id, vote)
                 if self._capped(conn, user_hash, origin, now):
                     return VoteResult(CAPPED, answer_id, vote)
-                cur = conn.execute(
+                new_id = self.inserted_id(
+                    conn,
                     "INSERT INTO feedback (answer_id, user_hash, vote, origin, event_id, time, created,"
                     " correct_intent, correct_doc_id, correct_answer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (answer_id, user_hash, stored_vote, origin, event_id, now, now, intent, doc_id, correct_answer),
                 )
-                return VoteResult(STORED, answer_id, vote, cur.lastrowid)
+                return VoteResult(STORED, answer_id, vote, new_id)
             feedback_id, previous = existing
             if vote == "retract" and previous == "retracted":
                 return VoteResult(NO_VOTE, answer_id, vote, feedback_id, previous)
@@ -245,7 +245,7 @@ class Answers:
             )
             return VoteResult(STORED, answer_id, vote, feedback_id, previous)
 
-    def _capped(self, conn: sqlite3.Connection, user_hash: str | None, origin: str, now: str) -> bool:
+    def _capped(self, conn: Any, user_hash: str | None, origin: str, now: str) -> bool:
         if not self.daily_vote_cap or user_hash is None or origin in self.cap_exempt_origins:
             return False
         day_start = now[:10] + "T00:00:00.000000Z"

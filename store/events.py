@@ -8,13 +8,16 @@ can neither keep the claim without the rows nor the rows without the claim.
 
 from __future__ import annotations
 
-import sqlite3
+from typing import Any
 
 CLAIMED_SQL = "SELECT 1 AS x FROM processed_events WHERE event_id = ?"
 
 
-def claim_event(conn: sqlite3.Connection, event_id: str, time: str) -> bool:
+def claim_event(conn: Any, event_id: str, time: str) -> bool:
     """Claim `event_id` at `time` (core.clock's ISO form) in `conn`'s open transaction: True the
-    first time, False when it was claimed already."""
-    return conn.execute("INSERT OR IGNORE INTO processed_events (event_id, time) VALUES (?, ?)",
+    first time, False when it was claimed already.
+
+    Safe across processes on either database: on PostgreSQL a second claim of the same id waits for
+    the first one's transaction, then finds the id taken (or claims it, if the first rolled back)."""
+    return conn.execute("INSERT INTO processed_events (event_id, time) VALUES (?, ?) ON CONFLICT (event_id) DO NOTHING",
                         (event_id, time)).rowcount == 1

@@ -1,15 +1,20 @@
 """The Slack inbox: every request csbot acknowledged, kept until its work is done (docs/slack.md).
 
-Owned by the store (same SQLite file, tables from schema migration 4), used by bot/slack/intake.py
-(the write before the ack) and bot/slack/workers.py (the worker pool):
+Owned by the store (the same database: the SQLite file, or PostgreSQL shared by every replica), used
+by bot/slack/intake.py (the write before the ack) and bot/slack/workers.py (the worker pool):
 
 * `accept` writes a request's work items and claims its key (the Events API event id, `trigger:<id>` or a
   hash of the signed body: bot/slack/intake.py `claim_key`) in ONE transaction,
   committed before the HTTP 200 / Socket Mode ack goes out: an event that was never acknowledged
   is never marked processed, and one that was is never lost.
 * `take` hands the oldest item of the most urgent class to one worker of one serving process
-  (several processes may share the file); `finish` deletes it once its effect is durable; `retry`
+  (several processes may share the database); `finish` deletes it once its effect is durable; `retry`
   and `fail` handle errors; `reclaim` gives the items of a dead process (kill -9, crash) back.
+  The lease: a process's heartbeat (`heartbeat`, every housekeeping round). Once it is older than
+  `stale_after`, any process's `reclaim` hands that process's running items back to pending, and
+  another worker takes them over. On PostgreSQL, `take` claims with `SELECT ... FOR UPDATE SKIP
+  LOCKED` in a short transaction of its own: workers on any host never wait for each other and never
+  take the same item; the claims do not queue behind the store's other writers.
 * The reply ledger (`post_*`) records which Slack message answered which question, so a re-run
   item never posts an answer twice and reactions map to answers across restarts and processes.
 * Revoked workspaces (`app_uninstalled`, `tokens_revoked`): nothing is posted there any more.
@@ -149,7 +154,7 @@ class Inbox:
         With `limit` pending/running items already queued, sentiment items are shed and answer
         items are queued marked late (they get the busy note); interactive items always queue."""
         now = time.time() if now is None else now
-        with self.store._write() as conn:
+        with self.store._write(serial=False) as conn:
             if event_id and not claim_event(conn, event_id, to_iso(now)):
                 return Accepted(duplicate=True)
             full = False
@@ -179,11 +184,13 @@ class Inbox:
     def register(self, owner: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self.store._write() as conn:
-            conn.execute("INSERT OR REPLACE INTO slack_workers (owner, host, pid, started, heartbeat) VALUES (?, ?, ?, ?, ?)",
+            conn.execute("INSERT INTO slack_workers (owner, host, pid, started, heartbeat) VALUES (?, ?, ?, ?, ?)"
+                         " ON CONFLICT (owner) DO UPDATE SET host = excluded.host, pid = excluded.pid,"
+                         " started = excluded.started, heartbeat = excluded.heartbeat",
                          (owner, socket.gethostname(), os.getpid(), now, now))
 
     def heartbeat(self, owner: str, now: float | None = None) -> None:
-        with self.store._write() as conn:
+        with self.store._write(serial=False) as conn:
             conn.execute("UPDATE slack_workers SET heartbeat = ? WHERE owner = ?",
                          (time.time() if now is None else now, owner))
 
@@ -216,13 +223,13 @@ class Inbox:
     def take(self, owner: str, now: float | None = None) -> dict | None:
         """The next item for `owner` (most urgent class first, then oldest), marked running."""
         now = time.time() if now is None else now
-        if not self.store._read("SELECT 1 AS x FROM slack_inbox WHERE state = ? AND not_before <= ? LIMIT 1",
-                                (PENDING, now)):
-            return None  # a read, without the write lock, while idle
-        with self.store._write() as conn:
+        if self.store.dialect == "sqlite" and not self.store._read(
+                "SELECT 1 AS x FROM slack_inbox WHERE state = ? AND not_before <= ? LIMIT 1", (PENDING, now)):
+            return None  # a read, without SQLite's write lock, while idle (PostgreSQL's claim locks rows only)
+        with self.store._write(serial=False) as conn:
             cursor = conn.execute(
-                "SELECT * FROM slack_inbox WHERE state = ? AND not_before <= ? ORDER BY priority, id LIMIT 1",
-                (PENDING, now))
+                "SELECT * FROM slack_inbox WHERE state = ? AND not_before <= ? ORDER BY priority, id LIMIT 1"
+                + self.store._db.lock_rows, (PENDING, now))
             row = cursor.fetchone()
             if row is None:
                 return None
@@ -235,7 +242,7 @@ class Inbox:
     def finish(self, item_id: int) -> None:
         """The item's effect is durable: delete it (and its payload); scrub if the inbox is now idle."""
         with self.store._lock:  # nobody in this process sees the inbox idle before its scrub is done
-            with self.store._write() as conn:
+            with self.store._write(serial=False) as conn:
                 conn.execute("DELETE FROM slack_inbox WHERE id = ?", (item_id,))
                 idle = self._idle(conn)
             self._payload_gone(idle)
@@ -243,14 +250,14 @@ class Inbox:
     def retry(self, item_id: int, error: str, delay: float, now: float | None = None) -> None:
         """Try the item again after `delay` seconds (it keeps its payload for that)."""
         now = time.time() if now is None else now
-        with self.store._write() as conn:
+        with self.store._write(serial=False) as conn:
             conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, not_before = ?, error = ? WHERE id = ?",
                          (PENDING, now + delay, self._error_text(error), item_id))
 
     def fail(self, item_id: int, error: str) -> None:
         """Give up on an item: it stays (without its payload) for /healthz and the log."""
         with self.store._lock:
-            with self.store._write() as conn:
+            with self.store._write(serial=False) as conn:
                 conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL, body = NULL, error = ? WHERE id = ?",
                              (FAILED, self._error_text(error), item_id))
                 idle = self._idle(conn)
@@ -347,7 +354,7 @@ class Inbox:
             return conn.execute(
                 "INSERT INTO slack_workspaces (team, state, reason, time) VALUES (?, 'revoked', ?, ?)"
                 " ON CONFLICT (team) DO UPDATE SET state = 'revoked', reason = excluded.reason, time = excluded.time"
-                " WHERE state != 'revoked'", (team, reason, to_iso(utcnow()))).rowcount == 1
+                " WHERE slack_workspaces.state != 'revoked'", (team, reason, to_iso(utcnow()))).rowcount == 1
 
     def restore(self, team: str) -> bool:
         """The workspace works again (a valid token answered auth.test); True if it was revoked."""

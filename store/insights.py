@@ -17,9 +17,9 @@ from store.rows import loads
 ANSWER_OUTCOMES_SQL = """
 SELECT a.answer_id, a.time, a.question, a.intent, a.doc_id, a.confidence, a.handoff, a.sources,
        a.model_version,
-       COALESCE(SUM(CASE WHEN f.vote = 'up' AND f.origin != 'clarify' THEN 1 ELSE 0 END), 0) AS ups,
-       COALESCE(SUM(CASE WHEN f.vote = 'down' THEN 1 ELSE 0 END), 0) AS downs,
-       COALESCE(SUM(CASE WHEN f.origin = 'clarify' AND f.vote = 'up' THEN 1 ELSE 0 END), 0) AS picks,
+       CAST(COALESCE(SUM(CASE WHEN f.vote = 'up' AND f.origin != 'clarify' THEN 1 ELSE 0 END), 0) AS INTEGER) AS ups,
+       CAST(COALESCE(SUM(CASE WHEN f.vote = 'down' THEN 1 ELSE 0 END), 0) AS INTEGER) AS downs,
+       CAST(COALESCE(SUM(CASE WHEN f.origin = 'clarify' AND f.vote = 'up' THEN 1 ELSE 0 END), 0) AS INTEGER) AS picks,
        (SELECT g.correct_doc_id FROM feedback g
          WHERE g.answer_id = a.answer_id AND g.vote = 'down' AND g.correct_doc_id IS NOT NULL
          ORDER BY g.time DESC, g.id DESC LIMIT 1) AS correct_doc_id

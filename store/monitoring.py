@@ -50,8 +50,9 @@ class Monitoring:
         when = time_from_slack_ts(ts)
         with self._write() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO monitored_messages (time, workspace, channel, ts, user_hash, sentiment,"
-                " scores, intent, confidence, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO monitored_messages (time, workspace, channel, ts, user_hash, sentiment,"
+                " scores, intent, confidence, text) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (channel, ts) DO NOTHING",
                 (
                     when,
                     workspace,
@@ -105,13 +106,13 @@ class Monitoring:
                 "SELECT 1 FROM monitoring_alerts WHERE channel = ? AND time > ? AND time < ?", (channel, lo, hi)
             ).fetchone():
                 return None
-            cur = conn.execute(
+            return self.inserted_id(
+                conn,
                 "INSERT INTO monitoring_alerts (channel, time, created, recent_n, recent_negative, baseline_n,"
                 " baseline_negative, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (channel, when, to_iso(clock.utcnow()), details.get("recent_n"), details.get("recent_negative"),
                  details.get("baseline_n"), details.get("baseline_negative"), json.dumps(details, default=str)),
             )
-            return int(cur.lastrowid)
 
     def monitoring_alerts(self, channel: str | None = None, since: Any = None) -> list[dict]:
         """Recorded alerts (time > since), oldest first; `details` decoded."""
@@ -157,7 +158,7 @@ class Monitoring:
                 " event_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (channel, ts, user_hash) DO UPDATE SET time = excluded.time, label = excluded.label,"
                 " text = excluded.text, origin = excluded.origin, event_id = excluded.event_id,"
-                " workspace = coalesce(excluded.workspace, workspace)",
+                " workspace = coalesce(excluded.workspace, sentiment_corrections.workspace)",
                 (now, workspace, channel, str(ts), user_hash, label, self.redact(text), origin, event_id),
             )
             return True

@@ -1,7 +1,7 @@
 """Retention and deletion (purge, forget a user), export and row counts: what touches every table.
 
 Mixed into store.store.Store, which provides the connection (`_write`, `_read`,
-`_file_errors`, `checkpoint`), `path`, `busy_timeout` and `hash_user`.
+`_file_errors`, `_db.snapshot`, `checkpoint`), `path` and `hash_user`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from typing import Any
 from core import clock
 from core.clock import parse_since, to_iso
 from core.errors import UserError
-from store import schema
 from store.answers import decode_answer
 from store.monitoring import decode_monitored_message
 
@@ -97,28 +96,23 @@ class Privacy:
     def export(self, since: Any = None, *, kinds: Iterable[str] = EXPORT_KINDS) -> Iterator[dict]:
         """Yield every record changed after `since` as JSON-able dicts with a "type" key
         ("answer", "feedback", "monitored_message"), each type oldest first. Reads one
-        consistent snapshot on its own read-only connection, so writers are never blocked."""
+        consistent snapshot on its own read-only connection (transaction), so writers are never blocked."""
         kinds = list(kinds)
         unknown = sorted(set(kinds) - set(EXPORT_KINDS))
         if unknown:
             raise UserError(f"unknown export kind(s) {', '.join(unknown)}")
         bound = parse_since(since)
-        with self._file_errors():
-            conn = schema.connect(self.path, busy_timeout=self.busy_timeout, read_only=True)
-        try:
-            with self._file_errors():  # a damaged page can surface on any row
-                conn.execute("BEGIN")
-                for kind in EXPORT_KINDS:
-                    if kind not in kinds:
-                        continue
-                    sql = f"SELECT * FROM {kind}" + (" WHERE time > ?" if bound else "") + " ORDER BY time"
-                    cursor = conn.execute(sql, (bound,) if bound else ())
-                    keys = [d[0] for d in cursor.description]
-                    for values in cursor:
-                        row = dict(zip(keys, values))
-                        yield {"type": _EXPORT_TYPES[kind], **_EXPORT_DECODE.get(kind, dict)(row)}
-        finally:
-            conn.close()
+        with self._db.snapshot() as conn, self._file_errors():  # a damaged page can surface on any row
+            for kind in EXPORT_KINDS:
+                if kind not in kinds:
+                    continue
+                sql = f"SELECT * FROM {kind}" + (" WHERE time > ?" if bound else "") + " ORDER BY time, " + (
+                    "answer_id" if kind == "answers" else "id")
+                cursor = conn.execute(sql, (bound,) if bound else ())
+                keys = [d[0] for d in cursor.description]
+                for values in cursor:
+                    row = dict(zip(keys, values))
+                    yield {"type": _EXPORT_TYPES[kind], **_EXPORT_DECODE.get(kind, dict)(row)}
 
     def counts(self) -> dict[str, int]:
         tables = ("answers", "feedback", "monitored_messages", "processed_events", "training_runs")

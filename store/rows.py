@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 
-def dicts(cursor: sqlite3.Cursor) -> list[dict]:
+def dicts(cursor: Any) -> list[dict]:
+    """A DB-API cursor's rows (sqlite3 or psycopg) as dicts by column name."""
     keys = [d[0] for d in cursor.description]
     return [dict(zip(keys, row)) for row in cursor]
 

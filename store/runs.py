@@ -55,11 +55,11 @@ class Runs:
         row["extra"] = json.dumps(fields, default=str) if fields else None
         columns = list(row)
         with self._write() as conn:
-            cur = conn.execute(
+            return self.inserted_id(
+                conn,
                 f"INSERT INTO training_runs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
                 [row[c] for c in columns],
             )
-            return int(cur.lastrowid)
 
     def training_runs(self, limit: int = 10) -> list[dict]:
         """The newest runs first."""

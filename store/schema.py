@@ -1,18 +1,23 @@
-"""The one owner of csbot's SQLite schema: file checks, connection pragmas, versioned migrations.
+"""The SQLite side of csbot's schema: file checks, connection pragmas, and the legacy steps that bring
+a file from before Alembic to the baseline.
 
-Nothing else in csbot creates or alters tables in the store's database. To change the schema,
-append a migration to MIGRATIONS (never edit one that has shipped) and bump nothing else:
-SCHEMA_VERSION is the number of migrations.
+The schema itself is defined once, for SQLite and PostgreSQL alike, in store/tables.py; revisions after
+the baseline are Alembic's (store/migrations/, run by store/migrate.py). Nothing else in csbot creates
+or alters tables in the store's database.
 
 How a database file is identified:
 * `PRAGMA application_id` is APPLICATION_ID ("csbt") on every csbot store;
-* `PRAGMA user_version` is the number of migrations applied.
+* `PRAGMA user_version` is the number of the schema it holds (the Alembic revision "0006" is 6), and
+  the table `csbot_alembic_version` names the revision once the file is on the Alembic path.
 Opening a path runs `open_database`, which
 1. refuses anything that is not an SQLite file, naming the file (CorruptDatabaseError);
 2. refuses an SQLite file that belongs to another application (ForeignDatabaseError) or was
    written by a newer csbot (SchemaTooNewError) - in all three cases without writing a byte;
-3. turns on WAL mode, then applies pending migrations in place, one transaction each
-   (`BEGIN IMMEDIATE`, the version re-read inside it, so concurrent openers cannot race).
+3. turns on WAL mode, then brings the file to the head (`migrate`): a new file is created from
+   store/tables.py; a file at user_version 1-5 runs the legacy steps (LEGACY_STEPS, sqlite-utils, never
+   edited) to 6; a file at 6 is stamped with the baseline revision; later revisions run through Alembic.
+   Each step is one `BEGIN IMMEDIATE` transaction that re-reads the version inside it, so concurrent
+   openers cannot race.
 Every connection gets foreign_keys=ON, synchronous=FULL, secure_delete=ON and a busy timeout.
 """
 
@@ -28,7 +33,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.request import pathname2url
 
+import store.migrate as migration_path
 from core.errors import CsbotError
+from store.migrate import SCHEMA_VERSION, VERSION_TABLE, revision_name
 
 if TYPE_CHECKING:  # sqlite-utils is imported only when a migration runs (it is slow to import)
     from sqlite_utils import Database
@@ -342,6 +349,8 @@ def _m6_answer_sections(db: Database) -> None:
     db["answers"].add_column("section", str)
 
 
+# The steps a SQLite file took before the Alembic path (each brought it to `user_version = n`): only a
+# file older than the baseline runs them now. Never edit one; new schema changes are Alembic revisions.
 MIGRATIONS: list[Migration] = [
     Migration(1, "initial", _m1_initial),
     Migration(2, "corrections_monitoring_training", _m2_corrections_monitoring_training),
@@ -350,8 +359,9 @@ MIGRATIONS: list[Migration] = [
     Migration(5, "composed_answers", _m5_composed_answers),
     Migration(6, "answer_sections", _m6_answer_sections),
 ]
-SCHEMA_VERSION = len(MIGRATIONS)
-assert [m.version for m in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+LEGACY_STEPS = MIGRATIONS
+BASELINE_VERSION = len(MIGRATIONS)  # the Alembic baseline revision "0006" is this schema
+assert [m.version for m in MIGRATIONS] == list(range(1, BASELINE_VERSION + 1))
 
 # --- opening ----------------------------------------------------------------------------------
 
@@ -448,10 +458,10 @@ def _probe_roots(conn: sqlite3.Connection) -> None:
 def _verify_ours(path: Path, info: dict) -> bool:
     """True if the file is an (older or current) csbot store, False if it is an empty database."""
     if info["application_id"] == APPLICATION_ID:
-        if info["user_version"] > SCHEMA_VERSION:
+        if info["user_version"] > migration_path.SCHEMA_VERSION:
             raise SchemaTooNewError(
                 f"{path} has csbot schema version {info['user_version']}, newer than this csbot "
-                f"understands ({SCHEMA_VERSION}); upgrade csbot"
+                f"understands ({migration_path.SCHEMA_VERSION}); upgrade csbot"
             )
         return True
     if info["application_id"] == 0 and info["objects"] == 0 and info["user_version"] == 0:
@@ -468,35 +478,126 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection, *, target: int | None = None) -> list[int]:
-    """Apply pending migrations up to `target` (default: all). Returns the versions applied."""
-    target = SCHEMA_VERSION if target is None else target
-    applied: list[int] = []
-    if schema_version(conn) >= target:
-        return applied
-    from sqlite_utils import Database
+def stamped_revision(conn: sqlite3.Connection) -> str | None:
+    """The Alembic revision the file is stamped with (None before the Alembic path)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (VERSION_TABLE,)).fetchone() is None:
+        return None
+    row = conn.execute(f"SELECT version_num FROM {VERSION_TABLE}").fetchone()
+    return row[0] if row else None
 
-    db = Database(conn, execute_plugins=False)
+
+def migrate(conn: sqlite3.Connection, *, target: int | None = None, path: Path | None = None) -> list[int]:
+    """Bring the file up to schema `target` (default: the head). Returns the versions applied.
+
+    A new (empty) file is created from store/tables.py at the head; an older file runs the legacy steps
+    up to the baseline, is stamped with it, and runs the Alembic revisions after it (`path` names the
+    file for them). `target` below the baseline only serves tests that need an old file."""
+    head = migration_path.SCHEMA_VERSION
+    target = head if target is None else target
+    version = schema_version(conn)
+    if version >= target and (target < BASELINE_VERSION or stamped_revision(conn) is not None):
+        return []
+    applied: list[int] = []
     with _migrate_lock:
+        if version == 0 and target >= head and _create_if_empty(conn):
+            return [head]
         for migration in MIGRATIONS:
-            if migration.version > target:
+            if migration.version > min(target, BASELINE_VERSION):
                 break
             if schema_version(conn) >= migration.version:
                 continue
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                if schema_version(conn) >= migration.version:  # another process got there first
-                    conn.execute("ROLLBACK")
-                    continue
-                migration.apply(db)
-                conn.execute(f"PRAGMA user_version = {migration.version}")
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            applied.append(migration.version)
+            if _step(conn, migration.version, lambda: migration.apply(_sqlite_utils(conn))):
+                applied.append(migration.version)
+        if target >= BASELINE_VERSION and schema_version(conn) == BASELINE_VERSION:
+            _step(conn, BASELINE_VERSION, lambda: _stamp(conn, revision_name(BASELINE_VERSION)), stamping=True)
+        if target > BASELINE_VERSION and schema_version(conn) < target:
+            if path is None:
+                raise StoreError("cannot run the schema's Alembic revisions without the database's path")
+            applied += _alembic_upgrade(path, target)
     return applied
+
+
+def _sqlite_utils(conn: sqlite3.Connection) -> "Database":
+    from sqlite_utils import Database
+
+    return Database(conn, execute_plugins=False)
+
+
+def _step(conn: sqlite3.Connection, version: int, apply: Callable[[], None], *, stamping: bool = False) -> bool:
+    """Run one step to `version` in its own BEGIN IMMEDIATE transaction with the version bump; False
+    when another process got there first (the version is re-read inside the transaction)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        done = stamped_revision(conn) is not None if stamping else schema_version(conn) >= version
+        if done:
+            conn.execute("ROLLBACK")
+            return False
+        apply()
+        conn.execute(f"PRAGMA user_version = {version}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+def _stamp(conn: sqlite3.Connection, revision: str) -> None:
+    conn.execute(f"CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL,"
+                 f" CONSTRAINT {VERSION_TABLE}_pkc PRIMARY KEY (version_num))")
+    conn.execute(f"DELETE FROM {VERSION_TABLE}")
+    conn.execute(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES (?)", (revision,))
+
+
+def _create_if_empty(conn: sqlite3.Connection) -> bool:
+    """Create the whole schema from store/tables.py in a new file, stamped with the head; False when the
+    file is not empty (another process created it first, or it is an old store)."""
+    head = migration_path.SCHEMA_VERSION
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] or schema_version(conn):
+            conn.execute("ROLLBACK")
+            return False
+        for statement in migration_path.create_ddl("sqlite"):
+            if not statement.startswith(f"CREATE TABLE {VERSION_TABLE}"):
+                conn.execute(statement)
+        _stamp(conn, revision_name(head))
+        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version = {head}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return True
+
+
+def _alembic_upgrade(path: Path, target: int) -> list[int]:
+    """Run the Alembic revisions after the file's own up to `target`, in one BEGIN IMMEDIATE transaction
+    on a connection of SQLAlchemy's, and set user_version to match. Returns [target] or []."""
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _autocommit_driver(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # SQLAlchemy's "begin" below issues the BEGIN itself
+        dbapi_conn.execute("PRAGMA busy_timeout = 30000")
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    try:
+        with engine.connect() as connection, connection.begin():
+            if connection.exec_driver_sql("PRAGMA user_version").scalar() >= target:
+                return []
+            migration_path.upgrade(connection, revision_name(target), migration_path.EXTRA_LOCATIONS)
+            connection.exec_driver_sql(f"PRAGMA user_version = {int(target)}")
+    finally:
+        engine.dispose()
+    return [target]
 
 
 def open_database(
@@ -525,7 +626,7 @@ def open_database(
             _verify_ours(path, _inspect_conn(conn))
         if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
             conn.execute("PRAGMA journal_mode = WAL")
-        migrate(conn, target=target_version)
+        migrate(conn, target=target_version, path=path)
     except sqlite3.OperationalError as exc:
         conn.close()
         raise (describe_error(path, exc, busy_timeout=busy_timeout)

@@ -1,7 +1,8 @@
 """The conversation and feedback store: every answer and vote with provenance, PII redacted.
 
-The bot writes, the retrain reads. `Store` is the one facade over one SQLite file; its methods
-live with their tables:
+The bot writes, the retrain reads. `Store` is the one facade over one database - a SQLite file under
+CSBOT_HOME (the default) or PostgreSQL (`database_url`; store/backends.py); its methods live with
+their tables:
 
 * store/answers.py: answers, votes (feedback) and claimed event ids;
 * store/monitoring.py: monitored messages, spike alerts, sentiment corrections;
@@ -10,10 +11,13 @@ live with their tables:
 * store/inbox.py: the Slack inbox and reply ledger (`Store.inbox`);
 * store/events.py: claiming an event id (the one owner; every claim runs in its caller's transaction);
 * store/insights.py: each answer of a period with its votes (content gaps, the weekly view);
-* core/clock.py: the time format and the one time parser; store/schema.py: the file and migrations.
+* core/clock.py: the time format and the one time parser; store/tables.py: the schema, once for both
+  databases; store/migrate.py and store/migrations/: its one migration path (Alembic); store/schema.py:
+  the SQLite file's checks and pragmas.
 
-This module holds the connection: every write is one `BEGIN IMMEDIATE` transaction committed with
-synchronous=FULL before the method returns (`_write`); reads share the same connection (`_read`).
+This module holds the connection: every write is one transaction committed durably before the method
+returns (`_write`: SQLite's `BEGIN IMMEDIATE` with synchronous=FULL, or a PostgreSQL transaction); reads
+go through `_read`.
 """
 
 from __future__ import annotations
@@ -22,10 +26,8 @@ import hashlib
 import hmac
 import os
 import secrets
-import sqlite3
-import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +38,7 @@ from store.insights import Insights
 from store.monitoring import Monitoring
 from store.privacy import Privacy
 from store.redact import KINDS, Redactor
-from store.rows import dicts
+from store.backends import open_db
 from store.runs import Runs
 from store.schema import StoreError
 
@@ -45,6 +47,14 @@ if TYPE_CHECKING:
     from store.inbox import Inbox
 
 SALT_FILE = "salt"
+SALT_META_KEY = "user_hash_salt"  # its key in store_meta (PostgreSQL: shared by every replica)
+
+
+def _existing_salt(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None
 
 
 def load_or_create_salt(path: Path) -> str:
@@ -87,27 +97,28 @@ def load_or_create_salt(path: Path) -> str:
 
 
 class Store(Answers, Monitoring, Runs, Privacy, Insights):
-    """Answers, votes, sentiment log and training runs in one SQLite file (see docs/store.md).
+    """Answers, votes, sentiment log, training runs and the Slack inbox in one SQLite file, or in one
+    PostgreSQL database when `path` is a `postgresql://` URL (see docs/store.md).
 
-    Thread-safe: one connection guarded by a lock. Other processes may open the same file at
-    the same time (WAL mode): readers never block the writer and vice versa.
+    Thread-safe. SQLite: one connection guarded by a lock; other processes may open the same file at
+    the same time (WAL mode): readers never block the writer and vice versa. PostgreSQL: a pool of
+    connections shared by the process's threads; any number of processes on any hosts.
     """
 
     def __init__(
         self,
         path: str | os.PathLike,
         *,
-        salt: str,
+        salt: str | None,
+        salt_seed: str | None = None,
         daily_vote_cap: int | None = DEFAULT_DAILY_VOTE_CAP,
         redact: bool | Iterable[str] = True,
         store_message_text: bool = StoreSettings.store_message_text,
         busy_timeout: float = schema.DEFAULT_BUSY_TIMEOUT,
         cap_exempt_origins: Iterable[str] = ("import",),
     ):
-        if not salt or not str(salt).strip():
+        if salt is not None and not str(salt).strip():
             raise ValueError("Store needs a non-empty salt for hashing user ids")
-        self.path = Path(path)
-        self._salt = str(salt).encode("utf-8")
         self.daily_vote_cap = int(daily_vote_cap) if daily_vote_cap else None
         if redact is True or redact is None:  # None: not configured, so the safe default
             self.redactor = Redactor(KINDS)
@@ -118,20 +129,30 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
         self.store_message_text = bool(store_message_text)
         self.cap_exempt_origins = frozenset(cap_exempt_origins)
         self.busy_timeout = busy_timeout
-        self._lock = threading.RLock()
         self._inbox: Inbox | None = None
-        self._conn = schema.open_database(self.path, busy_timeout=busy_timeout)
+        self._db = open_db(path, busy_timeout=busy_timeout)
+        self.path = self._db.path  # the SQLite file, or the PostgreSQL URL without its password
+        self.dialect = self._db.dialect  # "sqlite" | "postgresql"
+        self._lock = self._db.lock
+        if salt is None and self.dialect == "sqlite":
+            self._db.close()
+            raise ValueError("Store needs a salt for hashing user ids (only PostgreSQL keeps a shared one)")
+        self._salt = str(salt if salt is not None else self.shared_salt(salt_seed)).encode("utf-8")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> "Store":
         """Build the store from the settings: the database and salt under `settings.home`, the vote
         cap, redaction and message-text choices; `overrides` are Store's keyword arguments."""
         home = Path(settings.home)
-        if home.is_dir() and not os.access(home, os.W_OK):
+        url = (getattr(settings, "database_url", None) or "").strip()
+        if home.is_dir() and not os.access(home, os.W_OK) and not url:
             # Say so plainly: SQLite would fail to open the WAL files and the error reads as corruption.
             raise StoreError(f"the csbot home {home} is read-only (the database needs to write there); "
                              "make it writable or point CSBOT_HOME at a writable folder")
-        salt = settings.user_hash_salt or load_or_create_salt(home / SALT_FILE)
+        # On PostgreSQL the salt lives in the database, shared by every replica and the retrain host (a home
+        # that moved there seeds it with its own salt file, so its old hashes still match); on SQLite in
+        # $CSBOT_HOME/salt. An explicit user_hash_salt wins on both.
+        salt = settings.user_hash_salt or (None if url else load_or_create_salt(home / SALT_FILE))
         cap = settings.vote_daily_cap
         kwargs: dict[str, Any] = {
             "salt": salt,
@@ -140,16 +161,28 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
             "store_message_text": settings.store_message_text,
         }
         kwargs.update(overrides)
-        return cls(settings.db_path, **kwargs)
+        seed = _existing_salt(home / SALT_FILE) if url and salt is None else None
+        store = cls(url or settings.db_path, salt_seed=seed, **kwargs)
+        if seed and "salt" not in overrides and store._salt != seed.encode("utf-8"):
+            store.close()
+            raise StoreError(f"{home / SALT_FILE} holds another user-hash salt than the database's: votes "
+                             "hashed here would not match the other replicas'; delete that file (the "
+                             "database's salt is used) or set user_hash_salt")
+        return store
+
+    def shared_salt(self, seed: str | None = None) -> str:
+        """The user-hash salt every process of this database shares (table store_meta): the first one to
+        ask stores `seed` (or a new random one), and every replica, the retrain host and `csbot forget`
+        then hash one Slack user to one hash, whatever their homes hold."""
+        with self._db.write() as conn:
+            conn.execute("INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                         (SALT_META_KEY, seed or secrets.token_hex(32)))
+        return self._db.read("SELECT value FROM store_meta WHERE key = ?", (SALT_META_KEY,))[0]["value"]
 
     # -- plumbing ------------------------------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
-            try:
-                self._conn.close()
-            except sqlite3.Error:
-                pass
+        self._db.close()
 
     def __enter__(self) -> "Store":
         return self
@@ -161,6 +194,11 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
         return f"Store({str(self.path)!r})"
 
     @property
+    def _conn(self):
+        """The SQLite connection (SQLite-only tests and benchmarks reach for it)."""
+        return self._db.conn
+
+    @property
     def inbox(self) -> Inbox:
         """The Slack inbox, reply ledger and revoked workspaces in this database (store/inbox.py)."""
         if self._inbox is None:
@@ -169,60 +207,29 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
             self._inbox = Inbox(self)
         return self._inbox
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One durable write transaction; the commit happens before the caller returns."""
-        with self._lock:
-            conn = self._conn
-            with self._file_errors():
-                conn.execute("BEGIN IMMEDIATE")
-            with self._file_errors():
-                try:
-                    yield conn
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        # On a full or damaged disk the rollback may fail too; the first error says why.
-                        with suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise
+    def _write(self, serial: bool = True) -> AbstractContextManager:
+        """One durable write transaction; the commit happens before the caller returns. `serial`: one
+        such writer at a time (SQLite always; PostgreSQL through an advisory lock), which the
+        read-then-write calls rely on; the inbox's claims pass False and lock rows instead."""
+        return self._db.write(serial)
 
-    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[dict]:
-        with self._lock, self._file_errors():
-            return dicts(self._conn.execute(sql, tuple(params)))
+    def _read(self, sql: str, params: Iterable[Any] | dict = ()) -> list[dict]:
+        return self._db.read(sql, params)
 
-    @contextmanager
-    def _file_errors(self) -> Iterator[None]:
-        """Raise a StoreError naming the file and what to do for an SQLite error about the file
-        (damaged, full disk, read-only, locked); any other SQLite error (a bug in a statement) as is."""
-        try:
-            yield
-        except sqlite3.Error as exc:
-            error = schema.describe_error(self.path, exc, busy_timeout=self.busy_timeout)
-            if error is None:
-                raise
-            raise error from exc
+    def _file_errors(self) -> AbstractContextManager:
+        """Raise a StoreError naming the database and what to do for an error about the database itself
+        (damaged, full disk, read-only, locked, unreachable); any other error (a bug in a statement) as is."""
+        return self._db.errors()
 
     def checkpoint(self, *, wait: float | None = None) -> bool:
-        """Copy the WAL into the database file and truncate the WAL to 0 bytes
+        """SQLite: copy the WAL into the database file and truncate the WAL to 0 bytes
         (`PRAGMA wal_checkpoint(TRUNCATE)`): secure_delete zeroes deleted rows in the database file,
         but the WAL keeps every page version written since the last checkpoint, deleted rows too.
+        PostgreSQL: nothing to do (True).
 
         Best effort: True when it completed. Another process's reader or writer can hold it up;
         it waits for them at most `wait` seconds (default: the busy timeout), then gives up."""
-        with self._lock:
-            conn = self._conn
-            try:
-                if wait is not None:
-                    conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
-                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-                return busy == 0
-            except sqlite3.Error:
-                return False
-            finally:
-                if wait is not None:
-                    with suppress(sqlite3.Error):
-                        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return self._db.checkpoint(wait=wait)
 
     def hash_user(self, user: str | None) -> str | None:
         """The salted hash stored in place of a Slack (or CLI) user id."""
@@ -234,6 +241,17 @@ class Store(Answers, Monitoring, Runs, Privacy, Insights):
         return self.redactor(text)
 
     def schema_version(self) -> int:
-        with self._lock, self._file_errors():
-            return schema.schema_version(self._conn)
+        return self._db.schema_version()
+
+    def database_status(self) -> dict:
+        """What /healthz reports of the database: {"ok", "dialect", "database" (no password), "schema"}.
+        A round trip to the database: raises StoreError (one line) when it cannot be reached."""
+        return {"ok": True, "dialect": self.dialect, "database": str(self.path),
+                "schema": f"{self.schema_version():04d}"}
+
+    def inserted_id(self, conn: Any, sql: str, params: Iterable[Any]) -> int:
+        """Run an INSERT into a table with an integer `id` and return the new row's id."""
+        if self.dialect == "sqlite":
+            return int(conn.execute(sql, params).lastrowid)
+        return int(conn.execute(sql + " RETURNING id", params).fetchone()[0])
 

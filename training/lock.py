@@ -11,6 +11,12 @@ informational, for the "another … is running" messages; it is never trusted to
     with hold_writer(settings, "ingest"):         # waits up to writer_wait_seconds, then LockBusy
         ...
 
+With the store in PostgreSQL (`database_url`), replicas on several hosts share it, so the same locks are
+PostgreSQL session-level advisory locks instead (`pg_try_advisory_lock`, keyed by the lock's name): the
+server releases one when its holder's connection ends, a killed process included, like the kernel does
+an fcntl lock. The holder's details are then its connection's `application_name`, read back from
+`pg_stat_activity` for the messages.
+
 The writer lock serialises everything that reads the champion to build on it and then moves the
 champion pointer or deletes versions: ingest (parse, merge with the champion's articles, build,
 promote), the retrain's build-and-promote step (it trains without it), `csbot forget`'s rebuild and
@@ -27,6 +33,7 @@ import os
 import socket
 import sys
 import time
+import zlib
 from pathlib import Path
 
 from core.errors import CsbotError
@@ -62,19 +69,29 @@ def waiting_line(holder: dict | None) -> str:
 
 
 class HomeLock:
-    """An exclusive lock on the file `name` under `home`; `what` names the holder in messages."""
+    """An exclusive lock on the file `name` under `home`; `what` names the holder in messages. With a
+    PostgreSQL `database_url`, an advisory lock on that database named by `name` instead."""
 
-    def __init__(self, home: str | os.PathLike, name: str, *, what: str):
+    def __init__(self, home: str | os.PathLike, name: str, *, what: str, database_url: str | None = None):
         self.path = Path(home) / name
         self.what = what
         self._fd: int | None = None
+        self.database_url = (database_url or "").strip() or None
+        self._conn = None  # the advisory lock's own connection (PostgreSQL)
+        self.key = zlib.crc32(f"csbot:lock:{name}".encode())
+        if self.database_url:
+            from store.migrate import shown_url
+
+            self.path = f"the advisory lock {name} in {shown_url(self.database_url)}"  # what messages name
 
     @property
     def held(self) -> bool:
-        return self._fd is not None
+        return self._fd is not None or self._conn is not None
 
     def holder(self) -> dict | None:
         """What the holder wrote into the file (informational), or None."""
+        if self.database_url:
+            return _advisory_holder(self)
         try:
             return json.loads(self.path.read_text() or "null")
         except (OSError, ValueError):
@@ -84,8 +101,10 @@ class HomeLock:
         """Take the lock; `wait=False` raises LockBusy at once when it is held elsewhere. With `wait`,
         polls until `timeout` seconds have passed (None: forever), then raises LockBusy; `on_wait(holder)`
         is called once, when it first has to wait (holder: what the other process wrote, or {})."""
-        if self._fd is not None:
+        if self.held:
             return self
+        if self.database_url:
+            return _acquire_advisory(self, wait=wait, timeout=timeout, on_wait=on_wait)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         started = time.monotonic()
@@ -113,6 +132,13 @@ class HomeLock:
         return self
 
     def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (self.key,))
+            finally:
+                conn.close()  # ending the session releases it in any case
+            return
         if self._fd is None:
             return
         try:
@@ -129,19 +155,78 @@ class HomeLock:
         self.release()
 
 
-class RetrainLock(HomeLock):
-    """One retrain at a time: `CSBOT_HOME/retrain.lock`."""
+def _acquire_advisory(lock: HomeLock, *, wait: bool, timeout: float | None, on_wait) -> HomeLock:
+    import psycopg
 
-    def __init__(self, home: str | os.PathLike, name: str = LOCK_FILE):
-        super().__init__(home, name, what="retrain")
+    from store.migrate import libpq_url, shown_url
+
+    name = f"csbot|{lock.what}|{os.getpid()}|{socket.gethostname()}"[:63]  # PostgreSQL keeps 63 bytes
+    try:
+        conn = psycopg.connect(libpq_url(lock.database_url), autocommit=True, connect_timeout=10,
+                               application_name=name)
+    except psycopg.OperationalError as exc:
+        raise CsbotError(f"cannot take the {lock.what} lock: cannot reach the csbot database "
+                         f"{shown_url(lock.database_url)} ({str(exc).strip().splitlines()[0]})") from None
+    started = time.monotonic()
+    told = False
+    while not conn.execute("SELECT pg_try_advisory_lock(%s)", (lock.key,)).fetchone()[0]:
+        waited = time.monotonic() - started
+        if not wait or (timeout is not None and waited >= timeout):
+            holder = _advisory_holder(lock, conn)
+            conn.close()
+            raise LockBusy(lock.path, holder, lock.what, waited=timeout if wait else None)
+        if on_wait is not None and not told:
+            on_wait(_advisory_holder(lock, conn) or {})
+            told = True
+        time.sleep(POLL_SECONDS if timeout is None else max(0.0, min(POLL_SECONDS, timeout - waited)))
+    lock._conn = conn
+    return lock
+
+
+def _advisory_holder(lock: HomeLock, conn=None) -> dict | None:
+    """The holder's details from its connection's application_name (None if nobody holds it)."""
+    own = conn is None
+    try:
+        if own:
+            import psycopg
+
+            from store.migrate import libpq_url
+
+            conn = psycopg.connect(libpq_url(lock.database_url), autocommit=True, connect_timeout=10)
+        row = conn.execute(
+            "SELECT a.application_name, to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+            " FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database"
+            " WHERE datname = current_database()) AND ((l.classid::bigint << 32) | l.objid::bigint) = %s LIMIT 1",
+            (lock.key,)).fetchone()
+    except Exception:  # noqa: BLE001 - informational only
+        return None
+    finally:
+        if own and conn is not None:
+            conn.close()
+    if row is None:
+        return None
+    parts = row[0].split("|")
+    if len(parts) < 4 or parts[0] != "csbot":
+        return {"what": row[0], "started": row[1]}
+    return {"what": parts[1], "pid": int(parts[2]) if parts[2].isdigit() else parts[2], "host": parts[3],
+            "started": row[1]}
+
+
+class RetrainLock(HomeLock):
+    """One retrain at a time: `CSBOT_HOME/retrain.lock` (or an advisory lock in PostgreSQL)."""
+
+    def __init__(self, home: str | os.PathLike, name: str = LOCK_FILE, *, database_url: str | None = None):
+        super().__init__(home, name, what="retrain", database_url=database_url)
 
 
 class WriterLock(HomeLock):
-    """One writer of the model store at a time: `CSBOT_HOME/models.lock`; `what` (ingest, retrain,
-    forget, models promote …) is what a waiting process is told it waits for."""
+    """One writer of the model store at a time: `CSBOT_HOME/models.lock` (or an advisory lock in
+    PostgreSQL); `what` (ingest, retrain, forget, models promote …) is what a waiting process is told it
+    waits for."""
 
-    def __init__(self, home: str | os.PathLike, what: str):
-        super().__init__(home, WRITER_LOCK_FILE, what=what)
+    def __init__(self, home: str | os.PathLike, what: str, *, database_url: str | None = None):
+        super().__init__(home, WRITER_LOCK_FILE, what=what, database_url=database_url)
 
 
 def say_waiting(holder: dict) -> None:
@@ -152,5 +237,5 @@ def hold_writer(settings, what: str, *, on_wait=None) -> WriterLock:
     """Take the writer lock on `settings.home`, waiting up to `settings.writer_wait_seconds`; tells
     `on_wait(holder)` (default: the waiting line on stderr) once if it has to wait. Raises LockBusy
     (one line; the CLI exits 2) when the wait runs out. Use as `with hold_writer(...):`."""
-    return WriterLock(settings.home, what).acquire(wait=True, timeout=settings.writer_wait_seconds,
-                                                   on_wait=on_wait or say_waiting)
+    return WriterLock(settings.home, what, database_url=getattr(settings, "database_url", None)).acquire(
+        wait=True, timeout=settings.writer_wait_seconds, on_wait=on_wait or say_waiting)

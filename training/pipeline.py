@@ -31,7 +31,7 @@ def retrain(settings: Settings, config: RetrainSettings | None = None, *, since=
     home = Path(settings.home)
     home.mkdir(parents=True, exist_ok=True)
     handler = _setup_logging(home, quiet=quiet)
-    lock = RetrainLock(home)
+    lock = RetrainLock(home, database_url=settings.database_url)
     try:
         try:
             lock.acquire()
@@ -79,7 +79,7 @@ def _prepare(state: RunState) -> None:
     versions = state.versions
     work_root = Path(state.settings.home) / "work"
     if not state.dry_run:
-        removed = _clean_partial_if_idle(state.settings.home, versions) + _remove_orphan_candidates(versions)
+        removed = _clean_partial_if_idle(state.settings, versions) + _remove_orphan_candidates(versions)
         if removed:
             log.info("removed %d folder(s) left by an interrupted run", removed)
         shutil.rmtree(work_root, ignore_errors=True)
@@ -112,12 +112,12 @@ def _setup_logging(home: Path, *, quiet: bool) -> logging.Handler | None:
     return handler
 
 
-def _clean_partial_if_idle(home, versions) -> int:
+def _clean_partial_if_idle(settings, versions) -> int:
     """Remove the drafts killed builds left, unless another writer (an ingest, forget) is building one now."""
     from training.lock import LockBusy, WriterLock
 
     try:
-        with WriterLock(home, "retrain"):
+        with WriterLock(settings.home, "retrain", database_url=settings.database_url):
             return versions.clean_partial()
     except LockBusy:
         return 0

@@ -24,7 +24,8 @@ counts a 404 as a failure and retries); so does one csbot handles but could not 
 it lacks a field that work needs (`missing_field`: a mention without its channel, a click without
 its user...), before any ack or work runs - Slack must not retry it, and nothing is queued that
 could only fail. A request whose ack or middleware raised gets 400 and one log line, never 500;
-when the inbox write fails the request gets 503 and Slack retries events.
+when the inbox write fails, or an ack or middleware could not reach the store (a database outage),
+the request gets 503 and Slack retries events.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from store.schema import StoreError
 
 log = logging.getLogger("csbot.slack.intake")
 BATCH, REPLAY, LATE = "csbot_intake_batch", "csbot_replay", "csbot_late"
+STORE_FAILED = "csbot_store_failed"  # a middleware or ack could not reach the store: 503, Slack retries
 # Exceptions that come from what a payload holds, not from the moment: running the same payload
 # again raises them again (the worker does not retry them; the HTTP server answers them 400).
 CONTENT_ERRORS = (UnicodeError, ValueError, TypeError, LookupError, AttributeError, RecursionError)
@@ -214,7 +216,9 @@ class DurableApp(App):
         if resp.status == 404:
             log.info("ignored a %s request: csbot has no listener for it", request_kind(body))
             return BoltResponse(status=200, body="")
-        if resp.status >= 500:  # our ack or middleware raised on this payload (logged by _on_error)
+        if resp.status >= 500:  # our ack or middleware raised (logged by _on_error)
+            if req.context.get(STORE_FAILED):  # the store, not the payload: nothing acknowledged, Slack retries
+                return BoltResponse(status=503, body="try again")
             return BoltResponse(status=400, body="csbot cannot handle this request")
         if resp.status != 200 or not (batch.items or body.get("type") == "event_callback"):
             return resp
@@ -241,6 +245,8 @@ class DurableApp(App):
         return resp  # dispatch logs one line and answers 200 (bolt would log a page of advice)
 
     @staticmethod
-    def _on_error(error, body):
+    def _on_error(error, body, request):
+        if isinstance(error, (StoreError, sqlite3.Error)) and request is not None:
+            request.context[STORE_FAILED] = True
         kind = request_kind(body if isinstance(body, dict) else {})
         log.warning("cannot handle a %s request: %s: %s", kind, type(error).__name__, error)

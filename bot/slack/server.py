@@ -178,12 +178,15 @@ class CsbotRequestHandler(SlackRequestHandler):
 
 def health_status(app) -> dict:
     """/healthz: the served model version (kept current by the worker pool's housekeeping, without
-    waiting for traffic), the inbox depth, shedding counts and revoked workspaces."""
+    waiting for traffic), the database (reached, which one, its schema), the inbox depth, shedding
+    counts and revoked workspaces."""
     status = {"ok": True, "model_version": app.deps.engine.model_version}
     try:
+        status["database"] = app.workers.store.database_status()
         status.update(app.workers.status())
     except Exception as exc:  # noqa: BLE001 - the health check itself must answer
         status.update(ok=False, error=f"store unavailable: {exc}")
+        status.setdefault("database", {"ok": False, "error": str(exc)})
     return status
 
 

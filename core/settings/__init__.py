@@ -25,7 +25,7 @@ Where each knob is written (one module per part; import from `core.settings`, no
     loader.py             Settings (the root: general parts + sections), Settings.load, replace, to_dict
     general.py            home, models, runtime, threads, seed                  (GeneralSettings)
     serving.py            KB, index, answers, answer_mode, ANSWER_MODES         (ServingSettings)
-    store.py              the model store (model_store), retention, writers, store privacy (StoreSettings)
+    store.py              the model store (model_store), retention, writers, database_url, store privacy (StoreSettings)
     slack.py              slack_*                                               (SlackSettings)
     alerts.py             alert_*                                               (AlertSettings)
     compose.py            compose_*                                             (ComposeSettings)
@@ -50,13 +50,13 @@ from core.settings.general import DEFAULT_ENCODER, RUNTIMES, SEED, GeneralSettin
 from core.settings.loader import GENERAL_PARTS, SECTIONS, SLACK_ENV, Settings
 from core.settings.serving import ANSWER_MODES, ServingSettings
 from core.settings.slack import SLACK_API_URL, SLACK_MAX_SUGGESTED_PROMPTS, SlackSettings
-from core.settings.store import MODEL_STORE_SCHEMES, StoreSettings, model_store_location
+from core.settings.store import DATABASE_SCHEMES, MODEL_STORE_SCHEMES, StoreSettings, model_store_location, without_password
 from core.settings.training import LOSSES, RETRAIN_PARTS, FinetuneSettings, RetrainSettings
 
 __all__ = [
-    "ANSWER_MODES", "COMPOSE_BACKENDS", "DEFAULT_ENCODER", "GENERAL_PARTS", "LOSSES", "MODEL_STORE_SCHEMES",
-    "RETRAIN_PARTS", "RUNTIMES", "SECTIONS", "SEED", "SLACK_API_URL", "SLACK_ENV", "SLACK_MAX_SUGGESTED_PROMPTS",
-    "AlertSettings", "ComposeSettings", "ConfigError", "FinetuneSettings", "GeneralSettings",
-    "RetrainSettings", "ServingSettings", "Settings", "SlackSettings", "StoreSettings", "default_home",
-    "model_store_location",
+    "ANSWER_MODES", "COMPOSE_BACKENDS", "DATABASE_SCHEMES", "DEFAULT_ENCODER", "GENERAL_PARTS", "LOSSES",
+    "MODEL_STORE_SCHEMES", "RETRAIN_PARTS", "RUNTIMES", "SECTIONS", "SEED", "SLACK_API_URL", "SLACK_ENV",
+    "SLACK_MAX_SUGGESTED_PROMPTS", "AlertSettings", "ComposeSettings", "ConfigError", "FinetuneSettings",
+    "GeneralSettings", "RetrainSettings", "ServingSettings", "Settings", "SlackSettings", "StoreSettings",
+    "default_home", "model_store_location", "without_password",
 ]

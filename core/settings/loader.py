@@ -16,7 +16,7 @@ from core.settings.compose import ComposeSettings
 from core.settings.general import GeneralSettings, default_home
 from core.settings.serving import ServingSettings
 from core.settings.slack import SlackSettings
-from core.settings.store import StoreSettings
+from core.settings.store import StoreSettings, without_password
 from core.settings.training import FinetuneSettings, RetrainSettings
 
 SECTIONS: dict[str, type] = {"slack": SlackSettings, "alert": AlertSettings, "finetune": FinetuneSettings,
@@ -129,6 +129,8 @@ class Settings(StoreSettings, ServingSettings, GeneralSettings):
             value = getattr(self, f.name)
             if f.name in SECTIONS:
                 out.update({f"{f.name}_{k}": v for k, v in asdict(value).items() if k not in _SECRETS})
+            elif f.name == "database_url":
+                out[f.name] = without_password(value)
             elif f.name != "user_hash_salt":
                 out[f.name] = str(value) if isinstance(value, Path) else value
         return out

@@ -12,11 +12,12 @@ import time
 from tests.slack.slack_mock import BOT_ID, BOT_USER
 
 
-def test_healthz_reports_the_served_model_and_the_inbox(make_bot, recorded_engine):
+def test_healthz_reports_the_served_model_the_database_and_the_inbox(make_bot, recorded_engine):
     bot = make_bot(recorded_engine)
     status, body = bot.sender.get("/healthz")
     assert status == 200 and json.loads(body) == {
         "ok": True, "model_version": recorded_engine.model_version, "workers": 4, "shed": 0, "late": 0,
+        "database": {"ok": True, "dialect": "sqlite", "database": str(bot.store.path), "schema": "0006"},
         "inbox": {"pending": 0, "running": 0, "failed": 0}, "revoked_workspaces": {}}
     assert recorded_engine.model_version  # a real version id, not empty
     assert bot.sender.get("/nope")[0] == 404

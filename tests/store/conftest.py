@@ -1,4 +1,13 @@
-"""Shared fixtures for the conversation-store tests: a real SQLite file in tmp_path each time."""
+"""Shared fixtures for the conversation-store tests: a real SQLite file in tmp_path each time, and the
+same tests again against a real PostgreSQL database.
+
+The store's behaviour is specified once: every test that uses `store` or `make_store` runs on both
+backends (the `backend` parameter, "sqlite" and "postgresql"), unless it is marked `sqlite_only` (the
+file checks, the WAL). The PostgreSQL database is created for the test session on the server of
+CSBOT_TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres) as csbot_test_<random>,
+brought to the schema by `csbot db upgrade`'s code, emptied before each test and dropped at the end.
+Without a reachable server those runs are skipped with the reason; with CI set they fail instead.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +24,7 @@ import pytest
 from core.answer import Answer, Source
 from core.errors import CsbotError
 from store import Store
+from tests.pg import BACKENDS, fresh_postgres_store_target
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _ids = itertools.count(1)
@@ -48,11 +58,40 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "home" / "csbot.sqlite3"
 
 
+def pytest_generate_tests(metafunc):
+    if "backend" in metafunc.fixturenames:
+        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
+        metafunc.parametrize("backend", ["sqlite"] if sqlite_only else list(BACKENDS))
+
+
 @pytest.fixture
-def store(db_path: Path):
-    s = Store(db_path, salt="test-salt")
-    yield s
-    s.close()
+def store_target(backend: str, db_path: Path, request):
+    """Where a test's store lives: the SQLite file, or the session's PostgreSQL database, emptied."""
+    if backend == "sqlite":
+        return db_path
+    return fresh_postgres_store_target(request)
+
+
+@pytest.fixture
+def make_store(store_target):
+    """Open the test's store (as many times as a test needs: a reopen is a restart) with Store's
+    keyword arguments; every store opened is closed at the end."""
+    opened: list[Store] = []
+
+    def make(**kwargs) -> Store:
+        kwargs.setdefault("salt", "test-salt")
+        s = Store(store_target, **kwargs)
+        opened.append(s)
+        return s
+
+    yield make
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(make_store):
+    return make_store()
 
 
 @pytest.fixture
@@ -128,3 +167,4 @@ def digest():
 def pytest_configure(config):
     # The lead registers this in pyproject.toml too; registering twice is harmless.
     config.addinivalue_line("markers", "slow: takes more than ~2 s (real subprocesses, SIGKILL, concurrency)")
+    config.addinivalue_line("markers", "sqlite_only: the test is about the SQLite file (checks, WAL): not run on PostgreSQL")

@@ -62,8 +62,8 @@ def test_sentiment_corrections_are_redacted_validated_and_last_write_wins(store,
         store.record_sentiment_correction("", "1.0", "U1", "negative", "x")
 
 
-def test_text_of_corrections_is_kept_even_without_message_text(db_path):
-    with Store(db_path, salt="s", store_message_text=False) as s:
+def test_text_of_corrections_is_kept_even_without_message_text(make_store):
+    with make_store(salt="s", store_message_text=False) as s:
         s.record_sentiment_correction("C1", "2.0", "U1", "negative", "the app crashed again")
         assert s.sentiment_corrections()[0]["text"] == "the app crashed again"
 

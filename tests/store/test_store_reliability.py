@@ -1,4 +1,5 @@
-"""Acknowledged votes survive SIGKILL; readers and writers never see 'database is locked'."""
+"""Acknowledged votes survive SIGKILL; readers and writers never see 'database is locked'. Both run on
+SQLite and on PostgreSQL (`store_target`: the file or the database URL)."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ def _wait_ready(proc):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_burst_loses_no_acknowledged_vote(db_path, answer_factory, subprocess_env):
+def test_sigkill_mid_burst_loses_no_acknowledged_vote(store_target, backend, answer_factory, subprocess_env):
+    db_path = store_target
     _prepare(db_path, answer_factory)
     acked: set[int] = set()
     start = 0
@@ -101,9 +103,10 @@ def test_sigkill_mid_burst_loses_no_acknowledged_vote(db_path, answer_factory, s
         proc.stdout.close()
         proc.stderr.close()
 
-    conn = sqlite3.connect(db_path)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
+    if backend == "sqlite":
+        conn = sqlite3.connect(db_path)
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        conn.close()
     with Store(db_path, salt="rel-salt") as s:
         stored = {(r["user_hash"], r["vote"], r["event_id"]) for r in s.feedback_since()}
         missing = [
@@ -119,7 +122,9 @@ def test_sigkill_mid_burst_loses_no_acknowledged_vote(db_path, answer_factory, s
 
 
 @pytest.mark.slow
-def test_reader_process_and_two_writers_never_see_database_is_locked(db_path, answer_factory, subprocess_env, tmp_path):
+def test_reader_process_and_two_writers_never_see_database_is_locked(store_target, answer_factory, subprocess_env,
+                                                                      tmp_path):
+    db_path = store_target
     _prepare(db_path, answer_factory)
     stop_file = tmp_path / "stop"
     reader = _spawn(READER, [db_path, stop_file, "rel-salt"], subprocess_env)

@@ -21,6 +21,8 @@ from store import (
 
 TABLES = {"answers", "feedback", "monitored_messages", "processed_events", "training_runs"}
 
+pytestmark = pytest.mark.sqlite_only  # the file itself: its checks, pragmas, WAL
+
 
 def test_new_database_has_current_schema_wal_and_is_private(store, db_path):
     conn = sqlite3.connect(db_path)

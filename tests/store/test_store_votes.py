@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 
 from core.errors import UserError
-from store import InvalidVoteError, Store, UnknownAnswerError, parse_vote
+from store import InvalidVoteError, UnknownAnswerError, parse_vote
 
 
 @pytest.fixture
@@ -61,8 +61,8 @@ def test_anonymous_votes_share_one_identity_per_answer(store, answered):
     assert row["vote"] == "down" and row["user_hash"] is None
 
 
-def test_daily_cap_per_user(db_path, answer_factory, clock):
-    store = Store(db_path, salt="s", daily_vote_cap=3)
+def test_daily_cap_per_user(make_store, answer_factory, clock):
+    store = make_store(salt="s", daily_vote_cap=3)
     ids = [answer_factory().answer_id for _ in range(6)]
     for i in ids:
         store.record_answer(answer_factory(i))
@@ -81,26 +81,26 @@ def test_daily_cap_per_user(db_path, answer_factory, clock):
     store.close()
 
 
-def test_cap_can_be_disabled(db_path, answer_factory):
-    with Store(db_path, salt="s", daily_vote_cap=0) as store:
+def test_cap_can_be_disabled(make_store, answer_factory):
+    with make_store(salt="s", daily_vote_cap=0) as store:
         for _ in range(5):
             a = answer_factory()
             store.record_answer(a)
             assert store.record_vote(a.answer_id, "up", user="U1", origin="button").stored
 
 
-def test_replayed_slack_event_is_a_duplicate(store, answered, db_path):
+def test_replayed_slack_event_is_a_duplicate(store, answered, make_store):
     assert store.record_vote(answered, "up", user="U1", origin="button", event_id="Ev001").stored
     replay = store.record_vote(answered, "down", user="U1", origin="button", event_id="Ev001")
     assert replay.status == "duplicate"
     assert store.feedback_since()[0]["vote"] == "up"
     store.close()
-    with Store(db_path, salt="test-salt") as reopened:  # survives a restart
+    with make_store() as reopened:  # survives a restart
         assert reopened.record_vote(answered, "down", user="U1", origin="button", event_id="Ev001").status == "duplicate"
 
 
-def test_capped_vote_still_claims_its_event(db_path, answer_factory):
-    with Store(db_path, salt="s", daily_vote_cap=1) as store:
+def test_capped_vote_still_claims_its_event(make_store, answer_factory):
+    with make_store(salt="s", daily_vote_cap=1) as store:
         a, b = answer_factory(), answer_factory()
         store.record_answer(a)
         store.record_answer(b)
@@ -120,11 +120,11 @@ def test_claim_event_and_vote_event_ids_do_not_collide(store, answered):
     assert store.record_vote(answered, "up", user="U1", origin="button", event_id="Ev7").stored
 
 
-def test_unknown_answer_is_a_clear_user_error(store, db_path):
+def test_unknown_answer_is_a_clear_user_error(store):
     with pytest.raises(UnknownAnswerError) as info:
         store.record_vote("no-such-answer", "up", user="U1", origin="button", event_id="Ev9")
     assert isinstance(info.value, UserError)
-    assert "no-such-answer" in str(info.value) and str(db_path) in str(info.value)
+    assert "no-such-answer" in str(info.value) and str(store.path) in str(info.value)
     assert store.counts()["processed_events"] == 0  # the failed vote claimed nothing
 
 

@@ -8,10 +8,14 @@ import itertools
 import json
 import sqlite3
 
+import pytest
+
 from store.inbox import FAILED, InboxItem
 
 CARD, EMAIL = "4111 1111 1111 1111", "jane.roe@example.org"
 _events = itertools.count(1)
+
+pytestmark = pytest.mark.sqlite_only  # the file itself: its checks, pragmas, WAL
 
 
 def on_disk(db_path, text: str) -> int:
