@@ -217,12 +217,26 @@ class Engine:
             return False
         self._last_check = now
         try:
-            return self.reload()
+            changed = self.reload()
         except CsbotError as exc:
+            self._check = {"ok": False, "error": str(exc), "at": time.time()}
             if self._served is None:
                 raise
             log.warning("still serving %s: %s", self._served.version.name, exc)
             return False
+        self._check = {"ok": True, "at": time.time()}
+        return changed
+
+    def store_status(self) -> dict:
+        """Where the versions come from and how the last check for a new champion went (/healthz):
+        {"location", "remote", "ok", "checked_seconds_ago", "error"?}. Read from the last check, so a
+        store out of reach never makes the health check wait."""
+        check = getattr(self, "_check", None) or {"ok": True, "at": None}
+        status = {"location": self.versions.location, "remote": self.versions.remote is not None, "ok": check["ok"],
+                  "checked_seconds_ago": round(time.time() - check["at"], 1) if check["at"] else None}
+        if "error" in check:
+            status["error"] = check["error"]
+        return status
 
     def _encoder_for(self, version: ModelVersion) -> EncoderRuntime:
         runtime = runtime_for(version, self.settings)

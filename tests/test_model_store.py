@@ -130,6 +130,9 @@ def test_a_tampered_blob_is_refused_and_the_replica_keeps_serving(small_home, mo
         answer = replica.answer("can you gift wrap my order?")
     assert answer.model_version == first and replica.model_version == first
     assert any("refused" in record.getMessage() for record in caplog.records)
+    status = replica.store_status()  # what /healthz shows: the store, and that the last check failed
+    assert status["location"] == model_store and status["remote"] is True and status["ok"] is False
+    assert "kb.jsonl" in status["error"]
     cache = settings_b.models_dir
     assert not (cache / second).exists() and not list(cache.glob(".fetching-*"))
     with pytest.raises(BlobMismatch) as refused:

@@ -45,6 +45,8 @@ class AnswerEngine(Protocol):
 
     def maybe_reload(self) -> bool: ...
 
+    def store_status(self) -> dict: ...  # /healthz: where versions come from, the last check
+
 
 @runtime_checkable
 class SlackStore(Protocol):

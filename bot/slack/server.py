@@ -178,9 +178,10 @@ class CsbotRequestHandler(SlackRequestHandler):
 
 def health_status(app) -> dict:
     """/healthz: the served model version (kept current by the worker pool's housekeeping, without
-    waiting for traffic), the database (reached, which one, its schema), the inbox depth, shedding
-    counts and revoked workspaces."""
-    status = {"ok": True, "model_version": app.deps.engine.model_version}
+    waiting for traffic), the model store (where versions come from, how the last check went), the
+    database (reached, which one, its schema), the inbox depth, shedding counts and revoked workspaces."""
+    status = {"ok": True, "model_version": app.deps.engine.model_version,
+              "model_store": app.deps.engine.store_status()}
     try:
         status["database"] = app.workers.store.database_status()
         status.update(app.workers.status())

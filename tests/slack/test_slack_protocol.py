@@ -13,12 +13,18 @@ from tests.slack.slack_mock import BOT_ID, BOT_USER
 
 
 def test_healthz_reports_the_served_model_the_database_and_the_inbox(make_bot, recorded_engine):
+    from store.migrate import HEAD_REVISION
+
     bot = make_bot(recorded_engine)
     status, body = bot.sender.get("/healthz")
-    assert status == 200 and json.loads(body) == {
+    health = json.loads(body)
+    store = health.pop("model_store")
+    assert status == 200 and health == {
         "ok": True, "model_version": recorded_engine.model_version, "workers": 4, "shed": 0, "late": 0,
-        "database": {"ok": True, "dialect": "sqlite", "database": str(bot.store.path), "schema": "0006"},
+        "database": {"ok": True, "dialect": "sqlite", "database": str(bot.store.path), "schema": HEAD_REVISION},
         "inbox": {"pending": 0, "running": 0, "failed": 0}, "revoked_workspaces": {}}
+    # The model store: the local folder here (no model_store set), and how the last champion check went.
+    assert store["location"] == str(recorded_engine.versions.root) and store["remote"] is False and store["ok"] is True
     assert recorded_engine.model_version  # a real version id, not empty
     assert bot.sender.get("/nope")[0] == 404
 
