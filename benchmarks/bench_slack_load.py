@@ -71,7 +71,8 @@ class Load:
         self.lock = threading.Lock()
         self.count = 0
 
-    def send(self, phase: str, i: int) -> None:
+    def send(self, phase: str, i: int, server: ServeProcess | None = None) -> None:
+        server = server or self.server
         user = f"U{phase[0].upper()}{i:06d}"
         text = QUESTIONS[i % len(QUESTIONS)]
         message = self.mock.add_message(CHANNEL, f"<@UBOT> {text}", user=user)
@@ -81,7 +82,7 @@ class Load:
         with self.lock:
             self.sent[user] = record
         try:
-            record["status"] = self.server.sender.event(event)[0]
+            record["status"] = server.sender.event(event)[0]
         except OSError as exc:
             record["error"] = type(exc).__name__
         record["acked"] = time.monotonic()
