@@ -18,7 +18,9 @@ train: needs only the test features). `--tune-neutral-offset OUT` picks the offs
 shipped head's neutral logit on the choosing sets (TweetEval val + airline dev: the offset with the
 best mean macro-recall, the smallest on a tie) and writes the head with it to OUT (docs/sentiment.md).
 
-The fine-tuned model (`models/assets/sentiment_lora.npz`, or --model; '' to leave it out) is shown
+The fine-tuned model (`models/assets/sentiment_lora.npz`, or --model: an artefact, or a team's own
+classifier — a folder or hub name, with --sentiment-labels / --neutral-band as its settings, converted as
+a build converts it; '' to leave it out) is shown
 side by side with the head, as row (c) of both tables: it runs its own transformer pass, so its
 test-set logits are cached too (keyed by the artefact's and the texts' hashes). `--model-only`
 prints both tables for the shipped head and the model only (no floor to train). Every run ends with
@@ -70,6 +72,10 @@ def label_recalls(split, predicted) -> dict:
             "accuracy": float(np.mean(predicted == gold)), "neutral_as": lean}
 
 
+BROUGHT_LABELS = ""  # --sentiment-labels: the names of LABEL_0.. of a brought classifier
+BROUGHT_BAND: float | None = None  # --neutral-band: a binary brought classifier's neutral band
+
+
 class ModelRow:
     """The fine-tuned model as a row of the tables: predictions from the texts, logits cached on disk."""
 
@@ -78,8 +84,16 @@ class ModelRow:
         artefact exported once into the cache folder by models/sentiment_onnx.py, one thread)."""
         import hashlib
 
+        from models.sentiment_brought import bring, is_brought
         from models.sentiment_model import FineTunedSentiment, artefact_path
 
+        if is_brought(spec):  # a team's own classifier (a folder or a hub name): converted as a build does
+            from core.settings import GeneralSettings
+
+            base = Path(cache_dir) if cache_dir is not None else Path("/tmp/csbot-sentiment-cache")
+            spec = str(bring(spec, labels=BROUGHT_LABELS or GeneralSettings.sentiment_labels,
+                             band=BROUGHT_BAND if BROUGHT_BAND is not None else GeneralSettings.sentiment_neutral_band,
+                             cache=base / "brought"))
         self.path = artefact_path(spec)
         self.runtime = runtime
         if runtime == "torch":
@@ -165,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-dir", type=Path, default=ts.DEFAULT_CACHE)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ablations", action="store_true", help="also train heads that read layers 5/6")
-    parser.add_argument("--model", default="builtin", help="fine-tuned model artefact ('' to leave it out)")
+    parser.add_argument("--model", default="builtin", help="fine-tuned model artefact, or a brought classifier "
+                        "(a folder or hub name of any AutoModelForSequenceClassification, as `sentiment_model` takes "
+                        "it); '' to leave it out")
+    parser.add_argument("--sentiment-labels", default="", help="with a brought classifier: the names of "
+                        "LABEL_0, LABEL_1, ... (the sentiment_labels setting)")
+    parser.add_argument("--neutral-band", type=float, default=None, help="with a binary brought classifier: "
+                        "the sentiment_neutral_band setting")
     parser.add_argument("--model-only", action="store_true", help="shipped head and fine-tuned model only, no floor")
     parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="leave out row (d): the fine-tuned model through ONNX int8, as served")
@@ -210,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             log(f"training ablation {spec}")
             rows.append((f"    ablation: {spec} MLP", ts.train_head(train, labels, weight, feature_spec=spec,
                                                                     log=lambda m: None)))
+    global BROUGHT_LABELS, BROUGHT_BAND
+    BROUGHT_LABELS, BROUGHT_BAND = args.sentiment_labels, args.neutral_band
     model_row = ModelRow(args.model, cache_dir, log) if args.model else None
     int8_row = ModelRow(args.model, cache_dir, log, runtime="onnx-int8") if args.model and args.int8 else None
     if model_row is not None:
