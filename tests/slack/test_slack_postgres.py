@@ -12,6 +12,7 @@ import pytest
 
 from store import Store
 from store.backends import upgrade_database
+from store.migrate import HEAD_REVISION
 from tests.pg import new_database
 
 pytestmark = pytest.mark.slow
@@ -45,7 +46,7 @@ def test_an_outage_is_503_not_an_ack_and_the_retry_is_answered_once(make_bot, re
     bot.idle()
     status, body = bot.sender.get("/healthz")
     health = json.loads(body)
-    assert health["ok"] and health["database"]["dialect"] == "postgresql" and health["database"]["schema"] == "0006"
+    assert health["ok"] and health["database"]["dialect"] == "postgresql" and health["database"]["schema"] == HEAD_REVISION
 
     message = bot.mock.add_message("C1", "<@UBOT> how long does shipping take", user="U2")
     event = {"type": "app_mention", "user": "U2", "text": message["text"], "ts": message["ts"], "channel": "C1",
