@@ -14,7 +14,11 @@ Phases:
    until a survivor hands the dead replica's running items back to the queue (its heartbeat lapses
    after 15 s); lost and doubled count every acknowledged event of the phase;
 5. new champion: a fourth home (the retrain host) publishes and promotes a version; seconds until every
-   survivor's /healthz serves it.
+   survivor's /healthz serves it;
+6. database outage: --rate events/s for --outage-duration + 20 s over the survivors; 10 s in, the
+   database refuses connections (and ends the open ones) for --outage-duration seconds (default 20).
+   What the intake could not store it answers 503, and the sender then does what Slack does: it
+   delivers those events again (retry 1, 2, 3, a few seconds apart) until they are acknowledged.
 Per steady phase: ack (HTTP 200) p50/p99, event -> chat.postMessage p50/p99, lost, doubled.
 
 Usage: python benchmarks/bench_replicas.py [--rate 50] [--duration 60] [--kill-duration 30] [--json]
@@ -41,7 +45,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_slack_load import Load  # noqa: E402  (sets the process up: offline, no proxies)
+from bench_slack_load import CHANNEL, Load  # noqa: E402  (sets the process up: offline, no proxies)
 
 from benchmarks.demo_home import bench_home  # noqa: E402
 from tests.slack.serve_process import ServeProcess, free_port  # noqa: E402
@@ -154,11 +158,60 @@ def kill_phase(load: ReplicaLoad, mock: MockSlack, rate: float, seconds: float) 
             "takeover_s": round(took_over[0][0] - killed_at[0], 1) if took_over else None}
 
 
+def set_connections(database: str, allow: bool) -> None:
+    """Open or close `database` to new connections and end the open ones: an outage as replicas see it."""
+    import psycopg
+
+    server = os.environ.get("CSBOT_TEST_DATABASE_URL") or "postgresql://postgres@127.0.0.1:5432/postgres"
+    name = database.rsplit("/", 1)[1]
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {"true" if allow else "false"}')
+        if not allow:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+
+
+def outage_phase(load: ReplicaLoad, survivors: list[ServeProcess], database: str, rate: float, outage: float) -> dict:
+    print(f"database outage: {rate:g} events/s for {outage + 20:g} s, the database gone for {outage:g} s...",
+          file=sys.stderr)
+
+    def cut():
+        time.sleep(10)
+        set_connections(database, False)
+        time.sleep(outage)
+        set_connections(database, True)
+
+    cutter = threading.Thread(target=cut)
+    cutter.start()
+    load.open_loop("outage", rate, outage + 20)
+    cutter.join()
+    refused = [r for r in load.sent.values() if r["phase"] == "outage" and r["status"] != 200]
+    first_refusals = len(refused)
+    for retry in (1, 2, 3):  # Slack's retries: what was not acknowledged comes again
+        if not refused:
+            break
+        time.sleep(5)
+        for record in refused:
+            replica = survivors[retry % len(survivors)]
+            event = {"type": "app_mention", "user": record["user"], "text": record["text"], "ts": record["ts"],
+                     "channel": CHANNEL, "event_ts": record["ts"]}
+            try:
+                record["status"] = replica.sender.event(event, event_id=record["event_id"], retry_num=retry)[0]
+            except OSError:
+                record["status"] = None
+        refused = [r for r in refused if r["status"] != 200]
+    for server in survivors:
+        server.wait_drained(timeout=600)
+    figures = load.figures("outage")
+    return {**{k: v for k, v in figures.items() if k in ("events", "acked", "answered", "lost", "doubled")},
+            "refused_during_outage": first_refusals, "never_acknowledged": len(refused)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--duration", type=float, default=60, help="seconds of each steady phase")
     parser.add_argument("--kill-duration", type=float, default=30)
+    parser.add_argument("--outage-duration", type=float, default=20, help="seconds the database is gone")
     parser.add_argument("--home", help="a CSBOT_HOME with a champion model (default: build the demo KB)")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the processes' logs")
@@ -214,6 +267,7 @@ def main() -> int:
                 break
             time.sleep(0.2)
         figures["new_champion_served_s"] = round(time.monotonic() - promoted, 1)
+        figures["database_outage"] = outage_phase(load, survivors, database, args.rate, args.outage_duration)
     finally:
         for process in processes:
             process.close()
@@ -237,6 +291,10 @@ def main() -> int:
               f"lost {f['lost']}, doubled {f['doubled']}" + (f"; {f['running_on_the_killed_replica']} items it was running taken over "
                    f"{f['takeover_s']} s after the kill" if name == "sigkill" else ""))
     print(f"  new champion served by every survivor {figures['new_champion_served_s']} s after its promotion")
+    o = figures["database_outage"]
+    print(f"  database gone {args.outage_duration:g} s mid-stream: {o['events']} sent, {o['refused_during_outage']} "
+          f"answered 503 and delivered again, {o['never_acknowledged']} never acknowledged; lost {o['lost']}, "
+          f"doubled {o['doubled']}")
     return 0
 
 

@@ -78,11 +78,12 @@ class Load:
         message = self.mock.add_message(CHANNEL, f"<@UBOT> {text}", user=user)
         event = {"type": "app_mention", "user": user, "text": message["text"], "ts": message["ts"],
                  "channel": CHANNEL, "event_ts": message["ts"]}
-        record = {"phase": phase, "ts": message["ts"], "sent": time.monotonic(), "status": None}
+        record = {"phase": phase, "ts": message["ts"], "sent": time.monotonic(), "status": None, "user": user,
+                  "text": message["text"], "event_id": f"EvLOAD{user}"}
         with self.lock:
             self.sent[user] = record
         try:
-            record["status"] = server.sender.event(event)[0]
+            record["status"] = server.sender.event(event, event_id=record["event_id"])[0]
         except OSError as exc:
             record["error"] = type(exc).__name__
         record["acked"] = time.monotonic()

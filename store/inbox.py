@@ -116,7 +116,7 @@ class SlackInbox(ReplyLedger, Protocol):
 
     def scrub(self, *, if_needed: bool = False) -> bool: ...
 
-    def release(self, owner: str) -> int: ...
+    def release(self, owner: str, item_id: int | None = None) -> int: ...
 
     def depth(self) -> dict[str, int]: ...
 
@@ -290,11 +290,13 @@ class Inbox:
             self._unscrubbed = True
         return done
 
-    def release(self, owner: str) -> int:
-        """Hand `owner`'s running items back (a stop that ran out of grace)."""
+    def release(self, owner: str, item_id: int | None = None) -> int:
+        """Hand `owner`'s running items back (a stop that ran out of grace), or only `item_id` when it is
+        still `owner`'s (a worker that could not record an item's outcome: the database went away)."""
+        only = " AND id = ?" if item_id is not None else ""
         with self.store._write() as conn:
-            return conn.execute("UPDATE slack_inbox SET state = ?, owner = NULL WHERE state = ? AND owner = ?",
-                                (PENDING, RUNNING, owner)).rowcount
+            return conn.execute(f"UPDATE slack_inbox SET state = ?, owner = NULL WHERE state = ? AND owner = ?{only}",
+                                (PENDING, RUNNING, owner, *(() if item_id is None else (item_id,)))).rowcount
 
     def depth(self) -> dict[str, int]:
         rows = self.store._read("SELECT state, count(*) AS n FROM slack_inbox GROUP BY state")

@@ -61,6 +61,7 @@ class WorkerPool:
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
         self._in_flight = 0
+        self._orphans: set[int] = set()  # items whose outcome could not be recorded: handed back by housekeeping
         # Jobs the housekeeping thread runs every round (the weekly digest); each must return quickly
         # when it has nothing to do.
         self.periodic: list[Callable[[], object]] = []
@@ -134,6 +135,15 @@ class WorkerPool:
                 self._in_flight += 1
             try:
                 self._run(item)
+            except Exception as exc:  # noqa: BLE001 - the store failed while recording the outcome
+                # The database went away mid-item: the item stays "running" under this live process,
+                # whose heartbeat keeps others off it. Hand it back once the store answers again
+                # (housekeeping); the reply ledger keeps a second run from posting twice.
+                log.warning("inbox item %s: could not record its outcome (%s); it goes back to the queue "
+                            "once the store answers", item["id"], exc)
+                with self._lock:
+                    self._orphans.add(item["id"])
+                self._stop.wait(1.0)
             finally:
                 with self._lock:
                     self._in_flight -= 1
@@ -196,6 +206,15 @@ class WorkerPool:
         while not self._stop.wait(HOUSEKEEPING_SECONDS):
             try:
                 inbox.heartbeat(self.owner)
+                with self._lock:
+                    orphans = sorted(self._orphans)
+                for item_id in orphans:
+                    inbox.release(self.owner, item_id)
+                    with self._lock:
+                        self._orphans.discard(item_id)
+                if orphans:
+                    with self.app.queued:
+                        self.app.queued.notify_all()
                 taken = inbox.reclaim(stale_after=STALE_AFTER_SECONDS)
                 if taken:
                     # Another process (on any host sharing the database) stopped beating: its claimed

@@ -6,6 +6,7 @@ is back, Slack's retry is answered exactly once."""
 from __future__ import annotations
 
 import json
+import time
 
 import psycopg
 import pytest
@@ -69,3 +70,32 @@ def test_an_outage_is_503_not_an_ack_and_the_retry_is_answered_once(make_bot, re
     replies = [c.args for c in bot.mock.calls_to("chat.postMessage") if c.args.get("thread_ts") == message["ts"]]
     assert len(replies) == 1
     assert json.loads(bot.sender.get("/healthz")[1])["database"]["ok"] is True
+
+
+def test_an_outage_while_an_answer_is_posted_loses_nothing_and_posts_once(make_bot, recorded_engine, pg_store):
+    """The database goes away while a worker posts an answer: the worker cannot record the outcome, the
+    item stays this live process's, and once the database is back it is handed back and run again, where
+    the reply ledger finds the answer already in the thread instead of posting it twice."""
+    store, url = pg_store
+    bot = make_bot(recorded_engine, store=store)
+    bot.mock.delay("chat.postMessage", 3.0)
+    message = bot.mock.add_message("C1", "<@UBOT> how long does shipping take", user="U3")
+    event = {"type": "app_mention", "user": "U3", "text": message["text"], "ts": message["ts"], "channel": "C1",
+             "event_ts": message["ts"]}
+    assert bot.sender.event(event, event_id="EvPG3")[0] == 200
+    deadline = time.monotonic() + 30
+    # The mock records a call when it arrives, then holds the response back for the delay.
+    while not [c for c in bot.mock.calls_to("chat.postMessage") if c.args.get("thread_ts") == message["ts"]]:
+        assert time.monotonic() < deadline, "the answer was never being posted"
+        time.sleep(0.05)
+    _connections(url, allow=False)  # mid-post: the ledger's record and the item's finish cannot be written
+    time.sleep(4.0)
+    _connections(url, allow=True)
+    bot.mock.delay("chat.postMessage", 0.0)
+    deadline = time.monotonic() + 60
+    while store.inbox.depth() != {"pending": 0, "running": 0, "failed": 0}:
+        assert time.monotonic() < deadline, store.inbox.items()
+        time.sleep(0.2)
+    bot.idle()
+    replies = [c.args for c in bot.mock.calls_to("chat.postMessage") if c.args.get("thread_ts") == message["ts"]]
+    assert len(replies) == 1
