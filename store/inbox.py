@@ -190,9 +190,14 @@ class Inbox:
                          (owner, socket.gethostname(), os.getpid(), now, now))
 
     def heartbeat(self, owner: str, now: float | None = None) -> None:
+        """Renew `owner`'s lease. A process that others took for dead (its heartbeat lapsed while the
+        database was out of reach, or it was paused) registers again: without its row every other
+        process would take over each item it claims, over and over."""
+        now = time.time() if now is None else now
         with self.store._write(serial=False) as conn:
-            conn.execute("UPDATE slack_workers SET heartbeat = ? WHERE owner = ?",
-                         (time.time() if now is None else now, owner))
+            if conn.execute("UPDATE slack_workers SET heartbeat = ? WHERE owner = ?", (now, owner)).rowcount:
+                return
+        self.register(owner, now)
 
     def unregister(self, owner: str) -> None:
         with self.store._write() as conn:

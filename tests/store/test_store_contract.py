@@ -75,6 +75,19 @@ def test_a_lapsed_lease_hands_a_dead_workers_items_over(store):
     assert {r["owner"] for r in store.inbox.items(RUNNING)} == {"alive"}
 
 
+def test_a_process_taken_for_dead_registers_again_at_its_next_heartbeat(store):
+    """Its lease lapsed while the database was out of reach: others took its items back once. Its next
+    heartbeat brings its row back, so its new claims are not taken over again and again."""
+    store.inbox.register("paused", now=100.0)
+    store.inbox.accept([item(), item()], event_id="E1", now=100.0)
+    store.inbox.take("paused", now=100.0)
+    assert store.inbox.reclaim(stale_after=15, now=130.0) == 1  # its heartbeat lapsed: taken for dead
+    store.inbox.heartbeat("paused", now=131.0)  # it was alive after all
+    store.inbox.take("paused", now=131.0)
+    assert store.inbox.reclaim(stale_after=15, now=132.0) == 0
+    assert len(store.inbox.items(RUNNING)) == 1
+
+
 def test_an_owner_with_no_worker_row_is_dead_and_release_hands_items_back(store):
     store.inbox.accept([item(), item()], event_id="E1", now=1.0)
     store.inbox.take("ghost", now=2.0)  # never registered
