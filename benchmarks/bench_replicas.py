@@ -45,10 +45,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from bench_model_store import start_moto  # noqa: E402  (moto_server on a free loopback port)
 from bench_slack_load import CHANNEL, Load  # noqa: E402  (sets the process up: offline, no proxies)
 
 from benchmarks.demo_home import bench_home  # noqa: E402
-from tests.slack.serve_process import ServeProcess, free_port  # noqa: E402
+from tests.slack.serve_process import ServeProcess  # noqa: E402
 from tests.slack.slack_mock import MockSlack  # noqa: E402
 
 STEADY_KEYS = ("events", "acked", "connection_errors", "ack_ms", "answered", "answer_ms", "lost", "doubled")
@@ -66,28 +67,6 @@ class ReplicaLoad(Load):
         server = server or live[i % len(live)]
         super().send(phase, i, server)
         self.sent[f"U{phase[0].upper()}{i:06d}"]["server"] = self.servers.index(server)
-
-
-def start_moto(tmp: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    log = open(tmp / "moto.log", "wb")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return proc, url
-        except urllib.error.HTTPError:
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"moto_server did not start (see {tmp / 'moto.log'})")
-            time.sleep(0.2)
 
 
 def create_database() -> tuple[str, callable]:
