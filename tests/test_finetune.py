@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from core.settings import DEFAULT_ENCODER, FinetuneSettings
+from core.settings import DEFAULT_ENCODER, FinetuneSettings, RetrainSettings
 from models.loading import load_sentence_transformer
 from retrieval.kb import load_documents
 from tests.conftest import DEMO_KB
-from training.finetune import FINETUNE_RECORD, finetune_encoder
+from training.finetune import FINETUNE_RECORD, EncoderJob, finetune_encoder, train_encoder
 
 pytestmark = pytest.mark.slow
 
@@ -38,3 +38,25 @@ def test_without_the_cap_every_epoch_runs(tmp_path):
                            FinetuneSettings(epochs=2, max_steps=0), device="cpu")
     record = json.loads((out / FINETUNE_RECORD).read_text())
     assert record["epochs"] == pytest.approx(2, abs=0.5) and record["steps"] >= 2
+
+
+def test_the_retrain_trains_on_short_texts_but_its_encoder_serves_whole_chunks(tmp_path):
+    """The retrain truncates to `max_seq_length` (64) while it trains; the saved encoder must read as far as
+    the base does, or every chunk of the KB is embedded from its first 64 tokens. A champion saved with the
+    training length (as retrains once did) gets the base's length back through `serve_max_seq_length`."""
+    texts, labels = demo_questions()
+    config = RetrainSettings(stages="intent", max_steps=1, max_seq_length=64).to_dict()
+    job = EncoderJob(base=DEFAULT_ENCODER, out_dir=str(tmp_path / "encoder"), texts=texts[:40], labels=labels[:40],
+                     config=config)
+    train_encoder(job)
+    base_length = load_sentence_transformer(DEFAULT_ENCODER, "cpu").max_seq_length
+    assert base_length == 256
+    assert load_sentence_transformer(job.out_dir, "cpu", cached=False).max_seq_length == base_length
+
+    truncated = load_sentence_transformer(job.out_dir, "cpu", cached=False)
+    truncated.max_seq_length = 64
+    truncated.save(str(tmp_path / "champion"))
+    healed = EncoderJob(base=str(tmp_path / "champion"), out_dir=str(tmp_path / "healed"), texts=texts[:40],
+                        labels=labels[:40], config=config, serve_max_seq_length=base_length)
+    train_encoder(healed)
+    assert load_sentence_transformer(healed.out_dir, "cpu", cached=False).max_seq_length == base_length

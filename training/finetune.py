@@ -176,6 +176,10 @@ class EncoderJob:
     val_labels: list[str] = field(default_factory=list)
     articles: list[list[str]] = field(default_factory=list)  # [label, article text] for validation
     config: dict = field(default_factory=dict)  # RetrainSettings.to_dict()
+    # The saved encoder reads texts up to this many tokens when it serves (0: the base's own length).
+    # Training truncates to `max_seq_length` (short questions and article heads); serving must not, or
+    # every chunk of the KB is embedded from its first 64 tokens only.
+    serve_max_seq_length: int = 0
 
     def save(self, path: Path) -> Path:
         Path(path).write_text(json.dumps(asdict(self)), encoding="utf-8")
@@ -348,7 +352,8 @@ def train_encoder(job: EncoderJob) -> dict:
     started = time.perf_counter()
     device = _rank_device(cfg)
     model = load_sentence_transformer(job.base, device, cached=False)
-    model.max_seq_length = min(int(model.max_seq_length or 512), cfg.max_seq_length)
+    serve_length = job.serve_max_seq_length or int(model.max_seq_length or 512)
+    model.max_seq_length = min(int(model.max_seq_length or 512), cfg.max_seq_length)  # for training only
     inner = inner_model(model)
     n_layers = len(inner.encoder.layer)
     first_trainable = frozen_layers(model, cfg.trainable_layers) - 1  # module index
@@ -372,6 +377,7 @@ def train_encoder(job: EncoderJob) -> dict:
         _merge_lora(inner)
     _check_frozen(model, frozen)
     model.eval()
+    model.max_seq_length = serve_length
     if _is_main_process():
         model.save(str(job.out_dir))
     shutil.rmtree(work_dir, ignore_errors=True)

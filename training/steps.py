@@ -240,7 +240,16 @@ def encoder_job(state: RunState):
                                     "validation": len(val), "base": base}
     return EncoderJob(base=base, out_dir=str(state.work / "encoder"), texts=texts, labels=labels, pairs=pairs,
                       triplets=triplets, val_texts=[t for t, _, _ in val], val_labels=[label for _, label, _ in val],
-                      articles=[[d.label, article[d.id]] for d in train_docs], config=cfg)
+                      articles=[[d.label, article[d.id]] for d in train_docs], config=cfg,
+                      serve_max_seq_length=_serving_length(state))
+
+
+def _serving_length(state: RunState) -> int:
+    """How many tokens of a text the new encoder reads when it serves: the base encoder's own length,
+    whatever the champion it starts from says (a champion saved with the training length heals)."""
+    from models.loading import load_sentence_transformer
+
+    return int(load_sentence_transformer(state.champion.base_encoder or state.settings.encoder, "cpu").max_seq_length or 0)
 
 
 def _article_text(doc, words: int) -> str:
