@@ -245,3 +245,57 @@ def inner_model(st_model):
     alias); 3 to 5 held it as `Transformer.auto_model`."""
     first = st_model[0]
     return first.model if _sentence_transformers_major() >= 6 else first.auto_model
+
+
+class LayerLayout:
+    """Where a transformers encoder keeps its transformer layers, read from the model's structure (the
+    names differ: BERT's `encoder.layer`, DistilBERT's `transformer.layer`, ...): `prefix` (the layer
+    list's module name), `layers` (the list) and `input_side` (the top-level modules before it that hold
+    weights: the embeddings, which every layer reads)."""
+
+    def __init__(self, model, prefix: str, layers, input_side: tuple[str, ...]):
+        self.model, self.prefix, self.layers, self.input_side = model, prefix, layers, input_side
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def lower(self, k: int) -> tuple[str, ...]:
+        """Name prefixes (parameter or state-dict names) of the input side and of layers 0 .. k-1: the
+        weights hidden state k depends on."""
+        return tuple(f"{name}." for name in self.input_side) + tuple(f"{self.prefix}.{i}." for i in range(int(k)))
+
+    def input_parameters(self):
+        for name in self.input_side:
+            for parameter in self.model.get_submodule(name).parameters():
+                yield parameter
+
+    def linear_names(self, first: int) -> list[str]:
+        """Module names of every Linear in layers `first` .. the last (what LoRA adapts there)."""
+        import torch
+
+        wanted = tuple(f"{self.prefix}.{i}." for i in range(int(first), len(self.layers)))
+        return [name for name, module in self.model.named_modules()
+                if isinstance(module, torch.nn.Linear) and name.startswith(wanted)]
+
+
+def layer_layout(model) -> LayerLayout:
+    """The LayerLayout of a Hugging Face encoder (e.g. `inner_model(st_model)`): its transformer layers
+    are the module list of `config.num_hidden_layers` blocks holding the most weights."""
+    import torch
+
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    lists = [(name, module) for name, module in model.named_modules()
+             if isinstance(module, torch.nn.ModuleList) and len(module) and (n is None or len(module) == n)]
+    if not lists:
+        raise UserError(f"cannot find the transformer layers of {type(model).__name__}: "
+                        f"no list of {n if n is not None else 'its'} layers in its modules")
+    prefix, layers = max(lists, key=lambda item: sum(p.numel() for p in item[1].parameters()))
+    parts, input_side = prefix.split("."), []
+    for depth in range(len(parts)):  # modules with weights registered before the branch that leads to the layers
+        parent = ".".join(parts[:depth])
+        for name, child in model.get_submodule(parent).named_children():
+            if name == parts[depth]:
+                break
+            if next(child.parameters(), None) is not None:
+                input_side.append(f"{parent}.{name}" if parent else name)
+    return LayerLayout(model, prefix, layers, tuple(input_side))

@@ -46,7 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from models.loading import inner_model, load_sentence_transformer, resolve_model_path
+from models.loading import inner_model, layer_layout, load_sentence_transformer, resolve_model_path
 # The folder's file names and manifest live in models/onnx_files.py (OnnxEncoder reads them from there);
 # training/export.py and the benchmarks import them through this module too.
 from models.onnx_files import (  # noqa: F401
@@ -101,12 +101,13 @@ def _source_identity(name: str, path: str) -> dict:
 
 
 def prefix_digest(bert, layers: int) -> str:
-    """sha256 of a BERT-like model's embeddings and its first `layers` transformer layers (parameter
-    names and float32 values): two models with the same digest compute the same hidden state `layers`."""
+    """sha256 of a transformers encoder's embeddings and its first `layers` transformer layers (parameter
+    names and float32 values; the layers found by structure, `layer_layout`, so DistilBERT-like models
+    too): two models with the same digest compute the same hidden state `layers`."""
     import torch
 
     digest = hashlib.sha256()
-    wanted = ("embeddings.",) + tuple(f"encoder.layer.{i}." for i in range(int(layers)))
+    wanted = layer_layout(bert).lower(layers)
     found = 0
     for name, value in sorted(bert.named_parameters()):
         if name.startswith(wanted):

@@ -46,13 +46,9 @@ if __package__ in (None, ""):  # `python training/finetune.py JOB.json`
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.settings import LOSSES, SEED, FinetuneSettings, GeneralSettings, RetrainSettings  # noqa: E402
-from models.loading import inner_model, load_sentence_transformer, pick_device  # noqa: E402
+from models.loading import inner_model, layer_layout, load_sentence_transformer, pick_device  # noqa: E402
 
 log = logging.getLogger("csbot.retrain")
-
-LORA_TARGETS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "intermediate.dense", "output.dense")
-
 
 # ----- shared: frozen layers, losses ----------------------------------------------------------
 
@@ -60,11 +56,13 @@ FINETUNE_RECORD = "csbot_finetune.json"  # what the fine-tuning did, saved besid
 
 
 def frozen_layers(model, trainable_layers: int) -> int:
-    """Freeze embeddings and all but the top `trainable_layers` layers; returns the first trainable layer."""
-    inner = inner_model(model)
-    layers = inner.encoder.layer
+    """Freeze embeddings and all but the top `trainable_layers` layers; returns the first trainable layer.
+    The layers are found by the model's structure (models/loading.py `layer_layout`), so a brought
+    encoder of another architecture (DistilBERT's `transformer.layer`, ...) is frozen the same way."""
+    layout = layer_layout(inner_model(model))
+    layers = layout.layers
     cut = max(0, len(layers) - trainable_layers)
-    for param in inner.embeddings.parameters():
+    for param in layout.input_parameters():
         param.requires_grad = False
     for layer in layers[:cut]:
         for param in layer.parameters():
@@ -290,13 +288,17 @@ def _early_stopping_callback(model, validator, every: int, patience: int, initia
     return EarlyStopping()
 
 
-def _apply_lora(model, config: RetrainSettings, first_trainable_layer: int, n_layers: int):
+def _apply_lora(model, config: RetrainSettings, first_trainable_layer: int):
+    """LoRA adapters on every linear layer of the trainable layers (by module, whatever the architecture
+    names them: BERT's query/key/value/dense, DistilBERT's q_lin/.../lin2)."""
     from peft import LoraConfig, inject_adapter_in_model
 
     inner = inner_model(model)
     for param in inner.parameters():
         param.requires_grad = False
-    targets = [f"encoder.layer.{i}.{name}" for i in range(first_trainable_layer, n_layers) for name in LORA_TARGETS]
+    targets = layer_layout(inner).linear_names(first_trainable_layer)
+    if not targets:
+        raise RuntimeError(f"LoRA: no linear layers in the encoder's layers {first_trainable_layer} and up")
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
                       lora_dropout=config.lora_dropout, target_modules=targets)
     inject_adapter_in_model(lora, inner)
@@ -316,14 +318,8 @@ def _merge_lora(inner) -> None:
 def _frozen_state(model, first_trainable_layer: int) -> dict:
     """Copies of every weight the sentiment head depends on (embeddings and the lower layers)."""
     inner = inner_model(model)
-    state = {}
-    for name, value in inner.state_dict().items():
-        if name.startswith("embeddings."):
-            state[name] = value.detach().clone()
-        elif name.startswith("encoder.layer."):
-            if int(name.split(".")[2]) < first_trainable_layer:
-                state[name] = value.detach().clone()
-    return state
+    lower = layer_layout(inner).lower(first_trainable_layer)
+    return {name: value.detach().clone() for name, value in inner.state_dict().items() if name.startswith(lower)}
 
 
 def _check_frozen(model, frozen: dict) -> None:
@@ -355,12 +351,12 @@ def train_encoder(job: EncoderJob) -> dict:
     serve_length = job.serve_max_seq_length or int(model.max_seq_length or 512)
     model.max_seq_length = min(int(model.max_seq_length or 512), cfg.max_seq_length)  # for training only
     inner = inner_model(model)
-    n_layers = len(inner.encoder.layer)
+    n_layers = len(layer_layout(inner))
     first_trainable = frozen_layers(model, cfg.trainable_layers) - 1  # module index
     frozen = _frozen_state(model, first_trainable)
     lora = cfg.method == "lora"
     if lora:
-        _apply_lora(model, cfg, first_trainable, n_layers)
+        _apply_lora(model, cfg, first_trainable)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("encoder %s on %s: layers %d-%d trainable (%s, %d parameters)", job.base, device,
              first_trainable, n_layers - 1, "LoRA" if lora else "full weights", n_trainable)
