@@ -1,6 +1,6 @@
 """Sentiment benchmark: TweetEval test and the airline test split, shipped head vs the floor.
 
-    python benchmarks/bench_sentiment.py [--data-dir ../shared/data] [--head builtin|PATH] [--ablations]
+    python benchmarks/bench_sentiment.py [--data-dir ../shared/data] [--head builtin|PATH] [--ablations] [--cost N]
 
 (a) floor: multinomial LR on the frozen final sentence embedding, trained in this run on the same
     data as the shipped head (SemEval pool + airline train);
@@ -30,6 +30,16 @@ the shared encoder pass alone (the old head's floor: the head itself rides on it
 with --no-int8) is the fine-tuned model as the engine serves it on CPU: exported with
 models/sentiment_onnx.py into the cache folder, ONNX int8, one text at a time; the latency table then
 adds the int8 encoder pass, the old head on it, and the int8 model.
+
+Serving cost (`--cost N`: only this table, on N TweetEval test texts; no accuracy tables): the builtin
+fine-tuned model and a brought classifier side by side, each exported as a build exports it
+(models/sentiment_onnx.py) and served on the runtime a build would choose (int8 when its labels agree
+with torch on the probe texts, `choose_sentiment_runtime`), both ONNX variants timed: median ms per
+message (one message a call) and msgs/s in batches of 64, one thread, with the brought model's ratio
+to the builtin on the same variant; the old head (the int8 encoder pass + head) beside them. The
+brought classifier is --model when it names one, else `same-size`: one built here from the builtin's
+own base (MiniLM-L6 as an AutoModelForSequenceClassification with a fresh, untrained 3-label head, so
+its labels mean nothing: it measures cost only).
 """
 
 from __future__ import annotations
@@ -76,6 +86,45 @@ BROUGHT_LABELS = ""  # --sentiment-labels: the names of LABEL_0.. of a brought c
 BROUGHT_BAND: float | None = None  # --neutral-band: a binary brought classifier's neutral band
 
 
+SAME_SIZE = "same-size"  # --model: a classifier of the builtin's size, built here (module doc)
+
+
+def same_size_classifier(folder: Path) -> Path:
+    """The builtin's base (MiniLM-L6) as an AutoModelForSequenceClassification with a fresh 3-label head
+    (BERT's pooler + one linear layer), saved to `folder` once: a brought classifier of the builtin's
+    size. Its head is untrained: its labels mean nothing, its cost is what it is for."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from models.loading import resolve_model_path
+
+    source = resolve_model_path("builtin:all-MiniLM-L6-v2")
+    torch.manual_seed(0)
+    id2label = dict(enumerate(ts.LABELS))
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(id2label), id2label=id2label,
+                                                               label2id={v: k for k, v in id2label.items()})
+    tmp = folder.with_name(folder.name + ".tmp")
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp)
+    tmp.replace(folder)
+    return folder
+
+
+def onnx_folder(artefact: Path, base: Path, log) -> Path:
+    """The artefact's ONNX export (fp32 and int8, as a build exports it), made once under `base`."""
+    import hashlib
+
+    from models.sentiment_onnx import MANIFEST, export_sentiment
+
+    folder = base / f"sentiment-onnx-{hashlib.sha1(Path(artefact).read_bytes()).hexdigest()[:16]}"
+    if not (folder / MANIFEST).is_file():
+        log(f"  exporting {artefact} to ONNX in {folder}")
+        export_sentiment(artefact, folder)
+    return folder
+
+
 class ModelRow:
     """The fine-tuned model as a row of the tables: predictions from the texts, logits cached on disk."""
 
@@ -87,10 +136,12 @@ class ModelRow:
         from models.sentiment_brought import bring, is_brought
         from models.sentiment_model import FineTunedSentiment, artefact_path
 
+        base = Path(cache_dir) if cache_dir is not None else Path("/tmp/csbot-sentiment-cache")
+        if spec == SAME_SIZE:
+            spec = str(same_size_classifier(base / "same-size-classifier"))
         if is_brought(spec):  # a team's own classifier (a folder or a hub name): converted as a build does
             from core.settings import GeneralSettings
 
-            base = Path(cache_dir) if cache_dir is not None else Path("/tmp/csbot-sentiment-cache")
             spec = str(bring(spec, labels=BROUGHT_LABELS or GeneralSettings.sentiment_labels,
                              band=BROUGHT_BAND if BROUGHT_BAND is not None else GeneralSettings.sentiment_neutral_band,
                              cache=base / "brought"))
@@ -99,14 +150,10 @@ class ModelRow:
         if runtime == "torch":
             self.model = FineTunedSentiment.load(spec)
         else:
-            from models.sentiment_onnx import MANIFEST, OnnxSentiment, export_sentiment
+            from models.sentiment_onnx import OnnxSentiment
 
-            base = Path(cache_dir) if cache_dir is not None else Path("/tmp/csbot-sentiment-cache")
-            folder = base / f"sentiment-onnx-{hashlib.sha1(self.path.read_bytes()).hexdigest()[:16]}"
-            if not (folder / MANIFEST).is_file():
-                log(f"  exporting {self.path} to ONNX in {folder}")
-                export_sentiment(self.path, folder)
-            self.model = OnnxSentiment(folder, "int8" if runtime == "onnx-int8" else "fp32", threads=1)
+            self.model = OnnxSentiment(onnx_folder(self.path, base, log), "int8" if runtime == "onnx-int8" else "fp32",
+                                       threads=1)
         self.cache_dir, self.log = cache_dir, log
 
     def labels_for(self, split) -> list[str]:
@@ -190,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-int8", dest="int8", action="store_false",
                         help="leave out row (d): the fine-tuned model through ONNX int8, as served")
     parser.add_argument("--latency", type=int, default=200, help="texts timed one at a time, one thread (0: skip)")
+    parser.add_argument("--cost", type=int, default=0, metavar="N",
+                        help="only the serving-cost table on N texts: the builtin model, --model (default: "
+                        f"{SAME_SIZE!r}, a classifier of its size built here) and the old head")
     parser.add_argument("--neutral-only", action="store_true", help="only the neutral-recall table, shipped head")
     parser.add_argument("--tune-neutral-offset", type=Path, metavar="OUT",
                         help="choose the neutral-logit offset on val and write the adjusted head to OUT")
@@ -206,6 +256,12 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda message: print(message, file=sys.stderr)  # noqa: E731
     if args.tune_neutral_offset:
         return write_tuned_head(args, cache_dir, encoder, log)
+    if args.cost:
+        global BROUGHT_LABELS, BROUGHT_BAND
+        BROUGHT_LABELS, BROUGHT_BAND = args.sentiment_labels, args.neutral_band
+        serving_cost(args, ts.eval_splits(args.data_dir, "test")[0].texts, cache_dir, log)
+        print(f"({time.time() - started:.0f}s)")
+        return 0
     if args.neutral_only:
         shipped = SentimentModel.load(args.head).head
         neutral_table([(f"shipped: {args.head}", shipped)], args.data_dir, cache_dir, encoder, log)
@@ -230,7 +286,6 @@ def main(argv: list[str] | None = None) -> int:
             log(f"training ablation {spec}")
             rows.append((f"    ablation: {spec} MLP", ts.train_head(train, labels, weight, feature_spec=spec,
                                                                     log=lambda m: None)))
-    global BROUGHT_LABELS, BROUGHT_BAND
     BROUGHT_LABELS, BROUGHT_BAND = args.sentiment_labels, args.neutral_band
     model_row = ModelRow(args.model, cache_dir, log) if args.model else None
     int8_row = ModelRow(args.model, cache_dir, log, runtime="onnx-int8") if args.model and args.int8 else None
@@ -301,6 +356,83 @@ def latency_table(args, texts, head, model_row, int8_row=None) -> None:
     for name, (p50, p99) in rows:
         print(f"{name:<38}{p50:>9.2f}{p99:>9.2f}{p50 / floor:>21.2f}")
     torch.set_num_threads(max(1, args.threads))
+
+
+class Served:
+    """A sentiment model as a build serves it (module doc): its ONNX export, both variants one thread
+    each, and the runtime `choose_sentiment_runtime` picks from the export's agreement with torch."""
+
+    def __init__(self, name: str, spec: str, cache_dir, log):
+        from core.settings import GeneralSettings
+        from models.runtimes import choose_sentiment_runtime
+        from models.sentiment_onnx import OnnxSentiment, read_manifest
+
+        row = ModelRow(spec, cache_dir, log, runtime="onnx-int8")  # converts a brought model, exports once
+        folder = row.model.folder
+        figures = {v: e.get("vs_torch") for v, e in read_manifest(folder)["variants"].items()}
+        self.name, self.source = name, str(row.path)
+        self.served, self.reason = choose_sentiment_runtime(
+            figures.get("fp32"), figures.get("int8"), min_agreement=GeneralSettings.sentiment_int8_min_agreement,
+            cosine_floor=GeneralSettings.int8_cosine_floor)
+        self.variants = {"onnx-int8": row.model, "onnx": OnnxSentiment(folder, "fp32", threads=1)}
+
+
+def serving_cost(args, texts, cache_dir, log, batch_size: int = 64, repeats: int = 3) -> dict:
+    """The serving-cost table (module doc); returns its figures {row: {"runtime", "ms", "msgs_s"}}."""
+    import torch
+
+    from models.onnx_encoder import OnnxEncoder
+    from models.sentiment import SentimentModel
+    from training.export import export_encoder
+
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    sample = [texts[i] for i in rng.choice(len(texts), size=min(args.cost, len(texts)), replace=False)]
+    other = SAME_SIZE if args.model in ("", "builtin") else args.model
+    models = [Served("builtin", "builtin", cache_dir, log), Served(f"brought: {other}", other, cache_dir, log)]
+    base = Path(cache_dir) if cache_dir is not None else Path("/tmp/csbot-sentiment-cache")
+    folder = base / "encoder-onnx"
+    if not (folder / "onnx.json").is_file():
+        export_encoder(args.encoder, folder, "bench")
+    encoder, old = OnnxEncoder(folder, "int8", threads=1, workers=1), SentimentModel.load(args.head)
+    rows = [(m.name, runtime, model.predict) for m in models for runtime, model in m.variants.items()]
+    rows.append(("old head on the int8 encoder pass", "onnx-int8", lambda batch, batch_size=batch_size:
+                 old.predict(encoder.encode(batch))))
+    for text in sample[:10]:  # warm-up
+        for _, _, fn in rows:
+            fn([text])
+    single = [[] for _ in rows]
+    for text in sample:  # interleaved, so a change in the machine's load hits every row alike
+        for k, (_, _, fn) in enumerate(rows):
+            start = time.perf_counter()
+            fn([text])
+            single[k].append((time.perf_counter() - start) * 1000)
+    batched = [[] for _ in rows]
+    for _ in range(repeats):
+        for k, (_, _, fn) in enumerate(rows):
+            start = time.perf_counter()
+            for i in range(0, len(sample), batch_size):
+                fn(sample[i:i + batch_size], batch_size=batch_size)
+            batched[k].append(len(sample) / (time.perf_counter() - start))
+    figures = {f"{name} [{runtime}]": {"runtime": runtime, "ms": float(np.median(t)), "msgs_s": float(np.median(b))}
+               for (name, runtime, _), t, b in zip(rows, single, batched)}
+    _print_cost(figures, models, len(sample), batch_size)
+    return figures
+
+
+def _print_cost(figures: dict, models: list, n: int, batch_size: int) -> None:
+    builtin = {f["runtime"]: f for key, f in figures.items() if key.startswith("builtin [")}
+    served = {f"{m.name} [{m.served}]" for m in models}
+    print(f"\nserving cost per message, {n} TweetEval test texts, 1 thread (ONNX on CPU); "
+          f"batch: {batch_size} messages a call; * = the runtime a build serves")
+    print(f"{'':<58}{'median ms':>10}{'× builtin':>10}{'msgs/s':>9}{'× builtin':>10}")
+    for key, f in figures.items():
+        ref = builtin[f["runtime"]]
+        mark = "*" if key in served else " "
+        print(f"{mark} {key:<56}{f['ms']:>10.2f}{f['ms'] / ref['ms']:>10.2f}{f['msgs_s']:>9.1f}"
+              f"{f['msgs_s'] / ref['msgs_s']:>10.2f}")
+    for m in models:
+        print(f"{m.name}: serves {m.served} ({m.reason}); artefact {m.source}")
 
 
 def write_tuned_head(args, cache_dir, encoder, log) -> int:
