@@ -23,8 +23,11 @@ stay ours.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+
+from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
 
 NAMES_FILE = Path(__file__).resolve().parent / "assets" / "product_names.txt"
 # Words that follow a product's name only when the product is software.
@@ -33,6 +36,7 @@ SOFTWARE_NOUNS = frozenset({"api", "apis", "sdk", "integration", "integrations",
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9&+'’.-]*[A-Za-z0-9+]|[A-Za-z0-9]")
 _LONGEST_NAME_WORDS = 3
 OWN_NAME_SHARE = 0.25  # a capitalised word in this share of the articles names the product itself
+OWN_NAME_CASE_SHARE = 0.8  # ... when at least this share of its occurrences are capitalised
 
 
 def words(text: str) -> list[str]:
@@ -49,15 +53,16 @@ def _bare(word: str) -> str:
 _SENTENCE_START = re.compile(r"(^|[.!?:;|*#>\n-]\s*|\d+\.\s+)$")
 
 
-def _mid_sentence_capitalised(text: str) -> set[str]:
-    """Capitalised words (not all capitals) that do not start a sentence, a heading or a list item."""
-    found = set()
+def _mid_sentence_capitalised(text: str) -> list[str]:
+    """Capitalised words (not all capitals) that do not start a sentence, a heading or a list item, each
+    time they occur."""
+    found = []
     for match in _WORD.finditer(text):
         word = match.group(0)
         if word[:1].isupper() and not word.isupper() and len(word) > 2:
             before = text[max(0, match.start() - 4):match.start()]
             if not _SENTENCE_START.search(before) and match.start() > 0:
-                found.add(_bare(word.rstrip(".")))
+                found.append(_bare(word.rstrip(".")))
     return found
 
 
@@ -73,20 +78,30 @@ class Scope:
         """`kb_texts`: one text per article (its title and body)."""
         vocabulary: set[str] = set()
         phrases: set[str] = set()
-        capitalised: dict[str, int] = {}
+        capitalised: Counter[str] = Counter()  # articles that capitalise the word inside a sentence
+        as_name: Counter[str] = Counter()  # times it is written so
+        in_lower: Counter[str] = Counter()  # times it is written in lower case
         n_texts = 0
         for text in kb_texts:
             n_texts += 1
             raw = words(text)
             tokens = [_bare(w) for w in raw]
             vocabulary.update(tokens)
+            in_lower.update(t for w, t in zip(raw, tokens) if w[:1].islower())
             for n in range(2, _LONGEST_NAME_WORDS + 1):
                 phrases.update(" ".join(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
-            for token in _mid_sentence_capitalised(text):
-                capitalised[token] = capitalised.get(token, 0) + 1
+            written = _mid_sentence_capitalised(text)
+            as_name.update(written)
+            capitalised.update(set(written))
         self.vocabulary = frozenset(vocabulary)
-        # Words capitalised inside sentences in many articles: the product's (and its plans') names.
-        self.own_names = frozenset(t for t, n in capitalised.items() if n >= max(2, OWN_NAME_SHARE * n_texts))
+        # Words capitalised inside sentences in many articles, and nearly always written so: the product's
+        # (and its plans') names. A menu label ("Settings › Billing") or a capitalised pronoun is also
+        # written in lower case in the text ("billing email", "you"), so it names nothing of ours, and a
+        # question that uses it is not ours for that reason alone.
+        self.own_names = frozenset(
+            t for t, n in capitalised.items()
+            if n >= max(2, OWN_NAME_SHARE * n_texts) and t not in ENGLISH_STOP_WORDS
+            and in_lower[t] <= (1 - OWN_NAME_CASE_SHARE) * (as_name[t] + in_lower[t]))
         all_names = load_names() if names is None else names
         # A listed name the help centre mentions is one of ours.
         self.names = frozenset(n for n in all_names if n not in vocabulary and n not in phrases)

@@ -54,6 +54,17 @@ def test_a_question_naming_our_product_is_ours_whatever_else_it_names(shop):
     assert shop.other_products("can I link my Parcelly account to Notion") == []
 
 
+def test_a_menu_label_or_a_pronoun_capitalised_in_every_article_is_not_taken_for_our_product():
+    """"Settings › Billing" and "tap You" in every article, but "billing email" and "you" in the text too:
+    neither names the product, so a question using them can still be another product's."""
+    articles = [f"In the Acme app, open Settings › Billing and tap You › {topic}. The Acme team sends the billing "
+                f"email to you when your settings for {topic.lower()} change." for topic in ("Invoices", "Plans", "Seats")]
+    scope = Scope(articles)
+    assert scope.own_names == {"acme"}
+    assert scope.other_products("where do I change billing in Notion for you") == ["notion"]
+    assert scope.other_products("where do I change billing in Notion for Acme") == []
+
+
 def test_a_name_the_help_centre_mentions_is_ours():
     scope = Scope(["Connect Salesforce: open Settings and choose the Salesforce integration.", "Billing basics."])
     assert scope.other_products("how do I connect Salesforce") == []
