@@ -30,6 +30,7 @@ from training.fit_heads import train_intent_head
 log = logging.getLogger(__name__)
 
 HEAD_LEADS_COVERAGE = 0.8  # share of intents with KB example questions for the head to lead (ranking.py)
+HEAD_INFORMATIVE_COVERAGE = 0.5  # share of intents with example questions for the head to have a say at all
 DECISION_THRESHOLD = 0.5  # the confidence below which a version hands off: its tuned thresholds map to it
 
 OFFTOPIC_QUESTIONS = Path(__file__).resolve().parent.parent / "models" / "assets" / "offtopic_questions.txt"
@@ -113,9 +114,14 @@ def tune_decision(encoder: Encoder, index: VectorIndex, head, documents: list[Do
                    index.lexical_search(text, search_k), params)
         cos.append(d.signals["top_cos"])
         head_p.append(d.signals["head_p"])
-    informative = any(doc.questions for doc in documents) or any(e.kind == LEARNED for e in index.entries)
     labels = {doc.label for doc in documents}
     with_questions = {doc.label for doc in documents if doc.questions}
+    learned = {label_of[e.doc_id] for e in index.entries if e.kind == LEARNED and e.doc_id in label_of}
+    # The head is trained on titles, headings and example questions. With example questions (the KB's or
+    # learned from votes) for fewer than HEAD_INFORMATIVE_COVERAGE of the intents, it pulls questions towards
+    # the intents that have some (a small team's first votes on two of eight articles took two of the other
+    # articles' own sentences): retrieval alone decides then.
+    informative = len(with_questions | learned) >= HEAD_INFORMATIVE_COVERAGE * len(labels)
     return tune(cos, head_p, head_informative=informative,
                 head_leads=len(with_questions) >= HEAD_LEADS_COVERAGE * len(labels))
 
