@@ -384,6 +384,21 @@ def plain_text(markdown: str) -> str:
     return " ".join(text.split())
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'(])")
+
+
+def sentences(markdown: str, min_words: int = 3) -> list[str]:
+    """A section's sentences as plain text: each line (a paragraph, a list item, a table row) split after
+    ".", "!" or "?" before a capital or a digit; fragments under `min_words` words are left out."""
+    out = []
+    for line in markdown.splitlines():
+        line = re.sub(r"^\s*(?:[-*+]|\d+[.)])\s+", "", line)  # a list item's marker
+        for sentence in _SENTENCE_END.split(plain_text(line)):
+            if len(sentence.split()) >= min_words:
+                out.append(sentence)
+    return out
+
+
 def chunk_document(doc: Document, max_words: int = 120) -> list[Chunk]:
     """Split each section of an article into chunks of about `max_words` words along paragraphs.
 

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from core.answer import OUT_OF_SCOPE
 from core.settings import RetrainSettings
-from retrieval.kb import Document, split_sections
+from retrieval.kb import Document, sentences, split_sections
 from training.feedback_data import normalize, stable_fraction
 
 HELDOUT_DIR = "heldout"
@@ -230,6 +230,26 @@ def kb_heading_rows(documents: list[Document], *, exclude: set[str] | frozenset 
     return rows
 
 
+def kb_passage_rows(documents: list[Document], limit: int) -> list[dict]:
+    """Gate rows from the KB's own text: each section's sentences, labelled with its article's intent and
+    the section itself; at most `limit`, a fixed sample (by a hash of the text) so that every run of a
+    KB scores the same ones. A question that quotes the help centre is answered from where it says so,
+    whatever the votes taught: a candidate that drifts from the KB's text (a retrieval that reads less
+    of each chunk, learned questions that pull answers to sibling articles) loses these."""
+    rows, seen = [], set()
+    for doc in documents:
+        for section in split_sections(doc):
+            for text in sentences(section.text):
+                key = normalize(text)
+                if key not in seen:
+                    seen.add(key)
+                    rows.append({"text": text, "intent": doc.label, "sentiment": None, "doc_id": doc.id,
+                                 "section": section.id})
+    if len(rows) > limit:
+        rows = sorted(rows, key=lambda r: stable_fraction(r["text"], "passages"))[:limit]
+    return rows
+
+
 def training_documents(documents: list[Document], exclude: set[str]) -> list[Document]:
     """Copies of the articles without the held-out example questions (titles and answers unchanged)."""
     return [dataclasses.replace(doc, questions=[q for q in doc.questions if normalize(q) not in exclude])
@@ -258,9 +278,10 @@ class Decision:
         return [c["detail"] for c in self.checks if not c["passed"]]
 
 
-def decide(champion: dict, candidate: dict, config) -> Decision:
+def decide(champion: dict, candidate: dict, config, passages: tuple[dict, dict] | None = None) -> Decision:
     """The promotion rules: accuracy, every well-supported intent, the quoted section (rows naming one),
-    out-of-scope recall."""
+    the KB's own sentences (`passages`: the champion's and the candidate's reports on them), out-of-scope
+    recall."""
     checks = []
     a, b = champion.get("accuracy"), candidate.get("accuracy")
     if a is None or b is None:
@@ -293,12 +314,27 @@ def decide(champion: dict, candidate: dict, config) -> Decision:
         checks.append({"rule": "section", "passed": b >= a - tol - 1e-9, "champion": a, "candidate": b,
                        "n": candidate.get("sections", {}).get("n"),
                        "detail": f"quoted section right {a:.4f} → {b:.4f} (n={candidate.get('sections', {}).get('n')})"})
+    if passages is not None:
+        checks.append(passage_check(*passages, config.gate_passage_tolerance))
     if "oos_recall" in champion or "oos_recall" in candidate:
         a, b = champion.get("oos_recall", 0.0), candidate.get("oos_recall", 0.0)
         tol = config.gate_oos_tolerance
         checks.append({"rule": "oos_recall", "passed": b >= a - tol - 1e-9, "champion": a, "candidate": b,
                        "detail": f"out-of-scope recall {a:.4f} → {b:.4f}"})
     return Decision(all(c["passed"] for c in checks), checks)
+
+
+def passage_check(champion: dict, candidate: dict, tolerance: float) -> dict:
+    """The KB-sentence rule: article and quoted section each within `tolerance` of the champion's, or
+    within one sentence in a KB too small for the tolerance to allow one (38 sentences: 0.02 is less)."""
+    a, b = champion.get("accuracy") or 0.0, candidate.get("accuracy") or 0.0
+    sa, sb = champion.get("section_accuracy") or 0.0, candidate.get("section_accuracy") or 0.0
+    tolerance = max(tolerance, 1.0 / max(1, candidate.get("n") or 1))
+    passed = b >= a - tolerance - 1e-9 and sb >= sa - tolerance - 1e-9
+    return {"rule": "kb_passages", "passed": passed, "champion": a, "candidate": b, "champion_section": sa,
+            "candidate_section": sb, "n": candidate.get("n"), "tolerance": tolerance,
+            "detail": f"the KB's own sentences (n={candidate.get('n')}): article {a:.4f} → {b:.4f}, "
+                      f"section {sa:.4f} → {sb:.4f} (tolerance {tolerance:g})"}
 
 
 def reference_build(settings, champion, documents: list[Document], examples, work_dir: Path):

@@ -372,11 +372,30 @@ def gate(state: RunState) -> None:
     if state.runtime_verdict is not None:
         state.report["runtime"] = state.runtime_verdict
     champion_report["model_version"] = state.champion.name
-    state.decision = decision = decide(champion_report, candidate_report, state.config)
+    passages = _score_passages(state)
+    state.decision = decision = decide(champion_report, candidate_report, state.config, passages)
     state.report.update({"champion_metrics": champion_report, "candidate_metrics": candidate_report,
                          "decision": {"promote": decision.promote, "checks": decision.checks,
                                       "reasons": decision.reasons}})
+    if passages is not None:
+        state.report["passages"] = {"champion": _brief(passages[0]), "candidate": _brief(passages[1])}
     state.timed("gate", step)
+
+
+def _score_passages(state: RunState) -> tuple[dict, dict] | None:
+    """The champion (reference) and the candidate on the KB's own sentences (training/gate.py
+    `kb_passage_rows`), or None when `gate_passages` is 0 or the KB has no sentences."""
+    from training.gate import kb_passage_rows, score_version
+
+    rows = kb_passage_rows(state.documents, state.config.gate_passages) if state.config.gate_passages else []
+    if not rows:
+        return None
+    return (score_version(state.reference_settings, state.reference_name, rows),
+            score_version(state.gate_settings, state.gated.version.name, rows))
+
+
+def _brief(report: dict) -> dict:
+    return {k: report.get(k) for k in ("n", "accuracy", "section_accuracy")}
 
 
 def train_composer(state: RunState) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from core.settings import RetrainSettings
 from retrieval.kb import Document
-from training.gate import BUILTIN_OOS, HeldoutSet, decide, training_documents
+from training.gate import BUILTIN_OOS, HeldoutSet, decide, kb_passage_rows, training_documents
 from training.report import write_report
 from training.lock import LockBusy, RetrainLock
 
@@ -65,6 +65,43 @@ def test_gate_rejects_a_candidate_that_quotes_worse_sections():
     del champion["section_accuracy"]  # rows naming no section: the rule does not apply
     candidate["section_accuracy"] = 0.0
     assert decide(champion, candidate, CFG).promote
+
+
+def test_gate_rejects_a_candidate_that_drifts_from_the_kbs_own_sentences():
+    """Held-out votes are few; the KB's own sentences are many: a candidate that answers them from other
+    articles or sections than the champion does (beyond the tolerance) is rejected, whatever the votes say."""
+    def passages(article, section):
+        return {"n": 300, "accuracy": article, "section_accuracy": section}
+
+    champion, candidate = report(0.8), report(0.85)
+    d = decide(champion, candidate, CFG, (passages(0.79, 0.66), passages(0.71, 0.55)))
+    assert not d.promote
+    assert d.reasons == ["the KB's own sentences (n=300): article 0.7900 → 0.7100, section 0.6600 → 0.5500 "
+                         "(tolerance 0.02)"]
+    assert not decide(champion, candidate, CFG, (passages(0.79, 0.66), passages(0.79, 0.63))).promote  # section alone
+    assert decide(champion, candidate, CFG, (passages(0.79, 0.66), passages(0.78, 0.65))).promote  # within 0.02
+    assert not decide(champion, candidate, RetrainSettings(gate_passage_tolerance=0.0),
+                      (passages(0.79, 0.66), passages(0.78, 0.66))).promote
+    # A small KB: one sentence of 38 is more than 0.02, and always allowed; two are not.
+    small = {"n": 38, "accuracy": 32 / 38, "section_accuracy": 31 / 38}
+    assert decide(champion, candidate, CFG, (small, {**small, "section_accuracy": 30 / 38})).promote
+    assert not decide(champion, candidate, CFG, (small, {**small, "section_accuracy": 29 / 38})).promote
+
+
+def test_kb_passage_rows_are_each_sections_sentences_and_a_fixed_sample():
+    doc = Document(id="refunds", title="Refunds", answer=(
+        "Refunds go back to the card you paid with.\n\n## How long a refund takes\n\n"
+        "- Cards take five to ten days. PayPal takes one day.\n- Ok.\n\n## Refund a gift card\n\n"
+        "Gift cards are refunded as store credit!"))
+    rows = kb_passage_rows([doc], limit=100)
+    assert [(r["text"], r["section"]) for r in rows] == [
+        ("Refunds go back to the card you paid with.", "refunds#"),
+        ("Cards take five to ten days.", "refunds#how-long-a-refund-takes"),
+        ("PayPal takes one day.", "refunds#how-long-a-refund-takes"),
+        ("Gift cards are refunded as store credit!", "refunds#refund-a-gift-card")]
+    assert {r["intent"] for r in rows} == {"refunds"} and {r["doc_id"] for r in rows} == {"refunds"}
+    sample = kb_passage_rows([doc], limit=2)
+    assert len(sample) == 2 and sample == kb_passage_rows([doc], limit=2) and all(r in rows for r in sample)
 
 
 def test_heldout_rows_keep_the_section_their_votes_confirmed_while_the_kb_has_it(tmp_path):

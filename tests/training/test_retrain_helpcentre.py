@@ -79,6 +79,9 @@ def test_a_doc_only_kb_learns_from_its_first_feedback_and_is_promoted(helpcentre
     assert counts["heldout_added_feedback"] >= config.gate_min_heldout  # the feedback gave the gate its data
     assert counts["labelled"] == n
     assert outcome.exit_code == EXIT_PROMOTED, outcome.message
+    # The gate also scored the KB's own sentences, and the candidate found them as the champion did.
+    check = next(c for c in outcome.report["decision"]["checks"] if c["rule"] == "kb_passages")
+    assert check["passed"] and check["n"] == outcome.report["passages"]["candidate"]["n"] >= 20
     new = VersionStore(settings.models_dir).champion()
     assert new.name != old and new.meta["parent"] == old
 

@@ -36,7 +36,13 @@ class RetrainGateSettings:
     # With fewer in-scope held-out rows the gate does not decide: the run ends "not enough held-out
     # data" (exit 3) before training, and its feedback waits for the next run.
     gate_min_heldout: int = 10
+    # The KB's own sentences as questions (up to gate_passages of them, a fixed sample): whatever the votes
+    # teach, the candidate must still find each sentence's article and section about as often as the
+    # champion does (at most gate_passage_tolerance lower, or one sentence). 0 turns the rule off.
+    gate_passages: int = 400
+    gate_passage_tolerance: float = 0.02
     keep_rejected: bool = False  # keep a rejected candidate's version folder (else deleted)
 
     def problems(self) -> list[str]:
-        return []
+        negative = ["gate_passages must be 0 or more"] if self.gate_passages < 0 else []
+        return outside_unit_interval(self, "gate_passage_tolerance") + negative
